@@ -1,0 +1,61 @@
+# The two commands a new user runs are `make demo` and `make test`; both build their own
+# virtualenv from scratch (uv, installed into it by pip, does the resolving quickly).
+#
+#   make demo                  example DAG waiting for simulated pods on a throw-away Airflow
+#   make test                  the whole suite (unit, simulator over HTTP, end-to-end Airflow)
+#   make lint                  ruff + mypy --strict
+#   make bench                 the performance benchmark, results to docs/benchmarks.md
+#   make test-lowest           the suite on the lowest supported Airflow and Python
+#   make ci                    what .ci/run does: lint, newest and lowest
+
+# Newest Airflow this release is tested on, and the lowest it supports (see pyproject.toml).
+AIRFLOW_VERSION ?= 3.3.2
+LOWEST_AIRFLOW_VERSION ?= 3.1.0
+# The lowest Airflow is installed with dependencies as they were at its release, which is what
+# its own constraint file pins (newer structlog, for one, breaks Airflow 3.1.0).
+LOWEST_EXCLUDE_NEWER ?= 2025-10-01
+PYTHON_VERSION ?=
+PYTHON ?= $(if $(PYTHON_VERSION),$(shell scripts/find-python $(PYTHON_VERSION)),python3)
+VENV ?= .venv
+EXCLUDE_NEWER ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+
+.PHONY: demo test lint bench test-lowest ci clean
+
+$(STAMP): pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+		$(if $(EXCLUDE_NEWER),--exclude-newer $(EXCLUDE_NEWER)) \
+		"apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m scripts.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check airflow_provider_prime tests bench example_dags scripts
+	$(BIN)/ruff format --check airflow_provider_prime tests bench example_dags scripts
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.triggers
+
+test-lowest:
+	$(MAKE) test VENV=.venv-lowest PYTHON_VERSION=3.10 AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION) \
+		EXCLUDE_NEWER=$(LOWEST_EXCLUDE_NEWER)
+
+ci:
+	$(MAKE) lint PYTHON_VERSION=3.13
+	$(MAKE) test PYTHON_VERSION=3.13
+	$(MAKE) test-lowest
+
+clean:
+	rm -rf .venv .venv-lowest build dist .mypy_cache .ruff_cache .pytest_cache

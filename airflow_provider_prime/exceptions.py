@@ -1,0 +1,59 @@
+"""One small hierarchy of the provider's errors, so callers can catch exactly what they mean.
+
+Every message is written for the person reading the task log: it names the pod or the request,
+the cause, and what to do. None of them ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from airflow.exceptions import AirflowException
+
+
+class PrimeError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class PrimeConfigError(PrimeError):
+    """The connection or the arguments are unusable (no key, plain http to a remote host, bad ids)."""
+
+
+class PrimeAPIError(PrimeError):
+    """The API answered with an error, or with something that is not the documented payload.
+
+    ``status_code`` is the HTTP status (``None`` when no response arrived at all).
+    ``retryable`` tells whether trying again later might succeed (429, 5xx, transport errors).
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status_code: int | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class PrimeAuthError(PrimeAPIError):
+    """401/403: the key is wrong, revoked or lacks the "Instances → Read" permission. Never retried."""
+
+
+class PrimeNotFoundError(PrimeAPIError):
+    """404: the base URL or path is wrong (the status endpoint itself omits unknown pods instead)."""
+
+
+class PrimeRequestError(PrimeAPIError):
+    """422 (or another 4xx): the API rejected the request; ``details`` lists what it said."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, details: list[str] | None = None):
+        super().__init__(message, status_code=status_code, retryable=False)
+        self.details = details or []
+
+
+class PrimeTransientError(PrimeAPIError):
+    """429, 5xx, timeouts and dropped connections that outlasted the retries. Worth trying later."""
+
+    retryable = True
+
+
+class PrimePodFailedError(PrimeError):
+    """A pod reached a state no waiting can fix (ERROR, TERMINATED, installation failure, not found)."""
