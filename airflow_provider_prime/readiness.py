@@ -122,7 +122,7 @@ def unique_ids(pod_ids: Iterable[str]) -> list[str]:
 def track_missing(
     missing_since: Mapping[str, float], pod_ids: Iterable[str], statuses: Iterable[PodStatus], now: float
 ) -> dict[str, float]:
-    """Return the updated "missing since" clock: absent ids keep (or get) a start time, present ones drop it."""
+    """Update the "missing since" clock: absent ids keep (or get) a start time, present ids drop it."""
     present = {s.pod_id for s in statuses}
     return {pid: missing_since.get(pid, now) for pid in unique_ids(pod_ids) if pid not in present}
 
@@ -143,7 +143,8 @@ def assess_pod(status: PodStatus, requirements: Requirements) -> PodReport:
         return PodReport(pid, Outcome.WAITING, f"pod is {state}", status)
     if requirements.wait_for_installation and install != InstallationState.FINISHED.value:
         progress = f" {status.installation_progress}%" if status.installation_progress is not None else ""
-        return PodReport(pid, Outcome.WAITING, f"ACTIVE, installation {install or 'not started'}{progress}", status)
+        detail = f"ACTIVE, installation {install or 'not started'}{progress}"
+        return PodReport(pid, Outcome.WAITING, detail, status)
     if requirements.require_ssh:
         nodes = status.ssh_connections
         waiting = [i + 1 for i, ssh in enumerate(nodes) if not (ssh and ssh.strip())]
@@ -181,9 +182,8 @@ def assess(
             continue
         gone_for = now - missing_since.get(pid, now)
         if gone_for >= requirements.missing_grace:
-            reports.append(
-                PodReport(pid, Outcome.FAILED, f"not found or not visible to this API key (missing for {gone_for:.0f}s)")
-            )
+            detail = f"not found or not visible to this API key (missing for {gone_for:.0f}s)"
+            reports.append(PodReport(pid, Outcome.FAILED, detail))
         else:
             reports.append(PodReport(pid, Outcome.WAITING, "not in the API's answer yet"))
     outcomes = {r.outcome for r in reports}
