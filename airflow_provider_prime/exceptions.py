@@ -6,7 +6,7 @@ the cause, and what to do. None of them ever contains the API key.
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException
 
 
 class PrimeError(AirflowException):
@@ -20,15 +20,15 @@ class PrimeConfigError(PrimeError):
 class PrimeAPIError(PrimeError):
     """The API answered with an error, or with something that is not the documented payload.
 
-    ``status_code`` is the HTTP status (``None`` when no response arrived at all).
+    ``http_status`` is the HTTP status (``None`` when no response arrived at all).
     ``retryable`` tells whether trying again later might succeed (429, 5xx, transport errors).
     """
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, status_code: int | None = None, retryable: bool | None = None):
+    def __init__(self, message: str, *, http_status: int | None = None, retryable: bool | None = None):
         super().__init__(message)
-        self.status_code = status_code
+        self.http_status = http_status
         if retryable is not None:
             self.retryable = retryable
 
@@ -44,8 +44,8 @@ class PrimeNotFoundError(PrimeAPIError):
 class PrimeRequestError(PrimeAPIError):
     """422 (or another 4xx): the API rejected the request; ``details`` lists what it said."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, details: list[str] | None = None):
-        super().__init__(message, status_code=status_code, retryable=False)
+    def __init__(self, message: str, *, http_status: int | None = None, details: list[str] | None = None):
+        super().__init__(message, http_status=http_status, retryable=False)
         self.details = details or []
 
 
