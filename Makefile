@@ -26,9 +26,8 @@ STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 .PHONY: demo test lint bench test-lowest ci clean
 
 $(STAMP): pyproject.toml
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python \
 		$(if $(EXCLUDE_NEWER),--exclude-newer $(EXCLUDE_NEWER)) \
 		"apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
