@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException
 
+try:  # Airflow >= 3.2 moved the task-control exceptions into the Task SDK
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+
 
 class PrimeError(AirflowException):
     """Base class of every error this provider raises."""
@@ -55,5 +60,9 @@ class PrimeTransientError(PrimeAPIError):
     retryable = True
 
 
-class PrimePodFailedError(PrimeError):
-    """A pod reached a state no waiting can fix (ERROR, TERMINATED, installation failure, not found)."""
+class PrimePodFailedError(PrimeError, AirflowFailException):
+    """A pod reached a state no waiting can fix (ERROR, TERMINATED, installation failure, not found).
+
+    Also an ``AirflowFailException``: Airflow then fails the task without using its retries (a retry
+    would only wait for the same broken pod again), and a sensor with ``soft_fail`` skips instead.
+    """
