@@ -1,0 +1,202 @@
+"""Scenarios as plain data: which pods exist and how each one's status unfolds over time.
+
+A :class:`Scenario` is a list of :class:`PodScript`; a pod script is a timeline of :class:`Phase`
+snapshots, each saying what the API reports from ``at`` seconds after the pod was added to the
+simulator until the next phase begins. Everything validates from (and dumps to) JSON-friendly
+dicts, so a user can keep scenarios in files next to their DAG tests::
+
+    {"name": "mine", "pods": [
+        {"pod_id": "pod-a", "nodes": 2, "timeline": [
+            {"at": 0, "status": "PROVISIONING", "installation_status": "PENDING"},
+            {"at": 5, "status": "ACTIVE", "installation_status": "ACTIVE",
+             "installation_progress": 0, "ip_nodes": 2, "ssh_nodes": 1},
+            {"at": 20, "status": "ACTIVE", "installation_status": "FINISHED",
+             "installation_progress": 100, "ip_nodes": 2, "ssh_nodes": 2}]}]}
+
+Node addresses are generated (documentation range 203.0.113.0/24) unless ``node_ips`` is given;
+``ssh_nodes``/``ip_nodes`` say how many nodes have one yet. A phase may instead give
+``ssh_connection``/``ip`` verbatim (e.g. ``[null]`` for a stopped pod). Installation progress rises
+linearly between two consecutive phases that both give a progress value.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+#: Provider type of simulated pods unless a script says otherwise.
+DEFAULT_PROVIDER_TYPE = "primecompute"
+
+#: A per-node field as the API sends it: one string (single node), a list with a null per node
+#: that has none yet, or null.
+NodeValue = str | list[str | None] | None
+
+
+class Phase(BaseModel):
+    """What a pod reports from ``at`` seconds (pod time) until the next phase of its timeline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: float = Field(default=0.0, ge=0.0)
+    status: str = Field(min_length=1)
+    installation_status: str | None = None
+    installation_progress: int | None = Field(default=None, ge=0, le=100)
+    installation_failure: str | None = None
+    #: How many nodes have an SSH connection / an IP yet (None: the field is null).
+    ssh_nodes: int | None = Field(default=None, ge=0)
+    ip_nodes: int | None = Field(default=None, ge=0)
+    #: Verbatim values; when given they win over ``ssh_nodes`` / ``ip_nodes``.
+    ssh_connection: NodeValue = None
+    ip: NodeValue = None
+    #: Fields beyond the documented schema, merged into the pod object (the live API sends some).
+    extra_fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class PodScript(BaseModel):
+    """One simulated pod: identity, shape, visibility and the timeline of its status."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pod_id: str = Field(min_length=1)
+    timeline: tuple[Phase, ...] = Field(min_length=1)
+    provider_type: str = DEFAULT_PROVIDER_TYPE
+    nodes: int = Field(default=1, ge=1, le=256)
+    node_ips: tuple[str, ...] | None = None
+    ssh_user: str = "root"
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    #: Only these API keys see the pod (None: every accepted key does).
+    api_keys: tuple[str, ...] | None = None
+    #: Pod time before which the pod is absent from answers (eventual consistency after create).
+    visible_from: float = Field(default=0.0, ge=0.0)
+    #: Pod time from which the pod is absent from answers (deleted, or moved to another account).
+    vanish_at: float | None = Field(default=None, ge=0.0)
+    extra_fields: dict[str, Any] = Field(default_factory=dict)
+
+    _starts: tuple[float, ...] = PrivateAttr(default=())
+
+    @field_validator("timeline")
+    @classmethod
+    def _in_time_order(cls, timeline: tuple[Phase, ...]) -> tuple[Phase, ...]:
+        return tuple(sorted(timeline, key=lambda phase: phase.at))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PodScript:
+        if self.node_ips is not None and len(self.node_ips) != self.nodes:
+            raise ValueError(f"node_ips has {len(self.node_ips)} entries for {self.nodes} nodes")
+        if self.vanish_at is not None and self.vanish_at <= self.visible_from:
+            raise ValueError("vanish_at must come after visible_from")
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._starts = tuple(phase.at for phase in self.timeline)
+
+    def visible_at(self, t: float) -> bool:
+        """Whether the API lists the pod at pod time ``t``."""
+        return t >= self.visible_from and (self.vanish_at is None or t < self.vanish_at)
+
+    def visible_to(self, api_key: str) -> bool:
+        return self.api_keys is None or api_key in self.api_keys
+
+    def position(self, t: float) -> tuple[int, int | None]:
+        """(index of the phase in force at pod time ``t``, installation progress at ``t``)."""
+        index = max(bisect.bisect_right(self._starts, t) - 1, 0)
+        phase = self.timeline[index]
+        progress = phase.installation_progress
+        if progress is not None and index + 1 < len(self.timeline):
+            following = self.timeline[index + 1]
+            span = following.at - phase.at
+            if following.installation_progress is not None and span > 0 and t > phase.at:
+                rise = (following.installation_progress - progress) * (t - phase.at) / span
+                progress = int(progress + rise)
+        return index, progress
+
+    def report(self, t: float) -> dict[str, Any]:
+        """The ``APIPodStatusResponse`` object (camelCase) the API returns at pod time ``t``."""
+        return self.render(*self.position(t))
+
+    def render(self, index: int, progress: int | None) -> dict[str, Any]:
+        """The API object for one phase of the timeline with the given installation progress."""
+        phase = self.timeline[index]
+        explicit = phase.model_fields_set
+        ssh = phase.ssh_connection if "ssh_connection" in explicit else self._per_node(phase.ssh_nodes, True)
+        ip = phase.ip if "ip" in explicit else self._per_node(phase.ip_nodes, False)
+        body: dict[str, Any] = {
+            "podId": self.pod_id,
+            "providerType": self.provider_type,
+            "status": phase.status,
+            "sshConnection": ssh,
+            "ip": ip,
+            "installationStatus": phase.installation_status,
+            "installationFailure": phase.installation_failure,
+            "installationProgress": progress,
+        }
+        body.update(self.extra_fields)
+        body.update(phase.extra_fields)
+        return body
+
+    def node_ip(self, node: int) -> str:
+        """The IP address of node ``node`` (0-based): given, or derived from the pod id."""
+        if self.node_ips is not None:
+            return self.node_ips[node]
+        return f"203.0.113.{(zlib.crc32(self.pod_id.encode()) + node) % 254 + 1}"
+
+    def _per_node(self, count: int | None, ssh: bool) -> NodeValue:
+        if count is None:
+            return None
+
+        def value(node: int) -> str:
+            ip = self.node_ip(node)
+            return f"{self.ssh_user}@{ip} -p {self.ssh_port}" if ssh else ip
+
+        if self.nodes == 1:
+            return value(0) if count >= 1 else None
+        return [value(node) if node < count else None for node in range(self.nodes)]
+
+
+class Scenario(BaseModel):
+    """A named set of pod scripts; what the simulator serves until told otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "custom"
+    description: str = ""
+    pods: tuple[PodScript, ...] = ()
+
+    @field_validator("pods")
+    @classmethod
+    def _unique_ids(cls, pods: tuple[PodScript, ...]) -> tuple[PodScript, ...]:
+        seen: set[str] = set()
+        for pod in pods:
+            if pod.pod_id in seen:
+                raise ValueError(f"pod id {pod.pod_id!r} appears twice")
+            seen.add(pod.pod_id)
+        return pods
+
+    @property
+    def pod_ids(self) -> list[str]:
+        return [pod.pod_id for pod in self.pods]
+
+    @classmethod
+    def of(cls, pods: Iterable[PodScript], *, name: str = "custom", description: str = "") -> Scenario:
+        """A scenario from pod scripts built in Python."""
+        return cls(name=name, description=description, pods=tuple(pods))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        """Validate a scenario given as plain data (raises pydantic's ``ValidationError``)."""
+        return cls.model_validate(dict(data))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        """Read a scenario from a JSON file."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` turns back into an equal scenario."""
+        return self.model_dump(mode="json", exclude_unset=True)
