@@ -10,6 +10,51 @@ from typing import Any
 
 from airflow_provider_prime import __version__
 
+#: The "prime" connection form, as data: Airflow >= 3.2 reads it from the provider info without
+#: importing the hook; ``PrimeHook`` derives the hook methods Airflow 3.1 calls from the same dicts.
+#: The keys are the connection-extra options of ``airflow_provider_prime.hooks._settings``.
+CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
+    "connect_timeout": {
+        "label": "Connect timeout (seconds)",
+        "description": "Time allowed to open a connection to the API.",
+        "schema": {"type": ["number", "null"], "default": 10, "minimum": 0},
+    },
+    "read_timeout": {
+        "label": "Read timeout (seconds)",
+        "description": "Time allowed for the API to answer.",
+        "schema": {"type": ["number", "null"], "default": 30, "minimum": 0},
+    },
+    "max_retries": {
+        "label": "Retries",
+        "description": "Retries after the first attempt on 429, 5xx, timeouts and dropped connections.",
+        "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0, "maximum": 100},
+    },
+    "backoff_base": {
+        "label": "Backoff base (seconds)",
+        "description": "First backoff ceiling; doubles on each retry, with full jitter.",
+        "schema": {"type": ["number", "null"], "default": 1, "minimum": 0},
+    },
+    "backoff_max": {
+        "label": "Backoff cap (seconds)",
+        "description": "Longest wait between two retries.",
+        "schema": {"type": ["number", "null"], "default": 30, "minimum": 0},
+    },
+    "retry_after_max": {
+        "label": "Retry-After cap (seconds)",
+        "description": "Longest wait honoured from the API's Retry-After header.",
+        "schema": {"type": ["number", "null"], "default": 60, "minimum": 0},
+    },
+}
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port"],
+    "relabeling": {"host": "API base URL", "password": "API key"},
+    "placeholders": {
+        "host": "https://api.primeintellect.ai",
+        "password": "Prime Intellect API key (Instances → Read is enough)",
+        "extra": '{"read_timeout": 30, "max_retries": 3, "verify": true}',
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the package, its hook, sensor and trigger modules and the ``prime`` connection type."""
@@ -46,7 +91,10 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_prime.hooks.prime.PrimeHook",
+                "hook-name": "Prime Intellect",
                 "connection-type": "prime",
+                "conn-fields": CONNECTION_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
     }

@@ -1,0 +1,262 @@
+"""A scriptable fake of the Prime API, reachable three ways with the same script.
+
+* :class:`ScriptAdapter` plugs into ``PrimeClient(adapter=...)`` (requests, no socket);
+* :func:`script_transport` plugs into ``AsyncPrimeClient(transport=...)`` (httpx.MockTransport);
+* :class:`LocalApi` serves it over real HTTP on 127.0.0.1 (stdlib ``http.server`` in a thread).
+
+A script is a function from the request seen to a :class:`Reply` or a :class:`Failure`; every
+request is recorded in ``api.seen`` so tests can assert on exact traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import requests
+import requests.adapters
+from requests.structures import CaseInsensitiveDict
+
+KEY = "pk-test-SECRET-5f3a9c0d7e"
+"""The API key the fakes accept; distinctive so a leak anywhere is easy to find."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the fake API received it."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]
+
+    @property
+    def pod_ids(self) -> list[str]:
+        return [value for key, value in self.query if key == "pod_ids"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: Any = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def raw_body(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+class Failure(Enum):
+    """No answer: a read timeout, a refused connection, or a connection dropped mid-request."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    DROP = "drop"
+
+
+Script = Callable[[Seen], "Reply | Failure"]
+
+
+def pod(pod_id: str, status: str = "ACTIVE", **fields: Any) -> dict[str, Any]:
+    """A pod as the API reports it (camelCase), ready by default."""
+    record: dict[str, Any] = {
+        "podId": pod_id,
+        "providerType": "runpod",
+        "status": status,
+        "sshConnection": f"root@10.0.0.1 -p {22}",
+        "ip": "10.0.0.1",
+        "installationStatus": "FINISHED",
+        "installationProgress": 100,
+    }
+    record.update(fields)
+    return record
+
+
+def serve_pods(known: Mapping[str, dict[str, Any]] | None = None) -> Script:
+    """Answer status requests like the API: the requested ids that exist, unknown ids left out.
+
+    Without ``known`` every requested id exists and is ready.
+    """
+
+    def script(seen: Seen) -> Reply:
+        ids = seen.pod_ids
+        data = [known[i] for i in ids if i in known] if known is not None else [pod(i) for i in ids]
+        return Reply(200, {"data": data, "status": "ok"})
+
+    return script
+
+
+def sequence(*replies: Reply | Failure, then: Script | None = None) -> Script:
+    """Give ``replies`` in order, then defer to ``then`` (default: every pod ready)."""
+    queue = list(replies)
+    fallback = then or serve_pods()
+    lock = threading.Lock()
+
+    def script(seen: Seen) -> Reply | Failure:
+        with lock:
+            if queue:
+                return queue.pop(0)
+        return fallback(seen)
+
+    return script
+
+
+def always(reply: Reply | Failure) -> Script:
+    return lambda seen: reply
+
+
+class FakeApi:
+    """A script plus the record of every request it answered; a wrong bearer key gets a 401."""
+
+    def __init__(self, script: Script | None = None, key: str = KEY) -> None:
+        self.script: Script = script or serve_pods()
+        self.key = key
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+
+    def answer(self, method: str, url: str, headers: Mapping[str, str]) -> Reply | Failure:
+        parts = urlsplit(url)
+        seen = Seen(
+            method=method,
+            path=parts.path,
+            query=parse_qsl(parts.query, keep_blank_values=True),
+            headers={k.lower(): v for k, v in headers.items()},
+        )
+        with self._lock:
+            self.seen.append(seen)
+        if self.key and seen.headers.get("authorization") != f"Bearer {self.key}":
+            return Reply(401, {"detail": "Invalid or missing API key"})
+        return self.script(seen)
+
+    @property
+    def status_requests(self) -> list[Seen]:
+        return [s for s in self.seen if s.path.rstrip("/") == "/api/v1/pods/status"]
+
+
+class ScriptAdapter(requests.adapters.BaseAdapter):
+    """A requests transport adapter answering from a :class:`FakeApi`, without sockets."""
+
+    def __init__(self, api: FakeApi) -> None:
+        super().__init__()
+        self.api = api
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        outcome = self.api.answer(request.method or "GET", request.url or "", dict(request.headers))
+        if outcome is Failure.TIMEOUT:
+            raise requests.exceptions.ReadTimeout("read timed out (fake)", request=request)
+        if outcome is Failure.CONNECT:
+            raise requests.exceptions.ConnectionError(
+                ConnectionRefusedError(111, "Connection refused (fake)"), request=request
+            )
+        if outcome is Failure.DROP:
+            raise requests.exceptions.ChunkedEncodingError("connection dropped (fake)", request=request)
+        assert isinstance(outcome, Reply)
+        response = requests.Response()
+        response.status_code = outcome.status
+        response.headers = CaseInsensitiveDict(outcome.headers)
+        response.raw = io.BytesIO(outcome.raw_body())
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def script_transport(api: FakeApi) -> httpx.MockTransport:
+    """An httpx transport answering from a :class:`FakeApi`, without sockets."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        outcome = api.answer(request.method, str(request.url), dict(request.headers))
+        if outcome is Failure.TIMEOUT:
+            raise httpx.ReadTimeout("read timed out (fake)", request=request)
+        if outcome is Failure.CONNECT:
+            raise httpx.ConnectError("Connection refused (fake)", request=request)
+        if outcome is Failure.DROP:
+            raise httpx.RemoteProtocolError("connection dropped (fake)", request=request)
+        assert isinstance(outcome, Reply)
+        return httpx.Response(outcome.status, headers=dict(outcome.headers), content=outcome.raw_body())
+
+    return httpx.MockTransport(handler)
+
+
+class LocalApi:
+    """:class:`FakeApi` over real HTTP on 127.0.0.1 (a free port), for the clients' real I/O paths.
+
+    ``Failure.TIMEOUT`` sleeps ``stall`` seconds before answering; ``Failure.DROP`` closes the
+    socket without a response.
+    """
+
+    def __init__(self, api: FakeApi, stall: float = 1.0) -> None:
+        self.api = api
+        self.stall = stall
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> LocalApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outcome = owner.api.answer("GET", self.path, dict(self.headers.items()))
+                if outcome is Failure.TIMEOUT:
+                    time.sleep(owner.stall)
+                    outcome = Reply(200, {"data": [], "status": "late"})
+                if outcome in (Failure.DROP, Failure.CONNECT):
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                assert isinstance(outcome, Reply)
+                body = outcome.raw_body()
+                self.send_response(outcome.status)
+                headers = {k.lower(): v for k, v in outcome.headers.items()}
+                headers.setdefault("content-type", "application/json")
+                headers.setdefault("content-length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client gave up (timeout or size limit)
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def ids(count: int, prefix: str = "pod") -> list[str]:
+    return [f"{prefix}-{n:04d}" for n in range(count)]
+
+
+def flatten(seen: Iterable[Seen]) -> list[str]:
+    return [pod_id for s in seen for pod_id in s.pod_ids]
