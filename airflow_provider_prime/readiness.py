@@ -15,11 +15,13 @@ Rules (see ``docs/readiness.md``):
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from airflow_provider_prime.exceptions import PrimeConfigError
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
 
 #: Pod statuses that no amount of waiting turns into ACTIVE.
@@ -30,6 +32,11 @@ FAILED_POD_STATES = frozenset(
 FAILED_INSTALLATION_STATES = frozenset({InstallationState.ERROR.value, InstallationState.TERMINATED.value})
 #: Default seconds a requested pod may be absent from the API's answer before the wait fails.
 DEFAULT_MISSING_GRACE = 60.0
+#: Pods named one by one in a progress line; the rest are counted, so a 500-pod wait logs one
+#: readable line rather than a page.
+SUMMARY_POD_LIMIT = 10
+#: Characters no pod id contains; finding one means a list was rendered into a string.
+_NOT_IN_IDS = frozenset(" \t\r\n,;[]()'\"")
 
 
 class Outcome(str, Enum):
@@ -91,12 +98,20 @@ class Verdict:
         """Why the wait failed, one clause per failed pod ("" when nothing failed)."""
         return "; ".join(p.line() for p in self.pods if p.outcome is Outcome.FAILED)
 
-    def summary(self) -> str:
-        """One line of progress a human can read while waiting: ready count, then what is pending."""
+    def summary(self, limit: int = SUMMARY_POD_LIMIT) -> str:
+        """One line of progress a human can read while waiting: ready count, then what is pending.
+
+        At most ``limit`` pending pods are described (failed ones first); the others are counted.
+        """
         ready = sum(p.outcome is Outcome.READY for p in self.pods)
-        pending = "; ".join(p.line() for p in self.pods if p.outcome is not Outcome.READY)
-        head = f"{ready}/{len(self.pods)} pods ready"
-        return f"{head}; {pending}" if pending else head
+        pending = sorted(
+            (p for p in self.pods if p.outcome is not Outcome.READY),
+            key=lambda p: p.outcome is not Outcome.FAILED,
+        )
+        clauses = [p.line() for p in pending[:limit]]
+        if len(pending) > limit:
+            clauses.append(f"and {len(pending) - limit} more not ready")
+        return "; ".join([f"{ready}/{len(self.pods)} pods ready", *clauses])
 
     def handover(self) -> dict[str, dict[str, Any]]:
         """The JSON-serialisable mapping handed to downstream tasks (XCom ``return_value``)."""
@@ -117,6 +132,41 @@ def handover_entry(status: PodStatus) -> dict[str, Any]:
 def unique_ids(pod_ids: Iterable[str]) -> list[str]:
     """The ids in their first-seen order, each once."""
     return list(dict.fromkeys(pod_ids))
+
+
+def requested_pod_ids(value: object) -> list[str]:
+    """Validate a rendered ``pod_ids`` argument (one id or a list of ids); return the unique ids.
+
+    Called at execute time, after templating, because that is when the real value is known; the
+    message names the offending value so a mistyped template is found from the task log alone.
+    Surrounding whitespace (a template's trailing newline) is dropped.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise PrimeConfigError(
+            f"pod_ids must be a pod id or a list of pod ids, not {type(value).__name__}: "
+            f"{reprlib.repr(value)}"
+        )
+    if not items:
+        raise PrimeConfigError("pod_ids is empty: give at least one pod id")
+    ids: list[str] = []
+    for index, item in enumerate(items):
+        where = "pod_ids" if isinstance(value, str) else f"pod_ids[{index}]"
+        if not isinstance(item, str):
+            raise PrimeConfigError(
+                f"{where} must be a string, not {type(item).__name__}: {reprlib.repr(item)}"
+            )
+        pod_id = item.strip()
+        if not pod_id:
+            raise PrimeConfigError(f"{where} is blank ({item!r}): give a pod id")
+        if _NOT_IN_IDS.intersection(pod_id):
+            raise PrimeConfigError(
+                f"{where} is not a pod id: {reprlib.repr(item)} (pod ids have no spaces, commas, quotes "
+                "or brackets). For several pods pass a list; a template renders a list as text unless "
+                "the DAG sets render_template_as_native_obj=True"
+            )
+        ids.append(pod_id)
+    return unique_ids(ids)
 
 
 def track_missing(

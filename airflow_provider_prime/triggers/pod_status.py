@@ -1,0 +1,165 @@
+"""PodStatusTrigger: the deferred half of :class:`~airflow_provider_prime.sensors.pod_status.PodStatusSensor`.
+
+It runs in the triggerer, waits on the shared poller of its connection (one request per interval
+for all the pods of all waiting triggers, see :mod:`airflow_provider_prime.triggers.polling`),
+judges every answer with :func:`airflow_provider_prime.readiness.assess` (the very function the
+sensor's ``poke`` uses) and fires exactly one event:
+
+* ``{"status": "success", "pods": {pod_id: handover entry}, "message": ...}``
+* ``{"status": "failed", "error_type": <exception class name>, "message": ..., "pods": {...}}``
+  (a pod failed, or the API refused the key or the request: no waiting can fix either)
+* ``{"status": "timeout", "message": ..., "pods": {...}}`` once the absolute ``deadline`` passes.
+
+The trigger is read-only and owns nothing: it can be cancelled at any point, moved to another
+triggerer, or run twice, and it never touches the pods. Its kwargs are plain values (ids, conn id,
+numbers, an epoch deadline); the API key is fetched by the hook inside :meth:`run` and never
+serialized.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_prime.exceptions import PrimeAPIError, PrimeError, PrimePodFailedError
+from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.models import PodStatus
+from airflow_provider_prime.progress import ProgressThrottle
+from airflow_provider_prime.readiness import (
+    DEFAULT_MISSING_GRACE,
+    Requirements,
+    Verdict,
+    assess,
+    requested_pod_ids,
+    track_missing,
+)
+from airflow_provider_prime.triggers import polling
+
+#: Poll interval (seconds) when none is given; the sensor passes its ``poke_interval``.
+DEFAULT_POLL_INTERVAL = 15.0
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether waiting longer may get past ``error`` (429, 5xx, timeouts, dropped connections).
+
+    The hook decides per error (``PrimeAPIError.retryable``); auth, request, not-found and
+    configuration errors, and anything unexpected, are not worth waiting on.
+    """
+    return isinstance(error, PrimeAPIError) and error.retryable
+
+
+def failure_event(error: BaseException, pods: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``failed`` event for an error; ``error_type`` lets the sensor raise the same class again."""
+    if isinstance(error, PrimeError):
+        error_type, message = type(error).__name__, str(error)
+    else:
+        error_type = PrimeError.__name__
+        message = f"Unexpected error while waiting for the pods: {type(error).__name__}: {error}"
+    return {"status": "failed", "error_type": error_type, "message": message, "pods": dict(pods or {})}
+
+
+class PodStatusTrigger(BaseTrigger):
+    """Wait in the triggerer until every pod is ready, one fails, or the deadline passes.
+
+    :param pod_ids: the pods to wait for (validated and de-duplicated like the sensor's).
+    :param deadline: absolute wall-clock deadline, epoch seconds. Set once by the sensor, so a
+        triggerer restart resumes with the original deadline instead of starting a new timeout.
+    :param prime_conn_id: the Airflow connection to read the API key and base URL from.
+    :param poll_interval: seconds between status requests (shared with other triggers on the
+        same connection; never longer than this because of sharing).
+    :param wait_for_installation: require installation ``FINISHED``, not only ``ACTIVE``.
+    :param require_ssh: require an SSH connection for every node.
+    :param missing_grace: seconds a pod may be absent from the API's answer before the wait fails.
+    :param missing_since: pod id -> epoch second it was first seen missing (carried over from the
+        sensor's first check so the grace period is not restarted by deferring).
+    """
+
+    def __init__(
+        self,
+        *,
+        pod_ids: Iterable[str],
+        deadline: float,
+        prime_conn_id: str = "prime_default",
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        wait_for_installation: bool = True,
+        require_ssh: bool = True,
+        missing_grace: float = DEFAULT_MISSING_GRACE,
+        missing_since: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.pod_ids = requested_pod_ids(list(pod_ids))
+        self.deadline = float(deadline)
+        self.prime_conn_id = prime_conn_id
+        self.poll_interval = float(poll_interval)
+        self.requirements = Requirements(
+            wait_for_installation=wait_for_installation,
+            require_ssh=require_ssh,
+            missing_grace=float(missing_grace),
+        )
+        self.missing_since = {str(k): float(v) for k, v in (missing_since or {}).items()}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Plain values only; the API key is looked up again by :meth:`run`."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pod_ids": list(self.pod_ids),
+                "deadline": self.deadline,
+                "prime_conn_id": self.prime_conn_id,
+                "poll_interval": self.poll_interval,
+                **self.requirements.to_kwargs(),
+                "missing_since": dict(self.missing_since),
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Yield exactly one event (see the module docstring), then return."""
+        yield TriggerEvent(await self._wait())  # type: ignore[no-untyped-call]
+
+    async def _wait(self) -> dict[str, Any]:
+        if self.deadline <= time.time():  # e.g. the triggerer was down past the deadline
+            return self._timeout_event(None, "the deadline passed before the trigger started")
+        try:
+            settings = await PrimeHook(self.prime_conn_id).aget_settings()
+        except Exception as exc:
+            return failure_event(exc)
+        progress = ProgressThrottle()
+        verdict: Verdict | None = None
+        async with polling.subscription(settings, self.pod_ids, self.poll_interval) as sub:
+            while (remaining := self.deadline - time.time()) > 0:
+                snapshot = await sub.next(remaining)
+                if snapshot is None:
+                    continue
+                if snapshot.error is not None:
+                    if not is_retryable(snapshot.error):
+                        return failure_event(snapshot.error, verdict.handover() if verdict else None)
+                    if progress.due(f"API error: {snapshot.error}", time.time()):
+                        self.log.warning("Prime API unavailable, still waiting: %s", snapshot.error)
+                    continue
+                verdict = self._assess(snapshot.statuses_for(self.pod_ids), snapshot.fetched_at)
+                if verdict.ready:
+                    self.log.info("All pods ready: %s", verdict.summary())
+                    return {"status": "success", "pods": verdict.handover(), "message": verdict.summary()}
+                if verdict.failed:
+                    error = PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
+                    self.log.error("%s", error)
+                    return failure_event(error, verdict.handover())
+                if progress.due(verdict.summary(), time.time()):
+                    self.log.info("Waiting for pods: %s", verdict.summary())
+        return self._timeout_event(verdict, verdict.summary() if verdict else "no answer from the API yet")
+
+    def _assess(self, statuses: list[PodStatus], now: float) -> Verdict:
+        self.missing_since = track_missing(self.missing_since, self.pod_ids, statuses, now)
+        return assess(self.pod_ids, statuses, self.requirements, missing_since=self.missing_since, now=now)
+
+    def _timeout_event(self, verdict: Verdict | None, last_known: str) -> dict[str, Any]:
+        when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat(timespec="seconds")
+        return {
+            "status": "timeout",
+            "message": f"Pods not ready by the deadline {when}; last known: {last_known}",
+            "pods": verdict.handover() if verdict else {},
+        }
