@@ -58,7 +58,8 @@ async def _serve(state: SimulatorState, host: str, port: int) -> None:
     server, connections = await open_server(PrimeApi(state), host, port)
     bound = server.sockets[0].getsockname()
     print(f"http://{host}:{bound[1]}", flush=True)
-    names = ", ".join(state.pod_ids()) or "none yet"
+    ids = list(state.pod_ids())
+    names = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "") if ids else "none yet"
     print(
         f"prime-api-simulator: scenario {state.scenario.name!r} (pods: {names}), "
         f"time scale {state.time_scale:g}, {len(state.api_keys)} API key(s); stop with Ctrl-C",

@@ -9,21 +9,56 @@ lookups, not 100 serialisations.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_prime.testing.clock import Clock
-from airflow_provider_prime.testing.scenario import Phase, PodScript, Scenario
+from airflow_provider_prime.testing.scenario import (
+    Phase,
+    PodScript,
+    Scenario,
+    steady_until,
+    timeline_position,
+)
 
 
 class _Entry:
-    __slots__ = ("added", "fragments", "script")
+    """A pod in the book; remembers what it reports and for which span of pod time that holds."""
+
+    __slots__ = ("added", "api_keys", "current", "fragments", "hi", "lo", "script", "starts")
 
     def __init__(self, script: PodScript, added: float) -> None:
         self.script = script
         self.added = added
+        self.starts = [phase.at for phase in script.timeline]
+        self.api_keys = None if script.api_keys is None else frozenset(script.api_keys)
         self.fragments: dict[tuple[int, int | None], bytes] = {}
+        self.lo = self.hi = 0.0  # [lo, hi): pod times for which ``current`` is the answer
+        self.current: bytes | None = None
+
+    def fragment(self, t: float) -> bytes | None:
+        """The pod's JSON object at pod time ``t``, or None while it is not listed."""
+        if self.lo <= t < self.hi:
+            return self.current
+        script = self.script
+        vanish_at = math.inf if script.vanish_at is None else script.vanish_at
+        current: bytes | None = None
+        if t < script.visible_from:
+            lo, hi = -math.inf, script.visible_from
+        elif t >= vanish_at:
+            lo, hi = vanish_at, math.inf
+        else:
+            position = timeline_position(script.timeline, self.starts, t)
+            current = self.fragments.get(position)
+            if current is None:
+                current = self.fragments[position] = json.dumps(script.render(*position)).encode()
+            index = position[0]
+            lo = max(self.starts[index] if index else -math.inf, script.visible_from)
+            hi = min(steady_until(script.timeline, index), vanish_at)  # -inf: progress moves, no caching
+        self.lo, self.hi, self.current = lo, hi, current
+        return current
 
 
 def with_timeline(script: PodScript, timeline: Iterable[Phase], **changes: Any) -> PodScript:
@@ -95,19 +130,14 @@ class PodBook:
         now = self._clock()
         out = []
         with self._lock:
-            entries = self._entries
+            entries, scale = self._entries, self._scale
             for pod_id in dict.fromkeys(pod_ids):
                 entry = entries.get(pod_id)
-                if entry is None:
+                if entry is None or (
+                    api_key is not None and entry.api_keys is not None and api_key not in entry.api_keys
+                ):
                     continue
-                script = entry.script
-                t = (now - entry.added) * self._scale
-                if not script.visible_at(t) or (api_key is not None and not script.visible_to(api_key)):
-                    continue
-                position = script.position(t)
-                fragment = entry.fragments.get(position)
-                if fragment is None:
-                    fragment = json.dumps(script.render(*position)).encode()
-                    entry.fragments[position] = fragment
-                out.append(fragment)
+                fragment = entry.fragment((now - entry.added) * scale)
+                if fragment is not None:
+                    out.append(fragment)
         return out

@@ -123,6 +123,7 @@ class PrimeSimulatorProcess(SimulatorClient):
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
+        prefer_uvloop: bool = True,
     ) -> None:
         super().__init__("http://unstarted", api_keys[0])
         self._scenario = scenario
@@ -130,6 +131,7 @@ class PrimeSimulatorProcess(SimulatorClient):
         self._host, self._port = host, port
         self._time_scale, self._max_pod_ids = time_scale, max_pod_ids
         self._python, self._env, self._startup_timeout = python, env, startup_timeout
+        self._prefer_uvloop = prefer_uvloop
         self._process: subprocess.Popen[str] | None = None
         self._scenario_file: Path | None = None
 
@@ -154,7 +156,7 @@ class PrimeSimulatorProcess(SimulatorClient):
         command += ["--scenario", str(scenario or "empty")]
         for key in self._api_keys:
             command += ["--api-key", key]
-        return command
+        return command if self._prefer_uvloop else [*command, "--no-uvloop"]
 
     def start(self) -> PrimeSimulatorProcess:
         """Start the process and wait for its base URL (RuntimeError if it does not come up)."""

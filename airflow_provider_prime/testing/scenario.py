@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Provider type of simulated pods unless a script says otherwise.
 DEFAULT_PROVIDER_TYPE = "primecompute"
@@ -78,8 +79,6 @@ class PodScript(BaseModel):
     vanish_at: float | None = Field(default=None, ge=0.0)
     extra_fields: dict[str, Any] = Field(default_factory=dict)
 
-    _starts: tuple[float, ...] = PrivateAttr(default=())
-
     @field_validator("timeline")
     @classmethod
     def _in_time_order(cls, timeline: tuple[Phase, ...]) -> tuple[Phase, ...]:
@@ -93,9 +92,6 @@ class PodScript(BaseModel):
             raise ValueError("vanish_at must come after visible_from")
         return self
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._starts = tuple(phase.at for phase in self.timeline)
-
     def visible_at(self, t: float) -> bool:
         """Whether the API lists the pod at pod time ``t``."""
         return t >= self.visible_from and (self.vanish_at is None or t < self.vanish_at)
@@ -105,16 +101,7 @@ class PodScript(BaseModel):
 
     def position(self, t: float) -> tuple[int, int | None]:
         """(index of the phase in force at pod time ``t``, installation progress at ``t``)."""
-        index = max(bisect.bisect_right(self._starts, t) - 1, 0)
-        phase = self.timeline[index]
-        progress = phase.installation_progress
-        if progress is not None and index + 1 < len(self.timeline):
-            following = self.timeline[index + 1]
-            span = following.at - phase.at
-            if following.installation_progress is not None and span > 0 and t > phase.at:
-                rise = (following.installation_progress - progress) * (t - phase.at) / span
-                progress = int(progress + rise)
-        return index, progress
+        return timeline_position(self.timeline, [phase.at for phase in self.timeline], t)
 
     def report(self, t: float) -> dict[str, Any]:
         """The ``APIPodStatusResponse`` object (camelCase) the API returns at pod time ``t``."""
@@ -157,6 +144,33 @@ class PodScript(BaseModel):
         if self.nodes == 1:
             return value(0) if count >= 1 else None
         return [value(node) if node < count else None for node in range(self.nodes)]
+
+
+def timeline_position(timeline: Sequence[Phase], starts: Sequence[float], t: float) -> tuple[int, int | None]:
+    """:meth:`PodScript.position` given the phases' start times (callers on a hot path keep them)."""
+    index = max(bisect.bisect_right(starts, t) - 1, 0)
+    phase = timeline[index]
+    progress = phase.installation_progress
+    if progress is not None and index + 1 < len(timeline):
+        following = timeline[index + 1]
+        span = following.at - phase.at
+        if following.installation_progress is not None and span > 0 and t > phase.at:
+            rise = (following.installation_progress - progress) * (t - phase.at) / span
+            progress = int(progress + rise)
+    return index, progress
+
+
+def steady_until(timeline: Sequence[Phase], index: int) -> float:
+    """Pod time until which phase ``index`` reports the same thing, or -inf if its progress moves."""
+    if index + 1 >= len(timeline):
+        return math.inf
+    phase, following = timeline[index], timeline[index + 1]
+    moving = phase.installation_progress is not None and following.installation_progress is not None
+    return (
+        -math.inf
+        if moving and following.installation_progress != phase.installation_progress
+        else following.at
+    )
 
 
 class Scenario(BaseModel):
