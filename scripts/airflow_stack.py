@@ -1,0 +1,331 @@
+"""Real Airflow components on loopback, in a throw-away home: what `make demo` and tests/e2e run.
+
+One :class:`AirflowStack` owns an ``AIRFLOW_HOME`` (an ``airflow.cfg`` written here, SQLite, free
+ports on 127.0.0.1) and the component processes started in it. Every component runs in its own
+process group, so stopping one also stops the task and trigger-runner subprocesses it forked; no
+process outlives :meth:`AirflowStack.stop` (also run by ``with`` on errors and Ctrl-C).
+
+Components are started individually rather than through ``airflow standalone`` so that one of
+them (the triggerer) can be killed and restarted while the others keep running. Airflow's own
+output goes to ``<home>/logs/<component>.log``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from cryptography.fernet import Fernet
+
+from scripts.airflow_api import AirflowApi
+
+#: The components a DAG with a deferrable sensor needs: the api-server also hosts the execution
+#: API the task processes report to, the dag-processor parses the DAG files.
+COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
+#: The component name as the api-server's /monitor/health reports it.
+HEALTH_KEYS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
+#: Extra command-line flags: the log servers are not needed (all logs are local files).
+FLAGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
+
+#: ``airflow_local_settings.py`` for ``sensor_overrides``: Airflow applies ``task_policy`` to every
+#: task wherever a DAG file is parsed (dag-processor and the worker alike).
+SENSOR_POLICY = '''"""Written by scripts/airflow_stack.py: sensor settings for a throw-away Airflow."""
+
+from airflow.sdk import BaseSensorOperator
+
+OVERRIDES = {overrides!r}
+
+
+def task_policy(task):
+    if isinstance(task, BaseSensorOperator):
+        for name, value in OVERRIDES.items():
+            setattr(task, name, value)
+'''
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Call ``check`` until it returns something truthy (returned) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Component:
+    """One running Airflow command, the leader of its own process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def terminate(self) -> None:
+        """Ask the leader to shut down (SIGTERM); it stops its own children in order."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.terminate()
+
+    def stop(self, *, grace: float = 5.0) -> None:
+        """SIGTERM the leader, SIGKILL its whole group after ``grace`` seconds; returns once all are gone.
+
+        Only the leader gets SIGTERM, so it can shut down its children in order; stragglers die
+        with the group. ``grace`` is short on purpose: a triggerer alone waits 10 s for its trigger
+        runner to exit, and nothing a throw-away stack holds needs a clean shutdown.
+        """
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=grace)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a crash, as far as Airflow can tell)."""
+        self._signal(signal.SIGKILL)
+        self.process.wait()
+        # Children that were still alive die with the group; wait until none is left.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not self._group_alive(), 5, f"{self.name}'s children", 0.1)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+
+@dataclass
+class AirflowStack:
+    """Airflow's components in ``home``, reading DAGs from ``dags_folder``; use as a context manager.
+
+    ``env`` is added to every component's environment (connections as ``AIRFLOW_CONN_*``, say);
+    ``config`` overrides or extends the generated ``airflow.cfg`` (section -> option -> value).
+    ``python`` runs ``-m airflow``: the interpreter whose Airflow is under test.
+    ``sensor_overrides`` sets attributes of every sensor when its DAG is parsed (a cluster policy
+    in ``<home>/config/airflow_local_settings.py``), e.g. ``{"poke_interval": 2.0}`` to run
+    example DAGs written for the real API faster, without changing them.
+    """
+
+    home: Path
+    dags_folder: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    config: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    python: str = sys.executable
+    sensor_overrides: Mapping[str, Any] = field(default_factory=dict)
+    api_port: int = field(default_factory=free_port)
+    components: dict[str, Component] = field(default_factory=dict, init=False)
+    _api: AirflowApi | None = field(default=None, init=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def api(self) -> AirflowApi:
+        """A REST client for the api-server (created once it is up)."""
+        if self._api is None:
+            self._api = AirflowApi(self.base_url)
+        return self._api
+
+    def __enter__(self) -> AirflowStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, dict[str, str]]:
+        """The ``airflow.cfg`` content: SQLite, LocalExecutor, loopback, small and fast loops."""
+        base: dict[str, dict[str, str]] = {
+            "core": {
+                "dags_folder": str(self.dags_folder),
+                "executor": "LocalExecutor",
+                "parallelism": "4",
+                "load_examples": "False",
+                "dags_are_paused_at_creation": "False",
+                "auth_manager": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
+                "SimpleAuthManager",
+                "simple_auth_manager_all_admins": "True",
+                "execution_api_server_url": f"{self.base_url}/execution/",
+                "fernet_key": Fernet.generate_key().decode(),
+            },
+            "database": {"sql_alchemy_conn": f"sqlite:///{self.home / 'airflow.db'}"},
+            "api": {
+                "host": "127.0.0.1",
+                "port": str(self.api_port),
+                "base_url": self.base_url,
+                "workers": "1",
+                "secret_key": secrets.token_urlsafe(16),
+            },
+            "api_auth": {"jwt_secret": secrets.token_urlsafe(32)},
+            "scheduler": {"scheduler_heartbeat_sec": "2", "scheduler_idle_sleep_time": "0.5"},
+            "dag_processor": {
+                "refresh_interval": "5",
+                "min_file_process_interval": "30",
+                "parsing_processes": "1",
+            },
+            # A killed triggerer's triggers move to a live one once its heartbeat is this old.
+            "triggerer": {"job_heartbeat_sec": "2", "triggerer_health_check_threshold": "10"},
+            "logging": {
+                "base_log_folder": str(self.log_dir),
+                "dag_processor_child_process_log_directory": str(self.log_dir / "dag_processor"),
+                "worker_log_server_port": str(free_port()),
+                "trigger_log_server_port": str(free_port()),
+            },
+        }
+        for section, options in self.config.items():
+            base.setdefault(section, {}).update(options)
+        return base
+
+    def process_env(self) -> dict[str, str]:
+        """The environment of every component: this one, minus stray Airflow settings, plus ours."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+        env.update(AIRFLOW_HOME=str(self.home), AIRFLOW_CONFIG=str(self.home / "airflow.cfg"))
+        env.update(self.env)
+        return env
+
+    def init(self) -> None:
+        """Write ``airflow.cfg`` into an empty ``home`` and create the metadata database."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_dict(self.settings())
+        with (self.home / "airflow.cfg").open("w") as cfg:
+            parser.write(cfg)
+        if self.sensor_overrides:
+            config_dir = self.home / "config"
+            config_dir.mkdir(exist_ok=True)
+            policy = SENSOR_POLICY.format(overrides=dict(self.sensor_overrides))
+            (config_dir / "airflow_local_settings.py").write_text(policy)
+        log = self.log_dir / "db-migrate.log"
+        with log.open("wb") as out:
+            done = subprocess.run(
+                [self.python, "-m", "airflow", "db", "migrate"],
+                env=self.process_env(),
+                cwd=self.home,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"`airflow db migrate` failed; see {log}:\n{tail(log)}")
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def start(self, names: Iterable[str] = COMPONENTS, *, timeout: float = 120.0) -> None:
+        """Start the given components (not yet running) and wait until the api-server says they are up."""
+        for name in names:
+            if name in self.components and self.components[name].alive():
+                continue
+            self.components[name] = self._spawn(name)
+        self.wait_healthy(timeout=timeout)
+
+    def _spawn(self, name: str) -> Component:
+        log_path = self.log_dir / f"{name}.log"
+        out: IO[bytes]
+        with log_path.open("ab") as out:
+            process = subprocess.Popen(
+                [self.python, "-m", "airflow", name, *FLAGS.get(name, ())],
+                env=self.process_env(),
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+        return Component(name, process, log_path)
+
+    def wait_healthy(self, *, timeout: float = 120.0) -> None:
+        """Wait until the api-server answers and every started component reports a live heartbeat."""
+
+        def healthy() -> bool:
+            for component in self.components.values():
+                if not component.alive():
+                    raise RuntimeError(
+                        f"airflow {component.name} exited early; see {component.log_path}:\n"
+                        f"{tail(component.log_path)}"
+                    )
+            health = self.api.health()
+            return health is not None and all(
+                health.get(HEALTH_KEYS[name], {}).get("status") == "healthy"
+                for name in self.components
+                if name in HEALTH_KEYS
+            )
+
+        wait_until(healthy, timeout, "the Airflow components to be healthy", interval=1.0)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component's process group, as a crash would."""
+        self.components.pop(name).kill()
+
+    def stop(self) -> None:
+        """Stop every component, all at once (each gets the same short grace period)."""
+        stopping = list(self.components.values())
+        self.components.clear()
+        for component in stopping:
+            component.terminate()
+        for component in stopping:
+            component.stop()
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    def airflow(self, *args: str, timeout: float = 120.0) -> str:
+        """Run an ``airflow`` CLI command against this home; its output (raises on failure)."""
+        done = subprocess.run(
+            [self.python, "-m", "airflow", *args],
+            env=self.process_env(),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"`airflow {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
