@@ -63,7 +63,6 @@ class PrimeClient:
         self.settings = settings
         self._session = requests.Session()
         self._session.headers.update(default_headers(settings, f"python-requests/{requests.__version__}"))
-        self._session.verify = settings.verify
         if adapter is not None:
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
@@ -104,6 +103,8 @@ class PrimeClient:
                 request.url,
                 params=list(request.params),
                 timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                # Per request: a session-level value loses to REQUESTS_CA_BUNDLE (requests#3829).
+                verify=self.settings.verify,
                 stream=True,
                 allow_redirects=True,
             ) as response:

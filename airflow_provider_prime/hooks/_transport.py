@@ -81,6 +81,7 @@ class TransportFailure:
 
     description: str
     retryable: bool
+    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -251,8 +252,9 @@ class Exchange(Generic[T]):
         self.attempts += 1
         retry_after: str | None = None
         if isinstance(outcome, TransportFailure):
+            hint = f" {outcome.hint}" if outcome.hint else ""
             error: PrimeAPIError = PrimeAPIError(
-                self._scrub(f"{outcome.description} while {self.request.action}"),
+                self._scrub(f"{outcome.description} while {self.request.action}.{hint}"),
                 retryable=outcome.retryable,
             )
         else:
@@ -363,6 +365,7 @@ def too_large_failure() -> TransportFailure:
     return TransportFailure(
         f"The response was larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB and was refused",
         retryable=False,
+        hint="Is the API base URL right?",
     )
 
 
@@ -371,9 +374,10 @@ def transport_failure(exc: BaseException, *, timeout: bool) -> TransportFailure:
     root = _root_cause(exc)
     if isinstance(root, ssl.SSLCertVerificationError):
         return TransportFailure(
-            f"TLS certificate verification failed ({_short(str(root))}); check the API base URL, or the "
-            "connection extra 'verify' (a CA bundle path) for a proxy with its own certificate",
+            f"TLS certificate verification failed ({_short(str(root))})",
             retryable=False,
+            hint="Check the API base URL; behind a proxy with its own certificate authority, set the "
+            "connection extra 'verify' to the path of its CA bundle.",
         )
     what = "Timed out" if timeout else "Connection failed"
     detail = f"{type(root).__name__}: {_short(str(root))}" if str(root) else type(root).__name__

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -47,9 +49,12 @@ class Seen:
 
 @dataclass(frozen=True)
 class Reply:
+    """An answer; ``stream=True`` sends the body without a Content-Length (chunked or close-delimited)."""
+
     status: int = 200
     body: Any = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    stream: bool = False
 
     def raw_body(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -188,9 +193,21 @@ def script_transport(api: FakeApi) -> httpx.MockTransport:
         if outcome is Failure.DROP:
             raise httpx.RemoteProtocolError("connection dropped (fake)", request=request)
         assert isinstance(outcome, Reply)
+        if outcome.stream:
+            chunks = _Chunks(outcome.raw_body())
+            return httpx.Response(outcome.status, headers=dict(outcome.headers), stream=chunks)
         return httpx.Response(outcome.status, headers=dict(outcome.headers), content=outcome.raw_body())
 
     return httpx.MockTransport(handler)
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, body: bytes, size: int = 256 * 1024) -> None:
+        self.body, self.size = body, size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.body), self.size):
+            yield self.body[start : start + self.size]
 
 
 class LocalApi:
@@ -200,17 +217,20 @@ class LocalApi:
     socket without a response.
     """
 
-    def __init__(self, api: FakeApi, stall: float = 1.0) -> None:
+    def __init__(self, api: FakeApi, stall: float = 1.0, tls: ssl.SSLContext | None = None) -> None:
         self.api = api
         self.stall = stall
+        self.scheme = "https" if tls else "http"
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def __enter__(self) -> LocalApi:
         self._thread.start()
@@ -241,7 +261,11 @@ class LocalApi:
                 self.send_response(outcome.status)
                 headers = {k.lower(): v for k, v in outcome.headers.items()}
                 headers.setdefault("content-type", "application/json")
-                headers.setdefault("content-length", str(len(body)))
+                if outcome.stream:
+                    headers["connection"] = "close"  # the body ends when the connection does
+                    self.close_connection = True
+                else:
+                    headers.setdefault("content-length", str(len(body)))
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
@@ -260,3 +284,44 @@ def ids(count: int, prefix: str = "pod") -> list[str]:
 
 def flatten(seen: Iterable[Seen]) -> list[str]:
     return [pod_id for s in seen for pod_id in s.pod_ids]
+
+
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 with a fresh self-signed certificate, and that cert's path."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
