@@ -1,0 +1,73 @@
+"""Fixtures shared by the sensor and trigger tests: simulators, connections to them, captured logs.
+
+Imported by ``tests/sensors/conftest.py`` and ``tests/triggers/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from airflow_provider_prime.testing import PrimeSimulator, Scenario
+
+#: Millisecond backoff and short timeouts, so retry paths cost nothing in tests.
+FAST_TRANSPORT = {
+    "connect_timeout": 2,
+    "read_timeout": 2,
+    "max_retries": 2,
+    "backoff_base": 0.01,
+    "backoff_max": 0.02,
+    "retry_after_max": 0.05,
+}
+ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
+
+
+def connection_env(base_url: str, api_key: str, conn_id: str = "prime_default") -> dict[str, str]:
+    """``AIRFLOW_CONN_<ID>`` for a Prime connection to ``base_url`` with :data:`FAST_TRANSPORT`."""
+    connection = {"conn_type": "prime", "host": base_url, "password": api_key, "extra": FAST_TRANSPORT}
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own PRIME_API_KEY or connection must not leak into these tests."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Everything logged through structlog (Airflow's trigger and task loggers) during the test."""
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def simulator() -> Iterator[Callable[..., PrimeSimulator]]:
+    """``start(*pod_scripts, time_scale=20, **options)``: a running simulator, stopped after the test."""
+    started: list[PrimeSimulator] = []
+
+    def start(*pods: Any, time_scale: float = 20.0, **options: Any) -> PrimeSimulator:
+        sim = PrimeSimulator(Scenario.of(pods), time_scale=time_scale, **options).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """``define(sim, conn_id="prime_default", api_key=None)``: a connection to ``sim`` for this test."""
+
+    def define(sim: PrimeSimulator, conn_id: str = "prime_default", api_key: str | None = None) -> str:
+        for name, value in connection_env(sim.base_url, api_key or sim.api_key, conn_id).items():
+            monkeypatch.setenv(name, value)
+        return conn_id
+
+    return define

@@ -1,0 +1,241 @@
+"""PodStatusTrigger: serialization, and run() with an in-memory API (the rules, one by one)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import time
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from airflow_provider_prime.exceptions import (
+    PrimeAuthError,
+    PrimeConfigError,
+    PrimeRequestError,
+    PrimeTransientError,
+)
+from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.triggers import pod_status, polling
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.polling import active_pollers
+from tests.statuses import SSH, pod
+from tests.triggers.fakes import FakeApi, until
+
+KEY = "pk-SECRET-never-serialized-7c1e"
+SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    """The API the trigger talks to; the hook's settings lookup is replaced by a mock."""
+    fake = FakeApi()
+    monkeypatch.setattr(polling, "AsyncPrimeClient", fake.client)
+    monkeypatch.setattr(pod_status.PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
+    return fake
+
+
+def trigger(pod_ids=("a",), timeout: float = 5.0, **kwargs: Any) -> PodStatusTrigger:
+    kwargs.setdefault("poll_interval", 0.05)
+    return PodStatusTrigger(pod_ids=list(pod_ids), deadline=time.time() + timeout, **kwargs)
+
+
+async def events(t: PodStatusTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in t.run()]
+
+
+async def the_event(t: PodStatusTrigger) -> dict[str, Any]:
+    (event,) = await events(t)  # exactly one event, then run() returns
+    return event
+
+
+class TestSerialization:
+    def test_round_trip(self):
+        original = PodStatusTrigger(
+            pod_ids=["a", "b"],
+            deadline=1_900_000_000.5,
+            prime_conn_id="prime_gpu",
+            poll_interval=7,
+            wait_for_installation=False,
+            require_ssh=False,
+            missing_grace=12,
+            missing_since={"b": 1_899_999_999.0},
+        )
+        classpath, kwargs = original.serialize()
+        module, _, name = classpath.rpartition(".")
+        rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+        assert rebuilt.serialize() == (classpath, kwargs)
+        assert kwargs == {
+            "pod_ids": ["a", "b"],
+            "deadline": 1_900_000_000.5,
+            "prime_conn_id": "prime_gpu",
+            "poll_interval": 7.0,
+            "wait_for_installation": False,
+            "require_ssh": False,
+            "missing_grace": 12.0,
+            "missing_since": {"b": 1_899_999_999.0},
+        }
+
+    def test_kwargs_are_plain_json_values(self):
+        _, kwargs = trigger(["a"]).serialize()
+        assert json.loads(json.dumps(kwargs)) == kwargs
+
+    def test_airflow_serializer_round_trip(self):
+        from airflow.serialization.serialized_objects import BaseSerialization
+
+        _, kwargs = trigger(["a", "b"]).serialize()
+        assert BaseSerialization.deserialize(BaseSerialization.serialize(kwargs)) == kwargs
+
+    async def test_the_key_is_never_in_kwargs_or_repr(self, api):
+        api.set(pod("a"))
+        t = trigger(["a"])
+        await the_event(t)  # after a run, when the key has been looked up
+        _, kwargs = t.serialize()
+        assert KEY not in json.dumps(kwargs)
+        assert KEY not in repr(t)
+
+    def test_ids_are_validated_and_deduplicated(self):
+        assert trigger(["a", "a", "b"]).pod_ids == ["a", "b"]
+        with pytest.raises(PrimeConfigError, match="empty"):
+            trigger([])
+
+
+class TestRun:
+    async def test_ready_pods_give_success_with_the_handover(self, api):
+        api.set(pod("a"), pod("b", ssh=[SSH, None]))
+        t = trigger(["a", "b"])
+        waiting = asyncio.create_task(the_event(t))
+        await until(lambda: len(api.calls) >= 2)
+        assert not waiting.done()  # node 2 of b has no SSH yet
+        api.set(pod("b", ssh=[SSH, "root@10.0.0.2 -p 22"]))
+        event = await waiting
+        assert event["status"] == "success"
+        assert event["pods"]["b"]["ssh_connections"] == [SSH, "root@10.0.0.2 -p 22"]
+        assert set(event["pods"]) == {"a", "b"}
+        assert event["message"] == "2/2 pods ready"
+
+    async def test_failed_pod_gives_failed_with_the_platform_reason(self, api):
+        api.set(pod("a"), pod("b", installation="ERROR", installation_failure="CUDA toolkit not found"))
+        event = await the_event(trigger(["a", "b"]))
+        assert event["status"] == "failed"
+        assert event["error_type"] == "PrimePodFailedError"
+        assert "b: pod is ACTIVE, installation ERROR: CUDA toolkit not found" in event["message"]
+        assert set(event["pods"]) == {"a", "b"}
+
+    async def test_requirements_are_honoured(self, api):
+        api.set(pod("a", installation="ACTIVE", ssh=None))
+        event = await the_event(trigger(["a"], wait_for_installation=False, require_ssh=False))
+        assert event["status"] == "success"
+
+    async def test_deadline_gives_timeout_with_last_progress(self, api):
+        api.set(pod("a", status="PROVISIONING"))
+        event = await the_event(trigger(["a"], timeout=0.3))
+        assert event["status"] == "timeout"
+        assert "not ready by the deadline" in event["message"]
+        assert "a: pod is PROVISIONING" in event["message"]
+
+    async def test_deadline_already_past_gives_timeout_at_once(self, api):
+        event = await the_event(trigger(["a"], timeout=-1))
+        assert event["status"] == "timeout"
+        assert "before the trigger started" in event["message"]
+        pod_status.PrimeHook.aget_settings.assert_not_awaited()
+        assert api.clients == []
+
+    async def test_transient_errors_are_waited_out(self, api, logs):
+        api.set(pod("a"))
+        api.errors += [PrimeTransientError("429 Too Many Requests", http_status=429)] * 2
+        event = await the_event(trigger(["a"]))
+        assert event["status"] == "success"
+        assert len(api.calls) == 3
+        warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+        assert len(warnings) == 1  # the same error twice is logged once
+        assert "429 Too Many Requests" in warnings[0]["event"]
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            PrimeAuthError("401: check the API key and its Instances → Read permission", http_status=401),
+            PrimeRequestError("422: invalid pod_ids", http_status=422),
+        ],
+    )
+    async def test_errors_no_wait_can_fix_fail_at_once(self, api, error):
+        api.errors.append(error)
+        event = await the_event(trigger(["a"]))
+        assert event == {
+            "status": "failed",
+            "error_type": type(error).__name__,
+            "message": str(error),
+            "pods": {},
+        }
+        assert len(api.calls) == 1
+
+    async def test_unusable_connection_fails_with_its_message(self, api):
+        problem = PrimeConfigError("Connection 'prime_default' has no API key")
+        pod_status.PrimeHook.aget_settings.side_effect = problem
+        event = await the_event(trigger(["a"]))
+        assert event["error_type"] == "PrimeConfigError"
+        assert event["message"] == str(problem)
+
+    async def test_unexpected_error_fails_and_names_it(self, api):
+        api.errors.append(RuntimeError("boom"))
+        event = await the_event(trigger(["a"]))
+        assert event["error_type"] == "PrimeError"
+        assert "RuntimeError: boom" in event["message"]
+
+    async def test_missing_pod_fails_after_the_grace_period(self, api):
+        api.set(pod("a"))
+        event = await the_event(trigger(["a", "ghost"], missing_grace=0))
+        assert event["status"] == "failed"
+        assert "ghost: not found or not visible to this API key" in event["message"]
+
+    async def test_missing_clock_carries_over_from_the_sensor(self, api):
+        api.set(pod("a"))
+        since = {"ghost": time.time() - 100}
+        event = await the_event(trigger(["a", "ghost"], missing_grace=60, missing_since=since))
+        assert event["status"] == "failed"
+        assert len(api.calls) == 1
+
+    async def test_missing_pod_that_appears_within_grace_is_fine(self, api):
+        t = trigger(["a"], missing_grace=60)
+        waiting = asyncio.create_task(the_event(t))
+        await until(lambda: len(api.calls) >= 2)
+        api.set(pod("a"))
+        assert (await waiting)["status"] == "success"
+
+    async def test_progress_is_logged_when_it_changes_not_every_poll(self, api, logs):
+        api.set(pod("a", status="PENDING"))
+        waiting = asyncio.create_task(the_event(trigger(["a"])))
+        await until(lambda: len(api.calls) >= 4)
+        api.set(pod("a", installation="ACTIVE", installation_progress=50))
+        await until(lambda: len(api.calls) >= 8)
+        api.set(pod("a"))
+        await waiting
+        progress = [entry["event"] for entry in logs if entry["event"].startswith("Waiting for pods")]
+        assert progress == [
+            "Waiting for pods: 0/1 pods ready; a: pod is PENDING",
+            "Waiting for pods: 0/1 pods ready; a: ACTIVE, installation ACTIVE 50%",
+        ]
+
+    async def test_two_triggers_for_the_same_pods_share_requests_and_both_fire(self, api):
+        api.set(pod("a", status="PENDING"))
+        first = asyncio.create_task(the_event(trigger(["a"])))
+        second = asyncio.create_task(the_event(trigger(["a"])))
+        await until(lambda: len(api.calls) >= 2)
+        assert len(active_pollers()) == 1
+        api.set(pod("a"))
+        assert (await first)["status"] == (await second)["status"] == "success"
+        assert len(api.clients) == 1
+
+    async def test_cancelled_mid_request_leaves_nothing_behind(self, api):
+        api.stall = asyncio.Event()
+        task = asyncio.create_task(the_event(trigger(["a"])))
+        await until(lambda: bool(api.calls))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert api.clients[0].cancelled == 1
+        assert api.clients[0].closed
+        assert active_pollers() == []
+        assert asyncio.all_tasks() == {asyncio.current_task()}
