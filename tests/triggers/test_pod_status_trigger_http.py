@@ -1,0 +1,161 @@
+"""PodStatusTrigger and its shared poller over real HTTP, against the simulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_prime.testing import (
+    DEFAULT_INSTALLATION_FAILURE,
+    STATUS_PATH,
+    Fault,
+    failing_pod,
+    fixed_pod,
+    install_failure_pod,
+    ready_pod,
+    vanishing_pod,
+)
+from airflow_provider_prime.triggers.polling import active_pollers
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from tests.triggers.fakes import until
+
+POLL = 0.05
+
+
+def trigger(
+    pod_ids, conn_id: str = "prime_default", timeout: float = 10.0, **kwargs: Any
+) -> PodStatusTrigger:
+    return PodStatusTrigger(
+        pod_ids=list(pod_ids),
+        deadline=time.time() + timeout,
+        prime_conn_id=conn_id,
+        poll_interval=POLL,
+        **kwargs,
+    )
+
+
+async def the_event(t: PodStatusTrigger) -> dict[str, Any]:
+    (event,) = [event.payload async for event in t.run()]
+    return event
+
+
+def status_requests(sim) -> list[Any]:
+    return [r for r in sim.stats.log if r.path == STATUS_PATH]
+
+
+async def test_success_after_the_pods_lifecycle(simulator, connect):
+    sim = simulator(ready_pod("single", ready_at=10), ready_pod("multi", ready_at=12, nodes=2))
+    connect(sim)
+    event = await the_event(trigger(["single", "multi"]))
+    assert event["status"] == "success"
+    assert len(event["pods"]["multi"]["ssh_connections"]) == 2
+    assert all(event["pods"]["multi"]["ssh_connections"])
+    assert event["pods"]["single"]["installation_status"] == "FINISHED"
+    assert len(status_requests(sim)) > 2  # it really waited through the lifecycle
+
+
+async def test_installation_failure_fails_with_the_platform_text(simulator, connect):
+    sim = simulator(ready_pod("good", ready_at=2), install_failure_pod("bad", fail_at=4))
+    connect(sim)
+    event = await the_event(trigger(["good", "bad"]))
+    assert event["status"] == "failed"
+    assert event["error_type"] == "PrimePodFailedError"
+    assert f"bad: pod is ACTIVE, installation ERROR: {DEFAULT_INSTALLATION_FAILURE}" in event["message"]
+
+
+async def test_pod_in_error_fails(simulator, connect):
+    connect(simulator(failing_pod("doomed", fail_at=2)))
+    event = await the_event(trigger(["doomed"]))
+    assert event["status"] == "failed"
+    assert "doomed: pod is ERROR" in event["message"]
+
+
+async def test_vanished_pod_fails_as_not_found(simulator, connect):
+    connect(simulator(vanishing_pod("ghost", vanish_at=1)))
+    event = await the_event(trigger(["ghost"], missing_grace=0.2))
+    assert event["status"] == "failed"
+    assert "ghost: not found or not visible to this API key" in event["message"]
+
+
+async def test_timeout_at_the_deadline(simulator, connect):
+    connect(simulator(fixed_pod("stuck", "PROVISIONING")))
+    event = await the_event(trigger(["stuck"], timeout=0.5))
+    assert event["status"] == "timeout"
+    assert "stuck: pod is PROVISIONING" in event["message"]
+
+
+async def test_deadline_in_the_past_makes_no_request(simulator, connect):
+    sim = simulator(fixed_pod("p"))
+    connect(sim)
+    event = await the_event(trigger(["p"], timeout=-5))
+    assert event["status"] == "timeout"
+    assert sim.stats.total == 0
+
+
+async def test_transient_errors_then_success(simulator, connect):
+    sim = simulator(fixed_pod("p"))
+    connect(sim)
+    sim.inject(
+        Fault.server_error(503, times=2),
+        Fault.server_error(502, html=True, times=1),
+        Fault.rate_limited(retry_after=0.01, times=2),
+    )
+    event = await the_event(trigger(["p"]))
+    assert event["status"] == "success"
+    codes = sim.stats.by_status
+    assert (codes[503], codes[502], codes[429], codes[200]) == (2, 1, 2, 1)
+
+
+async def test_wrong_key_fails_with_an_actionable_message(simulator, connect):
+    sim = simulator(fixed_pod("p"))
+    connect(sim, api_key="pk-wrong-key-123")
+    event = await the_event(trigger(["p"]))
+    assert event["status"] == "failed"
+    assert event["error_type"] == "PrimeAuthError"
+    assert "401" in event["message"]
+    assert "pk-wrong-key-123" not in event["message"]
+    assert sim.stats.by_status[401] == 1  # no retry on 401
+
+
+async def test_cancel_mid_request_leaves_no_task(simulator, connect):
+    sim = simulator(fixed_pod("p"))
+    connect(sim)
+    sim.inject(Fault.hang(times=None))
+    task = asyncio.create_task(the_event(trigger(["p"])))
+    await until(lambda: sim.stats.total >= 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert active_pollers() == []
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_triggers_on_one_connection_share_one_request_per_tick(simulator, connect):
+    sim = simulator(ready_pod("a", ready_at=10), ready_pod("b", ready_at=10), ready_pod("c", ready_at=10))
+    connect(sim)
+    results = await asyncio.gather(*(the_event(trigger(ids)) for ids in (["a"], ["b", "a"], ["c"])))
+    assert [event["status"] for event in results] == ["success"] * 3
+    requests = status_requests(sim)
+    assert len(requests) > 3
+    union = [r for r in requests if sorted(r.pod_ids) == ["a", "b", "c"]]
+    # Every request is one tick for all three triggers, except at most a join fetch for late joiners.
+    assert len(union) >= len(requests) - 1
+    assert sim.stats.by_pod_id["a"] == len([r for r in requests if "a" in r.pod_ids])
+
+
+async def test_each_connection_polls_separately(simulator, connect):
+    sim = simulator(
+        ready_pod("mine", ready_at=6), ready_pod("theirs", ready_at=6), api_keys=("k-one", "k-two")
+    )
+    connect(sim, conn_id="prime_one", api_key="k-one")
+    connect(sim, conn_id="prime_two", api_key="k-two")
+    one, two = await asyncio.gather(
+        the_event(trigger(["mine"], conn_id="prime_one")), the_event(trigger(["theirs"], conn_id="prime_two"))
+    )
+    assert one["status"] == two["status"] == "success"
+    for request in status_requests(sim):
+        assert request.pod_ids == (("mine",) if request.api_key == "k-one" else ("theirs",))
+    assert set(sim.stats.by_key) == {"k-one", "k-two"}
