@@ -18,8 +18,8 @@ from airflow_provider_prime.testing import (
     ready_pod,
     vanishing_pod,
 )
-from airflow_provider_prime.triggers.polling import active_pollers
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.polling import active_pollers
 from tests.triggers.fakes import until
 
 POLL = 0.05
