@@ -1,0 +1,343 @@
+"""PodStatusSensor with the hook mocked: every rule of the wait, in poke, reschedule and deferrable mode."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from airflow_provider_prime.exceptions import (
+    PrimeAuthError,
+    PrimeConfigError,
+    PrimeError,
+    PrimePodFailedError,
+    PrimeRequestError,
+    PrimeTransientError,
+)
+from airflow_provider_prime.sensors import pod_status
+from airflow_provider_prime.sensors.pod_status import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT, PodStatusSensor
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from tests.statuses import SSH, pod
+
+try:
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+
+
+class Api:
+    """Stands in for PrimeHook.get_pods_status: answers (lists of statuses or errors) in turn."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.calls: list[list[str]] = []
+
+    def __call__(self, pod_ids):
+        self.calls.append(list(pod_ids))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch):
+    def install(*answers: Any) -> Api:
+        fake = Api(*answers)
+        monkeypatch.setattr(pod_status.PrimeHook, "get_pods_status", lambda self, ids: fake(ids))
+        return fake
+
+    return install
+
+
+def sensor(pod_ids: Any = "a", **kwargs: Any) -> PodStatusSensor:
+    kwargs.setdefault("poke_interval", 0)
+    kwargs.setdefault("deferrable", False)
+    return PodStatusSensor(task_id="wait_for_pods", pod_ids=pod_ids, **kwargs)
+
+
+def context(first_reschedule: datetime | None = None) -> dict[str, Any]:
+    ti = mock.Mock()
+    ti.get_first_reschedule_date.return_value = first_reschedule
+    return {"ti": ti}
+
+
+PENDING = [pod("a", status="PENDING")]
+READY = [pod("a")]
+
+
+class TestArguments:
+    def test_defaults_fit_gpu_provisioning(self):
+        s = PodStatusSensor(task_id="w", pod_ids="a")
+        assert s.poke_interval == DEFAULT_POKE_INTERVAL == 15
+        assert s.timeout == DEFAULT_TIMEOUT == 45 * 60
+        assert s.mode == "poke"
+        assert s.prime_conn_id == "prime_default"
+        assert s.requirements.wait_for_installation
+        assert s.requirements.require_ssh
+
+    def test_pod_ids_are_templated(self):
+        assert "pod_ids" in PodStatusSensor.template_fields
+
+    @pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
+    def test_deferrable_follows_airflow_default(self, monkeypatch, value, expected):
+        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", value)
+        assert PodStatusSensor(task_id="w", pod_ids="a").deferrable is expected
+
+    def test_timedelta_arguments(self):
+        s = sensor(poke_interval=timedelta(seconds=5), timeout=timedelta(minutes=10))
+        assert (s.poke_interval, s.timeout) == (5, 600)
+
+    @pytest.mark.parametrize("bad", [[], "", "  ", ["a", ""], ["a", 3], None, "['a', 'b']"])
+    def test_bad_rendered_ids_fail_before_any_request(self, api, bad):
+        fake = api(READY)
+        with pytest.raises(PrimeConfigError, match="pod_ids"):
+            sensor(bad).execute(context())
+        assert fake.calls == []
+
+
+class TestPoke:
+    def test_ready_returns_the_handover_as_xcom(self, api):
+        api([pod("a", ssh=[SSH, "root@10.0.0.2 -p 22"], ip=["10.0.0.1", "10.0.0.2"])])
+        result = sensor(["a", "a"]).poke(context())
+        assert result.is_done
+        assert result.xcom_value == {
+            "a": {
+                "status": "ACTIVE",
+                "installation_status": "FINISHED",
+                "provider_type": "runpod",
+                "ssh_connections": [SSH, "root@10.0.0.2 -p 22"],
+                "ips": ["10.0.0.1", "10.0.0.2"],
+            }
+        }
+
+    def test_one_request_for_all_pods_deduplicated(self, api):
+        fake = api([pod("a"), pod("b")])
+        sensor(["a", "b", "a"]).poke(context())
+        assert fake.calls == [["a", "b"]]
+
+    def test_waiting_returns_false(self, api):
+        api(PENDING)
+        assert sensor().poke(context()) is False
+
+    def test_options_change_what_ready_means(self, api):
+        api([pod("a", installation="ACTIVE", ssh=None)])
+        assert sensor().poke(context()) is False
+        assert sensor(wait_for_installation=False, require_ssh=False).poke(context()).is_done
+
+    def test_failed_pod_fails_without_retry_and_names_the_reason(self, api):
+        api([pod("a"), pod("b", installation="ERROR", installation_failure="CUDA toolkit not found")])
+        with pytest.raises(PrimePodFailedError) as caught:
+            sensor(["a", "b"]).poke(context())
+        assert isinstance(caught.value, AirflowFailException)  # Airflow skips the retries
+        assert "b: pod is ACTIVE, installation ERROR: CUDA toolkit not found" in str(caught.value)
+
+    @pytest.mark.parametrize("state", ["ERROR", "TERMINATED", "DELETING", "STOPPED"])
+    def test_terminal_states_fail(self, api, state):
+        api([pod("a", status=state)])
+        with pytest.raises(PrimePodFailedError, match=f"a: pod is {state}"):
+            sensor().poke(context())
+
+    def test_unknown_state_keeps_waiting(self, api):
+        api([pod("a", status="HIBERNATING")])
+        assert sensor().poke(context()) is False
+
+    def test_transient_api_error_keeps_waiting(self, api, logs):
+        api(PrimeTransientError("503 Service Unavailable after 3 retries", http_status=503))
+        assert sensor().poke(context()) is False
+        assert any("503 Service Unavailable" in e["event"] and e["log_level"] == "warning" for e in logs)
+
+    @pytest.mark.parametrize(
+        "error", [PrimeAuthError("401: check the API key"), PrimeRequestError("422: bad request")]
+    )
+    def test_errors_no_wait_can_fix_fail_at_once(self, api, error):
+        api(error)
+        with pytest.raises(type(error)):
+            sensor().poke(context())
+
+    def test_missing_pod_waits_then_fails_after_grace(self, api, monkeypatch):
+        api([])
+        s = sensor(missing_grace=60)
+        clock = iter([1000.0, 1030.0, 1061.0])
+        monkeypatch.setattr(pod_status, "time", SimpleNamespace(time=lambda: next(clock)))
+        assert s.poke(context()) is False
+        assert s.poke(context()) is False
+        with pytest.raises(PrimePodFailedError, match="a: not found or not visible to this API key"):
+            s.poke(context())
+
+    def test_progress_is_logged_only_when_it_changes(self, api, logs):
+        api(PENDING, PENDING, PENDING, [pod("a", installation="ACTIVE", installation_progress=30)])
+        s = sensor()
+        for _ in range(4):
+            s.poke(context())
+        progress = [e["event"] for e in logs if e["event"].startswith("Waiting for pods")]
+        assert progress == [
+            "Waiting for pods: 0/1 pods ready; a: pod is PENDING",
+            "Waiting for pods: 0/1 pods ready; a: ACTIVE, installation ACTIVE 30%",
+        ]
+
+
+class TestRescheduleMode:
+    def test_missing_clock_starts_when_the_wait_began(self, api):
+        api([])
+        began = datetime.now(timezone.utc) - timedelta(seconds=120)
+        with pytest.raises(PrimePodFailedError, match="not found"):
+            sensor(mode="reschedule", missing_grace=60).poke(context(first_reschedule=began))
+
+    def test_first_poke_of_the_wait_starts_the_clock_now(self, api):
+        api([])
+        assert sensor(mode="reschedule", missing_grace=60).poke(context(first_reschedule=None)) is False
+
+    def test_not_ready_reschedules(self, api):
+        api(PENDING)
+        with pytest.raises(AirflowRescheduleException):
+            sensor(mode="reschedule", poke_interval=30).execute(context())
+
+    def test_ready_returns_the_mapping(self, api):
+        api(READY)
+        assert set(sensor(mode="reschedule").execute(context())) == {"a"}
+
+
+class TestPokeModeExecute:
+    def test_waits_until_ready(self, api):
+        fake = api(PENDING, PENDING, READY)
+        assert set(sensor().execute(context())) == {"a"}
+        assert len(fake.calls) == 3
+
+    def test_failed_pod_fails_the_task(self, api):
+        api(PENDING, [pod("a", status="ERROR")])
+        with pytest.raises(PrimePodFailedError):
+            sensor().execute(context())
+
+    def test_failed_pod_with_soft_fail_skips(self, api):
+        api([pod("a", status="ERROR")])
+        with pytest.raises(AirflowSkipException):
+            sensor(soft_fail=True).execute(context())
+
+    def test_timeout(self, api):
+        api(PENDING)
+        with pytest.raises(AirflowSensorTimeout):
+            sensor(timeout=0.01, poke_interval=0.005).execute(context())
+
+    def test_timeout_with_soft_fail_skips(self, api):
+        api(PENDING)
+        with pytest.raises(AirflowSkipException):
+            sensor(timeout=0.01, poke_interval=0.005, soft_fail=True).execute(context())
+
+
+class TestDeferrable:
+    def test_defers_to_the_trigger_with_deadline_and_timeout(self, api):
+        api([pod("a", status="PENDING")])
+        s = sensor(
+            ["a", "b"],
+            deferrable=True,
+            prime_conn_id="prime_gpu",
+            poke_interval=7,
+            timeout=600,
+            wait_for_installation=False,
+            missing_grace=30,
+        )
+        before = time.time()
+        with pytest.raises(TaskDeferred) as caught:
+            s.execute(context())
+        deferred = caught.value
+        assert deferred.method_name == "execute_complete"
+        assert deferred.timeout == timedelta(seconds=600)
+        trigger = deferred.trigger
+        assert isinstance(trigger, PodStatusTrigger)
+        _, kwargs = trigger.serialize()
+        assert before + 600 <= kwargs["deadline"] <= time.time() + 600
+        assert kwargs["pod_ids"] == ["a", "b"]
+        assert kwargs["prime_conn_id"] == "prime_gpu"
+        assert kwargs["poll_interval"] == 7
+        assert (kwargs["wait_for_installation"], kwargs["require_ssh"], kwargs["missing_grace"]) == (
+            False,
+            True,
+            30,
+        )
+        assert list(kwargs["missing_since"]) == ["b"]  # b was missing at the first check
+
+    def test_ready_at_the_first_check_returns_without_deferring(self, api):
+        api(READY)
+        assert set(sensor(deferrable=True).execute(context())) == {"a"}
+
+    def test_failed_at_the_first_check_fails_without_deferring(self, api):
+        api([pod("a", status="TERMINATED")])
+        with pytest.raises(PrimePodFailedError):
+            sensor(deferrable=True).execute(context())
+
+    def test_failed_at_the_first_check_with_soft_fail_skips(self, api):
+        api([pod("a", status="TERMINATED")])
+        with pytest.raises(AirflowSkipException):
+            sensor(deferrable=True, soft_fail=True).execute(context())
+
+    def test_transient_error_at_the_first_check_still_defers(self, api):
+        api(PrimeTransientError("429"))
+        with pytest.raises(TaskDeferred):
+            sensor(deferrable=True).execute(context())
+
+
+class TestExecuteComplete:
+    def test_success_returns_the_pods(self):
+        pods = {"a": {"status": "ACTIVE", "ssh_connections": [SSH]}}
+        event = {"status": "success", "pods": pods, "message": "1/1 pods ready"}
+        assert sensor().execute_complete(context(), event) == pods
+
+    @pytest.mark.parametrize(
+        ("error_type", "expected"),
+        [
+            ("PrimePodFailedError", PrimePodFailedError),
+            ("PrimeAuthError", PrimeAuthError),
+            ("PrimeConfigError", PrimeConfigError),
+            ("PrimeError", PrimeError),
+            ("SystemExit", PrimeError),  # never a class outside the provider's hierarchy
+        ],
+    )
+    def test_failure_raises_the_same_error_class(self, error_type, expected):
+        event = {"status": "failed", "error_type": error_type, "message": "b: pod is ERROR", "pods": {}}
+        with pytest.raises(PrimeError, match="b: pod is ERROR") as caught:
+            sensor().execute_complete(context(), event)
+        assert type(caught.value) is expected
+
+    def test_timeout_raises_sensor_timeout(self):
+        with pytest.raises(AirflowSensorTimeout, match="deadline"):
+            sensor().execute_complete(
+                context(), {"status": "timeout", "message": "not ready by the deadline"}
+            )
+
+    @pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "success"])
+    def test_unexpected_event_is_a_clear_error(self, event):
+        with pytest.raises(PrimeError, match="does not understand"):
+            sensor().execute_complete(context(), event)
+
+    @pytest.mark.parametrize(
+        "event",
+        [
+            {"status": "timeout", "message": "late"},
+            {"status": "failed", "error_type": "PrimePodFailedError", "message": "a: pod is ERROR"},
+        ],
+    )
+    def test_soft_fail_skips_on_resume(self, event):
+        with pytest.raises(AirflowSkipException):
+            sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, context())
+
+    def test_resume_without_soft_fail_fails(self):
+        event = {"status": "failed", "error_type": "PrimePodFailedError", "message": "a: pod is ERROR"}
+        with pytest.raises(PrimePodFailedError):
+            sensor().resume_execution("execute_complete", {"event": event}, context())
