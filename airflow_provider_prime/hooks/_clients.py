@@ -9,6 +9,8 @@ mapping errors and the retry policy live in :mod:`._transport`, shared by both.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -217,11 +219,24 @@ async def _aread_bounded(chunks: AsyncIterator[bytes]) -> bytes:
     return bytes(body)
 
 
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    # httpx 0.28 deprecates a CA bundle path for `verify`; an SSLContext works on every version.
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS context for ``verify``, built once per process (and per CA environment variables).
+
+    Loading a CA bundle costs about 0.1 s of CPU. httpx does it in every ``AsyncClient()``, and
+    the shared poller makes a client on the triggerer's event loop whenever a wait starts on an
+    idle connection, so building it each time would block every other trigger for that long.
+    Contexts are safe to share between clients. httpx 0.28 deprecates a CA bundle path for
+    ``verify``; an SSLContext works on every version.
+    """
+    return _cached_ssl_context(verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_ssl_context(verify: bool | str, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    # cert_file/cert_dir are only cache keys: httpx reads them itself for verify=True.
     if isinstance(verify, str):
         return ssl.create_default_context(cafile=verify)
-    return verify
+    return httpx.create_ssl_context(verify=verify)
 
 
 __all__ = ["CHUNK_CONCURRENCY", "AsyncPrimeClient", "PrimeClient"]

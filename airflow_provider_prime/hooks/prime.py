@@ -17,8 +17,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from airflow.exceptions import AirflowNotFoundException  # 3.1: only here; 3.2+: re-exported from the SDK
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, UI_FIELD_BEHAVIOUR
