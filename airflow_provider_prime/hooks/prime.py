@@ -17,8 +17,12 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from airflow.exceptions import AirflowNotFoundException  # 3.1: only here; 3.2+: re-exported from the SDK
 from airflow.sdk import BaseHook
+
+try:  # Airflow >= 3.2: the Task SDK raises its own class (airflow.exceptions re-exports it)
+    from airflow.sdk.exceptions import AirflowNotFoundException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[no-redef]
 
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, UI_FIELD_BEHAVIOUR
