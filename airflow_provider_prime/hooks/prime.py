@@ -22,7 +22,7 @@ from airflow.sdk import BaseHook
 try:  # Airflow >= 3.2: the Task SDK raises its own class (airflow.exceptions re-exports it)
     from airflow.sdk.exceptions import AirflowNotFoundException
 except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowNotFoundException  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined, no-redef, unused-ignore]
 
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, UI_FIELD_BEHAVIOUR
