@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(state: SimulatorState, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before the URL is out: a parent may stop us at once
+        loop.add_signal_handler(signum, stop.set)
     server, connections = await open_server(PrimeApi(state), host, port)
     bound = server.sockets[0].getsockname()
     print(f"http://{host}:{bound[1]}", flush=True)
@@ -66,10 +70,6 @@ async def _serve(state: SimulatorState, host: str, port: int) -> None:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:

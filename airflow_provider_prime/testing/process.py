@@ -18,13 +18,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_prime.testing.faults import Fault
 from airflow_provider_prime.testing.scenario import PodScript, Scenario
 from airflow_provider_prime.testing.state import DEFAULT_API_KEY, DEFAULT_MAX_POD_IDS
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class SimulatorClient:
@@ -38,6 +39,8 @@ class SimulatorClient:
 
     def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         if self._http is None:
+            import httpx  # here, not at the top: the CLI imports this package and needs no client
+
             self._http = httpx.Client(base_url=self.base_url, timeout=self._timeout)
         content = None if body is None else json.dumps(body)
         response = self._http.request(method, f"/_sim/{path}", content=content, params=params or None)

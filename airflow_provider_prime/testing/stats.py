@@ -118,5 +118,5 @@ class SimulatorStats:
             }
         if log_limit is None or log_limit > 0:
             tail = log if log_limit is None else log[-log_limit:]
-            data["log"] = [asdict(entry) for entry in tail]
+            data["log"] = [{**asdict(entry), "pod_ids": list(entry.pod_ids)} for entry in tail]
         return data

@@ -1,0 +1,81 @@
+"""The pytest plugin: fixtures, the marker, the Airflow connection, and use from a user's project."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from airflow_provider_prime.testing import WHOAMI_PATH, PrimeSimulator
+
+
+def test_the_fixture_is_a_fresh_running_empty_simulator(prime_simulator: PrimeSimulator) -> None:
+    assert prime_simulator.running
+    assert prime_simulator.scenario.name == "empty"
+    assert prime_simulator.stats.total == 0
+    headers = {"Authorization": f"Bearer {prime_simulator.api_key}"}
+    assert httpx.get(prime_simulator.base_url + WHOAMI_PATH, headers=headers).status_code == 200
+
+
+@pytest.mark.prime_simulator("fast", time_scale=5.0, api_keys=("marker-key",))
+def test_the_marker_configures_the_fixture(prime_simulator: PrimeSimulator) -> None:
+    assert prime_simulator.scenario.name == "fast"
+    assert prime_simulator.time_scale == 5.0
+    assert prime_simulator.api_key == "marker-key"
+
+
+def test_prime_connection_points_airflow_at_the_simulator(
+    prime_connection: str, prime_simulator: PrimeSimulator
+) -> None:
+    from airflow.models.connection import Connection
+
+    value = os.environ[f"AIRFLOW_CONN_{prime_connection.upper()}"]
+    connection = Connection.from_json(value, conn_id=prime_connection)
+    assert (connection.conn_type, connection.host) == ("prime", prime_simulator.base_url)
+    assert connection.password == prime_simulator.api_key
+
+
+def test_a_users_project_can_enable_the_plugin_and_every_simulator_is_stopped(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        'pytest_plugins = ["airflow_provider_prime.testing.pytest_plugin"]\n'
+    )
+    urls = tmp_path / "urls.json"
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent(
+            f"""
+            import json
+            import httpx
+            from airflow_provider_prime.testing import ready_pod
+
+            def test_waits(prime_simulator, prime_simulator_factory):
+                other = prime_simulator_factory("demo")
+                prime_simulator.add_pod(ready_pod("mine", ready_at=0))
+                answer = httpx.get(
+                    prime_simulator.base_url + "/api/v1/pods/status",
+                    params={{"pod_ids": "mine"}},
+                    headers={{"Authorization": "Bearer " + prime_simulator.api_key}},
+                )
+                assert answer.json()["data"][0]["installationStatus"] == "FINISHED"
+                with open({str(urls)!r}, "w") as out:
+                    json.dump([prime_simulator.base_url, other.base_url], out)
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},  # only what the user's conftest asks for
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for url in json.loads(urls.read_text()):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + WHOAMI_PATH)
