@@ -129,6 +129,7 @@ class PodStatusTrigger(BaseTrigger):
             return failure_event(exc)
         progress = ProgressThrottle()
         verdict: Verdict | None = None
+        api_error: BaseException | None = None  # the API's trouble since the last good answer
         async with polling.subscription(settings, self.pod_ids, self.poll_interval) as sub:
             while (remaining := self.deadline - time.time()) > 0:
                 snapshot = await sub.next(remaining)
@@ -137,9 +138,11 @@ class PodStatusTrigger(BaseTrigger):
                 if snapshot.error is not None:
                     if not is_retryable(snapshot.error):
                         return failure_event(snapshot.error, verdict.handover() if verdict else None)
+                    api_error = snapshot.error
                     if progress.due(f"API error: {snapshot.error}", time.time()):
                         self.log.warning("Prime API unavailable, still waiting: %s", snapshot.error)
                     continue
+                api_error = None
                 verdict = self._assess(snapshot.statuses_for(self.pod_ids), snapshot.fetched_at)
                 if verdict.ready:
                     self.log.info("All pods ready: %s", verdict.summary())
@@ -150,7 +153,10 @@ class PodStatusTrigger(BaseTrigger):
                     return failure_event(error, verdict.handover())
                 if progress.due(verdict.summary(), time.time()):
                     self.log.info("Waiting for pods: %s", verdict.summary())
-        return self._timeout_event(verdict, verdict.summary() if verdict else "no answer from the API yet")
+        last_known = verdict.summary() if verdict else "no answer from the API yet"
+        if api_error is not None:  # a timeout caused by the API must say so, not only "not ready"
+            last_known += f"; the last API call failed: {api_error}"
+        return self._timeout_event(verdict, last_known)
 
     def _assess(self, statuses: list[PodStatus], now: float) -> Verdict:
         self.missing_since = track_missing(self.missing_since, self.pod_ids, statuses, now)
