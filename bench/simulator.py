@@ -1,7 +1,8 @@
 """Throughput of the Prime API simulator: how many status polls per second it answers.
 
 The simulator runs as its own process (``prime-api-simulator``, as benchmarks and end-to-end runs
-use it); the load comes from other processes, each with a few keep-alive connections sending one
+use it), or with ``--in-process`` in a thread of this one (as ``PrimeSimulator`` in tests); the load
+comes from other processes, each with a few keep-alive connections sending one
 request at a time (no pipelining) as fast as answers come back. Everything stays on 127.0.0.1 and
 is bounded in connections and seconds.
 
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from airflow_provider_prime.testing import PrimeSimulatorProcess
+from airflow_provider_prime.testing import PrimeSimulator, PrimeSimulatorProcess
 from airflow_provider_prime.testing.simulator import new_event_loop
 
 POD_COUNT = 1000
@@ -118,7 +119,9 @@ def _request(host: str, port: int, ids_per_request: int, api_key: str) -> bytes:
     ).encode()
 
 
-def run(seconds: float, clients: int, connections: int, cases: list[int], server_uvloop: bool) -> None:
+def run(
+    seconds: float, clients: int, connections: int, cases: list[int], server_uvloop: bool, in_process: bool
+) -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f} at start"
@@ -126,12 +129,20 @@ def run(seconds: float, clients: int, connections: int, cases: list[int], server
     print(
         f"load: {clients} client process(es) x {connections} keep-alive connections, {seconds:g} s per case"
     )
-    with PrimeSimulatorProcess(f"bulk:{POD_COUNT}:0", prefer_uvloop=server_uvloop) as sim:
+    scenario = f"bulk:{POD_COUNT}:0"
+    server: PrimeSimulator | PrimeSimulatorProcess
+    if in_process:
+        server = PrimeSimulator(scenario, prefer_uvloop=server_uvloop)
+    else:
+        server = PrimeSimulatorProcess(scenario, prefer_uvloop=server_uvloop)
+    with server as sim:
         url = urlsplit(sim.base_url)
         host, port = url.hostname or "127.0.0.1", url.port or 80
-        assert sim.pid is not None
+        pid = os.getpid() if isinstance(sim, PrimeSimulator) else sim.pid
+        assert pid is not None
+        where = "a thread of this process" if in_process else "its own process"
         loop = "uvloop" if server_uvloop else "asyncio"
-        print(f"server: {sim.base_url} (pid {sim.pid}, {loop} event loop), {POD_COUNT} ready pods")
+        print(f"server: {sim.base_url} in {where} (pid {pid}, {loop} event loop), {POD_COUNT} ready pods")
         print(
             f"{'ids/request':>11} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
             f"{'server CPU s/1000 req':>21}"
@@ -139,12 +150,12 @@ def run(seconds: float, clients: int, connections: int, cases: list[int], server
         for ids in cases:
             sim.reset()
             request = _request(host, port, ids, sim.api_key)
-            cpu_before = _cpu_seconds(sim.pid)
+            cpu_before = _cpu_seconds(pid)
             started = time.perf_counter()
-            with multiprocessing.get_context("fork").Pool(clients) as pool:
+            with multiprocessing.get_context("spawn").Pool(clients) as pool:
                 results = pool.map(_client_process, [(host, port, request, connections, seconds)] * clients)
             elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds(sim.pid) - cpu_before
+            cpu = _cpu_seconds(pid) - cpu_before
             total = sum(r.requests for r in results)
             errors = sum(r.errors for r in results)
             latencies = sorted(v for r in results for v in r.latencies)
@@ -169,6 +180,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="connections per client (max 256)")
     parser.add_argument("--ids", type=int, nargs="+", default=[1, 10, 100], help="pod ids per request")
     parser.add_argument("--no-uvloop", action="store_true", help="serve with asyncio's own event loop")
+    parser.add_argument("--in-process", action="store_true", help="serve from a thread of this process")
     args = parser.parse_args()
     run(
         min(args.seconds, 60.0),
@@ -176,6 +188,7 @@ def main() -> None:
         max(1, min(args.connections, 256)),
         [max(1, min(ids, 100)) for ids in args.ids],
         not args.no_uvloop,
+        args.in_process,
     )
 
 
