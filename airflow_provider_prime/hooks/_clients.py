@@ -133,13 +133,10 @@ class AsyncPrimeClient:
         self, settings: PrimeApiSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.settings = settings
-        self._client = httpx.AsyncClient(
-            headers=default_headers(settings, f"python-httpx/{httpx.__version__}"),
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            verify=_ssl_context(settings.verify),
-            follow_redirects=True,
-            transport=transport,
-        )
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+        self._building = asyncio.Lock()
         self._chunk_slots = asyncio.Semaphore(CHUNK_CONCURRENCY)
 
     async def get_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
@@ -163,7 +160,9 @@ class AsyncPrimeClient:
         return await self._call(whoami_request(self.settings), parse_identity)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
 
     async def __aenter__(self) -> AsyncPrimeClient:
         return self
@@ -185,9 +184,31 @@ class AsyncPrimeClient:
                 return outcome
             await _asleep(outcome.delay)
 
+    async def _http(self) -> httpx.AsyncClient:
+        # Built on first use in a worker thread: the first httpx client of a process imports its
+        # HTTP stack and a TLS context loads CA certificates, up to a second of blocking work that
+        # must not stall a triggerer's event loop.
+        if self._client is None:
+            async with self._building:  # concurrent first chunks wait for one build
+                if self._closed:
+                    raise RuntimeError("AsyncPrimeClient is closed")
+                if self._client is None:
+                    self._client = await asyncio.to_thread(self._build_client)
+        return self._client
+
+    def _build_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            headers=default_headers(self.settings, f"python-httpx/{httpx.__version__}"),
+            timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
+            verify=_ssl_context(self.settings.verify),
+            follow_redirects=True,
+            transport=self._transport,
+        )
+
     async def _send(self, request: ApiRequest) -> ApiResponse | TransportFailure:
+        client = await self._http()
         try:
-            async with self._client.stream("GET", request.url, params=list(request.params)) as response:
+            async with client.stream("GET", request.url, params=list(request.params)) as response:
                 check_declared_length(response.headers)
                 body = await _aread_bounded(response.aiter_bytes(_READ_CHUNK))
                 return ApiResponse(response.status_code, response.headers, body)
@@ -222,10 +243,8 @@ async def _aread_bounded(chunks: AsyncIterator[bytes]) -> bytes:
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     """The TLS context for ``verify``, built once per process (and per CA environment variables).
 
-    Loading a CA bundle costs about 0.1 s of CPU. httpx does it in every ``AsyncClient()``, and
-    the shared poller makes a client on the triggerer's event loop whenever a wait starts on an
-    idle connection, so building it each time would block every other trigger for that long.
-    Contexts are safe to share between clients. httpx 0.28 deprecates a CA bundle path for
+    Loading a CA bundle costs about 0.1 s of CPU, and httpx does it in every ``AsyncClient()``;
+    contexts are safe to share between clients. httpx 0.28 deprecates a CA bundle path for
     ``verify``; an SSLContext works on every version.
     """
     return _cached_ssl_context(verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))

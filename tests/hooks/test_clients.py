@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import threading
 import time
 
 import httpx
@@ -351,3 +352,31 @@ async def test_async_cancellation_leaves_nothing_running(settings: PrimeApiSetti
             await call
     assert transport.in_flight == 0
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_async_client_is_built_off_the_event_loop_once(
+    settings: PrimeApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building an httpx client loads CA certificates (and, the first time, httpx's HTTP stack):
+    # blocking work that must happen in a worker thread, once per AsyncPrimeClient.
+    loop_thread = threading.current_thread()
+    threads: list[threading.Thread] = []
+    build = AsyncPrimeClient._build_client
+
+    def spy(self: AsyncPrimeClient) -> httpx.AsyncClient:
+        threads.append(threading.current_thread())
+        return build(self)
+
+    monkeypatch.setattr(AsyncPrimeClient, "_build_client", spy)
+    transport = _CountingTransport()
+    async with AsyncPrimeClient(settings, transport=transport) as client:
+        assert threads == []  # nothing built by the constructor
+        await client.get_pods_status(ids(1000))
+        await client.get_pods_status(ids(10))
+    assert transport.started == 11
+    assert len(threads) == 1  # the four concurrent first chunks wait for one build
+    assert loop_thread not in threads
+    closed = AsyncPrimeClient(settings, transport=transport)
+    await closed.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await closed.get_pods_status(["p1"])
