@@ -125,3 +125,12 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_given(
         assert api.seen == []
         assert [s.pod_id for s in caller.pods(["p1"], verify=str(cert))] == ["p1"]
         assert [s.pod_id for s in caller.pods(["p1"], verify=False)] == ["p1"]
+
+
+def test_a_redirect_to_another_origin_does_not_carry_the_key(over_http: Caller, api: FakeApi) -> None:
+    elsewhere = FakeApi(key="")  # accepts anything, records what it got
+    with LocalApi(elsewhere) as other:
+        api.script = always(Reply(307, b"", {"Location": f"{other.base_url}/api/v1/pods/status?pod_ids=p1"}))
+        assert [s.pod_id for s in over_http.pods(["p1"])] == ["p1"]
+    (seen,) = elsewhere.seen
+    assert "authorization" not in seen.headers
