@@ -105,7 +105,9 @@ class HttpProtocol(asyncio.Protocol):
         self._connections = connections
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._busy = False
+        self._busy = False  # a reply is pending (delayed or hanging): later requests wait in the buffer
+        self._paused = False
+        self._closed = False  # closing after a reply: buffered requests are never served
         self._timer: asyncio.TimerHandle | None = None
 
     # asyncio callbacks -------------------------------------------------------------------------
@@ -123,9 +125,16 @@ class HttpProtocol(asyncio.Protocol):
             self._timer = None
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
         self._buffer += data
         if not self._busy:
             self._serve_buffered()
+        elif len(self._buffer) > MAX_HEAD_BYTES + MAX_BODY_BYTES and self._transport is not None:
+            # Reading goes on while a reply is pending, so that a client hanging up is noticed;
+            # a client that floods meanwhile is throttled instead.
+            self._transport.pause_reading()
+            self._paused = True
 
     def abort(self) -> None:
         """Close at once (used when the server stops)."""
@@ -135,7 +144,7 @@ class HttpProtocol(asyncio.Protocol):
     # request loop ------------------------------------------------------------------------------
 
     def _serve_buffered(self) -> None:
-        while self._transport is not None and not self._busy:
+        while self._transport is not None and not self._busy and not self._closed:
             parsed = self._next_request()
             if parsed is None:
                 return
@@ -147,9 +156,7 @@ class HttpProtocol(asyncio.Protocol):
             self._finish(reply, keep_alive)
 
     def _defer(self, reply: Reply, keep_alive: bool) -> None:
-        assert self._transport is not None
         self._busy = True
-        self._transport.pause_reading()
         if reply.action == "hang":
             return  # until the client gives up or the server stops
         loop = asyncio.get_running_loop()
@@ -160,22 +167,30 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
         if self._transport is None:
             return
-        self._transport.resume_reading()
+        if self._paused:
+            self._transport.resume_reading()
+            self._paused = False
         self._finish(reply, keep_alive)
         self._serve_buffered()
 
     def _finish(self, reply: Reply, keep_alive: bool) -> None:
         transport = self._transport
-        if transport is None:
+        if transport is None or self._closed:
             return
         if reply.action == "drop":
-            transport.close()
+            self._close()
             return
         transport.write(_encode(reply, close=not keep_alive))
         if reply.body:
             transport.write(reply.body)
         if not keep_alive:
-            transport.close()
+            self._close()
+
+    def _close(self) -> None:
+        """Close after what was written; requests still buffered are never served."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
 
     def _reject(self, status: int, message: str) -> None:
         body = json.dumps({"detail": message}).encode()

@@ -113,3 +113,16 @@ def test_an_endless_head_is_cut_off(sim: PrimeSimulator) -> None:
         while chunk := conn.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 431")
+
+
+def test_nothing_after_a_closing_request_is_served(sim: PrimeSimulator) -> None:
+    payload = request(WHOAMI_PATH, sim.api_key, "Connection: close\r\n") + request(WHOAMI_PATH, sim.api_key)
+    answers = responses(exchange(sim, payload))
+    assert [status for status, _, _ in answers] == [200]
+    assert sim.stats.total == 1
+
+
+def test_a_dropped_request_ends_its_pipeline(sim: PrimeSimulator) -> None:
+    sim.inject(Fault.drop())
+    assert exchange(sim, request(WHOAMI_PATH, sim.api_key) + request(WHOAMI_PATH, sim.api_key)) == b""
+    assert sim.stats.total == 1
