@@ -20,7 +20,11 @@ FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
 
 class AirflowApiError(RuntimeError):
-    """The api-server answered with an error."""
+    """The api-server answered with an error (``status_code``)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class AirflowApi:
@@ -53,8 +57,9 @@ class AirflowApi:
     def _check(response: httpx.Response) -> None:
         if response.is_error:
             raise AirflowApiError(
+                response.status_code,
                 f"{response.request.method} {response.request.url.path} -> "
-                f"{response.status_code}: {response.text[:500]}"
+                f"{response.status_code}: {response.text[:500]}",
             )
 
     # -- reads and writes ------------------------------------------------------------------------
@@ -72,7 +77,7 @@ class AirflowApi:
         try:
             result: dict[str, Any] = self.request("GET", f"/dags/{dag_id}")
         except AirflowApiError as exc:
-            if "-> 404" in str(exc):
+            if exc.status_code == 404:
                 return None
             raise
         return result
@@ -103,11 +108,15 @@ class AirflowApi:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.request("GET", path)["value"]
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        """The task's log (worker and trigger parts) as plain text lines."""
+    def task_log_entries(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[Any]:
+        """The task's log as the api-server merges it (worker and trigger parts): structured entries."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        body = self.request("GET", path, params={"full_content": "true"})
-        return "\n".join(log_line(item) for item in body.get("content") or [])
+        entries: list[Any] = self.request("GET", path, params={"full_content": "true"}).get("content") or []
+        return entries
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The task's log as plain text, one line per entry."""
+        return "\n".join(log_line(e) for e in self.task_log_entries(dag_id, run_id, task_id, try_number))
 
     def jobs(self, job_type: str, *, alive: bool | None = None) -> list[dict[str, Any]]:
         """Jobs of one type (``TriggererJob``, ``SchedulerJob``...), newest first."""

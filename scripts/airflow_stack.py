@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 from cryptography.fernet import Fernet
 
-from scripts.airflow_api import AirflowApi
+from scripts.airflow_api import AirflowApi, OnChange, RunWatcher
 
 #: The components a DAG with a deferrable sensor needs: the api-server also hosts the execution
 #: API the task processes report to, the dag-processor parses the DAG files.
@@ -38,6 +39,8 @@ HEALTH_KEYS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processo
 #: Extra command-line flags: the log servers are not needed (all logs are local files).
 FLAGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
 
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 #: ``airflow_local_settings.py`` for ``sensor_overrides``: Airflow applies ``task_policy`` to every
 #: task wherever a DAG file is parsed (dag-processor and the worker alike).
 SENSOR_POLICY = '''"""Written by scripts/airflow_stack.py: sensor settings for a throw-away Airflow."""
@@ -52,6 +55,17 @@ def task_policy(task):
         for name, value in OVERRIDES.items():
             setattr(task, name, value)
 '''
+
+
+def _die_with_parent() -> None:
+    """In a new component, before exec: have Linux SIGTERM it if the process that started it dies.
+
+    The last line of defence when the demo or pytest is SIGKILLed and cannot stop its components
+    (``prctl(PR_SET_PDEATHSIG)``; "dies" means the thread that started it, the main thread here).
+    A no-op where there is no prctl.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -94,7 +108,7 @@ class Component:
         with contextlib.suppress(ProcessLookupError):
             self.process.terminate()
 
-    def stop(self, *, grace: float = 5.0) -> None:
+    def stop(self, *, grace: float = 3.0) -> None:
         """SIGTERM the leader, SIGKILL its whole group after ``grace`` seconds; returns once all are gone.
 
         Only the leader gets SIGTERM, so it can shut down its children in order; stragglers die
@@ -269,6 +283,7 @@ class AirflowStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopped as a whole
+                preexec_fn=_die_with_parent,
             )
         return Component(name, process, log_path)
 
@@ -290,6 +305,34 @@ class AirflowStack:
             )
 
         wait_until(healthy, timeout, "the Airflow components to be healthy", interval=1.0)
+
+    # -- DAGs ------------------------------------------------------------------------------------
+
+    def wait_for_dags(self, *dag_ids: str, timeout: float = 120.0) -> None:
+        """Wait until the dag-processor stored these DAGs; fail at once on an import error."""
+
+        def parsed() -> bool:
+            errors = self.api.import_errors()
+            if errors:
+                details = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors)
+                raise RuntimeError(f"DAG import errors:\n{details}")
+            return all(self.api.dag(dag_id) is not None for dag_id in dag_ids)
+
+        wait_until(parsed, timeout, f"the dag-processor to parse {', '.join(dag_ids)}", interval=1.0)
+
+    def trigger(
+        self, dag_id: str, conf: Mapping[str, Any] | None = None, *, on_change: OnChange | None = None
+    ) -> RunWatcher:
+        """Unpause the DAG, start a run with ``conf`` and return a watcher for it."""
+        self.api.unpause(dag_id)
+        run_id = self.api.trigger(dag_id, conf)
+        return RunWatcher(self.api, dag_id, run_id, on_change)
+
+    def task_log_files(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
+        """The task's log files by name: ``attempt=1.log`` from the worker and, for a deferred task,
+        ``attempt=1.log.trigger.<triggerer job id>.log`` from each triggerer that ran its trigger."""
+        folder = self.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return {path.name: path.read_text(errors="replace") for path in sorted(folder.glob("*.log"))}
 
     def kill(self, name: str) -> None:
         """SIGKILL one component's process group, as a crash would."""
