@@ -7,10 +7,15 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from airflow_provider_prime.exceptions import PrimeConfigError
+from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError
 from airflow_provider_prime.hooks._transport import (
     CHUNK_SIZE,
+    ApiResponse,
+    Exchange,
+    Retry,
     RetryPolicy,
     _error_details,
     _excerpt,
@@ -18,10 +23,12 @@ from airflow_provider_prime.hooks._transport import (
     default_headers,
     describe_pods,
     parse_identity,
+    parse_pod_statuses,
     parse_retry_after,
     status_request,
 )
 from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.models import PodStatus
 from tests.hooks.fakes import KEY, ids
 
 
@@ -149,3 +156,54 @@ def test_excerpt_drops_markup_and_is_short() -> None:
 )
 def test_identity_is_read_from_whoami_when_present(payload: object, expected: str | None) -> None:
     assert parse_identity(payload) == expected
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+pod_like = st.fixed_dictionaries(
+    {"podId": st.text(max_size=8), "providerType": st.text(max_size=8), "status": st.text(max_size=8)},
+    optional={
+        "sshConnection": json_values,
+        "ip": json_values,
+        "installationStatus": json_values,
+        "installationFailure": json_values,
+        "installationProgress": json_values,
+    },
+)
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.lists(pod_like | json_values, max_size=3).map(lambda d: json.dumps({"data": d}).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(status=st.integers(100, 599), body=bodies, retry_after=st.none() | st.text(max_size=30))
+def test_any_answer_is_a_result_a_retry_or_a_provider_error(
+    status: int, body: bytes, retry_after: str | None
+) -> None:
+    api_settings = PrimeApiSettings(base_url="", api_key=KEY, retry_after_max=5)
+    exchange = Exchange(api_settings, status_request(api_settings, ["p1"]), parse_pod_statuses)
+    headers = {} if retry_after is None else {"retry-after": retry_after}
+    outcome = _settle(
+        exchange, ApiResponse(status, headers, (body + KEY.encode()) if status >= 400 else body)
+    )
+    if isinstance(outcome, PrimeAPIError):  # the only exception that may escape
+        assert KEY not in str(outcome)
+        assert not outcome.retryable
+    elif isinstance(outcome, Retry):
+        assert status in (408, 429) or status >= 500
+        assert 0.0 <= outcome.delay <= 5.0
+    else:
+        assert 200 <= status < 300
+        assert all(isinstance(pod.pod_id, str) for pod in outcome)
+
+
+def _settle(exchange: Exchange[list[PodStatus]], response: ApiResponse) -> object:
+    try:
+        return exchange.settle(response)
+    except PrimeAPIError as exc:
+        return exc
