@@ -34,6 +34,10 @@ Design
   the snapshot in the subscriber's one-slot mailbox and wakes its waiting coroutine; a subscriber
   that has not looked yet simply finds the newest snapshot there. Cost per tick: O(distinct ids +
   subscribers); joining or leaving: O(own ids). There is no task per subscriber.
+* **Fan-out in batches.** Every woken trigger judges the answer before it waits again (tens of
+  microseconds; more when it logs or fires its event). Waking thousands at once would run all of
+  them in one event-loop iteration and hold up everything else in the triggerer for that long, so
+  delivery yields to the loop after every :data:`FAN_OUT_BATCH` subscribers.
 * **Errors.** A round that fails publishes a snapshot carrying the error (and the previous
   statuses) to every subscriber it concerned; the loop goes on at its normal pace (the client has
   already retried with backoff). Whether an error ends a wait is the trigger's decision.
@@ -67,6 +71,8 @@ from airflow_provider_prime.readiness import unique_ids
 JOIN_DEBOUNCE = 0.1
 #: Shortest tick period, so a zero or tiny poll interval cannot turn the loop into a busy spin.
 MIN_INTERVAL = 0.05
+#: Subscribers woken per event-loop iteration when a round's snapshot is delivered.
+FAN_OUT_BATCH = 100
 
 
 class StatusClient(Protocol):
@@ -250,9 +256,13 @@ class PodStatusPoller:
                     try:
                         client = self._client_factory(self.settings)
                     except Exception as exc:
-                        self._publish(ids, full, None, exc)
+                        await self._publish(ids, full, None, exc)
                         continue
                 await self._poll(client, ids, full)
+                # Let the subscribers just served run first: one that got its final answer leaves
+                # now and, if it was the last, stops this loop before it starts a request nobody
+                # would read (a round that overran the interval is due again at once).
+                await asyncio.sleep(0)
         finally:
             if client is not None:
                 with contextlib.suppress(Exception):  # nothing to act on; the loop is over anyway
@@ -293,11 +303,11 @@ class PodStatusPoller:
         try:
             statuses = await client.get_pods_status(ids) if ids else []
         except Exception as exc:  # every failure is news for the subscribers, never the loop's end
-            self._publish(ids, full, None, exc)
+            await self._publish(ids, full, None, exc)
         else:
-            self._publish(ids, full, statuses, None)
+            await self._publish(ids, full, statuses, None)
 
-    def _publish(
+    async def _publish(
         self, ids: list[str], full: bool, statuses: list[PodStatus] | None, error: BaseException | None
     ) -> None:
         previous = self._latest
@@ -314,12 +324,13 @@ class PodStatusPoller:
             snapshot = Snapshot(merged, covered, time.time())
         if error is None:
             self._latest = snapshot
-        if full:
-            for sub in self._subscribers:
-                sub._deliver(snapshot)
-        else:
-            for sub in _subscribers_of(ids, still_polled):
-                sub._deliver(snapshot)
+        concerned = list(self._subscribers) if full else list(_subscribers_of(ids, still_polled))
+        for start in range(0, len(concerned), FAN_OUT_BATCH):
+            if start:
+                await asyncio.sleep(0)  # let the woken batch run (and anything else) before the next
+            for sub in concerned[start : start + FAN_OUT_BATCH]:
+                if sub in self._subscribers:  # it may have left while an earlier batch ran
+                    sub._deliver(snapshot)
 
 
 def _subscribers_of(ids: Collection[str], by_id: Mapping[str, set[Subscription]]) -> set[Subscription]:
