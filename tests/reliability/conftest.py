@@ -1,0 +1,234 @@
+"""Fixtures of the reliability suite: simulators and connections to them, a port that never accepts,
+a request counter on the client side, an event-loop heartbeat, and the record of what was observed.
+
+Set ``PRIME_RELIABILITY_OBSERVATIONS=<file>`` to have the observations written as JSON at the end of
+the session; ``bench/reliability_report.py`` does that and renders ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+from airflow_provider_prime.hooks import _clients
+from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod
+from tests.reliability.cases import EXTRA
+
+OBSERVATIONS_ENV = "PRIME_RELIABILITY_OBSERVATIONS"
+ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
+#: Worst event-loop lag tolerated during a trigger run. Generous on purpose: this proves the loop is
+#: never *blocked* (a synchronous call would stall it for a whole timeout), it is not a speed target.
+LAG_BOUND = 0.5
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own PRIME_API_KEY or connection must not leak into these tests."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def simulator() -> Iterator[Callable[..., PrimeSimulator]]:
+    """``start(pods, **options)``: a running simulator on 127.0.0.1, stopped after the test."""
+    started: list[PrimeSimulator] = []
+
+    def start(pods: list[Any] | tuple[Any, ...] = (), **options: Any) -> PrimeSimulator:
+        sim = PrimeSimulator(Scenario.of(list(pods)), **options).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """``connect(base_url, api_key, conn_id="prime_default", extra=EXTRA)``: define the connection."""
+
+    def define(
+        base_url: str, api_key: str, conn_id: str = "prime_default", extra: dict[str, Any] | None = None
+    ) -> str:
+        connection = {
+            "conn_type": "prime",
+            "host": base_url,
+            "password": api_key,
+            "extra": EXTRA if extra is None else extra,
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+        return conn_id
+
+    return define
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a socket that listens but never accepts, its backlog full.
+
+    The kernel drops further SYNs once the accept queue is full, so a client's connect attempt
+    times out: a connect timeout staged on loopback alone.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # more than the queue holds, whatever the kernel rounds backlog 0 to
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@dataclass
+class AttemptCounter:
+    """HTTP attempts as the clients made them (a request may never reach a server: connect timeouts)."""
+
+    sync: int = 0
+    async_: int = 0
+    #: what each attempt came back with, for the failure messages
+    outcomes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.sync + self.async_
+
+
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> AttemptCounter:
+    """Count every attempt of both clients (the clients' single send method, wrapped)."""
+    counter = AttemptCounter()
+    sync_send, async_send = _clients.PrimeClient._send, _clients.AsyncPrimeClient._send
+
+    def counting_send(self: Any, request: Any) -> Any:
+        counter.sync += 1
+        outcome = sync_send(self, request)
+        counter.outcomes.append(_describe(outcome))
+        return outcome
+
+    async def counting_asend(self: Any, request: Any) -> Any:
+        counter.async_ += 1
+        outcome = await async_send(self, request)
+        counter.outcomes.append(_describe(outcome))
+        return outcome
+
+    monkeypatch.setattr(_clients.PrimeClient, "_send", counting_send)
+    monkeypatch.setattr(_clients.AsyncPrimeClient, "_send", counting_asend)
+    return counter
+
+
+def _describe(outcome: Any) -> str:
+    status = getattr(outcome, "status", None)
+    return f"{time.time():.3f} HTTP {status}" if status is not None else f"{time.time():.3f} {outcome}"
+
+
+class Heartbeat:
+    """Measures how late a tiny periodic sleep wakes up: the worst stall of the event loop.
+
+    A coroutine that blocks the loop (a synchronous HTTP call, a CPU-heavy parse) shows up as a
+    lag as long as the block.
+    """
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.period = period
+        self.max_lag = 0.0
+        self.beats = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.period)
+            self.max_lag = max(self.max_lag, loop.time() - start - self.period)
+            self.beats += 1
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.create_task(self._beat(), name="heartbeat")
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def leftover_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks still running on this loop besides the caller."""
+    current = asyncio.current_task()
+    return [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+
+
+@pytest.fixture(scope="session")
+def warmed_up(observations: Observations) -> None:
+    """Pay this process's one-time costs before any lag is measured, and record what they were.
+
+    The first trigger run of a process imports httpx's async backend (anyio) and Airflow's async
+    connection lookup, and builds the TLS context: a triggerer pays that once, at its first
+    trigger. The per-test heartbeat measures the steady state that every later trigger sees.
+    """
+    name = "AIRFLOW_CONN_PRIME_WARM_UP"
+    with PrimeSimulator(Scenario.of([fixed_pod("warm-up")])) as sim:
+        connection = {"conn_type": "prime", "host": sim.base_url, "password": sim.api_key, "extra": EXTRA}
+        os.environ[name] = json.dumps(connection)
+        try:
+            lag = asyncio.run(_one_trigger_run())
+        finally:
+            del os.environ[name]
+    observations.warm_up_lag = lag
+
+
+async def _one_trigger_run() -> float:
+    from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+
+    trigger = PodStatusTrigger(
+        pod_ids=["warm-up"], deadline=time.time() + 30, prime_conn_id="prime_warm_up", poll_interval=0.1
+    )
+    async with Heartbeat() as heartbeat:
+        events = [event.payload async for event in trigger.run()]
+    assert [event["status"] for event in events] == ["success"]
+    return heartbeat.max_lag
+
+
+@dataclass
+class Observations:
+    """What the suite saw, one record per (case, path); written out for the docs table."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    warm_up_lag: float | None = None
+
+    def add(self, request: pytest.FixtureRequest, **record: Any) -> None:
+        self.records.append({"test": request.node.nodeid, "at": time.time(), **record})
+
+
+@pytest.fixture(scope="session")
+def observations() -> Iterator[Observations]:
+    seen = Observations()
+    yield seen
+    target = os.environ.get(OBSERVATIONS_ENV)
+    if target:
+        data = {"warm_up_lag": seen.warm_up_lag, "records": seen.records}
+        Path(target).write_text(json.dumps(data, indent=1, default=str))

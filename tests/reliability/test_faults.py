@@ -1,0 +1,214 @@
+"""Every fault of the table (``cases.py``), through both paths, over real HTTP against the simulator.
+
+For each fault and path: the outcome (recovers, waits on, or fails with a message naming the
+cause), the number of requests (exact where timing does not matter, else bounded: no retry storm),
+the client's attempts matching what the server saw (no hidden retries), and for the async path
+the event loop never blocked (heartbeat) and nothing left running afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import structlog
+
+from airflow_provider_prime.exceptions import PrimeError
+from airflow_provider_prime.sensors.pod_status import PodStatusSensor
+from airflow_provider_prime.testing import STATUS_PATH, PrimeSimulator
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.polling import active_pollers
+from tests.reliability.cases import CASES, POD, POLL_INTERVAL, FaultCase, Outcome
+from tests.reliability.conftest import LAG_BOUND, AttemptCounter, Heartbeat, Observations, leftover_tasks
+
+pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+
+
+class Stage:
+    """The server a case runs against, and how to count what reached it."""
+
+    def __init__(self, case: FaultCase, request: pytest.FixtureRequest, attempts: AttemptCounter) -> None:
+        connect: Callable[..., str] = request.getfixturevalue("connect")
+        self.attempts = attempts
+        self.sim: PrimeSimulator | None = None
+        if case.server == "blackhole":
+            connect(request.getfixturevalue("blackhole"), "pk-blackhole", extra=case.connection_extra)
+            return
+        self.sim = request.getfixturevalue("simulator")(case.pods())
+        connect(self.sim.base_url, case.api_key or self.sim.api_key, extra=case.connection_extra)
+        self.sim.inject(*case.faults())
+
+    def requests(self) -> int:
+        """Status requests so far: as the server recorded them, or the client's attempts if none can."""
+        if self.sim is None:
+            return self.attempts.total
+        return self.sim.stats.by_path[STATUS_PATH]
+
+    def request_times(self) -> list[float]:
+        if self.sim is None:
+            return []
+        return [record.time for record in self.sim.stats.log if record.path == STATUS_PATH]
+
+    def check_no_hidden_requests(self) -> None:
+        if self.sim is not None:  # every attempt the client counted reached the server, and no more
+            seen = [f"{r.time:.3f} {r.status} {r.note}" for r in self.sim.stats.log]
+            assert self.attempts.total == self.requests(), (self.attempts.outcomes, seen)
+
+
+def check_gaps(case: FaultCase, stage: Stage) -> None:
+    """Within the first poll's retries, each wait honoured the server's Retry-After (capped)."""
+    if case.min_gap is None:
+        return
+    first_poll = stage.request_times()[: case.attempts]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(first_poll)]
+    assert len(gaps) == case.attempts - 1
+    assert min(gaps) >= case.min_gap
+
+
+def check_text(case: FaultCase, text: str) -> None:
+    for expected in case.says:
+        assert expected in text
+    for unwanted in case.never_says:
+        assert unwanted not in text
+
+
+def log_text(structured: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(
+        [str(entry.get("event")) for entry in structured] + [r.getMessage() for r in caplog.records]
+    )
+
+
+def test_sync_path(
+    case: FaultCase,
+    request: pytest.FixtureRequest,
+    attempts: AttemptCounter,
+    observations: Observations,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    stage = Stage(case, request, attempts)
+    sensor = PodStatusSensor(
+        task_id="wait_for_pods",
+        pod_ids=list(case.pod_ids),
+        missing_grace=case.missing_grace,
+        poke_interval=POLL_INTERVAL,
+        deferrable=False,
+    )
+    per_poke: list[int] = []
+    result: Any = False
+    error: PrimeError | None = None
+    with structlog.testing.capture_logs() as structured:
+        for _ in range(case.pokes):
+            before = stage.requests()
+            try:
+                result = sensor.poke({})
+            except PrimeError as exc:
+                error = exc
+            per_poke.append(stage.requests() - before)
+            if result or error is not None:
+                break
+            time.sleep(POLL_INTERVAL)  # pacing between pokes, as the sensor's poke_interval does
+    logged = log_text(structured, caplog)
+
+    if case.outcome is Outcome.RECOVERS:
+        assert error is None, error
+        assert result
+        assert result.is_done
+        assert result.xcom_value[POD].items() >= case.handover.items()
+        observed, message = "ready", f"poke {len(per_poke)} returned the handover"
+    elif case.outcome is Outcome.WAITS:
+        assert error is None, error
+        assert not result
+        assert per_poke == [case.attempts] * case.pokes  # retried, and only as many times as allowed
+        check_text(case, logged)
+        observed, message = "waiting", _last_line(logged, case)
+    else:
+        assert error is not None, f"no error after {len(per_poke)} pokes"
+        assert type(error).__name__ == case.error_type
+        check_text(case, str(error))
+        observed, message = f"raised {type(error).__name__}", str(error)
+    assert max(per_poke) <= case.attempts
+    if case.requests is not None:
+        assert sum(per_poke) == case.requests
+    check_gaps(case, stage)
+    stage.check_no_hidden_requests()
+    observations.add(
+        request,
+        case=case.id,
+        fault=case.fault,
+        path="sync",
+        expected=case.outcome.value,
+        observed=observed,
+        requests=sum(per_poke),
+        per_poke=per_poke,
+        message=message,
+    )
+
+
+async def test_async_path(
+    case: FaultCase,
+    request: pytest.FixtureRequest,
+    attempts: AttemptCounter,
+    observations: Observations,
+    warmed_up: None,
+) -> None:
+    stage = Stage(case, request, attempts)
+    started = time.time()
+    trigger = PodStatusTrigger(
+        pod_ids=list(case.pod_ids),
+        deadline=started + case.deadline,
+        poll_interval=POLL_INTERVAL,
+        missing_grace=case.missing_grace,
+    )
+    async with Heartbeat() as heartbeat:
+        events = [event.payload async for event in trigger.run()]
+    elapsed = time.time() - started
+
+    assert len(events) == 1  # exactly one event, then run() returned
+    (event,) = events
+    if case.outcome is Outcome.RECOVERS:
+        assert event["status"] == "success", event
+        assert event["pods"][POD].items() >= case.handover.items()
+    elif case.outcome is Outcome.WAITS:
+        assert event["status"] == "timeout", event
+        assert elapsed >= case.deadline  # it kept waiting, to the deadline
+        check_text(case, event["message"])
+    else:
+        assert event["status"] == "failed", event
+        assert event["error_type"] == case.error_type
+        check_text(case, event["message"])
+    requests = stage.requests()
+    polls_possible = math.ceil(case.deadline / POLL_INTERVAL) + 1
+    assert requests <= case.attempts * polls_possible
+    if case.requests is not None:
+        assert requests == case.requests
+    check_gaps(case, stage)
+    stage.check_no_hidden_requests()
+    assert heartbeat.beats > 0
+    assert heartbeat.max_lag < LAG_BOUND
+    assert active_pollers() == []
+    assert leftover_tasks() == []
+    observations.add(
+        request,
+        case=case.id,
+        fault=case.fault,
+        path="async",
+        expected=case.outcome.value,
+        observed=event["status"],
+        requests=requests,
+        bound=case.attempts * polls_possible,
+        elapsed=round(elapsed, 3),
+        max_lag=round(heartbeat.max_lag, 4),
+        message=event.get("message", ""),
+    )
+
+
+def _last_line(logged: str, case: FaultCase) -> str:
+    """The log line that names the cause (the first expected phrase), for the report."""
+    lines = [line for line in logged.splitlines() if case.says and case.says[0] in line]
+    return lines[-1] if lines else ""
