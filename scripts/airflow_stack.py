@@ -16,6 +16,7 @@ import configparser
 import contextlib
 import ctypes
 import os
+import re
 import secrets
 import signal
 import socket
@@ -333,6 +334,20 @@ class AirflowStack:
         ``attempt=1.log.trigger.<triggerer job id>.log`` from each triggerer that ran its trigger."""
         folder = self.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         return {path.name: path.read_text(errors="replace") for path in sorted(folder.glob("*.log"))}
+
+    def deferral_processed(self, dag_id: str, run_id: str, task_id: str) -> bool:
+        """Whether the scheduler has taken note that the worker process which deferred the task ended.
+
+        Until it has, a trigger that fires at once races the scheduler: the deferring process's
+        stale "success" can fail the resumed task (apache/airflow#66374, #67287, #72716). Tests that
+        decide when a trigger fires wait for this first. Read from the scheduler's log, the only
+        place that says it.
+        """
+        finished = re.compile(
+            rf"TaskInstance Finished: dag_id={re.escape(dag_id)}, task_id={re.escape(task_id)}, "
+            rf"run_id={re.escape(run_id)}, .*?, state=deferred, executor="
+        )
+        return finished.search((self.log_dir / "scheduler.log").read_text(errors="replace")) is not None
 
     def kill(self, name: str) -> None:
         """SIGKILL one component's process group, as a crash would."""

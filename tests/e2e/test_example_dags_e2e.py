@@ -61,10 +61,15 @@ def triggerer_of(watcher: RunWatcher) -> int | None:
     return int(triggerer_id) if triggerer_id is not None else None
 
 
-def wait_deferred(watcher: RunWatcher) -> dict[str, Any]:
-    """Wait until the sensor is DEFERRED and a triggerer has taken its trigger; the task instance."""
+def wait_deferred(stack: AirflowStack, watcher: RunWatcher) -> dict[str, Any]:
+    """Wait until the sensor is DEFERRED, a triggerer has its trigger and the scheduler has seen
+    the deferring worker process end (so the trigger may fire without racing it); the task instance."""
     watcher.wait(
-        lambda w: w.states(SENSOR)[-1:] == ["deferred"] and triggerer_of(w) is not None,
+        lambda w: (
+            w.states(SENSOR)[-1:] == ["deferred"]
+            and triggerer_of(w) is not None
+            and stack.deferral_processed(w.dag_id, w.run_id, SENSOR)
+        ),
         timeout=STEP_TIMEOUT,
         what="the sensor deferred to a triggerer",
     )
@@ -101,7 +106,7 @@ def test_sensor_defers_to_the_triggerer_and_hands_ssh_targets_to_training(
     add_booting_pods(e2e_simulator, {single: 1, cluster: 2})
 
     watcher = airflow_stack.trigger(WAIT_AND_TRAIN, {"pod_ids": [single, cluster]})
-    sensor = wait_deferred(watcher)
+    sensor = wait_deferred(airflow_stack, watcher)
     assert sensor["trigger"]["classpath"] == TRIGGER_CLASS
     triggerer = sensor["trigger"]["triggerer_id"]
     assert triggerer in live_triggerers(airflow_stack)
@@ -145,7 +150,7 @@ def test_failed_installation_fails_the_sensor_with_the_platform_reason(
     add_booting_pods(e2e_simulator, {healthy: 1, broken: 1})
 
     watcher = airflow_stack.trigger(LIFECYCLE, {"pod_ids": [healthy, broken]})
-    wait_deferred(watcher)
+    wait_deferred(airflow_stack, watcher)
     make_ready(e2e_simulator, healthy, 1)
     e2e_simulator.set_pod_state(
         broken, "ACTIVE", installation_status="ERROR", installation_failure=INSTALLATION_FAILURE
@@ -172,7 +177,7 @@ def test_restarted_triggerer_resumes_the_wait_before_the_original_deadline(
     add_booting_pods(e2e_simulator, {pod: 1})
 
     watcher = airflow_stack.trigger(WAIT_AND_TRAIN, {"pod_ids": [pod]})
-    first = wait_deferred(watcher)["trigger"]["triggerer_id"]
+    first = wait_deferred(airflow_stack, watcher)["trigger"]["triggerer_id"]
     assert_polled_while_deferred(watcher, e2e_simulator, pod)  # the first triggerer is at work
     airflow_stack.kill("triggerer")  # SIGKILL to its process group: a crash, no clean hand-over
     airflow_stack.start(["triggerer"])
