@@ -1,0 +1,70 @@
+"""The shared poller's fan-out to many subscribers: in batches, with the event loop free in between."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import pytest
+
+from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.triggers import polling
+from airflow_provider_prime.triggers.polling import Snapshot, Subscription, active_pollers, subscription
+from tests.statuses import pod
+from tests.triggers.fakes import FakeApi
+
+SLOW = 30.0  # no second tick within a test
+WAIT = 5.0
+BATCH = 4
+SUBSCRIBERS = 3 * BATCH
+SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key="key-one")
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    monkeypatch.setattr(polling, "FAN_OUT_BATCH", BATCH)
+    return FakeApi(*(pod(f"p{i}") for i in range(SUBSCRIBERS)))
+
+
+def on_first_delivery(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], None]) -> None:
+    """Schedule ``action(deliveries so far)`` as other loop work, the moment the fan-out begins."""
+    loop = asyncio.get_running_loop()
+    delivered = 0
+    original = Subscription._deliver
+
+    def counting(self: Subscription, snapshot: Snapshot) -> None:
+        nonlocal delivered
+        if delivered == 0:
+            loop.call_soon(lambda: action(delivered))
+        delivered += 1
+        original(self, snapshot)
+
+    monkeypatch.setattr(Subscription, "_deliver", counting)
+
+
+async def test_other_work_runs_after_each_batch_not_after_the_whole_fan_out(api, monkeypatch):
+    seen: list[int] = []
+    on_first_delivery(monkeypatch, seen.append)
+    async with contextlib.AsyncExitStack() as stack:
+        subs = [
+            await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], SLOW, client_factory=api.client))
+            for i in range(SUBSCRIBERS)
+        ]
+        for sub in subs:
+            assert await sub.next(WAIT) is not None  # every subscriber still gets the round
+    assert seen == [BATCH]  # the loop ran other callbacks after the first batch, not after all 12
+    assert len(api.calls) == 1
+
+
+async def test_a_subscriber_that_leaves_during_the_fan_out_is_not_delivered_to(api, monkeypatch):
+    async with contextlib.AsyncExitStack() as stack:
+        subs = [
+            await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], SLOW, client_factory=api.client))
+            for i in range(SUBSCRIBERS)
+        ]
+        leaver = subs[-1]  # in the last batch
+        on_first_delivery(monkeypatch, lambda _: active_pollers()[0].unsubscribe(leaver))
+        for sub in subs[:-1]:
+            assert await sub.next(WAIT) is not None
+        assert await leaver.next(0) is None
