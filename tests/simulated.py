@@ -5,6 +5,7 @@ Imported by ``tests/sensors/conftest.py`` and ``tests/triggers/conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
-from airflow_provider_prime.testing import PrimeSimulator, Scenario
+from airflow_provider_prime.testing import ManualClock, PrimeSimulator, Scenario
 
 #: Millisecond backoff and short timeouts, so retry paths cost nothing in tests.
 FAST_TRANSPORT = {
@@ -48,10 +49,16 @@ def logs() -> Iterator[list[dict[str, Any]]]:
 
 @pytest.fixture
 def simulator() -> Iterator[Callable[..., PrimeSimulator]]:
-    """``start(*pod_scripts, time_scale=20, **options)``: a running simulator, stopped after the test."""
+    """``start(*pod_scripts, **options)``: a running simulator, stopped after the test.
+
+    Pod time runs 20 times faster than the wall clock, unless a ``clock`` (a ManualClock the test
+    drives) or a ``time_scale`` is given.
+    """
     started: list[PrimeSimulator] = []
 
-    def start(*pods: Any, time_scale: float = 20.0, **options: Any) -> PrimeSimulator:
+    def start(*pods: Any, time_scale: float | None = None, **options: Any) -> PrimeSimulator:
+        if time_scale is None:
+            time_scale = 1.0 if "clock" in options else 20.0
         sim = PrimeSimulator(Scenario.of(pods), time_scale=time_scale, **options).start()
         started.append(sim)
         return sim
@@ -71,3 +78,18 @@ def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
         return conn_id
 
     return define
+
+
+async def advance_per_request(sim: PrimeSimulator, clock: ManualClock, step: float) -> None:
+    """Move ``clock`` forward ``step`` seconds for every request ``sim`` serves, until cancelled.
+
+    Pod lifecycles then advance with the polling itself, not with the wall clock, so a test can
+    tell exactly how many polls a wait took however slow the machine is.
+    """
+    seen = 0
+    while True:
+        total = sim.stats.total
+        if total > seen:
+            clock.advance(step * (total - seen))
+            seen = total
+        await asyncio.sleep(0.005)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from airflow_provider_prime.testing import (
     DEFAULT_INSTALLATION_FAILURE,
     STATUS_PATH,
     Fault,
+    ManualClock,
     failing_pod,
     fixed_pod,
     install_failure_pod,
@@ -20,6 +23,7 @@ from airflow_provider_prime.testing import (
 )
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
+from tests.simulated import advance_per_request
 from tests.triggers.fakes import until
 
 POLL = 0.05
@@ -42,19 +46,33 @@ async def the_event(t: PodStatusTrigger) -> dict[str, Any]:
     return event
 
 
+@contextlib.asynccontextmanager
+async def driven(sim, clock: ManualClock, step: float) -> AsyncIterator[None]:
+    """Within the block, every request moves the simulator's pods ``step`` seconds forward."""
+    task = asyncio.create_task(advance_per_request(sim, clock, step))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def status_requests(sim) -> list[Any]:
     return [r for r in sim.stats.log if r.path == STATUS_PATH]
 
 
 async def test_success_after_the_pods_lifecycle(simulator, connect):
-    sim = simulator(ready_pod("single", ready_at=10), ready_pod("multi", ready_at=12, nodes=2))
+    clock = ManualClock()
+    sim = simulator(ready_pod("single", ready_at=10), ready_pod("multi", ready_at=12, nodes=2), clock=clock)
     connect(sim)
-    event = await the_event(trigger(["single", "multi"]))
+    async with driven(sim, clock, step=1):
+        event = await the_event(trigger(["single", "multi"]))
     assert event["status"] == "success"
     assert len(event["pods"]["multi"]["ssh_connections"]) == 2
     assert all(event["pods"]["multi"]["ssh_connections"])
     assert event["pods"]["single"]["installation_status"] == "FINISHED"
-    assert len(status_requests(sim)) > 2  # it really waited through the lifecycle
+    assert len(status_requests(sim)) >= 12  # it waited through the whole lifecycle, one poll a step
 
 
 async def test_installation_failure_fails_with_the_platform_text(simulator, connect):
@@ -134,16 +152,17 @@ async def test_cancel_mid_request_leaves_no_task(simulator, connect):
 
 
 async def test_triggers_on_one_connection_share_one_request_per_tick(simulator, connect):
-    sim = simulator(ready_pod("a", ready_at=10), ready_pod("b", ready_at=10), ready_pod("c", ready_at=10))
+    clock = ManualClock()
+    sim = simulator(*(ready_pod(pid, ready_at=10) for pid in "abc"), clock=clock)
     connect(sim)
-    results = await asyncio.gather(*(the_event(trigger(ids)) for ids in (["a"], ["b", "a"], ["c"])))
+    async with driven(sim, clock, step=1):
+        results = await asyncio.gather(*(the_event(trigger(ids)) for ids in (["a"], ["b", "a"], ["c"])))
     assert [event["status"] for event in results] == ["success"] * 3
     requests = status_requests(sim)
-    assert len(requests) > 3
+    assert len(requests) >= 10
     union = [r for r in requests if sorted(r.pod_ids) == ["a", "b", "c"]]
     # Every request is one tick for all three triggers, except at most a join fetch for late joiners.
     assert len(union) >= len(requests) - 1
-    assert sim.stats.by_pod_id["a"] == len([r for r in requests if "a" in r.pod_ids])
 
 
 async def test_each_connection_polls_separately(simulator, connect):

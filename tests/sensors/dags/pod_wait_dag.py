@@ -45,10 +45,25 @@ with DAG(
     train(wait.output)
 
 
+def serialize_for_airflow_3_1() -> None:
+    """Airflow 3.1's ``dag.test()`` needs the DAG in the database already (3.2+ syncs it itself)."""
+    from argparse import Namespace
+
+    from airflow import __version__
+    from packaging.version import Version
+
+    if Version(__version__) >= Version("3.2"):
+        return
+    from airflow.cli.commands.dag_command import dag_reserialize
+
+    dag_reserialize(Namespace(bundle_name=None))
+
+
 def main(pod_ids: list[str]) -> None:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
+    serialize_for_airflow_3_1()
     run = dag.test(run_conf={"pod_ids": pod_ids})
     with create_session() as session:
         states = {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
