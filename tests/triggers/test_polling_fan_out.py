@@ -43,14 +43,19 @@ def on_first_delivery(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], N
     monkeypatch.setattr(Subscription, "_deliver", counting)
 
 
+async def subscribe_all(stack: contextlib.AsyncExitStack, api: FakeApi) -> list[Subscription]:
+    """One subscriber per pod, all on one poller (first round not yet made)."""
+    return [
+        await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], SLOW, client_factory=api.client))
+        for i in range(SUBSCRIBERS)
+    ]
+
+
 async def test_other_work_runs_after_each_batch_not_after_the_whole_fan_out(api, monkeypatch):
     seen: list[int] = []
     on_first_delivery(monkeypatch, seen.append)
     async with contextlib.AsyncExitStack() as stack:
-        subs = [
-            await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], SLOW, client_factory=api.client))
-            for i in range(SUBSCRIBERS)
-        ]
+        subs = await subscribe_all(stack, api)
         for sub in subs:
             assert await sub.next(WAIT) is not None  # every subscriber still gets the round
     assert seen == [BATCH]  # the loop ran other callbacks after the first batch, not after all 12
@@ -59,10 +64,7 @@ async def test_other_work_runs_after_each_batch_not_after_the_whole_fan_out(api,
 
 async def test_a_subscriber_that_leaves_during_the_fan_out_is_not_delivered_to(api, monkeypatch):
     async with contextlib.AsyncExitStack() as stack:
-        subs = [
-            await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], SLOW, client_factory=api.client))
-            for i in range(SUBSCRIBERS)
-        ]
+        subs = await subscribe_all(stack, api)
         leaver = subs[-1]  # in the last batch
         on_first_delivery(monkeypatch, lambda _: active_pollers()[0].unsubscribe(leaver))
         for sub in subs[:-1]:
