@@ -145,8 +145,12 @@ class PodStatusTrigger(BaseTrigger):
                 api_error = None
                 verdict = self._assess(snapshot.statuses_for(self.pod_ids), snapshot.fetched_at)
                 if verdict.ready:
-                    self.log.info("All pods ready: %s", verdict.summary())
-                    return {"status": "success", "pods": verdict.handover(), "message": verdict.summary()}
+                    # Debug, not info: the sensor logs this line when it resumes and the triggerer
+                    # logs the event, while a line per trigger at the moment thousands fire together
+                    # is most of the cost of that burst (see docs/benchmarks.md).
+                    summary = verdict.summary()
+                    self.log.debug("All pods ready: %s", summary)
+                    return {"status": "success", "pods": verdict.handover(), "message": summary}
                 if verdict.failed:
                     error = PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
                     self.log.error("%s", error)
