@@ -93,6 +93,8 @@ async def test_longer_interval_is_served_from_the_faster_loop(api):
 async def test_faster_joiner_speeds_up_the_loop_at_once(api):
     async with subscribe(api, ["a"], SLOW) as slow:
         await slow.next(WAIT)
+        (poller,) = active_pollers()
+        await until(lambda: poller._wakeup is not None)  # the loop sleeps until its next tick, 30 s away
         async with subscribe(api, ["a"], FAST):
             # Without the speed-up the next tick would be 30 s away and this would time out.
             assert await slow.next(WAIT) is not None
