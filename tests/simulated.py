@@ -6,7 +6,9 @@ Imported by ``tests/sensors/conftest.py`` and ``tests/triggers/conftest.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -93,3 +95,25 @@ async def advance_per_request(sim: PrimeSimulator, clock: ManualClock, step: flo
             clock.advance(step * (total - seen))
             seen = total
         await asyncio.sleep(0.005)
+
+
+@contextlib.contextmanager
+def advancing_per_request(sim: PrimeSimulator, clock: ManualClock, step: float) -> Iterator[None]:
+    """:func:`advance_per_request` from a thread, for synchronous code (the sensor's poke loop)."""
+    stop = threading.Event()
+
+    def drive() -> None:
+        seen = 0
+        while not stop.wait(0.005):
+            total = sim.stats.total
+            if total > seen:
+                clock.advance(step * (total - seen))
+                seen = total
+
+    driver = threading.Thread(target=drive, name="advance-per-request", daemon=True)
+    driver.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        driver.join()
