@@ -24,10 +24,11 @@ Design
   every subscriber in one ``get_pods_status`` call (the client chunks by 100 and sends the chunks
   concurrently). A slow request delays the next tick; ticks never overlap or pile up.
 * **Joining.** A subscriber whose pods are all polled already is served at once from the latest
-  snapshot, with no request. Ids nobody polled yet are collected for :data:`JOIN_DEBOUNCE` seconds
-  and then fetched alone, in one call (unless the next full tick is that close anyway): thousands
-  of triggers starting together cost a handful of requests, and a newcomer gets its first answer
-  within the debounce plus one request, not one interval later.
+  snapshot, with no request (unless that snapshot is older than one tick, after failed rounds).
+  Ids nobody polled yet are collected for :data:`JOIN_DEBOUNCE` seconds and then fetched alone,
+  in one call (unless the next full tick is that close anyway): thousands of triggers starting
+  together cost a handful of requests, and a newcomer gets its first answer within the debounce
+  plus one request, not one interval later.
 * **Fan-out.** A round produces one immutable :class:`Snapshot` shared by every subscriber it
   concerns (no per-subscriber copy): a full tick concerns everyone, a join fetch only the
   subscribers of the ids it asked for (found through an id -> subscribers index). Delivery puts
@@ -204,8 +205,12 @@ class PodStatusPoller:
                     self._join_at = self._loop.time() + JOIN_DEBOUNCE
                 self._pending[pid] = None
             subs.add(sub)
-        if self._latest.covers(ids) and self._latest is not _EMPTY:
-            sub._deliver(self._latest)
+        latest = self._latest
+        # Served at once only with an answer the loop itself would still stand by: after failed
+        # rounds (an outage) the last good answer may be long stale, and a pod it shows ready
+        # may be gone since; the joiner then waits for the next round like everyone else.
+        if latest is not _EMPTY and latest.covers(ids) and time.time() - latest.fetched_at <= self.interval:
+            sub._deliver(latest)
         if self._task is None:
             self._task = self._loop.create_task(self._run(), name=f"prime-pod-status-poller-{id(self):x}")
         elif faster or self._pending:

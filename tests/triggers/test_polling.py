@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
@@ -52,6 +53,23 @@ async def test_joiner_whose_pods_are_polled_is_served_at_once_without_a_request(
             assert snapshot is not None
             assert snapshot.covers(["a"])
             assert len(api.calls) == calls
+
+
+async def test_joiner_is_not_served_a_stale_answer_after_failed_rounds(api):
+    async with subscribe(api, ["a"]) as first:
+        await first.next(WAIT)
+        (poller,) = active_pollers()
+        api.errors += [PrimeTransientError("503", http_status=503)] * 1000
+        failed = await first.next(WAIT)
+        assert failed is not None
+        assert failed.error is not None
+        await until(lambda: time.time() - poller._latest.fetched_at > poller.interval)
+        async with subscribe(api, ["a"]) as joiner:
+            assert await joiner.next(0) is None  # the last good answer is older than a tick
+            snapshot = await joiner.next(WAIT)
+            assert snapshot is not None
+            assert isinstance(snapshot.error, PrimeTransientError)
+        api.errors.clear()
 
 
 async def test_new_pods_are_fetched_alone_soon_after_joining(api):
