@@ -45,7 +45,7 @@ async def test_subscribers_of_one_connection_share_every_request(api):
 
 
 async def test_joiner_whose_pods_are_polled_is_served_at_once_without_a_request(api):
-    async with subscribe(api, ["a"]) as first:
+    async with subscribe(api, ["a"], SLOW) as first:
         await first.next(WAIT)
         calls = len(api.calls)
         async with subscribe(api, ["a"], SLOW) as second:
