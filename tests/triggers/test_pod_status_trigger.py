@@ -131,7 +131,7 @@ class TestRun:
 
     async def test_deadline_gives_timeout_with_last_progress(self, api):
         api.set(pod("a", status="PROVISIONING"))
-        event = await the_event(trigger(["a"], timeout=0.3))
+        event = await the_event(trigger(["a"], timeout=1.0))
         assert event["status"] == "timeout"
         assert "not ready by the deadline" in event["message"]
         assert "a: pod is PROVISIONING" in event["message"]

@@ -100,7 +100,7 @@ async def test_vanished_pod_fails_as_not_found(simulator, connect):
 
 async def test_timeout_at_the_deadline(simulator, connect):
     connect(simulator(fixed_pod("stuck", "PROVISIONING")))
-    event = await the_event(trigger(["stuck"], timeout=0.5))
+    event = await the_event(trigger(["stuck"], timeout=2.0))
     assert event["status"] == "timeout"
     assert "stuck: pod is PROVISIONING" in event["message"]
 
