@@ -1,0 +1,112 @@
+"""What the benchmarks read off Linux: CPU seconds of a process, resident memory, the machine.
+
+Everything comes from ``/proc`` (the benchmarks run on Linux; elsewhere the memory readings are
+``None`` and the report says so). Resident memory, not ``tracemalloc``: the peer-style baseline
+spends much of its memory inside OpenSSL (one certificate store per HTTP client), which Python's
+allocator tracing never sees, and tracing would also slow the loop whose lag is being measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
+import platform
+import ssl
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Resident set size of this process now."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def peak_rss_bytes() -> int | None:
+    """Highest resident set size of this process since start or :func:`reset_peak_rss`."""
+    kib = _status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak (``echo 5 > /proc/self/clear_refs``, Linux 4.0+); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand free heap pages back to the OS, so the next RSS delta starts clean.
+
+    Without ``malloc_trim`` the memory freed by one case stays resident and the next case would
+    reuse it without its RSS growing, i.e. look cheaper than it is.
+    """
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc_name).malloc_trim(0)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name as the kernel reports it."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, str]:
+    """The facts a reader needs to compare a benchmark run with their own."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu_model()} ({platform.machine()}), {cores} cores usable, {os.cpu_count()} online",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "airflow": _version("apache-airflow"),
+        "libraries": f"httpx {_version('httpx')}, pydantic {_version('pydantic')}, {ssl.OPENSSL_VERSION}",
+        "executable": os.path.basename(sys.executable),
+    }
+
+
+def load_average() -> str:
+    """``1-min / 5-min / 15-min`` load averages."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
