@@ -15,6 +15,7 @@ Rules (see ``docs/readiness.md``):
 
 from __future__ import annotations
 
+import ast
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,8 +140,12 @@ def requested_pod_ids(value: object) -> list[str]:
 
     Called at execute time, after templating, because that is when the real value is known; the
     message names the offending value so a mistyped template is found from the task log alone.
-    Surrounding whitespace (a template's trailing newline) is dropped.
+    Surrounding whitespace (a template's trailing newline) is dropped. A list that a template
+    rendered as text (``"['a', 'b']"``, the default unless the DAG renders native objects) is read
+    back as the list it was: no pod id starts with ``[``, so nothing else can be meant.
     """
+    if isinstance(value, str) and value.strip().startswith("["):
+        value = _rendered_list(value.strip())
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise PrimeConfigError(
@@ -162,11 +167,24 @@ def requested_pod_ids(value: object) -> list[str]:
         if _NOT_IN_IDS.intersection(pod_id):
             raise PrimeConfigError(
                 f"{where} is not a pod id: {reprlib.repr(item)} (pod ids have no spaces, commas, quotes "
-                "or brackets). For several pods pass a list; a template renders a list as text unless "
-                "the DAG sets render_template_as_native_obj=True"
+                "or brackets); for several pods pass a list"
             )
         ids.append(pod_id)
     return unique_ids(ids)
+
+
+def _rendered_list(text: str) -> object:
+    """The list a template rendered as text (Python or JSON notation), or a clear error."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if not isinstance(value, list):
+        raise PrimeConfigError(
+            f"pod_ids looks like a list but cannot be read as one: {reprlib.repr(text)}. Pass a list of "
+            "quoted ids, or set render_template_as_native_obj=True on the DAG so a template gives a list"
+        )
+    return value
 
 
 def track_missing(

@@ -236,6 +236,10 @@ class TestRequestedPodIds:
     def test_list_is_deduplicated_in_order_and_trimmed(self):
         assert requested_pod_ids(["b", " a\n", "b", "a"]) == ["b", "a"]
 
+    @pytest.mark.parametrize("text", ["['a', 'b', 'a']", '["a", "b"]', "  ['a', 'b']\n"])
+    def test_list_rendered_as_text_is_read_back(self, text):
+        assert requested_pod_ids(text) == ["a", "b"]
+
     def test_tuple_is_accepted(self):
         assert requested_pod_ids(("a", "b")) == ["a", "b"]
 
@@ -251,7 +255,10 @@ class TestRequestedPodIds:
             (None, "not NoneType"),
             (42, "not int"),
             ({"a": 1}, "not dict"),
-            ("['a', 'b']", "render_template_as_native_obj"),
+            ("[a, b]", "render_template_as_native_obj"),
+            ("[1, 2]", "pod_ids[0] must be a string, not int"),
+            ("[]", "empty"),
+            ("['a', '']", "pod_ids[1] is blank"),
             ("a,b", "not a pod id"),
             (["a b"], "pod_ids[0] is not a pod id"),
         ],

@@ -104,7 +104,7 @@ class TestArguments:
         s = sensor(poke_interval=timedelta(seconds=5), timeout=timedelta(minutes=10))
         assert (s.poke_interval, s.timeout) == (5, 600)
 
-    @pytest.mark.parametrize("bad", [[], "", "  ", ["a", ""], ["a", 3], None, "['a', 'b']"])
+    @pytest.mark.parametrize("bad", [[], "", "  ", ["a", ""], ["a", 3], None, "[a, b]", "a,b"])
     def test_bad_rendered_ids_fail_before_any_request(self, api, bad):
         fake = api(READY)
         with pytest.raises(PrimeConfigError, match="pod_ids"):
