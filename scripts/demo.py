@@ -114,18 +114,19 @@ class Narrator:
         if watcher.states(SENSOR)[-1:] in ([], ["none"]):
             return
         try:
-            log = task_log(self.stack, watcher, SENSOR)
+            entries = log_entries(self.stack, watcher, SENSOR)
         except AirflowApiError:  # no log yet
             return
-        for line in log.splitlines():
-            marker = next((m for m in self.MARKERS if m in line), None)
-            if marker and line not in self.seen:
-                self.seen.add(line)
-                self.console.say(f"{'':<14} pods: {line.split(marker, 1)[1]}")
+        for event in (e.get("event", "") for e in entries if isinstance(e, dict)):
+            marker = next((m for m in self.MARKERS if event.startswith(m)), None)
+            if marker and event not in self.seen:
+                self.seen.add(event)
+                self.console.say(f"{'':<14} pods: {event.removeprefix(marker)}")
 
 
-def task_log(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> str:
-    return stack.api.task_log(DAG_ID, watcher.run_id, task_id, watcher.ti(task_id)["try_number"] or 1)
+def log_entries(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> list[Any]:
+    try_number = watcher.ti(task_id)["try_number"] or 1
+    return stack.api.task_log_entries(DAG_ID, watcher.run_id, task_id, try_number)
 
 
 def report_success(console: Console, stack: AirflowStack, watcher: RunWatcher) -> None:
@@ -144,11 +145,17 @@ def report_success(console: Console, stack: AirflowStack, watcher: RunWatcher) -
 
 
 def report_failure(console: Console, stack: AirflowStack, watcher: RunWatcher) -> None:
-    """The end of the log of every task that failed."""
+    """Why each failed task failed: the exception its log records."""
     for task_id, states in watcher.history.items():
-        if states[-1] == "failed":
-            console.say(f"last lines of the log of {task_id}, which failed:")
-            print("\n".join(task_log(stack, watcher, task_id).splitlines()[-15:]), flush=True)
+        if states[-1] != "failed":
+            continue
+        errors = [
+            f"{detail['exc_type']}: {detail['exc_value']}"
+            for entry in log_entries(stack, watcher, task_id)
+            if isinstance(entry, dict)
+            for detail in entry.get("error_detail") or []
+        ]
+        console.say(f"{task_id} failed: {errors[-1] if errors else 'see its log in ' + rel(stack.log_dir)}")
 
 
 def follow(console: Console, stack: AirflowStack, conf: Mapping[str, Any]) -> RunWatcher:
