@@ -365,21 +365,6 @@ class AirflowStack:
             self._api.close()
             self._api = None
 
-    def airflow(self, *args: str, timeout: float = 120.0) -> str:
-        """Run an ``airflow`` CLI command against this home; its output (raises on failure)."""
-        done = subprocess.run(
-            [self.python, "-m", "airflow", *args],
-            env=self.process_env(),
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"`airflow {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
-
 
 def tail(path: Path, lines: int = 30) -> str:
     """The last lines of a log file, for error messages."""
