@@ -12,9 +12,10 @@ from airflow_provider_prime.hooks.prime import PrimeApiSettings
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import Snapshot, Subscription, active_pollers, subscription
 from tests.statuses import pod
-from tests.triggers.fakes import FakeApi
+from tests.triggers.fakes import FakeApi, until
 
 SLOW = 30.0  # no second tick within a test
+FAST = 0.05  # the poller ticks as often as it may
 WAIT = 5.0
 BATCH = 4
 SUBSCRIBERS = 3 * BATCH
@@ -43,10 +44,13 @@ def on_first_delivery(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], N
     monkeypatch.setattr(Subscription, "_deliver", counting)
 
 
-async def subscribe_all(stack: contextlib.AsyncExitStack, api: FakeApi) -> list[Subscription]:
+async def subscribe_all(
+    stack: contextlib.AsyncExitStack, api: FakeApi, interval: float = SLOW
+) -> list[Subscription]:
     """One subscriber per pod, all on one poller (first round not yet made)."""
+    make = api.client
     return [
-        await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], SLOW, client_factory=api.client))
+        await stack.enter_async_context(subscription(SETTINGS, [f"p{i}"], interval, client_factory=make))
         for i in range(SUBSCRIBERS)
     ]
 
@@ -70,3 +74,27 @@ async def test_a_subscriber_that_leaves_during_the_fan_out_is_not_delivered_to(a
         for sub in subs[:-1]:
             assert await sub.next(WAIT) is not None
         assert await leaver.next(0) is None
+
+
+async def test_subscribers_whose_pods_changed_are_woken_first(api, monkeypatch):
+    rounds: dict[int, list[Subscription]] = {}  # snapshot id -> subscribers in delivery order
+    original = Subscription._deliver
+
+    def recording(self: Subscription, snapshot: Snapshot) -> None:
+        rounds.setdefault(id(snapshot), []).append(self)
+        original(self, snapshot)
+
+    monkeypatch.setattr(Subscription, "_deliver", recording)
+    async with contextlib.AsyncExitStack() as stack:
+        subs = await subscribe_all(stack, api, FAST)
+        for sub in subs:
+            assert await sub.next(WAIT) is not None
+        api.set(pod("p10", status="PENDING"))  # news for one subscriber in the last batch
+        while (snapshot := await subs[10].next(WAIT)) is not None:
+            if snapshot.statuses["p10"].status == "PENDING":
+                break
+        assert snapshot is not None
+        order = rounds[id(snapshot)]
+        assert order[0] is subs[10]
+        await until(lambda: len(order) == SUBSCRIBERS)  # everyone else is still served, in later batches
+        assert sorted(order[1:], key=subs.index) == subs[:10] + subs[11:]
