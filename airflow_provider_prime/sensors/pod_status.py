@@ -165,16 +165,15 @@ class PodStatusSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Turn the trigger's one event into the task's result (or its failure)."""
-        status = event.get("status") if isinstance(event, dict) else None
-        message = str(event.get("message", "")) if isinstance(event, dict) else ""
-        if status == "success" and isinstance(event, dict):
-            self.log.info("All pods ready: %s", message)
-            return event["pods"]
-        if status == "timeout":
+        if not isinstance(event, dict) or event.get("status") not in ("success", "timeout", "failed"):
+            raise PrimeError(f"PodStatusTrigger sent an event this sensor does not understand: {event!r}")
+        message = str(event.get("message", ""))
+        if event["status"] == "timeout":
             raise AirflowSensorTimeout(message)
-        if status == "failed" and isinstance(event, dict):
+        if event["status"] == "failed":
             raise _error_class(event.get("error_type"))(message)
-        raise PrimeError(f"PodStatusTrigger sent an event this sensor does not understand: {event!r}")
+        self.log.info("All pods ready: %s", message)
+        return event["pods"]
 
     def _decide(self, verdict: Verdict, now: float) -> bool | PokeReturnValue:
         if verdict.ready:
