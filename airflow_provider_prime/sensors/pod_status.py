@@ -181,8 +181,9 @@ class PodStatusSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=verdict.handover())
         if verdict.failed:
             raise PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
-        if self._progress.due(verdict.summary(), now):
-            self.log.info("Waiting for pods: %s", verdict.summary())
+        line = verdict.summary()
+        if self._progress.due(line, now):
+            self.log.info("Waiting for pods: %s", line)
         return False
 
     def _missing_clock_start(self, context: Context, pod_ids: list[str]) -> dict[str, float]:

@@ -155,8 +155,9 @@ class PodStatusTrigger(BaseTrigger):
                     error = PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
                     self.log.error("%s", error)
                     return failure_event(error, verdict.handover())
-                if progress.due(verdict.summary(), time.time()):
-                    self.log.info("Waiting for pods: %s", verdict.summary())
+                line = verdict.summary()
+                if progress.due(line, time.time()):
+                    self.log.info("Waiting for pods: %s", line)
         last_known = verdict.summary() if verdict else "no answer from the API yet"
         if api_error is not None:  # a timeout caused by the API must say so, not only "not ready"
             last_known += f"; the last API call failed: {api_error}"
