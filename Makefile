@@ -6,7 +6,8 @@
 #   make lint                  ruff + mypy --strict
 #   make bench                 the performance benchmark, results to docs/benchmarks.md
 #   make test-lowest           the suite on the lowest supported Airflow and Python
-#   make ci                    what .ci/run does: lint, newest and lowest
+#   make docs                  build the documentation site (mkdocs --strict) into site/
+#   make ci                    what .ci/run does: lint, docs, newest and lowest
 
 # Newest Airflow this release is tested on, and the lowest it supports (see pyproject.toml).
 AIRFLOW_VERSION ?= 3.3.2
@@ -23,7 +24,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: demo test lint bench test-lowest ci clean
+.PHONY: demo test lint docs bench test-lowest ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,13 +37,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m scripts.demo
 
+# UV_EXCLUDE_NEWER: what tests install with uv (the packaging test's build backend) is of the same era.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(if $(EXCLUDE_NEWER),UV_EXCLUDE_NEWER=$(EXCLUDE_NEWER) )$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_provider_prime tests bench example_dags scripts
 	$(BIN)/ruff format --check airflow_provider_prime tests bench example_dags scripts
 	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.triggers
@@ -53,8 +58,9 @@ test-lowest:
 
 ci:
 	$(MAKE) lint PYTHON_VERSION=3.13
+	$(MAKE) docs PYTHON_VERSION=3.13
 	$(MAKE) test PYTHON_VERSION=3.13
 	$(MAKE) test-lowest
 
 clean:
-	rm -rf .venv .venv-lowest build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .venv-lowest build dist site .mypy_cache .ruff_cache .pytest_cache
