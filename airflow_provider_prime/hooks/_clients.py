@@ -15,11 +15,9 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-import requests
-import requests.adapters
 
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.hooks._transport import (
@@ -42,6 +40,9 @@ from airflow_provider_prime.hooks._transport import (
 )
 from airflow_provider_prime.models import PodStatus
 
+if TYPE_CHECKING:
+    import requests.adapters
+
 #: Status requests of one call in flight at once (async client); enough for thousands of pods.
 CHUNK_CONCURRENCY = 4
 _READ_CHUNK = 64 * 1024
@@ -62,6 +63,10 @@ class PrimeClient:
     def __init__(
         self, settings: PrimeApiSettings, *, adapter: requests.adapters.BaseAdapter | None = None
     ) -> None:
+        # Imported here, not at module level: the triggerer imports this module inside its event
+        # loop and never needs requests (about 0.25 s of import time it would block for).
+        import requests
+
         self.settings = settings
         self._session = requests.Session()
         self._session.headers.update(default_headers(settings, f"python-requests/{requests.__version__}"))
@@ -100,6 +105,8 @@ class PrimeClient:
             _sleep(outcome.delay)
 
     def _send(self, request: ApiRequest) -> ApiResponse | TransportFailure:
+        import requests  # already loaded by __init__; see there
+
         try:
             with self._session.get(
                 request.url,
