@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
@@ -76,6 +77,11 @@ def test_build_gives_a_wheel_and_an_sdist_that_twine_accepts(dist: Path) -> None
     assert sdist.exists(), sorted(p.name for p in dist.iterdir())
     output = run(sys.executable, "-m", "twine", "check", "--strict", *sorted(dist.iterdir()), cwd=dist)
     assert output.count("PASSED") == 2, output
+    # The sdist carries what running the tests and building the docs needs.
+    with tarfile.open(sdist) as archive:
+        top = {name.split("/")[1] for name in archive.getnames() if name.count("/") >= 1}
+    assert {"airflow_provider_prime", "tests", "scripts", "example_dags", "docs", "Makefile"} <= top, top
+    assert {"pyproject.toml", "README.md", "mkdocs.yml", "PKG-INFO"} <= top, top
 
 
 def test_wheel_holds_the_typed_package_and_its_entry_point(wheel: Path) -> None:
