@@ -157,6 +157,7 @@ class PodStatusSensor(BaseSensorOperator):
                 prime_conn_id=self.prime_conn_id,
                 poll_interval=self.poke_interval,
                 missing_since=self._missing_since,
+                not_before=time.time() + self.poke_interval,
                 **self.requirements.to_kwargs(),
             ),
             method_name="execute_complete",

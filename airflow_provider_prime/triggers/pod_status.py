@@ -18,6 +18,7 @@ serialized.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timezone
@@ -76,6 +77,11 @@ class PodStatusTrigger(BaseTrigger):
     :param missing_grace: seconds a pod may be absent from the API's answer before the wait fails.
     :param missing_since: pod id -> epoch second it was first seen missing (carried over from the
         sensor's first check so the grace period is not restarted by deferring).
+    :param not_before: epoch second before which the trigger does not poll. The sensor sets it to
+        one poke interval after its own check: nothing new is due before then, and a trigger that
+        fires within a second or two of the deferral can race the scheduler's bookkeeping of the
+        worker that deferred (Airflow then marks the resumed task failed). Absolute, so a
+        triggerer restart does not delay the wait again.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class PodStatusTrigger(BaseTrigger):
         require_ssh: bool = True,
         missing_grace: float = DEFAULT_MISSING_GRACE,
         missing_since: Mapping[str, float] | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.pod_ids = requested_pod_ids(list(pod_ids))
@@ -101,6 +108,7 @@ class PodStatusTrigger(BaseTrigger):
             missing_grace=float(missing_grace),
         )
         self.missing_since = {str(k): float(v) for k, v in (missing_since or {}).items()}
+        self.not_before = None if not_before is None else float(not_before)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain values only; the API key is looked up again by :meth:`run`."""
@@ -113,6 +121,7 @@ class PodStatusTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 **self.requirements.to_kwargs(),
                 "missing_since": dict(self.missing_since),
+                "not_before": self.not_before,
             },
         )
 
@@ -127,6 +136,8 @@ class PodStatusTrigger(BaseTrigger):
             settings = await PrimeHook(self.prime_conn_id).aget_settings()
         except Exception as exc:
             return failure_event(exc)
+        if self.not_before is not None:
+            await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
         progress = ProgressThrottle()
         verdict: Verdict | None = None
         api_error: BaseException | None = None  # the API's trouble since the last good answer

@@ -62,6 +62,7 @@ class TestSerialization:
             require_ssh=False,
             missing_grace=12,
             missing_since={"b": 1_899_999_999.0},
+            not_before=1_899_999_990.0,
         )
         classpath, kwargs = original.serialize()
         module, _, name = classpath.rpartition(".")
@@ -76,6 +77,7 @@ class TestSerialization:
             "require_ssh": False,
             "missing_grace": 12.0,
             "missing_since": {"b": 1_899_999_999.0},
+            "not_before": 1_899_999_990.0,
         }
 
     def test_kwargs_are_plain_json_values(self):
@@ -123,6 +125,20 @@ class TestRun:
         assert event["error_type"] == "PrimePodFailedError"
         assert "b: pod is ACTIVE, installation ERROR: CUDA toolkit not found" in event["message"]
         assert set(event["pods"]) == {"a", "b"}
+
+    async def test_no_request_before_not_before(self, api):
+        api.set(pod("a"))
+        t = trigger(["a"], not_before=time.time() + 0.5)
+        waiting = asyncio.create_task(the_event(t))
+        await asyncio.sleep(0.3)
+        assert api.calls == []  # the sensor has just checked: the trigger's first look waits
+        assert (await waiting)["status"] == "success"
+        assert len(api.calls) == 1
+
+    async def test_not_before_past_the_deadline_still_times_out_on_time(self, api):
+        api.set(pod("a", status="PROVISIONING"))
+        event = await the_event(trigger(["a"], timeout=0.3, not_before=time.time() + 60))
+        assert event["status"] == "timeout"
 
     async def test_requirements_are_honoured(self, api):
         api.set(pod("a", installation="ACTIVE", ssh=None))
