@@ -141,10 +141,10 @@ def ratio_table(results: Sequence[CaseResult]) -> list[str]:
 
 def detail_table(results: Sequence[CaseResult]) -> list[str]:
     lines = [
-        "| Triggers | Trigger | Steady window | Loop lag: ramp / steady / detection | CPU-bound lag "
-        "| Simulator CPU s / interval "
+        "| Triggers | Trigger | All waiting after | Steady window | Loop lag: ramp / steady / detection "
+        "| CPU-bound part | Longest GC pause | Simulator CPU s / interval "
         "| Events | Slowest flip call | Problems |",
-        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for triggers, pods in _cases(results):
         for kind in _kinds(results):
@@ -155,9 +155,11 @@ def detail_table(results: Sequence[CaseResult]) -> list[str]:
             if len(r.failures) > 3:
                 problems += f"; and {len(r.failures) - 3} more"
             lines.append(
-                f"| {triggers:,} | {kind} | {_s(r.steady_seconds)} "
+                f"| {triggers:,} | {kind} | {_s(r.all_waiting_after) if r.all_waiting_after else 'never'} "
+                f"| {_s(r.steady_seconds)} "
                 f"| {_ms(r.loop_lag_ramp)} / {_ms(r.loop_lag_steady)} / {_ms(r.loop_lag_detection)} "
-                f"| {_ms(r.loop_busy_max)} "
+                f"| {_ms(r.loop_busy_ramp)} / {_ms(r.loop_busy_steady)} / {_ms(r.loop_busy_detection)} "
+                f"| {_ms(r.gc_pause_max)} "
                 f"| {_cpu(r.server_cpu_per_interval)} | {r.detected:,} / {r.triggers:,} "
                 f"| {_ms(r.flip_call_max)} | {problems} |"
             )
@@ -180,13 +182,23 @@ def target_lines(results: Sequence[CaseResult], interval: float) -> list[str]:
         f"| {_verdict(len(exact) == len(provider))} |"
     )
     big = [r for r in provider if r.triggers >= LAG_TARGET_TRIGGERS]
-    lag = max((r.loop_lag_max for r in big), default=None)
-    busy = max((r.loop_busy_max for r in big), default=None)
-    lines.append(
-        f"| Worst loop lag < {LAG_TARGET * 1000:.0f} ms at N = {LAG_TARGET_TRIGGERS:,} "
-        f"| {_ms(lag)} (CPU-bound part {_ms(busy)}) "
-        f"| {_verdict(None if lag is None else lag < LAG_TARGET)} |"
-    )
+    for label, lag, busy in (
+        (
+            "while polling (steady window and detection)",
+            max((r.loop_lag_polling for r in big), default=None),
+            max((max(r.loop_busy_steady, r.loop_busy_detection) for r in big), default=None),
+        ),
+        (
+            "over the whole case, the N starts included",
+            max((r.loop_lag_max for r in big), default=None),
+            max((r.loop_busy_max for r in big), default=None),
+        ),
+    ):
+        lines.append(
+            f"| Worst loop lag < {LAG_TARGET * 1000:.0f} ms at N = {LAG_TARGET_TRIGGERS:,}, {label} "
+            f"| {_ms(lag)} (CPU-bound part {_ms(busy)}) "
+            f"| {_verdict(None if lag is None else lag < LAG_TARGET)} |"
+        )
     worst = max((r.latency(1.0) or 0.0 for r in provider), default=0.0)
     all_seen = all(r.missed == 0 for r in provider)
     bound = interval + LATENCY_SLACK

@@ -10,7 +10,8 @@ A case goes through four phases, all in units of the poll interval ``I``:
 
 1. **ramp** — trigger starts spread evenly over ``ramp * I`` (triggers arrive over time in a real
    triggerer; the peer-style baseline then polls at evenly spread phases, its best case);
-2. **settle** — ``settle * I`` for the first answers to arrive;
+2. **settle** — until every trigger has judged its first answer (at most ``start_limit * I``), then
+   ``settle * I`` more;
 3. **steady** — ``steady * I`` with every pod not ready (ACTIVE, installing): requests, CPU of this
    process and of the simulator, and event-loop lag are read over exactly this window; the peak
    resident memory is read at its end (it covers ramp, settle and steady);
@@ -22,17 +23,19 @@ A case goes through four phases, all in units of the poll interval ``I``:
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_prime.hooks.prime import CHUNK_SIZE
-from airflow_provider_prime.models import InstallationState, PodState
+from airflow_provider_prime.models import InstallationState, PodState, PodStatus
+from airflow_provider_prime.readiness import Verdict
 from airflow_provider_prime.testing import Phase, Scenario, SimulatorClient, fixed_pod
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
@@ -45,6 +48,37 @@ KINDS: dict[str, type[PodStatusTrigger]] = {
     "baseline": PeerStylePodStatusTrigger,
     "baseline-shared-tls": SharedTlsPeerStyleTrigger,
 }
+
+
+if TYPE_CHECKING:
+    _Mixin = PodStatusTrigger  # what the mixin's super() resolves to in every class it is mixed into
+else:
+    _Mixin = object
+
+
+class _CountsWaiting(_Mixin):
+    """Mixed into a case's trigger class: counts the triggers that have judged a first answer.
+
+    The steady window must not begin while triggers are still starting (their connection lookups
+    and first answers are start-up costs, not steady polling); this tells the harness when all of
+    them are waiting. One attribute check per answer, the same for every kind.
+    """
+
+    waiting = 0  # per case: each case makes its own subclass
+    _judged = False
+
+    def _assess(self, statuses: list[PodStatus], now: float) -> Verdict:
+        verdict = super()._assess(statuses, now)
+        if not self._judged:
+            self._judged = True
+            type(self).waiting += 1
+        return verdict
+
+
+def _counting(trigger_class: type[PodStatusTrigger]) -> type[_CountsWaiting]:
+    name = f"{trigger_class.__name__}ForBench"
+    return cast("type[_CountsWaiting]", type(name, (_CountsWaiting, trigger_class), {"waiting": 0}))
+
 
 #: What every pod reports during the steady window: up, SSH there, installation half done.
 WAITING = Phase(
@@ -67,6 +101,8 @@ class Timing:
     flip_groups: int = 5
     #: Seconds to wait for the last events beyond one interval after the last flip.
     detect_grace: float = 5.0
+    #: Most intervals to wait, after the ramp, for every trigger to be waiting.
+    start_limit: float = 10.0
 
 
 @dataclass
@@ -86,18 +122,34 @@ class CaseResult:
     loop_lag_ramp: float
     loop_lag_steady: float
     loop_lag_detection: float
-    #: Worst CPU-bound lag over the whole case (see :class:`LoopMonitor`).
-    loop_busy_max: float
+    #: The same, CPU-bound part only (see :class:`LoopMonitor`).
+    loop_busy_ramp: float
+    loop_busy_steady: float
+    loop_busy_detection: float
     latencies: list[float]
     detected: int
     failures: list[str] = field(default_factory=list)
     flip_call_max: float = 0.0
     leaks: list[str] = field(default_factory=list)
+    #: Seconds from the first start until every trigger had judged a first answer (None: never).
+    all_waiting_after: float | None = None
+    #: Longest garbage-collector pause during the case.
+    gc_pause_max: float = 0.0
 
     @property
     def loop_lag_max(self) -> float:
         """Worst event-loop lag over the whole case."""
         return max(self.loop_lag_ramp, self.loop_lag_steady, self.loop_lag_detection)
+
+    @property
+    def loop_busy_max(self) -> float:
+        """Worst CPU-bound event-loop lag over the whole case."""
+        return max(self.loop_busy_ramp, self.loop_busy_steady, self.loop_busy_detection)
+
+    @property
+    def loop_lag_polling(self) -> float:
+        """Worst event-loop lag once every trigger was waiting (steady window and detection)."""
+        return max(self.loop_lag_steady, self.loop_lag_detection)
 
     @property
     def target_requests(self) -> int:
@@ -157,6 +209,38 @@ class LoopMonitor:
         return worst
 
 
+class GcWatch:
+    """The longest pause of Python's cyclic garbage collector, one of the things that lag the loop.
+
+    A triggerer's heap holds all of Airflow; a full (generation 2) collection of it stops the
+    event loop for tens of milliseconds whatever the triggers do, so the lag figures are easier
+    to read next to it.
+    """
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._worst = 0.0
+
+    def __enter__(self) -> GcWatch:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, _info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+        elif now - self._started > self._worst:
+            self._worst = now - self._started
+
+    def take(self) -> float:
+        """The longest pause since the last call, and start afresh."""
+        worst, self._worst = self._worst, 0.0
+        return worst
+
+
 @dataclass(frozen=True)
 class _Reading:
     requests: int
@@ -207,6 +291,7 @@ async def run_case(
     server_pid: int | None,
     monitor: LoopMonitor,
     conn_id: str,
+    gc_watch: GcWatch | None = None,
 ) -> CaseResult:
     """Run one case (see the module docstring) and return its measurements."""
     loop = asyncio.get_running_loop()
@@ -218,10 +303,13 @@ async def run_case(
     await asyncio.to_thread(sim.set_scenario, waiting)
     await asyncio.to_thread(sim.reset)
 
-    procstat.release_free_memory()
+    procstat.release_free_memory()  # blocks the loop; the heartbeat reports that lag next, so:
+    await asyncio.sleep(3 * monitor.period)  # let it, before the case's own figures start
     procstat.reset_peak_rss()
     rss_before = procstat.rss_bytes()
     monitor.take()
+    if gc_watch is not None:
+        gc_watch.take()
 
     detected_at: dict[int, float] = {}
     failures: list[str] = []
@@ -238,7 +326,7 @@ async def run_case(
 
     total_seconds = interval * (timing.ramp + timing.settle + timing.steady + 2) + timing.detect_grace
     deadline = time.time() + total_seconds + 120
-    trigger_class = KINDS[kind]
+    trigger_class = _counting(KINDS[kind])
     started = loop.time() + 0.05
     tasks = [
         loop.create_task(
@@ -258,8 +346,13 @@ async def run_case(
         for i in range(triggers)
     ]
 
-    # Steady window.
-    await _sleep_until(started + (timing.ramp + timing.settle) * interval)
+    # Steady window, once every trigger is waiting.
+    await _sleep_until(started + timing.ramp * interval)
+    give_up = loop.time() + timing.start_limit * interval
+    while trigger_class.waiting < triggers and loop.time() < give_up:  # noqa: ASYNC110 (a counter)
+        await asyncio.sleep(0.05)
+    all_waiting_after = loop.time() - started if trigger_class.waiting >= triggers else None
+    await asyncio.sleep(timing.settle * interval)
     lag_before, busy_before = monitor.take()
     first = await asyncio.to_thread(_read, sim, server_pid)
     await asyncio.sleep(timing.steady * interval)
@@ -313,10 +406,14 @@ async def run_case(
         loop_lag_ramp=lag_before,
         loop_lag_steady=lag_steady,
         loop_lag_detection=lag_after,
-        loop_busy_max=max(busy_before, busy_steady, busy_after),
+        loop_busy_ramp=busy_before,
+        loop_busy_steady=busy_steady,
+        loop_busy_detection=busy_after,
         latencies=latencies,
         detected=len(latencies),
         failures=failures,
         flip_call_max=flip_call_max,
         leaks=leaks,
+        all_waiting_after=all_waiting_after,
+        gc_pause_max=gc_watch.take() if gc_watch is not None else 0.0,
     )

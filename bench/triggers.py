@@ -43,7 +43,7 @@ from typing import TextIO
 from airflow_provider_prime.testing import PrimeSimulatorProcess, airflow_connection_env, fixed_pod
 from bench import procstat
 from bench.trigger_report import BenchmarkRun, render, write_into
-from bench.trigger_run import KINDS, CaseResult, LoopMonitor, Timing, run_case
+from bench.trigger_run import KINDS, CaseResult, GcWatch, LoopMonitor, Timing, run_case
 
 DEFAULT_CASES = "1:1,100:100,1000:250,5000:500"
 QUICK_CASES = "1:1,10:10"
@@ -199,23 +199,29 @@ async def _run_all(options: Options, sim: PrimeSimulatorProcess, console: TextIO
     monitor = LoopMonitor()
     heartbeat = asyncio.create_task(monitor.run(), name="bench-heartbeat")
     try:
-        await _warm_up(options, sim)
-        results = []
-        for kind, triggers, pods in _planned(options):
-            print(f"  {kind:<20} N = {triggers:>5} over {pods:>4} pods ...", end="", file=console, flush=True)
-            result = await run_case(kind, triggers, pods, options.timing, sim, sim.pid, monitor, CONN_ID)
-            print(
-                f" {result.requests_per_interval:8.1f} req/interval, CPU {result.cpu_per_interval:.3f} s, "
-                f"lag {result.loop_lag_max * 1000:.0f} ms, {result.detected}/{triggers} detected",
-                file=console,
-                flush=True,
-            )
-            results.append(result)
-        return results
+        with GcWatch() as gc_watch:
+            await _warm_up(options, sim)
+            results = []
+            for kind, triggers, pods in _planned(options):
+                print(f"  {kind:<20} N = {triggers:>5} over {pods:>4} pods ...", end="", file=console)
+                console.flush()
+                result = await run_case(
+                    kind, triggers, pods, options.timing, sim, sim.pid, monitor, CONN_ID, gc_watch
+                )
+                print(_progress(result), file=console, flush=True)
+                results.append(result)
+            return results
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
+
+
+def _progress(result: CaseResult) -> str:
+    return (
+        f" {result.requests_per_interval:8.1f} req/interval, CPU {result.cpu_per_interval:.3f} s, "
+        f"lag {result.loop_lag_max * 1000:.0f} ms, {result.detected}/{result.triggers} detected"
+    )
 
 
 async def _warm_up(options: Options, sim: PrimeSimulatorProcess) -> None:
