@@ -159,11 +159,17 @@ def whoami_request(settings: PrimeApiSettings) -> ApiRequest:
 
 
 def parse_pod_statuses(payload: Any) -> list[PodStatus]:
-    """The ``GenericResponse[List[APIPodStatusResponse]]`` envelope as pod statuses (``data: null`` → [])."""
+    """The ``GenericResponse[List[APIPodStatusResponse]]`` envelope as pod statuses (``data: null`` → []).
+
+    The error is raised after the ``except`` block, not in it: pydantic's error quotes the input,
+    which is whatever the server sent (an echoed API key included), and an exception raised inside
+    the block would keep it reachable as ``__context__``.
+    """
     try:
         return PodStatusPage.model_validate(payload).pods
     except ValidationError as exc:
-        raise PayloadError(_summarise_validation(exc)) from None
+        problem = _summarise_validation(exc)
+    raise PayloadError(problem)
 
 
 def parse_identity(payload: Any) -> str | None:
@@ -284,26 +290,28 @@ class Exchange(Generic[T]):
         status = response.status
         if not 200 <= status < 300:
             raise self._status_error(response)
-        try:
-            payload = json.loads(response.body)
-        except (ValueError, RecursionError):
+        # Errors are raised outside the except blocks: the decoder's and the parser's exceptions hold
+        # the raw body, which must not stay reachable from ours as __context__ (see parse_pod_statuses).
+        payload = _decode_json(response.body)
+        if payload is _NOT_JSON:
             raise PrimeAPIError(
                 self._scrub(
                     f"The Prime Intellect API answered HTTP {status} with a body that is not JSON while "
                     f"{self.request.action} (is the API base URL right?): {_excerpt(response.body)}"
                 ),
                 http_status=status,
-            ) from None
+            )
         try:
             return self._parse(payload)
         except PayloadError as exc:
-            raise PrimeAPIError(
-                self._scrub(
-                    f"The Prime Intellect API answered HTTP {status} with JSON of an unexpected shape while "
-                    f"{self.request.action}: {exc}"
-                ),
-                http_status=status,
-            ) from None
+            problem = str(exc)
+        raise PrimeAPIError(
+            self._scrub(
+                f"The Prime Intellect API answered HTTP {status} with JSON of an unexpected shape while "
+                f"{self.request.action}: {problem}"
+            ),
+            http_status=status,
+        )
 
     def _status_error(self, response: ApiResponse) -> PrimeAPIError:
         status = response.status
@@ -403,6 +411,17 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _short(text: str, limit: int = 160) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+_NOT_JSON = object()
+
+
+def _decode_json(body: bytes) -> Any:
+    """The JSON document in ``body``, or :data:`_NOT_JSON`."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
 
 
 def _excerpt(body: bytes) -> str:
