@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+import psutil
 import pytest
 
 from airflow_provider_prime.hooks import _clients
 from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod
+from bench.soak import Heartbeat
 from tests.reliability.cases import EXTRA
 
 OBSERVATIONS_ENV = "PRIME_RELIABILITY_OBSERVATIONS"
@@ -141,41 +142,6 @@ def _describe(outcome: Any) -> str:
     return f"{time.time():.3f} HTTP {status}" if status is not None else f"{time.time():.3f} {outcome}"
 
 
-class Heartbeat:
-    """Measures how late a tiny periodic sleep wakes up: the worst stall of the event loop.
-
-    A coroutine that blocks the loop (a synchronous HTTP call, a CPU-heavy parse) shows up as a
-    lag as long as the block.
-    """
-
-    def __init__(self, period: float = 0.005) -> None:
-        self.period = period
-        self.max_lag = 0.0
-        self.beats = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _beat(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            start = loop.time()
-            await asyncio.sleep(self.period)
-            self.max_lag = max(self.max_lag, loop.time() - start - self.period)
-            self.beats += 1
-
-    async def __aenter__(self) -> Heartbeat:
-        self._task = asyncio.create_task(self._beat(), name="heartbeat")
-        await asyncio.sleep(0)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
 def leftover_tasks() -> list[asyncio.Task[Any]]:
     """Tasks still running on this loop besides the caller."""
     current = asyncio.current_task()
@@ -232,3 +198,24 @@ def observations() -> Iterator[Observations]:
     if target:
         data = {"warm_up_lag": seen.warm_up_lag, "records": seen.records}
         Path(target).write_text(json.dumps(data, indent=1, default=str))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait, yielding to the loop, until ``condition()`` holds; fail the test if it never does."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"condition not reached within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+def client_connections(port: int) -> list[Any]:
+    """This process's established TCP connections to ``127.0.0.1:port`` (the client side)."""
+    process = psutil.Process()
+    listing = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+    return [
+        conn
+        for conn in listing(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    ]

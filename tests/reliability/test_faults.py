@@ -23,8 +23,9 @@ from airflow_provider_prime.sensors.pod_status import PodStatusSensor
 from airflow_provider_prime.testing import STATUS_PATH, PrimeSimulator
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
+from bench.soak import Heartbeat
 from tests.reliability.cases import CASES, POD, POLL_INTERVAL, FaultCase, Outcome
-from tests.reliability.conftest import LAG_BOUND, AttemptCounter, Heartbeat, Observations, leftover_tasks
+from tests.reliability.conftest import LAG_BOUND, AttemptCounter, Observations, leftover_tasks
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 
