@@ -164,7 +164,7 @@ ssh_values = (
     | st.sampled_from(["", "  ", "root@10.0.0.1 -p 22"])
     | st.lists(st.none() | st.sampled_from(["", "root@10.0.0.2 -p 22"]), max_size=3)
 )
-pod_statuses = st.builds(
+arbitrary_statuses = st.builds(
     PodStatus,
     pod_id=st.sampled_from(IDS),
     provider_type=st.just("runpod") | st.text(max_size=8),
@@ -177,13 +177,51 @@ pod_statuses = st.builds(
     installation_failure=st.none() | st.sampled_from(["", " ", "CUDA toolkit not found"]),
     installation_progress=st.none() | st.integers(0, 100),
 )
+#: One way a ready pod can fall short, or none.
+DEFECTS = {
+    "status": st.sampled_from(["PROVISIONING", "PENDING", "UNKNOWN", "STOPPED", "ERROR", "HIBERNATING"]),
+    "installation_status": st.sampled_from([None, "PENDING", "ACTIVE", "ERROR", "QUEUED"]),
+    "installation_failure": st.sampled_from(["CUDA toolkit not found", "x"]),
+    "ssh_connection": st.sampled_from([None, "", "  ", [], [None], ["root@10.0.0.1 -p 22", None], [""]]),
+}
+
+
+@st.composite
+def near_ready_statuses(draw: st.DrawFn) -> PodStatus:
+    """A fully ready pod with zero, one or two defects: the boundary the decision must get right."""
+    fields: dict[str, Any] = {
+        "pod_id": draw(st.sampled_from(IDS)),
+        "provider_type": "runpod",
+        "status": "ACTIVE",
+        "installation_status": "FINISHED",
+        "ssh_connection": draw(st.sampled_from(["root@10.0.0.1 -p 22", ["root@10.0.0.1 -p 22"] * 2])),
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(DEFECTS)), max_size=2, unique=True)):
+        fields[name] = draw(DEFECTS[name])
+    return PodStatus(**fields)
+
+
+#: Mostly pods at the boundary, some arbitrary ones.
+pod_statuses = st.one_of(
+    near_ready_statuses(), near_ready_statuses(), near_ready_statuses(), arbitrary_statuses
+)
 times = st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1e10)
+
+
+@st.composite
+def waits(draw: st.DrawFn) -> tuple[list[str], list[PodStatus]]:
+    """What the API reported (each pod once) and the ids asked for: mostly among the reported
+    ones, so that "every requested pod ready" is often close, sometimes with an unreported id."""
+    reported = draw(st.lists(pod_statuses, max_size=4, unique_by=lambda s: s.pod_id))
+    known = [s.pod_id for s in reported]
+    requested = draw(st.lists(st.sampled_from(known), min_size=1, max_size=5)) if known else []
+    requested += draw(st.lists(st.sampled_from(IDS), max_size=1))  # sometimes one more, maybe unreported
+    return draw(st.permutations(requested)), reported
 
 
 @settings(max_examples=500, deadline=None)
 @given(
-    requested=st.lists(st.sampled_from(IDS), max_size=6),
-    reported=st.lists(pod_statuses, max_size=5, unique_by=lambda s: s.pod_id),
+    wait=waits(),
     wait_for_installation=st.booleans(),
     require_ssh=st.booleans(),
     missing_grace=st.floats(min_value=0, max_value=1e6) | st.just(math.inf),
@@ -191,14 +229,14 @@ times = st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1e10)
     now=times,
 )
 def test_assess_is_ready_only_when_every_requested_pod_is(
-    requested: list[str],
-    reported: list[PodStatus],
+    wait: tuple[list[str], list[PodStatus]],
     wait_for_installation: bool,
     require_ssh: bool,
     missing_grace: float,
     missing_since: dict[str, float],
     now: float,
 ) -> None:
+    requested, reported = wait
     requirements = Requirements(wait_for_installation, require_ssh, missing_grace)
     verdict = assess(requested, reported, requirements, missing_since=missing_since, now=now)
 
