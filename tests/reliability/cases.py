@@ -39,7 +39,7 @@ ATTEMPTS = 1 + EXTRA["max_retries"]
 #: The trigger's poll interval in these tests, seconds.
 POLL_INTERVAL = 0.1
 #: How long a trigger is given when the expected outcome is to wait on (its deadline), seconds.
-WAIT_DEADLINE = 1.5
+WAIT_DEADLINE = 1.0
 #: Deadline for the other outcomes: generous, never reached when the code is right.
 LONG_DEADLINE = 10.0
 #: Pokes made when the expected outcome is to wait on.
@@ -75,6 +75,7 @@ class FaultCase:
         time out; requests are counted by the client).
     :param api_key: the key the connection uses instead of the simulator's (``None``: its own).
     :param extra: connection extra overriding :data:`EXTRA` for this case.
+    :param wait_deadline: the trigger's deadline when it waits on (long enough for one full poll).
     """
 
     id: str
@@ -95,6 +96,7 @@ class FaultCase:
     server: str = "simulator"
     api_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    wait_deadline: float = WAIT_DEADLINE
 
     @property
     def connection_extra(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ class FaultCase:
 
     @property
     def deadline(self) -> float:
-        return WAIT_DEADLINE if self.outcome is Outcome.WAITS else LONG_DEADLINE
+        return self.wait_deadline if self.outcome is Outcome.WAITS else LONG_DEADLINE
 
     @property
     def pokes(self) -> int:
@@ -167,6 +169,7 @@ CASES: tuple[FaultCase, ...] = (
         outcome=Outcome.WAITS,
         says=("HTTP 429",),
         min_gap=0.25,
+        wait_deadline=1.5,  # one poll is three requests 0.3 s apart
     ),
     # -- server errors -------------------------------------------------------------------------
     FaultCase(
@@ -215,6 +218,7 @@ CASES: tuple[FaultCase, ...] = (
         lambda: [Fault.hang(times=None)],
         outcome=Outcome.WAITS,
         says=("Timed out", "ReadTimeout"),
+        wait_deadline=1.5,  # one poll is three read timeouts
     ),
     FaultCase(
         "connect-timeout",
@@ -222,6 +226,7 @@ CASES: tuple[FaultCase, ...] = (
         outcome=Outcome.WAITS,
         says=("Timed out", "ConnectTimeout"),
         server="blackhole",
+        wait_deadline=1.5,  # one poll is three connect timeouts
     ),
     FaultCase(
         "dropped-connection",

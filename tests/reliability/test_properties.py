@@ -17,7 +17,7 @@ import math
 import random
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_prime.exceptions import PrimeError
@@ -36,7 +36,7 @@ from airflow_provider_prime.readiness import Outcome, Requirements, assess
 SETTINGS = PrimeApiSettings(
     base_url="https://api.primeintellect.ai", api_key="pk-property-key", max_retries=1, retry_after_max=5.0
 )
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- JSON, valid pods, and mutations of them ----------------------------------------------------
 
@@ -219,7 +219,43 @@ def waits(draw: st.DrawFn) -> tuple[list[str], list[PodStatus]]:
     return draw(st.permutations(requested)), reported
 
 
-@settings(max_examples=500, deadline=None)
+def _boundary(**changes: Any) -> tuple[list[str], list[PodStatus]]:
+    """One ready pod with ``changes`` applied, waited for alone."""
+    fields: dict[str, Any] = {
+        "pod_id": "p1",
+        "provider_type": "runpod",
+        "status": "ACTIVE",
+        "installation_status": "FINISHED",
+        "ssh_connection": "root@10.0.0.1 -p 22",
+        **changes,
+    }
+    return ["p1"], [PodStatus(**fields)]
+
+
+#: Boundary cases always checked, whatever hypothesis draws besides.
+BOUNDARY = [
+    _boundary(ssh_connection=None),
+    _boundary(ssh_connection=[None]),
+    _boundary(ssh_connection=["root@10.0.0.1 -p 22", None]),
+    _boundary(ssh_connection=" "),
+    _boundary(ssh_connection=[]),
+    _boundary(installation_status="ACTIVE"),
+    _boundary(installation_status=None),
+    _boundary(installation_failure="CUDA toolkit not found"),
+    _boundary(status="UNKNOWN"),
+    _boundary(status="STOPPED", ssh_connection=[None]),
+    (["p1", "p2"], _boundary()[1]),  # one requested pod never reported
+]
+
+
+def _with_boundary_examples(test: Any) -> Any:
+    for wait in BOUNDARY:
+        test = example(wait, True, True, 60.0, {}, 0.0)(test)
+    return test
+
+
+@settings(max_examples=300, deadline=None)
+@_with_boundary_examples
 @given(
     wait=waits(),
     wait_for_installation=st.booleans(),
