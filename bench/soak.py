@@ -373,6 +373,18 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def soak_against_simulator_process(config: SoakConfig, *, trace: bool = True) -> SoakResult:
+    """The whole soak: a simulator in its own process (its memory apart), connections, the run."""
+    keys = [f"soak-key-{index}" for index in range(config.connections + 1)]
+    with PrimeSimulatorProcess(scenario(config), api_keys=keys, max_pod_ids=None) as sim:
+        if config.faults:
+            sim.inject(*fault_mix())
+        with environment(connection_env(sim.base_url, keys)):
+            result = asyncio.run(run_soak(config, trace=trace))
+        result.requests = int(sim.stats_snapshot()["by_path"].get("/api/v1/pods/status", 0))
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = SoakConfig()
@@ -393,13 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval=args.interval,
         faults=not args.no_faults,
     )
-    keys = [f"soak-key-{index}" for index in range(config.connections + 1)]
-    with PrimeSimulatorProcess(scenario(config), api_keys=keys, max_pod_ids=None) as sim:
-        if config.faults:
-            sim.inject(*fault_mix())
-        with environment(connection_env(sim.base_url, keys)):
-            result = asyncio.run(run_soak(config, trace=not args.no_tracemalloc))
-        result.requests = int(sim.stats_snapshot()["by_path"].get("/api/v1/pods/status", 0))
+    result = soak_against_simulator_process(config, trace=not args.no_tracemalloc)
     summary = result.summary()
     print(json.dumps(summary, indent=1))
     if args.json:

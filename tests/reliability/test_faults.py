@@ -79,6 +79,7 @@ def check_text(case: FaultCase, text: str) -> None:
 
 
 def log_text(structured: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> str:
+    """The sensor's own lines (structlog) first, then the hook's (stdlib logging)."""
     return "\n".join(
         [str(entry.get("event")) for entry in structured] + [r.getMessage() for r in caplog.records]
     )
@@ -127,7 +128,7 @@ def test_sync_path(
         assert not result
         assert per_poke == [case.attempts] * case.pokes  # retried, and only as many times as allowed
         check_text(case, logged)
-        observed, message = "waiting", _last_line(logged, case)
+        observed, message = "waiting", _cause_line(logged, case)
     else:
         assert error is not None, f"no error after {len(per_poke)} pokes"
         assert type(error).__name__ == case.error_type
@@ -209,7 +210,7 @@ async def test_async_path(
     )
 
 
-def _last_line(logged: str, case: FaultCase) -> str:
-    """The log line that names the cause (the first expected phrase), for the report."""
+def _cause_line(logged: str, case: FaultCase) -> str:
+    """For the report: the first line naming the cause, the sensor's own if it wrote one."""
     lines = [line for line in logged.splitlines() if case.says and case.says[0] in line]
-    return lines[-1] if lines else ""
+    return lines[0] if lines else ""

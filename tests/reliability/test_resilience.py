@@ -23,7 +23,7 @@ from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
 from tests.reliability.cases import EXTRA, POD, POLL_INTERVAL
-from tests.reliability.conftest import client_connections, leftover_tasks, until
+from tests.reliability.conftest import Observations, client_connections, leftover_tasks, until
 
 #: Connection extra for requests that must stay in flight: a read timeout longer than any test.
 PATIENT = {**EXTRA, "read_timeout": 30}
@@ -49,7 +49,9 @@ def waiting_sim(simulator: Callable[..., PrimeSimulator], connect: Callable[...,
     return sim
 
 
-async def test_triggerer_restart_mid_wait_keeps_the_original_deadline(waiting_sim: PrimeSimulator) -> None:
+async def test_triggerer_restart_mid_wait_keeps_the_original_deadline(
+    waiting_sim: PrimeSimulator, observations: Observations, request: pytest.FixtureRequest
+) -> None:
     timeout = 2.0
     deadline = time.time() + timeout
     original = PodStatusTrigger(pod_ids=[POD], deadline=deadline, poll_interval=POLL_INTERVAL)
@@ -59,6 +61,7 @@ async def test_triggerer_restart_mid_wait_keeps_the_original_deadline(waiting_si
     first_run = asyncio.create_task(collect(original))
     await until(lambda: time.time() >= deadline - timeout / 2 and waiting_sim.stats.total >= 2)
     first_run.cancel()  # the triggerer stops, half-way through the wait
+    restarted_at = time.time()
     with pytest.raises(asyncio.CancelledError):
         await first_run
     assert active_pollers() == []
@@ -75,6 +78,14 @@ async def test_triggerer_restart_mid_wait_keeps_the_original_deadline(waiting_si
     assert fired_at >= deadline
     # A deadline recomputed at the restart would fire timeout/2 later than the original one.
     assert fired_at < deadline + timeout / 4
+    observations.add(
+        request,
+        kind="restart",
+        timeout=timeout,
+        restarted_after=round(restarted_at - (deadline - timeout), 3),
+        fired_after_deadline=round(fired_at - deadline, 3),
+        requests=waiting_sim.stats.total,
+    )
 
 
 async def test_triggerer_back_after_the_deadline_times_out_without_a_request(
@@ -118,7 +129,12 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> ClientLedger:
     "fault", [Fault.slow(5.0, times=None), Fault.hang(times=None)], ids=["slow-response", "no-response"]
 )
 async def test_trigger_cancelled_mid_request_leaves_no_task_or_connection_behind(
-    simulator: Callable[..., PrimeSimulator], connect: Callable[..., str], ledger: ClientLedger, fault: Fault
+    simulator: Callable[..., PrimeSimulator],
+    connect: Callable[..., str],
+    ledger: ClientLedger,
+    fault: Fault,
+    observations: Observations,
+    request: pytest.FixtureRequest,
 ) -> None:
     sim = simulator([fixed_pod(POD)])
     connect(sim.base_url, sim.api_key, extra=PATIENT)
@@ -126,6 +142,7 @@ async def test_trigger_cancelled_mid_request_leaves_no_task_or_connection_behind
     task = asyncio.create_task(collect(PodStatusTrigger(pod_ids=[POD], deadline=time.time() + 30)))
     await until(lambda: sim.stats.total == 1)
     await until(lambda: len(client_connections(sim.port)) == 1)  # the request is on the wire, unanswered
+    tasks_before = len(leftover_tasks())
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -137,6 +154,17 @@ async def test_trigger_cancelled_mid_request_leaves_no_task_or_connection_behind
     assert ledger.closed == ledger.made
     await until(lambda: client_connections(sim.port) == [])
     assert sim.stats.total == 1  # nothing retried after the cancel
+    observations.add(
+        request,
+        kind="cancel",
+        fault=fault.kind.value,
+        tasks_before=tasks_before,
+        tasks_after=len(leftover_tasks()),
+        connections_before=1,
+        connections_after=len(client_connections(sim.port)),
+        clients_closed=f"{len(ledger.closed)}/{len(ledger.made)}",
+        requests=sim.stats.total,
+    )
 
 
 async def test_cancelling_one_of_two_waits_keeps_the_shared_request_for_the_other(

@@ -39,7 +39,7 @@ from airflow_provider_prime.testing import (
 )
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.reliability.cases import EXTRA, MIB, POD
-from tests.reliability.conftest import AttemptCounter
+from tests.reliability.conftest import AttemptCounter, Observations
 
 #: A key nobody could mistake for anything else, so finding it anywhere is a leak.
 SECRET = "pk-LEAK-CANARY-7d3f9a1c5e2b4086"
@@ -111,6 +111,8 @@ async def test_the_api_key_never_appears_in_anything_captured(
     connect: Callable[..., str],
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
+    observations: Observations,
+    request: pytest.FixtureRequest,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # urllib3, httpx and httpcore debug lines included
     evidence = Evidence()
@@ -178,6 +180,16 @@ async def test_the_api_key_never_appears_in_anything_captured(
     assert "***" in blob  # the echoed key was replaced, not the whole message dropped
     assert any("Prime API call failed" in r.getMessage() for r in caplog.records)
     assert leaky_sim.stats.by_key[SECRET] > 0  # the key did travel, where it belongs: the header
+    observations.add(
+        request,
+        kind="leak-scan",
+        texts=len(evidence.texts),
+        characters=len(blob),
+        log_records=len(caplog.records),
+        structlog_events=len(structured),
+        requests_with_key=leaky_sim.stats.by_key[SECRET],
+        echo_faults=len(ECHOES),
+    )
 
 
 @pytest.mark.parametrize(
@@ -280,7 +292,10 @@ def big_sim() -> Iterator[PrimeSimulatorProcess]:
 
 
 async def test_oversized_bodies_are_refused_without_being_held_in_memory(
-    big_sim: PrimeSimulatorProcess, connect: Callable[..., str]
+    big_sim: PrimeSimulatorProcess,
+    connect: Callable[..., str],
+    observations: Observations,
+    request: pytest.FixtureRequest,
 ) -> None:
     connect(big_sim.base_url, big_sim.api_key, extra={**EXTRA, "read_timeout": 10})
     big_sim.reset()
@@ -302,3 +317,11 @@ async def test_oversized_bodies_are_refused_without_being_held_in_memory(
     assert sync_peak < MAX_RESPONSE_BYTES
     assert async_peak < MAX_RESPONSE_BYTES
     assert big_sim.stats_snapshot()["by_path"][STATUS_PATH] == 2  # one refused request per path
+    observations.add(
+        request,
+        kind="oversized",
+        body_mib=64,
+        sync_peak_kib=sync_peak // 1024,
+        async_peak_kib=async_peak // 1024,
+        message=str(caught.value),
+    )

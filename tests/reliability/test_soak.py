@@ -15,6 +15,7 @@ from _pytest.logging import LogCaptureHandler
 
 from airflow_provider_prime.testing import STATUS_PATH, PrimeSimulator
 from bench.soak import SoakConfig, connection_env, fault_mix, run_soak, scenario
+from tests.reliability.conftest import Observations
 
 SHORT = SoakConfig(
     seconds=5.0,
@@ -35,7 +36,10 @@ TIME_CAP = 30.0
 
 
 async def test_memory_stays_flat_over_hundreds_of_poll_cycles(
-    simulator: Callable[..., PrimeSimulator], monkeypatch: pytest.MonkeyPatch
+    simulator: Callable[..., PrimeSimulator],
+    monkeypatch: pytest.MonkeyPatch,
+    observations: Observations,
+    request: pytest.FixtureRequest,
 ) -> None:
     keys = [f"soak-key-{index}" for index in range(SHORT.connections + 1)]
     sim = simulator(scenario(SHORT).pods, api_keys=keys, log_size=10)
@@ -60,3 +64,4 @@ async def test_memory_stays_flat_over_hundreds_of_poll_cycles(
     assert result.traced_growth < GROWTH_BOUND, (result.summary(), [s.traced_bytes for s in result.samples])
     assert result.leftover_tasks == 0
     assert result.leftover_pollers == 0
+    observations.add(request, kind="soak", polls=polls(), bound_kib=GROWTH_BOUND // 1024, **result.summary())
