@@ -37,6 +37,7 @@ class BenchmarkRun:
     duration: float
     results: list[CaseResult]
     notes: list[str]
+    memory_method: str = "heap"
 
 
 def _ms(seconds: float | None) -> str:
@@ -218,10 +219,7 @@ def target_lines(results: Sequence[CaseResult], interval: float) -> list[str]:
                 and (b := _find(results, kind, p.triggers, p.pods)) is not None
             ]
             if not pairs:
-                lines.append(
-                    f"| {label} at N = {RATIO_TARGET_TRIGGERS:,} ≥ {RATIO_TARGET:.0f}x below {kind} | - "
-                    f"| {_verdict(None)} |"
-                )
+                lines.append(_projected(results, kind, metric, label))
                 continue
             p, b = pairs[0]
             pv, bv = getattr(p, metric), getattr(b, metric)
@@ -231,6 +229,29 @@ def target_lines(results: Sequence[CaseResult], interval: float) -> list[str]:
                 f"| {_ratio(bv, pv)} | {_verdict(ok)} |"
             )
     return lines
+
+
+def _projected(results: Sequence[CaseResult], kind: str, metric: str, label: str) -> str:
+    """A target row for a kind not run at the target N: projected from its largest N, if any."""
+    head = f"| {label} at N = {RATIO_TARGET_TRIGGERS:,} ≥ {RATIO_TARGET:.0f}x below {kind} "
+    at_target = [r for r in results if r.kind == "provider" and r.triggers == RATIO_TARGET_TRIGGERS]
+    provider = at_target[0] if at_target else None
+    runs = sorted(
+        (r for r in results if r.kind == kind and r.requests_per_interval > 0), key=lambda r: r.triggers
+    )
+    if provider is None or not runs:
+        return head + f"| - | {_verdict(None)} |"
+    largest = runs[-1]
+    if metric == "cpu_per_interval":
+        per_poll = largest.cpu_per_interval / largest.requests_per_interval
+        projected: float | None = per_poll * RATIO_TARGET_TRIGGERS  # one poll per trigger per interval
+        basis = f"{per_poll * 1000:.0f} ms of CPU per poll at N = {largest.triggers:,}"
+        mine: float | None = provider.cpu_per_interval
+    else:
+        projected = largest.memory_per_trigger
+        basis = f"{_kib(projected)} per trigger at N = {largest.triggers:,}"
+        mine = provider.memory_per_trigger
+    return head + f"| not run; projected from {basis}: {_ratio(projected, mine)} | n/a (projection) |"
 
 
 def render(run: BenchmarkRun) -> str:
@@ -251,8 +272,13 @@ def render(run: BenchmarkRun) -> str:
         "",
         "Requests per interval are counted by the simulator; the expected figure is ceil(pods / 100) for "
         "the provider and one per trigger for the baselines. CPU is this process's (all triggers, the "
-        "heartbeat, the harness) over the steady window. Memory is the peak resident-set growth during "
-        "ramp and steady state divided by N.",
+        "heartbeat, the harness) over the steady window. Memory is the peak growth of "
+        + (
+            "the heap in use (glibc's count under `PYTHONMALLOC=malloc`: Python's objects and OpenSSL's) "
+            if run.memory_method == "heap"
+            else "the resident set size "
+        )
+        + "during ramp and steady state, divided by N.",
         "",
         *main_table(run.results),
         "",

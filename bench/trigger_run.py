@@ -13,8 +13,8 @@ A case goes through four phases, all in units of the poll interval ``I``:
 2. **settle** — until every trigger has judged its first answer (at most ``start_limit * I``), then
    ``settle * I`` more;
 3. **steady** — ``steady * I`` with every pod not ready (ACTIVE, installing): requests, CPU of this
-   process and of the simulator, and event-loop lag are read over exactly this window; the peak
-   resident memory is read at its end (it covers ramp, settle and steady);
+   process and of the simulator, and event-loop lag are read over exactly this window; peak memory
+   in use is read at its end (it covers ramp, settle and steady; see :class:`MemoryProbe`);
 4. **detection** — the pods are made ready through the control API in ``flip_groups`` groups spread
    over one interval (so the flips sample every phase of the poll cycle), and each trigger's event
    is timed against the moment its pod's flip request was sent.
@@ -135,6 +135,8 @@ class CaseResult:
     all_waiting_after: float | None = None
     #: Longest garbage-collector pause during the case.
     gc_pause_max: float = 0.0
+    #: Resident set size when the case began (after collecting and trimming what earlier cases left).
+    rss_at_start: int | None = None
 
     @property
     def loop_lag_max(self) -> float:
@@ -173,6 +175,45 @@ class CaseResult:
         return ordered[min(len(ordered) - 1, math.ceil(quantile * len(ordered)) - 1)]
 
 
+class MemoryProbe:
+    """Peak memory in use during a case, above what was in use when it began (see :mod:`bench.procstat`).
+
+    ``heap``: glibc's count of bytes in use, sampled by the heartbeat five times a second; exact,
+    and blind to what earlier cases freed. ``rss``: peak resident-set growth, the fallback.
+    """
+
+    def __init__(self) -> None:
+        self.method = "heap" if procstat.heap_counts_everything() else "rss"
+        self.cost = 0.0  # CPU seconds the loop's thread spent sampling, kept out of the CPU figures
+        self._base: int | None = None
+        self._peak = 0
+
+    def start(self) -> None:
+        if self.method == "rss":
+            procstat.reset_peak_rss()
+            self._base = procstat.rss_bytes()
+        else:
+            self._base = procstat.heap_in_use()
+        self._peak = self._base or 0
+
+    def sample(self) -> None:
+        if self.method != "heap":
+            return
+        started = time.thread_time()
+        value = procstat.heap_in_use()
+        if value is not None and value > self._peak:
+            self._peak = value
+        self.cost += time.thread_time() - started
+
+    def growth(self) -> int | None:
+        """Peak bytes in use above the start, so far."""
+        if self._base is None:
+            return None
+        self.sample()
+        peak = procstat.peak_rss_bytes() if self.method == "rss" else self._peak
+        return None if peak is None else max(0, peak - self._base)
+
+
 class LoopMonitor:
     """A heartbeat that sleeps ``period`` seconds over and over and keeps the worst overshoot.
 
@@ -185,13 +226,18 @@ class LoopMonitor:
     one sleep, beyond the sleep's length, i.e. the lag the same work would cause on an idle core.
     """
 
-    def __init__(self, period: float = 0.01) -> None:
+    def __init__(
+        self, period: float = 0.01, probe: MemoryProbe | None = None, sample_every: int = 20
+    ) -> None:
         self.period = period
+        self.probe = probe or MemoryProbe()
+        self._sample_every = sample_every
         self._worst = 0.0
         self._worst_busy = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        beats = 0
         while True:
             started, cpu = loop.time(), time.thread_time()
             await asyncio.sleep(self.period)
@@ -201,6 +247,9 @@ class LoopMonitor:
                 self._worst = lag
             if busy > self._worst_busy:
                 self._worst_busy = busy
+            beats += 1
+            if beats % self._sample_every == 0:
+                self.probe.sample()
 
     def take(self) -> tuple[float, float]:
         """The worst (wall-clock, CPU-bound) lag since the last call, and start afresh."""
@@ -305,7 +354,8 @@ async def run_case(
 
     procstat.release_free_memory()  # blocks the loop; the heartbeat reports that lag next, so:
     await asyncio.sleep(3 * monitor.period)  # let it, before the case's own figures start
-    procstat.reset_peak_rss()
+    probe = monitor.probe
+    probe.start()
     rss_before = procstat.rss_bytes()
     monitor.take()
     if gc_watch is not None:
@@ -355,10 +405,12 @@ async def run_case(
     await asyncio.sleep(timing.settle * interval)
     lag_before, busy_before = monitor.take()
     first = await asyncio.to_thread(_read, sim, server_pid)
+    sampling_before = probe.cost
     await asyncio.sleep(timing.steady * interval)
     last = await asyncio.to_thread(_read, sim, server_pid)
+    sampling = probe.cost - sampling_before
     lag_steady, busy_steady = monitor.take()
-    peak = procstat.peak_rss_bytes()
+    growth = probe.growth()
     intervals = (last.at - first.at) / interval
 
     # Detection: pods made ready group by group over one interval.
@@ -392,7 +444,7 @@ async def run_case(
             latencies.append(at - flip)
     leaks = [f"poller still running for {len(p.pod_ids)} pods" for p in polling.active_pollers()]
 
-    memory = None if peak is None or rss_before is None else max(0, peak - rss_before) / triggers
+    memory = None if growth is None else growth / triggers
     return CaseResult(
         kind=kind,
         triggers=triggers,
@@ -400,7 +452,7 @@ async def run_case(
         interval=interval,
         steady_seconds=last.at - first.at,
         requests_per_interval=(last.requests - first.requests) / intervals,
-        cpu_per_interval=(last.cpu - first.cpu) / intervals,
+        cpu_per_interval=(last.cpu - first.cpu - sampling) / intervals,
         server_cpu_per_interval=(last.server_cpu - first.server_cpu) / intervals,
         memory_per_trigger=memory,
         loop_lag_ramp=lag_before,
@@ -416,4 +468,5 @@ async def run_case(
         leaks=leaks,
         all_waiting_after=all_waiting_after,
         gc_pause_max=gc_watch.take() if gc_watch is not None else 0.0,
+        rss_at_start=rss_before,
     )

@@ -13,8 +13,8 @@ lag and detection latency (see :mod:`bench.trigger_run` for how). Kinds:
 
 * ``provider`` — :class:`~airflow_provider_prime.triggers.pod_status.PodStatusTrigger` (shared poller);
 * ``baseline`` — the peer providers' pattern, a new ``httpx.AsyncClient`` per trigger per poll
-  (:mod:`bench.baseline_trigger`); capped by ``--baseline-max-triggers`` because it saturates a core
-  long before N = 5000;
+  (:mod:`bench.baseline_trigger`); capped by ``--baseline-max-triggers`` (100) because building a
+  TLS context per poll saturates a core near N = 100 already;
 * ``baseline-shared-tls`` — the same with one process-wide TLS context, i.e. the cost of one
   request per trigger per interval without the cost of building a TLS context for each.
 
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baseline-max-triggers",
         type=int,
-        default=1000,
+        default=100,
         help="largest N the 'baseline' kind runs at; 0: no limit (default: %(default)s)",
     )
     parser.add_argument(
@@ -245,17 +245,23 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
     if skipped:
         notes.append(
             f"The `baseline` kind was not run at N = {', '.join(f'{n:,}' for n in skipped)} "
-            f"(`--baseline-max-triggers {options.baseline_max_triggers}`): it is CPU-bound well below that."
+            f"(`--baseline-max-triggers {options.baseline_max_triggers}`): a TLS context per poll makes "
+            "it CPU-bound near N = 100 already; the targets table projects it from its largest N."
         )
-    if not procstat.reset_peak_rss():
-        notes.append("Peak RSS could not be reset on this system; memory figures are upper bounds.")
+    memory_method = LoopMonitor().probe.method
+    if memory_method == "rss":
+        notes.append(
+            "Memory is resident-set growth here (no glibc, or not run under PYTHONMALLOC=malloc): exact "
+            "for the first case only, understated for later ones, which reuse memory freed before them."
+        )
     load_before = procstat.load_average()
     started = time.monotonic()
     log_dir = None if options.log_file else tempfile.TemporaryDirectory(prefix="bench-triggers-")
     log_path = options.log_file or Path(log_dir.name if log_dir else ".") / "triggers.log"
     try:
         print(f"simulator: starting; trigger logs: {log_path}", file=console, flush=True)
-        with PrimeSimulatorProcess() as sim:
+        server_env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}  # its usual allocator
+        with PrimeSimulatorProcess(env=server_env) as sim:
             env = airflow_connection_env(sim.base_url, sim.api_key, CONN_ID)
             with _environment(env), _logs_to(log_path):
                 results = asyncio.run(_run_all(options, sim, console))
@@ -272,10 +278,25 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
         duration=time.monotonic() - started,
         results=results,
         notes=notes,
+        memory_method=memory_method,
     )
 
 
+def _with_malloc_allocator(argv: Sequence[str] | None) -> None:
+    """Re-run this command under ``PYTHONMALLOC=malloc`` unless it already is (see bench.procstat).
+
+    Only then does glibc's count of bytes in use include Python's objects, which is what makes the
+    memory figures exact. Costs a second interpreter start; CPU figures move by a few percent.
+    """
+    if os.environ.get("PYTHONMALLOC") == "malloc" or not procstat.heap_in_use():
+        return
+    args = [sys.executable, "-m", "bench.triggers", *(sys.argv[1:] if argv is None else argv)]
+    sys.stdout.flush()
+    os.execve(sys.executable, args, {**os.environ, "PYTHONMALLOC": "malloc"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _with_malloc_allocator(argv)
     args = _parser().parse_args(argv)
     options = options_from(args)
     given = list(sys.argv[1:] if argv is None else argv)
