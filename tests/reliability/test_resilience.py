@@ -52,7 +52,7 @@ def waiting_sim(simulator: Callable[..., PrimeSimulator], connect: Callable[...,
 async def test_triggerer_restart_mid_wait_keeps_the_original_deadline(
     waiting_sim: PrimeSimulator, observations: Observations, request: pytest.FixtureRequest
 ) -> None:
-    timeout = 2.0
+    timeout = 3.0
     deadline = time.time() + timeout
     original = PodStatusTrigger(pod_ids=[POD], deadline=deadline, poll_interval=POLL_INTERVAL)
     classpath, kwargs = original.serialize()
