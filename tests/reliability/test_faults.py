@@ -12,7 +12,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import pytest
@@ -78,7 +78,7 @@ def check_text(case: FaultCase, text: str) -> None:
         assert unwanted not in text
 
 
-def log_text(structured: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> str:
+def log_text(structured: list[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture) -> str:
     """The sensor's own lines (structlog) first, then the hook's (stdlib logging)."""
     return "\n".join(
         [str(entry.get("event")) for entry in structured] + [r.getMessage() for r in caplog.records]

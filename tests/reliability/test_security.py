@@ -85,6 +85,7 @@ async def trigger_event(conn_id: str, pod_ids: list[str], seconds: float) -> dic
         pod_ids=pod_ids, deadline=time.time() + seconds, prime_conn_id=conn_id, poll_interval=0.1
     )
     (event,) = [event.payload async for event in trigger.run()]
+    assert isinstance(event, dict)
     return event
 
 
