@@ -77,7 +77,9 @@ def click_test(page: Page, conn_id: str) -> dict[str, Any]:
     """Click the row's "Test Connection"; the api-server's answer to the page (status, message)."""
     with page.expect_response("**/api/v2/connections/test") as response:
         connection_row(page, conn_id).get_by_role("button", name="Test Connection").click()
-    page.mouse.move(0, 0)  # so that the button's tooltip does not cover the next row
+    # The button's tooltip opens on hover *and* on focus; it must not cover the next row.
+    page.mouse.move(0, 0)
+    page.evaluate("() => document.activeElement instanceof HTMLElement && document.activeElement.blur()")
     expect(page.get_by_role("tooltip")).to_have_count(0)
     result: dict[str, Any] = response.value.json()
     return result
