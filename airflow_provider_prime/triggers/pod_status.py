@@ -140,6 +140,8 @@ class PodStatusTrigger(BaseTrigger):
             await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
         progress = ProgressThrottle()
         verdict: Verdict | None = None
+        judged: list[PodStatus] = []  # the answer ``verdict`` and ``line`` were made from
+        line = ""
         api_error: BaseException | None = None  # the API's trouble since the last good answer
         async with polling.subscription(settings, self.pod_ids, self.poll_interval) as sub:
             while (remaining := self.deadline - time.time()) > 0:
@@ -154,19 +156,24 @@ class PodStatusTrigger(BaseTrigger):
                         self.log.warning("Prime API unavailable, still waiting: %s", snapshot.error)
                     continue
                 api_error = None
-                verdict = self._assess(snapshot.statuses_for(self.pod_ids), snapshot.fetched_at)
+                statuses = snapshot.statuses_for(self.pod_ids)
+                if verdict is None or len(statuses) < len(self.pod_ids) or statuses != judged:
+                    verdict = self._assess(statuses, snapshot.fetched_at)
+                    judged, line = statuses, verdict.summary()
+                # Otherwise the same answer with every pod in it: the same verdict (it depends on
+                # nothing else), so it is not judged, nor its line built, again. With thousands of
+                # waits per poll that is most of a poll's CPU, and of the objects that would live a
+                # whole interval and then have to be swept by the garbage collector.
                 if verdict.ready:
                     # Debug, not info: the sensor logs this line when it resumes and the triggerer
                     # logs the event, while a line per trigger at the moment thousands fire together
                     # is most of the cost of that burst (see docs/benchmarks.md).
-                    summary = verdict.summary()
-                    self.log.debug("All pods ready: %s", summary)
-                    return {"status": "success", "pods": verdict.handover(), "message": summary}
+                    self.log.debug("All pods ready: %s", line)
+                    return {"status": "success", "pods": verdict.handover(), "message": line}
                 if verdict.failed:
                     error = PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
                     self.log.error("%s", error)
                     return failure_event(error, verdict.handover())
-                line = verdict.summary()
                 if progress.due(line, time.time()):
                     self.log.info("Waiting for pods: %s", line)
         last_known = verdict.summary() if verdict else "no answer from the API yet"
