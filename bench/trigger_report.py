@@ -274,7 +274,7 @@ def render(run: BenchmarkRun) -> str:
         "the provider and one per trigger for the baselines. CPU is this process's (all triggers, the "
         "heartbeat, the harness) over the steady window. Memory is the peak growth of "
         + (
-            "the heap in use (glibc's count under `PYTHONMALLOC=malloc`: Python's objects and OpenSSL's) "
+            "the heap's live bytes (pymalloc's and glibc malloc's counts: Python's objects and OpenSSL's) "
             if run.memory_method == "heap"
             else "the resident set size "
         )

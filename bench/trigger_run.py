@@ -178,12 +178,12 @@ class CaseResult:
 class MemoryProbe:
     """Peak memory in use during a case, above what was in use when it began (see :mod:`bench.procstat`).
 
-    ``heap``: glibc's count of bytes in use, sampled by the heartbeat five times a second; exact,
-    and blind to what earlier cases freed. ``rss``: peak resident-set growth, the fallback.
+    ``heap``: the live bytes of the heap, sampled by the heartbeat five times a second; exact, and
+    blind to what earlier cases freed. ``rss``: peak resident-set growth, the fallback.
     """
 
     def __init__(self) -> None:
-        self.method = "heap" if procstat.heap_counts_everything() else "rss"
+        self.method = "heap" if procstat.heap_in_use() is not None else "rss"
         self.cost = 0.0  # CPU seconds the loop's thread spent sampling, kept out of the CPU figures
         self._base: int | None = None
         self._peak = 0

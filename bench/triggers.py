@@ -251,7 +251,7 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
     memory_method = LoopMonitor().probe.method
     if memory_method == "rss":
         notes.append(
-            "Memory is resident-set growth here (no glibc, or not run under PYTHONMALLOC=malloc): exact "
+            "Memory is resident-set growth here (the heap's live bytes could not be read): exact "
             "for the first case only, understated for later ones, which reuse memory freed before them."
         )
     load_before = procstat.load_average()
@@ -260,8 +260,7 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
     log_path = options.log_file or Path(log_dir.name if log_dir else ".") / "triggers.log"
     try:
         print(f"simulator: starting; trigger logs: {log_path}", file=console, flush=True)
-        server_env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}  # its usual allocator
-        with PrimeSimulatorProcess(env=server_env) as sim:
+        with PrimeSimulatorProcess() as sim:
             env = airflow_connection_env(sim.base_url, sim.api_key, CONN_ID)
             with _environment(env), _logs_to(log_path):
                 results = asyncio.run(_run_all(options, sim, console))
@@ -282,21 +281,7 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
     )
 
 
-def _with_malloc_allocator(argv: Sequence[str] | None) -> None:
-    """Re-run this command under ``PYTHONMALLOC=malloc`` unless it already is (see bench.procstat).
-
-    Only then does glibc's count of bytes in use include Python's objects, which is what makes the
-    memory figures exact. Costs a second interpreter start; CPU figures move by a few percent.
-    """
-    if os.environ.get("PYTHONMALLOC") == "malloc" or not procstat.heap_in_use():
-        return
-    args = [sys.executable, "-m", "bench.triggers", *(sys.argv[1:] if argv is None else argv)]
-    sys.stdout.flush()
-    os.execve(sys.executable, args, {**os.environ, "PYTHONMALLOC": "malloc"})
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _with_malloc_allocator(argv)
     args = _parser().parse_args(argv)
     options = options_from(args)
     given = list(sys.argv[1:] if argv is None else argv)
