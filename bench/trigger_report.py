@@ -38,6 +38,8 @@ class BenchmarkRun:
     results: list[CaseResult]
     notes: list[str]
     memory_method: str = "heap"
+    #: CPU seconds per interval of the process with no trigger (heartbeat and harness).
+    idle_cpu: float | None = None
 
 
 def _ms(seconds: float | None) -> str:
@@ -272,7 +274,9 @@ def render(run: BenchmarkRun) -> str:
         "",
         "Requests per interval are counted by the simulator; the expected figure is ceil(pods / 100) for "
         "the provider and one per trigger for the baselines. CPU is this process's (all triggers, the "
-        "heartbeat, the harness) over the steady window. Memory is the peak growth of "
+        "heartbeat, the harness"
+        + (f"; {run.idle_cpu:.3f} s per interval with no trigger at all" if run.idle_cpu is not None else "")
+        + ") over the steady window. Memory is the peak growth of "
         + (
             "the heap's live bytes (pymalloc's and glibc malloc's counts: Python's objects and OpenSSL's) "
             if run.memory_method == "heap"

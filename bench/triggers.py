@@ -195,12 +195,15 @@ def _planned(options: Options) -> list[tuple[str, int, int]]:
     return plan
 
 
-async def _run_all(options: Options, sim: PrimeSimulatorProcess, console: TextIO) -> list[CaseResult]:
+async def _run_all(
+    options: Options, sim: PrimeSimulatorProcess, console: TextIO
+) -> tuple[list[CaseResult], float]:
     monitor = LoopMonitor()
     heartbeat = asyncio.create_task(monitor.run(), name="bench-heartbeat")
     try:
         with GcWatch() as gc_watch:
             await _warm_up(options, sim)
+            idle = await _idle_cpu(options.timing.interval, monitor)
             results = []
             for kind, triggers, pods in _planned(options):
                 print(f"  {kind:<20} N = {triggers:>5} over {pods:>4} pods ...", end="", file=console)
@@ -210,11 +213,18 @@ async def _run_all(options: Options, sim: PrimeSimulatorProcess, console: TextIO
                 )
                 print(_progress(result), file=console, flush=True)
                 results.append(result)
-            return results
+            return results, idle
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
+
+
+async def _idle_cpu(interval: float, monitor: LoopMonitor) -> float:
+    """CPU seconds per interval of this process with no trigger at all: the heartbeat and harness."""
+    started, sampling = time.process_time(), monitor.probe.cost
+    await asyncio.sleep(interval)
+    return time.process_time() - started - (monitor.probe.cost - sampling)
 
 
 def _progress(result: CaseResult) -> str:
@@ -263,7 +273,7 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
         with PrimeSimulatorProcess() as sim:
             env = airflow_connection_env(sim.base_url, sim.api_key, CONN_ID)
             with _environment(env), _logs_to(log_path):
-                results = asyncio.run(_run_all(options, sim, console))
+                results, idle_cpu = asyncio.run(_run_all(options, sim, console))
     finally:
         if log_dir is not None:
             log_dir.cleanup()
@@ -278,6 +288,7 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
         results=results,
         notes=notes,
         memory_method=memory_method,
+        idle_cpu=idle_cpu,
     )
 
 
