@@ -34,10 +34,11 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
+from unittest import mock
 
 import psutil
 
@@ -359,27 +360,13 @@ def _sample(at: float, soak: Soak) -> Sample:
     )
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def soak_against_simulator_process(config: SoakConfig, *, trace: bool = True) -> SoakResult:
     """The whole soak: a simulator in its own process (its memory apart), connections, the run."""
     keys = [f"soak-key-{index}" for index in range(config.connections + 1)]
     with PrimeSimulatorProcess(scenario(config), api_keys=keys, max_pod_ids=None) as sim:
         if config.faults:
             sim.inject(*fault_mix())
-        with environment(connection_env(sim.base_url, keys)):
+        with mock.patch.dict(os.environ, connection_env(sim.base_url, keys)):
             result = asyncio.run(run_soak(config, trace=trace))
         result.requests = int(sim.stats_snapshot()["by_path"].get("/api/v1/pods/status", 0))
     return result

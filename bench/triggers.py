@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
+from unittest import mock
 
 from airflow_provider_prime.testing import PrimeSimulatorProcess, airflow_connection_env, fixed_pod
 from bench import procstat
@@ -171,20 +172,6 @@ def _logs_to(path: Path) -> Iterator[None]:
                 handler.setStream(stream)
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _planned(options: Options) -> list[tuple[str, int, int]]:
     plan = []
     for triggers, pods in options.cases:
@@ -272,7 +259,7 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
         print(f"simulator: starting; trigger logs: {log_path}", file=console, flush=True)
         with PrimeSimulatorProcess() as sim:
             env = airflow_connection_env(sim.base_url, sim.api_key, CONN_ID)
-            with _environment(env), _logs_to(log_path):
+            with mock.patch.dict(os.environ, env), _logs_to(log_path):
                 results, idle_cpu = asyncio.run(_run_all(options, sim, console))
     finally:
         if log_dir is not None:
