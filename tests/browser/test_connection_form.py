@@ -76,11 +76,10 @@ def connection_row(page: Page, conn_id: str) -> Locator:
 def click_test(page: Page, conn_id: str) -> dict[str, Any]:
     """Click the row's "Test Connection"; the api-server's answer to the page (status, message)."""
     with page.expect_response("**/api/v2/connections/test") as response:
-        connection_row(page, conn_id).get_by_role("button", name="Test Connection").click()
-    # The button's tooltip opens on hover *and* on focus; it must not cover the next row.
-    page.mouse.move(0, 0)
-    page.evaluate("() => document.activeElement instanceof HTMLElement && document.activeElement.blur()")
-    expect(page.get_by_role("tooltip")).to_have_count(0)
+        # A DOM click event on the button itself, not a mouse click: the button's tooltip (opened by
+        # hover and by focus, and reopened when a toast hands focus back) can sit over the next
+        # row's button, which made mouse clicks on the second row flaky on a loaded machine.
+        connection_row(page, conn_id).get_by_role("button", name="Test Connection").dispatch_event("click")
     result: dict[str, Any] = response.value.json()
     return result
 
