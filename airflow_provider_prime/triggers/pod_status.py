@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeError, PrimePodFailedError
-from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.hooks.prime import PrimeApiSettings, PrimeHook
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.progress import ProgressThrottle
 from airflow_provider_prime.readiness import (
@@ -42,6 +43,33 @@ from airflow_provider_prime.triggers import polling
 
 #: Poll interval (seconds) when none is given; the sensor passes its ``poke_interval``.
 DEFAULT_POLL_INTERVAL = 15.0
+#: Seconds a connection's looked-up settings serve triggers that start on the same event loop.
+SETTINGS_TTL = 60.0
+
+_settings_lookups: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[PrimeApiSettings]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def connection_settings(prime_conn_id: str) -> PrimeApiSettings:
+    """The connection's settings, looked up at most once per :data:`SETTINGS_TTL` per event loop.
+
+    In a triggerer every lookup is a round trip through the supervisor to the API server; when many
+    sensors defer together (a backfill, a fan-out DAG) one lookup per trigger holds up the shared
+    event loop at the worst moment. Triggers starting within the TTL share one lookup (in flight or
+    done); a failed lookup is not kept, and a changed connection reaches new triggers within the TTL.
+    """
+    loop = asyncio.get_running_loop()
+    lookups = _settings_lookups.setdefault(loop, {})
+    entry = lookups.get(prime_conn_id)
+    failed = entry is not None and entry[1].done() and entry[1].exception() is not None
+    if entry is None or failed or loop.time() - entry[0] > SETTINGS_TTL:
+        lookup = loop.create_task(PrimeHook(prime_conn_id).aget_settings())
+        # Mark the error as seen even when every waiting trigger was cancelled before it came.
+        lookup.add_done_callback(lambda task: task.cancelled() or task.exception())
+        entry = lookups[prime_conn_id] = (loop.time(), lookup)
+    # shield: a trigger cancelled while waiting must not cancel the lookup other triggers share.
+    return await asyncio.shield(entry[1])
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -133,7 +161,7 @@ class PodStatusTrigger(BaseTrigger):
         if self.deadline <= time.time():  # e.g. the triggerer was down past the deadline
             return self._timeout_event(None, "the deadline passed before the trigger started")
         try:
-            settings = await PrimeHook(self.prime_conn_id).aget_settings()
+            settings = await connection_settings(self.prime_conn_id)
         except Exception as exc:
             return failure_event(exc)
         if self.not_before is not None:

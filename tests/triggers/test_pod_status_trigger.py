@@ -140,6 +140,28 @@ class TestRun:
         event = await the_event(trigger(["a"], timeout=0.3, not_before=time.time() + 60))
         assert event["status"] == "timeout"
 
+    async def test_triggers_starting_together_share_one_connection_lookup(self, api):
+        api.set(pod("a"))
+        events = await asyncio.gather(*(the_event(trigger(["a"])) for _ in range(50)))
+        assert {event["status"] for event in events} == {"success"}
+        assert pod_status.PrimeHook.aget_settings.await_count == 1
+
+    async def test_a_failed_lookup_is_not_kept(self, api):
+        api.set(pod("a"))
+        good = pod_status.PrimeHook.aget_settings.return_value
+        pod_status.PrimeHook.aget_settings.side_effect = [PrimeConfigError("no key"), good]
+        assert (await the_event(trigger(["a"])))["status"] == "failed"
+        assert (await the_event(trigger(["a"])))["status"] == "success"
+        assert pod_status.PrimeHook.aget_settings.await_count == 2
+
+    async def test_settings_are_looked_up_again_after_the_ttl(self, api, monkeypatch):
+        api.set(pod("a"))
+        monkeypatch.setattr(pod_status, "SETTINGS_TTL", 0.0)
+        await the_event(trigger(["a"]))
+        await asyncio.sleep(0.01)
+        await the_event(trigger(["a"]))
+        assert pod_status.PrimeHook.aget_settings.await_count == 2
+
     async def test_requirements_are_honoured(self, api):
         api.set(pod("a", installation="ACTIVE", ssh=None))
         event = await the_event(trigger(["a"], wait_for_installation=False, require_ssh=False))
