@@ -1,17 +1,33 @@
-"""One small hierarchy of the provider's errors, so callers can catch exactly what they mean.
+"""The provider's errors: one small tree, so a caller catches exactly what it means.
 
-Every message is written for the person reading the task log: it names the pod or the request,
-the cause, and what to do. None of them ever contains the API key.
+::
+
+    PrimeError                        every error this provider raises (an AirflowException)
+    ├── PrimeConfigError              the connection or the arguments are unusable: fix them
+    ├── PrimeAPIError                 talking to the API failed (.http_status, .details)
+    │   ├── PrimeRejectedError        the API answered and said no: waiting will not help
+    │   │   ├── PrimeAuthError        401/403: wrong or revoked key, or a missing permission
+    │   │   ├── PrimeNotFoundError    404: an unknown pod, or a wrong base URL
+    │   │   └── PrimeRequestError     422 and other 4xx: the request was refused (.details)
+    │   │       └── PrimeBillingError 402: the account cannot pay for this
+    │   ├── PrimeResponseError        an answer that could not be used: not JSON, the wrong shape,
+    │   │                             too large, too many redirects, a TLS certificate failure
+    │   └── PrimeTransientError       waiting may help: 408, 429, 5xx outlasting the retries
+    │       └── PrimeConnectionError  no answer at all: DNS, refused, reset, timed out
+    ├── PrimeNoOfferError             no GPU offer matches what was asked (lists the nearest ones)
+    └── PrimePodFailedError           a pod can never become ready (also AirflowFailException)
+
+Whether waiting can help follows from the class alone: a wait keeps going on a
+:class:`PrimeTransientError` and stops on anything else (:func:`is_transient`). Every message is
+written for the person reading the task log: it names the pod or the request, the cause and what
+to do, and none of them ever contains the API key.
 """
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from typing import ClassVar
 
-try:  # Airflow >= 3.2 moved the task-control exceptions into the Task SDK
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+from airflow_provider_prime._compat import AirflowException, AirflowFailException
 
 
 class PrimeError(AirflowException):
@@ -23,41 +39,60 @@ class PrimeConfigError(PrimeError):
 
 
 class PrimeAPIError(PrimeError):
-    """The API answered with an error, or with something that is not the documented payload.
+    """A call to the API failed.
 
-    ``http_status`` is the HTTP status (``None`` when no response arrived at all).
-    ``retryable`` tells whether trying again later might succeed (429, 5xx, transport errors).
+    ``http_status`` is the HTTP status of the answer (``None`` when no answer arrived);
+    ``details`` lists what the API said about the problem (field errors of a 422, say), scrubbed
+    like the message.
     """
 
-    retryable: bool = False
+    #: Whether trying again later may succeed; a property of the class (see the tree above).
+    retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, http_status: int | None = None, retryable: bool | None = None):
+    def __init__(
+        self, message: str, *, http_status: int | None = None, details: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
-        if retryable is not None:
-            self.retryable = retryable
+        self.details = list(details or [])
 
 
-class PrimeAuthError(PrimeAPIError):
-    """401/403: the key is wrong, revoked or lacks the "Instances → Read" permission. Never retried."""
+class PrimeRejectedError(PrimeAPIError):
+    """The API answered and refused: the same request will get the same answer."""
 
 
-class PrimeNotFoundError(PrimeAPIError):
-    """404: the base URL or path is wrong (the status endpoint itself omits unknown pods instead)."""
+class PrimeAuthError(PrimeRejectedError):
+    """401/403: the key is wrong, revoked or lacks a permission ("Instances → Read", or "Read and write")."""
 
 
-class PrimeRequestError(PrimeAPIError):
+class PrimeNotFoundError(PrimeRejectedError):
+    """404: the pod does not exist (or is not visible to the key), or the base URL is wrong."""
+
+
+class PrimeRequestError(PrimeRejectedError):
     """422 (or another 4xx): the API rejected the request; ``details`` lists what it said."""
 
-    def __init__(self, message: str, *, http_status: int | None = None, details: list[str] | None = None):
-        super().__init__(message, http_status=http_status, retryable=False)
-        self.details = details or []
+
+class PrimeBillingError(PrimeRequestError):
+    """402 Payment Required: the account behind the key has no credit or no payment method."""
+
+
+class PrimeResponseError(PrimeAPIError):
+    """An answer that could not be used: not JSON, the wrong shape, too large, or an untrusted certificate."""
 
 
 class PrimeTransientError(PrimeAPIError):
-    """429, 5xx, timeouts and dropped connections that outlasted the retries. Worth trying later."""
+    """429, 5xx and the like that outlasted the retries. Worth trying again later."""
 
-    retryable = True
+    retryable: ClassVar[bool] = True
+
+
+class PrimeConnectionError(PrimeTransientError):
+    """No answer arrived at all: the host does not resolve, refuses, resets, or did not answer in time."""
+
+
+class PrimeNoOfferError(PrimeError):
+    """No GPU offer matches the wish (type, count, region, price...); the message lists the nearest."""
 
 
 class PrimePodFailedError(PrimeError, AirflowFailException):
@@ -66,3 +101,29 @@ class PrimePodFailedError(PrimeError, AirflowFailException):
     Also an ``AirflowFailException``: Airflow then fails the task without using its retries (a retry
     would only wait for the same broken pod again), and a sensor with ``soft_fail`` skips instead.
     """
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether waiting longer may get past ``error``: only the :class:`PrimeTransientError` subtree."""
+    return isinstance(error, PrimeTransientError)
+
+
+#: Every class above by name: the only place an error class is found from a name (trigger events).
+ERROR_CLASSES: dict[str, type[PrimeError]] = {
+    cls.__name__: cls
+    for cls in (
+        PrimeError,
+        PrimeConfigError,
+        PrimeAPIError,
+        PrimeRejectedError,
+        PrimeAuthError,
+        PrimeNotFoundError,
+        PrimeRequestError,
+        PrimeBillingError,
+        PrimeResponseError,
+        PrimeTransientError,
+        PrimeConnectionError,
+        PrimeNoOfferError,
+        PrimePodFailedError,
+    )
+}

@@ -7,15 +7,14 @@ import json
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeConfigError
+from airflow_provider_prime.pod_ids import unique_ids, validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
     Outcome,
     Requirements,
     assess,
     handover_entry,
-    requested_pod_ids,
     track_missing,
-    unique_ids,
 )
 from tests.statuses import SSH, pod
 
@@ -231,17 +230,17 @@ class TestReporting:
 
 class TestRequestedPodIds:
     def test_one_id(self):
-        assert requested_pod_ids("abc") == ["abc"]
+        assert validate_pod_ids("abc") == ["abc"]
 
     def test_list_is_deduplicated_in_order_and_trimmed(self):
-        assert requested_pod_ids(["b", " a\n", "b", "a"]) == ["b", "a"]
+        assert validate_pod_ids(["b", " a\n", "b", "a"]) == ["b", "a"]
 
     @pytest.mark.parametrize("text", ["['a', 'b', 'a']", '["a", "b"]', "  ['a', 'b']\n"])
     def test_list_rendered_as_text_is_read_back(self, text):
-        assert requested_pod_ids(text) == ["a", "b"]
+        assert validate_pod_ids(text) == ["a", "b"]
 
     def test_tuple_is_accepted(self):
-        assert requested_pod_ids(("a", "b")) == ["a", "b"]
+        assert validate_pod_ids(("a", "b")) == ["a", "b"]
 
     @pytest.mark.parametrize(
         ("value", "words"),
@@ -265,7 +264,7 @@ class TestRequestedPodIds:
     )
     def test_bad_values_are_clear_errors(self, value, words):
         with pytest.raises(PrimeConfigError, match="pod_ids") as caught:
-            requested_pod_ids(value)
+            validate_pod_ids(value)
         assert words in str(caught.value)
 
     def test_unique_ids_keeps_first_seen_order(self):

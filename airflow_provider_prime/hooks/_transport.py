@@ -32,9 +32,12 @@ from airflow_provider_prime import __version__
 from airflow_provider_prime.exceptions import (
     PrimeAPIError,
     PrimeAuthError,
+    PrimeBillingError,
     PrimeConfigError,
+    PrimeConnectionError,
     PrimeNotFoundError,
     PrimeRequestError,
+    PrimeResponseError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
@@ -259,9 +262,9 @@ class Exchange(Generic[T]):
         retry_after: str | None = None
         if isinstance(outcome, TransportFailure):
             hint = f" {outcome.hint}" if outcome.hint else ""
-            error: PrimeAPIError = PrimeAPIError(
-                self._scrub(f"{outcome.description} while {self.request.action}.{hint}"),
-                retryable=outcome.retryable,
+            error_class = PrimeConnectionError if outcome.retryable else PrimeResponseError
+            error: PrimeAPIError = error_class(
+                self._scrub(f"{outcome.description} while {self.request.action}.{hint}")
             )
         else:
             try:
@@ -294,7 +297,7 @@ class Exchange(Generic[T]):
         # the raw body, which must not stay reachable from ours as __context__ (see parse_pod_statuses).
         payload = _decode_json(response.body)
         if payload is _NOT_JSON:
-            raise PrimeAPIError(
+            raise PrimeResponseError(
                 self._scrub(
                     f"The Prime Intellect API answered HTTP {status} with a body that is not JSON while "
                     f"{self.request.action} (is the API base URL right?): {_excerpt(response.body)}"
@@ -305,7 +308,7 @@ class Exchange(Generic[T]):
             return self._parse(payload)
         except PayloadError as exc:
             problem = str(exc)
-        raise PrimeAPIError(
+        raise PrimeResponseError(
             self._scrub(
                 f"The Prime Intellect API answered HTTP {status} with JSON of an unexpected shape while "
                 f"{self.request.action}: {problem}"
@@ -325,26 +328,30 @@ class Exchange(Generic[T]):
                 f"The Prime Intellect API rejected the API key (HTTP 401) {where}. Check the API key and "
                 'that it has the "Instances → Read" permission.'
             )
-            return PrimeAuthError(self._scrub(message + said_part), http_status=status, retryable=False)
+            return PrimeAuthError(self._scrub(message + said_part), http_status=status)
         if status == 403:
             message = (
                 f"The Prime Intellect API refused access (HTTP 403) {where}. The API key lacks the "
                 '"Instances → Read" permission, or the pods belong to another team.'
             )
-            return PrimeAuthError(self._scrub(message + said_part), http_status=status, retryable=False)
+            return PrimeAuthError(self._scrub(message + said_part), http_status=status)
         if status == 404:
             message = (
                 f"HTTP 404 from {self.request.url} {where}: check the connection's API base URL "
                 "(normally https://api.primeintellect.ai)."
             )
-            return PrimeNotFoundError(self._scrub(message + said_part), http_status=status, retryable=False)
+            return PrimeNotFoundError(self._scrub(message + said_part), http_status=status)
         if status == 402:
             message = (
                 f"The Prime Intellect API answered HTTP 402 Payment Required {where}: the account behind "
                 "this API key has a billing problem (no credit or no payment method); fix it in the "
                 "Prime Intellect dashboard."
             )
-            return PrimeRequestError(self._scrub(message + said_part), http_status=status, details=details)
+            return PrimeBillingError(
+                self._scrub(message + said_part),
+                http_status=status,
+                details=[self._scrub(d) for d in details],
+            )
         if status in _RETRYABLE_STATUSES or status >= 500:
             return PrimeTransientError(self._scrub(f"HTTP {status} {where}.{said_part}"), http_status=status)
         if 400 <= status < 500:
@@ -354,8 +361,8 @@ class Exchange(Generic[T]):
                 http_status=status,
                 details=[self._scrub(d) for d in details],
             )
-        return PrimeAPIError(
-            self._scrub(f"Unexpected HTTP {status} {where}.{said_part}"), http_status=status, retryable=False
+        return PrimeResponseError(
+            self._scrub(f"Unexpected HTTP {status} {where}.{said_part}"), http_status=status
         )
 
     def _scrub(self, text: str) -> str:

@@ -19,11 +19,12 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-try:  # Airflow >= 3.2: the Task SDK raises its own class (airflow.exceptions re-exports it)
-    from airflow.sdk.exceptions import AirflowNotFoundException
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined, no-redef, unused-ignore]
-
+from airflow_provider_prime._compat import (
+    AirflowNotFoundException,
+    amask_secret,
+    mask_secret,
+    outside_supervisor,
+)
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
@@ -75,7 +76,7 @@ class PrimeHook(BaseHook):
         if self._settings is None:
             conn = self._lookup_connection()
             settings = self._settings_from(conn)
-            _mask(settings.api_key)
+            mask_secret(settings.api_key)
             self._settings = settings
         return self._settings
 
@@ -87,12 +88,12 @@ class PrimeHook(BaseHook):
             except AirflowNotFoundException:
                 conn = None
             except ImportError as exc:
-                if not _outside_supervisor(exc):
+                if not outside_supervisor(exc):
                     raise
                 # Airflow 3.1 outside a task or triggerer has no async lookup: use the sync one, off-loop.
                 conn = await asyncio.to_thread(self._lookup_connection)
             settings = self._settings_from(conn)
-            await _amask(settings.api_key)
+            await amask_secret(settings.api_key)
             self._settings = settings
         return self._settings
 
@@ -158,7 +159,7 @@ class PrimeHook(BaseHook):
         except AirflowNotFoundException:
             return None
         except ImportError as exc:
-            if _outside_supervisor(exc):
+            if outside_supervisor(exc):
                 return None  # Airflow 3.1 outside a task reports a missing connection this way
             raise
 
@@ -177,26 +178,3 @@ class PrimeHook(BaseHook):
             *ENV_BASE_URLS,
         )
         return settings
-
-
-def _outside_supervisor(exc: ImportError) -> bool:
-    """Airflow 3.1 raises this ImportError when no task/triggerer supervisor can answer a lookup."""
-    return exc.name == "airflow.sdk.execution_time.task_runner" or "SUPERVISOR_COMMS" in str(exc)
-
-
-def _mask(secret: str) -> None:
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(secret)
-
-
-async def _amask(secret: str) -> None:
-    # `amask_secret` appeared after 3.1; there, `mask_secret` masks locally and its supervisor
-    # notification fails harmlessly inside an event loop.
-    import airflow.sdk.log as sdk_log
-
-    amask = getattr(sdk_log, "amask_secret", None)
-    if amask is not None:
-        await amask(secret)
-    else:
-        sdk_log.mask_secret(secret)

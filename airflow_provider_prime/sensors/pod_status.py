@@ -16,24 +16,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.configuration import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_prime import exceptions
-from airflow_provider_prime.exceptions import PrimeError, PrimePodFailedError
+from airflow_provider_prime._compat import AirflowSensorTimeout
+from airflow_provider_prime.exceptions import ERROR_CLASSES, PrimeError, PrimePodFailedError
 from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.progress import ProgressThrottle
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
     Requirements,
     Verdict,
     assess,
-    requested_pod_ids,
     track_missing,
 )
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger, is_retryable
-
-try:  # Airflow >= 3.2 moved the task-control exceptions into the Task SDK
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -118,7 +113,7 @@ class PodStatusSensor(BaseSensorOperator):
         return PrimeHook(prime_conn_id=self.prime_conn_id)
 
     def execute(self, context: Context) -> Any:
-        requested_pod_ids(self.pod_ids)  # fail on a bad template before any request
+        validate_pod_ids(self.pod_ids)  # fail on a bad template before any request
         self._deadline = time.time() + self.timeout
         # Deferrable or not, the first check runs through BaseSensorOperator.execute so soft_fail,
         # never_fail and silent_fail treat it exactly as any poke; poke() then defers (TaskDeferred
@@ -127,7 +122,7 @@ class PodStatusSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One status request for all pods, judged by :func:`~airflow_provider_prime.readiness.assess`."""
-        pod_ids = requested_pod_ids(self.pod_ids)
+        pod_ids = validate_pod_ids(self.pod_ids)
         if self._missing_since is None:
             self._missing_since = self._missing_clock_start(context, pod_ids)
         done = self._check(pod_ids)
@@ -205,5 +200,4 @@ class PodStatusSensor(BaseSensorOperator):
 
 def _error_class(name: object) -> type[PrimeError]:
     """The provider exception class named by a trigger event (PrimeError for anything else)."""
-    cls = getattr(exceptions, name, None) if isinstance(name, str) else None
-    return cls if isinstance(cls, type) and issubclass(cls, PrimeError) else PrimeError
+    return ERROR_CLASSES.get(name, PrimeError) if isinstance(name, str) else PrimeError

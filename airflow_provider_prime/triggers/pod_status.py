@@ -30,13 +30,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeError, PrimePodFailedError
 from airflow_provider_prime.hooks.prime import PrimeApiSettings, PrimeHook
 from airflow_provider_prime.models import PodStatus
+from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.progress import ProgressThrottle
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
     Requirements,
     Verdict,
     assess,
-    requested_pod_ids,
     track_missing,
 )
 from airflow_provider_prime.triggers import polling
@@ -115,7 +115,7 @@ class PodStatusTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        pod_ids: Iterable[str],
+        pod_ids: str | Iterable[str],
         deadline: float,
         prime_conn_id: str = "prime_default",
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -126,7 +126,7 @@ class PodStatusTrigger(BaseTrigger):
         not_before: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.pod_ids = requested_pod_ids(list(pod_ids))
+        self.pod_ids = validate_pod_ids(pod_ids)
         self.deadline = float(deadline)
         self.prime_conn_id = prime_conn_id
         self.poll_interval = float(poll_interval)

@@ -68,7 +68,7 @@ from typing import Protocol
 
 from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.readiness import unique_ids
+from airflow_provider_prime.pod_ids import unique_ids
 
 #: Seconds new pod ids are collected before they are fetched together.
 JOIN_DEBOUNCE = 0.1

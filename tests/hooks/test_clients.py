@@ -18,9 +18,11 @@ import pytest
 from airflow_provider_prime.exceptions import (
     PrimeAPIError,
     PrimeAuthError,
+    PrimeBillingError,
     PrimeConfigError,
     PrimeNotFoundError,
     PrimeRequestError,
+    PrimeResponseError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks._clients import CHUNK_CONCURRENCY
@@ -165,7 +167,7 @@ def test_persistent_timeouts_give_up_with_the_cause(mocked: Caller, api: FakeApi
         ),
         (Reply(403, b""), PrimeAuthError, ["HTTP 403", "Instances → Read"]),
         (Reply(404, b"Not Found"), PrimeNotFoundError, ["HTTP 404", "https://api.prime.test/api/v1/pods/"]),
-        (Reply(402, {"detail": "Insufficient"}), PrimeRequestError, ["402", "billing", "Insufficient"]),
+        (Reply(402, {"detail": "Insufficient"}), PrimeBillingError, ["402", "billing", "Insufficient"]),
         (
             Reply(422, {"errors": [{"param": "pod_ids", "details": "invalid id"}]}),
             PrimeRequestError,
@@ -177,7 +179,7 @@ def test_persistent_timeouts_give_up_with_the_cause(mocked: Caller, api: FakeApi
             ["HTTP 422", "query.pod_ids: field required"],
         ),
         (Reply(400, b"bad"), PrimeRequestError, ["HTTP 400", "bad"]),
-        (Reply(304, b""), PrimeAPIError, ["Unexpected HTTP 304"]),
+        (Reply(304, b""), PrimeResponseError, ["Unexpected HTTP 304"]),
     ],
 )
 def test_client_errors_are_never_retried(
@@ -226,7 +228,7 @@ def test_bad_bodies_are_api_errors_not_decoder_errors(
     api.script = always(Reply(200, body))
     with pytest.raises(PrimeAPIError) as caught:
         mocked.pods(["p1"])
-    assert type(caught.value) is PrimeAPIError
+    assert type(caught.value) is PrimeResponseError
     assert len(api.seen) == 1
     for fragment in fragments:
         assert fragment in str(caught.value)

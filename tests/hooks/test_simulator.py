@@ -17,6 +17,7 @@ from airflow_provider_prime.exceptions import (
     PrimeAPIError,
     PrimeAuthError,
     PrimeRequestError,
+    PrimeResponseError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
@@ -137,7 +138,7 @@ def test_unusable_payloads_are_api_errors_without_retry(
     sim.inject(fault)
     with pytest.raises(PrimeAPIError) as caught:
         fetch(["pod-00001"])
-    assert type(caught.value) is PrimeAPIError
+    assert type(caught.value) is PrimeResponseError
     assert sim.stats.by_path[STATUS_PATH] == 1
 
 

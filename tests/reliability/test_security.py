@@ -313,7 +313,7 @@ async def test_oversized_bodies_are_refused_without_being_held_in_memory(
         tracemalloc.stop()
     assert not caught.value.retryable
     assert event["status"] == "failed"
-    assert event["error_type"] == "PrimeAPIError"
+    assert event["error_type"] == "PrimeResponseError"
     assert "larger than 10 MiB" in event["message"]
     assert sync_peak < MAX_RESPONSE_BYTES
     assert async_peak < MAX_RESPONSE_BYTES

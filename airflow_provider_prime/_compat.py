@@ -1,0 +1,65 @@
+"""Every difference between the Airflow versions this provider supports (3.1 to the newest), in one place.
+
+The rest of the package imports these names from here and never sniffs versions itself, so the
+day 3.1 support is dropped, this module shrinks and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
+
+try:  # Airflow >= 3.2 moved the task-control exceptions into the Task SDK
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef, attr-defined, unused-ignore]
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+
+
+def outside_supervisor(exc: ImportError) -> bool:
+    """Airflow 3.1 raises this ImportError when no task/triggerer supervisor can answer a lookup."""
+    return exc.name == "airflow.sdk.execution_time.task_runner" or "SUPERVISOR_COMMS" in str(exc)
+
+
+def mask_secret(secret: str) -> None:
+    """Airflow's log masking for ``secret`` (sync)."""
+    from airflow.sdk.log import mask_secret as sdk_mask_secret
+
+    sdk_mask_secret(secret)
+
+
+async def amask_secret(secret: str) -> None:
+    """Airflow's log masking for ``secret`` from an event loop.
+
+    ``amask_secret`` appeared after 3.1; there, ``mask_secret`` masks locally and its supervisor
+    notification fails harmlessly inside an event loop.
+    """
+    import airflow.sdk.log as sdk_log
+
+    amask: Any = getattr(sdk_log, "amask_secret", None)
+    if amask is not None:
+        await amask(secret)
+    else:
+        sdk_log.mask_secret(secret)
+
+
+__all__ = [
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "amask_secret",
+    "mask_secret",
+    "outside_supervisor",
+]
