@@ -271,8 +271,10 @@ class ResourceRange(_Tolerant):
             return f"below the minimum {self.min_count}"
         if self.max_count is not None and value > self.max_count:
             return f"above the maximum {self.max_count}"
-        if self.step and (value - (self.min_count or 0)) % self.step:
-            return f"not a step of {self.step} from {self.min_count or 0}"
+        base = self.min_count or 0
+        if self.step and (value - base) % self.step:
+            grid = f"{base} plus a multiple of {self.step}" if base else f"a multiple of {self.step}"
+            return f"not {grid}"
         return None
 
     def describe(self) -> str:
@@ -357,7 +359,7 @@ def _env_mapping(value: Any) -> Any:
         if not isinstance(key, str) or not key.strip():
             raise PrimeConfigError(f"env_vars: the name {key!r} is not a non-empty string")
         if not isinstance(text, str):
-            raise PrimeConfigError(f"env_vars: the value of {key} is a {type(text).__name__}, not a string")
+            raise PrimeConfigError(f"env_vars: the value of {key} is not a string ({type(text).__name__})")
     return dict(value)
 
 
@@ -454,7 +456,7 @@ class PodRequest(BaseModel):
             problem = allowed.problem(value)
             if problem:
                 raise PrimeConfigError(
-                    f"{field}={value} is {problem} of {where}: allowed {allowed.describe()}"
+                    f"{field}={value} does not fit {where}: {problem} (allowed: {allowed.describe()})"
                 )
             sizes[field] = value
         chosen_image = image or _default_image(offer, custom_template_id)
@@ -465,7 +467,7 @@ class PodRequest(BaseModel):
             and chosen_image not in offer.images
         ):
             raise PrimeConfigError(
-                f"image={chosen_image!r} is not offered by {where}; choose one of: {', '.join(offer.images)}"
+                f"image={chosen_image!r} is not one of the images of {where}: {', '.join(offer.images)}"
             )
         return _validated(
             cls,
