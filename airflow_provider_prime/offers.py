@@ -24,8 +24,8 @@ NEAREST_LIMIT = 5
 #: ``stockStatus`` values (lower case, without spaces, ``_`` or ``-``) that mean "cannot be rented now".
 OUT_OF_STOCK = frozenset({"unavailable", "outofstock", "soldout", "none"})
 
-#: How offers are ordered: billed price, on-demand price, then identity (cloud_id, data center, provider).
-_RankKey = tuple[float, float, str, str, str]
+#: How offers are ordered: billed price, on-demand price, cloud_id, then the whole offer as JSON.
+_RankKey = tuple[float, float, str, str]
 
 
 @dataclass(frozen=True)
@@ -111,15 +111,16 @@ def choose_offer(offers: Iterable[GpuOffer], wish: OfferWish) -> GpuOffer:
 
 
 def _rank(offer: GpuOffer) -> _RankKey:
-    # Billed price, then on-demand, then identity: deterministic whatever the API's order.
+    # Billed price, then on-demand, then cloud_id; the offer's JSON last, so that even offers alike
+    # in all of these (the same cloud_id in two data centers, spot and not) order the same way
+    # whatever order the API listed them in.
     inf = float("inf")
     price, on_demand = offer.prices.price, offer.prices.on_demand
     return (
         inf if price is None else price,
         inf if on_demand is None else on_demand,
         offer.cloud_id,
-        offer.data_center or "",
-        offer.provider or "",
+        offer.model_dump_json(),
     )
 
 
@@ -151,7 +152,8 @@ def _fit_rejections(offer: GpuOffer, wish: OfferWish) -> list[str]:
     """The right thing, but not as wished: count, place, socket, security, stock or price."""
     reasons = []
     if wish.gpu_count is not None and offer.gpu_count != wish.gpu_count:
-        reasons.append(f"{offer.gpu_count} GPUs, not {wish.gpu_count}")
+        plural = "" if offer.gpu_count == 1 else "s"
+        reasons.append(f"{offer.gpu_count} GPU{plural}, not {wish.gpu_count}")
     if wish.regions and not any(
         _same(place, region)
         for region in wish.regions
