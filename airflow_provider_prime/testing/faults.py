@@ -44,12 +44,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from airflow_provider_prime.testing.paths import PODS_PATH
 from airflow_provider_prime.testing.wire import Reply
 
 BodyShape = Literal["errors", "detail", "detail_list", "html", "text", "empty"]
 
-#: The path of pod creation (and listing), the default target of :meth:`Fault.answer_lost`.
-PODS_PATH = "/api/v1/pods/"
 #: Default size of :meth:`Fault.oversized` bodies.
 OVERSIZED_DEFAULT_BYTES = 16 * 1024 * 1024
 #: A reply body that stops in the middle of a JSON document.

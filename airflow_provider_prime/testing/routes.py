@@ -30,19 +30,20 @@ from airflow_provider_prime.testing.control import ControlApi
 from airflow_provider_prime.testing.create import check
 from airflow_provider_prime.testing.faults import Fault, FaultKind
 from airflow_provider_prime.testing.offers import gpu_summary, matching
+from airflow_provider_prime.testing.paths import (
+    GPU_SUMMARY_PATH,
+    GPUS_PATH,
+    HISTORY_PATH,
+    MULTI_NODE_PATH,
+    PODS_PATH,
+    STATUS_PATH,
+    WHOAMI_PATH,
+)
 from airflow_provider_prime.testing.shapes import user_object, validation_error
 from airflow_provider_prime.testing.state import SimulatorState
 from airflow_provider_prime.testing.stats import NO_KEY, NO_RESPONSE
 from airflow_provider_prime.testing.wire import Reply, Request
 
-API_PREFIX = "/api/v1"
-STATUS_PATH = API_PREFIX + "/pods/status"
-WHOAMI_PATH = API_PREFIX + "/user/whoami"
-PODS_PATH = API_PREFIX + "/pods/"
-HISTORY_PATH = API_PREFIX + "/pods/history"
-GPUS_PATH = API_PREFIX + "/availability/gpus"
-MULTI_NODE_PATH = API_PREFIX + "/availability/multi-node"
-GPU_SUMMARY_PATH = API_PREFIX + "/availability/gpu-summary"
 CONTROL_PREFIX = "/_sim"
 #: Longest pod id accepted before a 422.
 MAX_POD_ID_LENGTH = 256
