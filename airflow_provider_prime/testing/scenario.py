@@ -135,9 +135,6 @@ class PodScript(BaseModel):
         """Whether the API lists the pod at pod time ``t`` (deleting counts; terminated does not)."""
         return self.visible_from <= t < self.billed_until()
 
-    def visible_to(self, api_key: str) -> bool:
-        return self.api_keys is None or api_key in self.api_keys
-
     def position(self, t: float) -> tuple[int, int | None]:
         """(index of the phase in force at pod time ``t``, installation progress at ``t``)."""
         return timeline_position(self.timeline, [phase.at for phase in self.timeline], t)
