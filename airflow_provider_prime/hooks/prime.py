@@ -1,61 +1,53 @@
 """PrimeHook: the provider's only door to the Prime Intellect API, from a worker or a triggerer.
 
-The hook resolves :class:`PrimeApiSettings` from its Airflow connection (or, when the connection does
-not exist, from ``PRIME_API_KEY`` / ``PRIME_API_BASE_URL`` like the official CLI), masks the key in
-Airflow's logs, and delegates HTTP to :class:`PrimeClient` / :class:`AsyncPrimeClient`, which share
-one request/response path (see :mod:`._transport`).
+The hook resolves its settings from its Airflow connection (or, when the connection does not
+exist, from ``PRIME_API_KEY`` / ``PRIME_API_BASE_URL`` like the official CLI), masks the key in
+Airflow's logs, and delegates HTTP to the sync and async clients of :mod:`._clients`, which share
+one request/response path (:mod:`._exchange`).
 
 Connection (type ``prime``): host = API base URL (default ``https://api.primeintellect.ai``; a
 trailing ``/api/v1`` is tolerated; a host without scheme means https), password = API key,
-extra = transport options documented in :mod:`._settings` (timeouts, retries, ``verify``).
+extra = the options of :mod:`._options` (timeouts, retries, ``verify``).
+
+Public: :class:`PrimeHook`. ``PrimeApiSettings`` and ``AsyncPrimeClient`` are importable from here
+for the provider's own trigger (its shared poller keeps one client per connection); they are not
+part of the documented API.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Iterable
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_prime._compat import (
-    AirflowNotFoundException,
-    amask_secret,
-    mask_secret,
-    outside_supervisor,
-)
+from airflow_provider_prime._compat import aget_connection, amask_secret, get_connection, mask_secret
 from airflow_provider_prime.exceptions import PrimeError
-from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, UI_FIELD_BEHAVIOUR
-from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
+from airflow_provider_prime.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient as AsyncPrimeClient
+from airflow_provider_prime.hooks._clients import PrimeClient
+from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
+from airflow_provider_prime.hooks._options import OPTIONS
 from airflow_provider_prime.hooks._settings import (
-    DEFAULT_BASE_URL,
     ENV_API_KEY,
     ENV_BASE_URLS,
     ConnectionLike,
-    PrimeApiSettings,
     missing_key_error,
     settings_from_connection,
     settings_from_environment,
 )
-from airflow_provider_prime.hooks._transport import CHUNK_SIZE, normalise_pod_ids
+from airflow_provider_prime.hooks._settings import PrimeApiSettings as PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
+from airflow_provider_prime.pod_ids import validate_pod_ids
 
-__all__ = [
-    "CHUNK_SIZE",
-    "DEFAULT_BASE_URL",
-    "AsyncPrimeClient",
-    "PrimeApiSettings",
-    "PrimeClient",
-    "PrimeHook",
-]
+__all__ = ["PrimeHook"]
 
 #: Retries the connection test allows itself: a UI "Test" click should answer within seconds.
 _TEST_CONNECTION_RETRIES = 1
 
 
 class PrimeHook(BaseHook):
-    """Read pod statuses from the Prime Intellect API.
+    """Talk to the Prime Intellect API: pod statuses (and, see docs/hook.md, the whole pods API).
 
     :param prime_conn_id: the Airflow connection (type ``prime``) holding the API key and base URL.
         The connection is looked up on first use, never in ``__init__``.
@@ -74,8 +66,7 @@ class PrimeHook(BaseHook):
     def get_settings(self) -> PrimeApiSettings:
         """Resolve (once) the settings: the connection, else the CLI's environment variables."""
         if self._settings is None:
-            conn = self._lookup_connection()
-            settings = self._settings_from(conn)
+            settings = self._settings_from(get_connection(self, self.prime_conn_id))
             mask_secret(settings.api_key)
             self._settings = settings
         return self._settings
@@ -83,41 +74,42 @@ class PrimeHook(BaseHook):
     async def aget_settings(self) -> PrimeApiSettings:
         """Async :meth:`get_settings`: Airflow's async connection API, nothing blocking the event loop."""
         if self._settings is None:
-            try:
-                conn: ConnectionLike | None = await self.aget_connection(self.prime_conn_id)
-            except AirflowNotFoundException:
-                conn = None
-            except ImportError as exc:
-                if not outside_supervisor(exc):
-                    raise
-                # Airflow 3.1 outside a task or triggerer has no async lookup: use the sync one, off-loop.
-                conn = await asyncio.to_thread(self._lookup_connection)
-            settings = self._settings_from(conn)
+            settings = self._settings_from(await aget_connection(self, self.prime_conn_id))
             await amask_secret(settings.api_key)
             self._settings = settings
         return self._settings
 
-    def get_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
-        """Statuses of the given pods (ids de-duplicated, 100 per request); unknown ids are absent."""
-        ids = normalise_pod_ids(pod_ids)
-        with PrimeClient(self.get_settings()) as client:
-            return client.get_pods_status(ids)
+    def get_pods_status(self, pod_ids: object, deadline: float | None = None) -> list[PodStatus]:
+        """Statuses of the given pods (one id or a list; de-duplicated, 100 per request).
 
-    async def aget_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
+        Pods the API does not report (unknown, deleted, not visible to the key) are absent.
+        ``deadline`` (epoch seconds): no retry sleeps past it and each attempt's timeouts are cut
+        to the time left, so a wait calling this never outlives its own deadline by more than one
+        request. Raises ``PrimeConfigError`` (bad ids, before any request) and the API errors of
+        docs/hook.md.
+        """
+        ids = validate_pod_ids(pod_ids)
+        with PrimeClient(self.get_settings()) as client:
+            return client.get_pods_status(ids, deadline)
+
+    async def aget_pods_status(self, pod_ids: object, deadline: float | None = None) -> list[PodStatus]:
         """Async :meth:`get_pods_status` on httpx; chunks are fetched concurrently."""
-        ids = normalise_pod_ids(pod_ids)
+        ids = validate_pod_ids(pod_ids)
         async with AsyncPrimeClient(await self.aget_settings()) as client:
-            return await client.get_pods_status(ids)
+            return await client.get_pods_status(ids, deadline)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key with ``GET /api/v1/user/whoami`` (used by the UI's and CLI's connection test)."""
+        """Check the key with ``GET /api/v1/user/whoami`` (the UI's and CLI's connection test).
+
+        The message names who the key belongs to and the scopes it grants, when whoami says.
+        """
         try:
             settings = self.get_settings()
             quick = dataclasses.replace(
                 settings, max_retries=min(settings.max_retries, _TEST_CONNECTION_RETRIES)
             )
             with PrimeClient(quick) as client:
-                identity = client.whoami()
+                identity = client.call(Exchange(quick, whoami_request(quick), parse_identity))
         except PrimeError as exc:
             return False, str(exc)
         who = f" as {identity}" if identity else ""
@@ -140,28 +132,18 @@ class PrimeHook(BaseHook):
         from wtforms.validators import Optional  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
         widgets: dict[str, Any] = {}
-        for name, spec in CONNECTION_FIELDS.items():
-            schema = spec["schema"]
+        for option in OPTIONS:
+            if not option.in_form:
+                continue
             # Airflow 3.1 forms have no float field: seconds go in a text field, parsed as a number.
-            field_class = IntegerField if "integer" in schema["type"] else StringField
-            default = schema.get("default")
-            widgets[name] = field_class(
-                spec["label"],
+            whole = option.kind == "count"
+            widgets[option.name] = (IntegerField if whole else StringField)(
+                option.label,
                 validators=[Optional()],
-                description=spec.get("description", ""),
-                default=default if field_class is IntegerField else str(default),
+                description=option.description,
+                default=option.default if whole else f"{option.default:g}",
             )
         return widgets
-
-    def _lookup_connection(self) -> ConnectionLike | None:
-        try:
-            return self.get_connection(self.prime_conn_id)
-        except AirflowNotFoundException:
-            return None
-        except ImportError as exc:
-            if outside_supervisor(exc):
-                return None  # Airflow 3.1 outside a task reports a missing connection this way
-            raise
 
     def _settings_from(self, conn: ConnectionLike | None) -> PrimeApiSettings:
         if conn is not None:
