@@ -20,7 +20,6 @@ import logging
 import math
 import random
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -65,6 +64,7 @@ _NOT_HANDLED = frozenset({429})
 #: Also retried for requests that are safe to repeat (GET, DELETE).
 _TRANSIENT = frozenset({408, 429})
 #: Words of an error saying the chosen offer is gone (the simulator: "Offer <id> is out of stock").
+_PLAIN_HTTP_MARKERS = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long")
 _SOLD_OUT = re.compile(r"out of stock|sold out|no longer available", re.IGNORECASE)
 
 T = TypeVar("T")
@@ -475,15 +475,15 @@ def transport_failure(exc: BaseException, url: str, *, timeout: bool, sent: bool
             hint="Check the API base URL; behind a proxy with its own certificate authority, set the "
             "connection extra 'verify' to the path of its CA bundle.",
         )
-    plain = _plain_http_hint(root, url)
-    if plain is not None:
-        handshake_timeout = isinstance(root, (TimeoutError, socket.timeout))
+    trouble = _tls_trouble(root, url, timeout=timeout)
+    if trouble is not None:
+        timed_out, hint = trouble
         return TransportFailure(
-            f"The TLS handshake {'timed out' if handshake_timeout else 'failed'} "
-            f"({type(root).__name__}: {_short(str(root))})",
-            PrimeConnectionError if handshake_timeout else PrimeResponseError,
+            f"The TLS handshake {'timed out' if timed_out else 'failed'} ({type(root).__name__}: "
+            f"{_short(str(root))})",
+            PrimeConnectionError if timed_out else PrimeResponseError,
             sent=False,
-            hint=plain,
+            hint=hint,
         )
     what = "Timed out" if timeout else "Connection failed"
     detail = f"{type(root).__name__}: {_short(str(root))}" if str(root) else type(root).__name__
@@ -492,15 +492,20 @@ def transport_failure(exc: BaseException, url: str, *, timeout: bool, sent: bool
     return TransportFailure(f"{what}: {detail}", sent=sent)
 
 
-def _plain_http_hint(root: BaseException, url: str) -> str | None:
-    """For an https URL whose TLS handshake failed as against a plain-HTTP server, what to do."""
+def _tls_trouble(root: BaseException, url: str, *, timeout: bool) -> tuple[bool, str] | None:
+    """(timed out, what to do) for an https handshake that failed as against a plain-HTTP server.
+
+    Such a server answers the TLS greeting with HTTP text (OpenSSL: WRONG_VERSION_NUMBER, or
+    "record layer failure" from 3.2), or waits for a request line and the handshake times out.
+    A timeout is transient (a slow server is possible); a wrong version is not.
+    """
     parts = urlsplit(url)
     text = str(root)
-    looks_plain = isinstance(root, ssl.SSLError) and (
-        "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text
+    plain = isinstance(root, ssl.SSLError) and any(marker in text for marker in _PLAIN_HTTP_MARKERS)
+    stalled = (isinstance(root, TimeoutError) and "handshake" in text) or (
+        timeout and isinstance(root, ssl.SSLError)
     )
-    handshake_timeout = isinstance(root, (TimeoutError, socket.timeout)) and "handshake" in text
-    if parts.scheme != "https" or not (looks_plain or handshake_timeout):
+    if parts.scheme != "https" or not (plain or stalled):
         return None
     hint = "The server may speak plain HTTP, not HTTPS."
     if is_loopback(parts.hostname or ""):
@@ -509,7 +514,7 @@ def _plain_http_hint(root: BaseException, url: str) -> str | None:
             f" For a local simulator or tunnel on this machine, set the connection host to {plain_url} "
             "(a host without a scheme means https)."
         )
-    return hint
+    return stalled and not plain, hint
 
 
 def _root_cause(exc: BaseException) -> BaseException:

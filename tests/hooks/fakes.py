@@ -46,6 +46,8 @@ class Seen:
     query: list[tuple[str, str]]
     headers: Mapping[str, str]
     body: Any = None
+    #: (connect, read) timeouts the client gave this attempt (in-memory fakes only)
+    timeouts: tuple[float, float] | None = None
 
     @property
     def pod_ids(self) -> list[str]:
@@ -149,7 +151,14 @@ class ScriptedApi:
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
 
-    def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Reply | Failure:
+    def answer(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        timeouts: tuple[float, float] | None = None,
+    ) -> Reply | Failure:
         parts = urlsplit(url)
         seen = Seen(
             method=method,
@@ -157,6 +166,7 @@ class ScriptedApi:
             query=parse_qsl(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in headers.items()},
             body=json.loads(body) if body else None,
+            timeouts=timeouts,
         )
         with self._lock:
             self.seen.append(seen)
@@ -178,7 +188,10 @@ class InMemoryAdapter(requests.adapters.BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         raw = request.body.encode() if isinstance(request.body, str) else request.body or b""
-        outcome = self.api.answer(request.method or "GET", request.url or "", dict(request.headers), raw)
+        timeouts = kwargs.get("timeout")
+        outcome = self.api.answer(
+            request.method or "GET", request.url or "", dict(request.headers), raw, timeouts
+        )
         if isinstance(outcome, Failure):
             raise _requests_failure(outcome, request)
         response = requests.Response()
@@ -220,7 +233,11 @@ def in_memory_transport(api: ScriptedApi) -> httpx.MockTransport:
     """An httpx transport answering from a :class:`ScriptedApi`, without sockets."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        outcome = api.answer(request.method, str(request.url), dict(request.headers), request.read())
+        timeout = request.extensions.get("timeout", {})
+        timeouts = (timeout["connect"], timeout["read"]) if timeout else None
+        outcome = api.answer(
+            request.method, str(request.url), dict(request.headers), request.read(), timeouts
+        )
         if isinstance(outcome, Failure):
             raise _httpx_failure(outcome, request)
         if outcome.stream:

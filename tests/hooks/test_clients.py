@@ -11,6 +11,7 @@ import email.utils
 import logging
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -97,9 +98,15 @@ def test_429_waits_for_retry_after_http_date_capped(
     assert delays == [0.05, 0.0]  # an hour is capped to retry_after_max; "0" means at once
 
 
-def test_5xx_burst_then_success(mocked: Caller, api: ScriptedApi, delays: list[float]) -> None:
+def test_5xx_burst_then_success(
+    mocked: Caller, api: ScriptedApi, delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
     api.script = sequence(Reply(503, b"unavailable"), Reply(500, b""), Reply(504, HTML_502))
-    assert [s.pod_id for s in mocked.pods(["p1"])] == ["p1"]
+    with caplog.at_level(logging.DEBUG):
+        assert [s.pod_id for s in mocked.pods(["p1"])] == ["p1"]
+    # each retry is a debug line: the waits log trouble themselves, once and then at a bounded rate
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert [r.levelno for r in retries] == [logging.DEBUG] * 3
     assert len(api.seen) == 4
     assert len(delays) == 3
     assert all(0.0 <= d <= 0.004 for d in delays)  # jittered under the tiny test backoff
@@ -120,7 +127,6 @@ def test_retries_are_bounded_and_the_last_error_kept(
     assert "502 Bad Gateway" in message
     assert "<" not in message  # an excerpt, not the page
     assert caught.value.http_status == 502
-    assert caught.value.retryable
     assert isinstance(caught.value.__cause__, PrimeAPIError)
 
 
@@ -188,7 +194,6 @@ def test_client_errors_are_never_retried(
     assert len(api.seen) == 1
     assert type(caught.value) is error
     assert caught.value.http_status == reply.status
-    assert not caught.value.retryable
     for fragment in fragments:
         assert fragment in str(caught.value)
 
@@ -253,7 +258,7 @@ def test_an_oversized_body_is_refused_without_retry(mocked: Caller, api: Scripte
     with pytest.raises(PrimeAPIError, match="larger than 10 MiB") as caught:
         mocked.pods(["p1"])
     assert len(api.seen) == 1
-    assert not caught.value.retryable
+    assert type(caught.value) is PrimeResponseError
 
 
 def test_a_declared_oversized_body_is_refused_before_reading(mocked: Caller, api: ScriptedApi) -> None:
@@ -333,13 +338,13 @@ async def test_async_client_is_built_off_the_event_loop_once(
     # blocking work that must happen in a worker thread, once per AsyncPrimeClient.
     loop_thread = threading.current_thread()
     threads: list[threading.Thread] = []
-    build = AsyncPrimeClient._build_client
+    build = httpx.AsyncClient.__init__
 
-    def spy(self: AsyncPrimeClient) -> httpx.AsyncClient:
+    def spy(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
         threads.append(threading.current_thread())
-        return build(self)
+        build(self, *args, **kwargs)
 
-    monkeypatch.setattr(AsyncPrimeClient, "_build_client", spy)
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", spy)
     transport = ConcurrencyTransport()
     async with AsyncPrimeClient(settings, transport=transport) as client:
         assert threads == []  # nothing built by the constructor
@@ -352,3 +357,27 @@ async def test_async_client_is_built_off_the_event_loop_once(
     await closed.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await closed.get_pods_status(["p1"])
+
+
+def test_no_retry_sleeps_past_the_deadline(mocked: Caller, api: ScriptedApi, delays: list[float]) -> None:
+    api.script = always(Reply(503, b"busy", {"Retry-After": "5"}))
+    with pytest.raises(PrimeTransientError, match="before the wait's deadline after 1 attempts"):
+        mocked.run(lambda client: client.get_pods_status(["p1"], time.time() + 2), retry_after_max=60)
+    assert len(api.seen) == 1
+    assert delays == []  # the 5 s wait would have ended past the deadline: not slept
+
+
+def test_each_attempt_is_cut_to_the_time_left(mocked: Caller, api: ScriptedApi) -> None:
+    deadline = time.time() + 1.0
+    mocked.run(lambda client: client.get_pods_status(["p1"], deadline), connect_timeout=10, read_timeout=30)
+    (seen,) = api.seen
+    assert seen.timeouts is not None
+    assert all(0 < timeout <= 1.0 for timeout in seen.timeouts)
+    mocked.run(lambda client: client.get_pods_status(["p1"]))
+    assert api.seen[1].timeouts == (2.0, 2.0)  # without a deadline: the settings' own
+
+
+def test_a_deadline_already_passed_sends_nothing(mocked: Caller, api: ScriptedApi) -> None:
+    with pytest.raises(PrimeTransientError, match="deadline passed before reading the status of pod p1"):
+        mocked.run(lambda client: client.get_pods_status(["p1"], time.time() - 1))
+    assert api.seen == []

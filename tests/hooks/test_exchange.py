@@ -5,9 +5,11 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import ssl
 
 import pytest
 
+from airflow_provider_prime.exceptions import PrimeConnectionError, PrimeResponseError
 from airflow_provider_prime.hooks._exchange import (
     RetryPolicy,
     _error_details,
@@ -18,6 +20,7 @@ from airflow_provider_prime.hooks._exchange import (
     parse_identity,
     parse_retry_after,
     status_request,
+    transport_failure,
 )
 from airflow_provider_prime.hooks.prime import PrimeApiSettings
 from tests.hooks.fakes import KEY, ids
@@ -131,3 +134,27 @@ def test_excerpt_drops_markup_and_is_short() -> None:
 )
 def test_identity_is_read_from_whoami_when_present(payload: object, expected: str | None) -> None:
     assert parse_identity(payload) == expected
+
+
+def test_a_plain_http_answer_to_tls_is_named_and_http_suggested_only_for_loopback() -> None:
+    wrong_version = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1020)")
+    local = transport_failure(
+        wrong_version, "https://localhost:8080/api/v1/pods/status", timeout=False, sent=True
+    )
+    assert (local.error, local.sent) == (PrimeResponseError, False)
+    assert "set the connection host to http://localhost:8080" in local.hint
+    remote = transport_failure(
+        wrong_version, "https://api.example.com/api/v1/pods/status", timeout=False, sent=True
+    )
+    assert remote.hint == "The server may speak plain HTTP, not HTTPS."
+    stalled = transport_failure(
+        TimeoutError("_ssl.c:1003: The handshake operation timed out"),
+        "https://127.0.0.1:9/x",
+        timeout=True,
+        sent=True,
+    )
+    assert stalled.error is PrimeConnectionError  # a slow server is possible: worth another try
+    refused = transport_failure(
+        ConnectionRefusedError(111, "refused"), "https://127.0.0.1:9/x", timeout=False, sent=False
+    )
+    assert (refused.error, refused.hint, refused.sent) == (PrimeConnectionError, "", False)

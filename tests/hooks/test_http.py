@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from airflow_provider_prime.exceptions import PrimeAPIError, PrimeTransientError
+from airflow_provider_prime.exceptions import PrimeAPIError, PrimeResponseError, PrimeTransientError
 from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
 from airflow_provider_prime.hooks.prime import PrimeApiSettings
 from tests.hooks.conftest import Caller
@@ -121,7 +121,7 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_given(
         caller = Caller(kind, api, settings, base_url=server.base_url)
         with pytest.raises(PrimeAPIError, match="TLS certificate verification failed") as caught:
             caller.pods(["p1"])
-        assert not caught.value.retryable  # no retries: a bad certificate will not fix itself
+        assert type(caught.value) is PrimeResponseError  # not transient: no retry fixes a certificate
         assert api.seen == []
         assert [s.pod_id for s in caller.pods(["p1"], verify=str(cert))] == ["p1"]
         assert [s.pod_id for s in caller.pods(["p1"], verify=False)] == ["p1"]
@@ -134,3 +134,20 @@ def test_a_redirect_to_another_origin_does_not_carry_the_key(over_http: Caller, 
         assert [s.pod_id for s in over_http.pods(["p1"])] == ["p1"]
     (seen,) = elsewhere.seen
     assert "authorization" not in seen.headers
+
+
+@pytest.mark.parametrize("scheme", ["https://", ""], ids=["https", "no-scheme"])
+def test_https_to_a_plain_http_server_says_so_and_suggests_http(
+    kind: str, api: ScriptedApi, settings: PrimeApiSettings, scheme: str
+) -> None:
+    # The stdlib server answers the TLS greeting with an HTTP 400 (OpenSSL: wrong version number),
+    # or, when the greeting holds no line break, waits for one until the handshake times out.
+    with LoopbackServer(api) as server:
+        host_port = server.base_url.removeprefix("http://")
+        caller = Caller(kind, api, settings, base_url=scheme + host_port)
+        with pytest.raises(PrimeAPIError, match=r"The TLS handshake (failed|timed out)") as caught:
+            caller.pods(["p1"], max_retries=0, connect_timeout=0.5, read_timeout=0.5)
+    message = str(caught.value)
+    assert "The server may speak plain HTTP, not HTTPS." in message
+    assert f"set the connection host to http://{host_port}" in message
+    assert api.seen == []  # nothing was understood as a request

@@ -24,7 +24,7 @@ import pytest
 import requests
 import structlog
 
-from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError, PrimeError
+from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError, PrimeError, PrimeResponseError
 from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
 from airflow_provider_prime.hooks._settings import settings_from_connection, settings_from_environment
 from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient, PrimeHook
@@ -310,7 +310,7 @@ async def test_oversized_bodies_are_refused_without_being_held_in_memory(
         _, async_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert not caught.value.retryable
+    assert type(caught.value) is PrimeResponseError
     assert event["status"] == "failed"
     assert event["error_type"] == "PrimeResponseError"
     assert "larger than 10 MiB" in event["message"]
