@@ -126,7 +126,15 @@ def test_excerpt_drops_markup_and_is_short() -> None:
     [
         ({"data": {"name": "Ada", "email": "ada@example.com"}}, "Ada <ada@example.com>"),
         ({"email": "ada@example.com"}, "ada@example.com"),
-        ({"data": {"id": "u1"}}, None),
+        ({"data": {"id": "u1"}}, "u1"),
+        (
+            {"data": {"name": "Ada", "scope": {"instances": {"read": True, "write": True}, "disks": None}}},
+            "Ada (scopes: disks: none; instances: read, write)",
+        ),
+        (
+            {"data": {"scope": {"availability": {"read": True, "write": False}}}},
+            "this key (scopes: availability: read)",
+        ),
         ({"data": None}, None),
         ([1], None),
         ("x", None),
