@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from airflow_provider_prime.hooks import _clients
 from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient
+from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient, PrimeHook
 from airflow_provider_prime.models import PodStatus
 from tests.hooks.fakes import KEY, InMemoryAdapter, LoopbackServer, ScriptedApi, in_memory_transport
 
@@ -107,3 +108,36 @@ def local_api(api: ScriptedApi) -> Iterator[LoopbackServer]:
 def over_http(kind: str, api: ScriptedApi, settings: PrimeApiSettings, local_api: LoopbackServer) -> Caller:
     """The ``kind`` client talking to ``api`` over real HTTP on 127.0.0.1 (real, tiny backoff)."""
     return Caller(kind, api, settings, base_url=local_api.base_url)
+
+
+FAST_EXTRA = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05}
+
+
+@pytest.fixture
+def set_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Define a connection the way users do in containers: AIRFLOW_CONN_<ID> as JSON."""
+
+    def define(conn_id: str = "prime_default", **fields: Any) -> None:
+        payload = {"conn_type": "prime", **fields}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(payload))
+
+    return define
+
+
+class Twin:
+    """Calls a hook method, or its async twin (``a`` + name), by ``kind``: one test checks both."""
+
+    def __init__(self, kind: str, hook: PrimeHook) -> None:
+        self.kind, self.hook = kind, hook
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.kind == "sync":
+            return getattr(self.hook, method)(*args, **kwargs)
+        return asyncio.run(getattr(self.hook, f"a{method}")(*args, **kwargs))
+
+
+@pytest.fixture
+def twin(kind: str, local_api: LoopbackServer, set_conn: Callable[..., None]) -> Twin:
+    """The hook on ``prime_default`` pointed at ``local_api`` (real HTTP), called sync or async."""
+    set_conn(host=local_api.base_url, password=KEY, extra={**FAST_EXTRA, "read_timeout": 0.5})
+    return Twin(kind, PrimeHook())

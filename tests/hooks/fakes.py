@@ -401,3 +401,66 @@ def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, cert_path
+
+
+class PodsBackend:
+    """The pods endpoints held in memory, as a :class:`ScriptedApi` script, for the hook's lifecycle tests.
+
+    ``faults`` maps ``"METHOD path"`` (``"POST /api/v1/pods/"``) to what the next such request
+    gets instead; a fault ``Reply(...)``/``Failure`` given as ``after_create`` makes the pod first
+    (the create happened, the answer was lost). The simulator is the faithful API; this one lets a
+    test stage exactly one odd answer.
+    """
+
+    def __init__(self, pods: Iterable[dict[str, Any]] = ()) -> None:
+        self.pods: dict[str, dict[str, Any]] = {p["id"]: p for p in pods}
+        self.faults: dict[str, list[Reply | Failure]] = {}
+        self.lost_answers: list[Reply | Failure] = []
+        self.created = 0
+
+    def __call__(self, seen: Seen) -> Reply | Failure:
+        key = f"{seen.method} {seen.path}"
+        if self.faults.get(key):
+            return self.faults[key].pop(0)
+        if key == "POST /api/v1/pods/":
+            self.created += 1
+            made = pod_record(f"pod-{self.created:03d}", seen.body["pod"]["name"], "PROVISIONING")
+            self.pods[made["id"]] = made
+            return self.lost_answers.pop(0) if self.lost_answers else Reply(200, made)
+        if key == "GET /api/v1/pods/":
+            query = dict(seen.query)
+            offset, limit = int(query["offset"]), int(query["limit"])
+            listed = list(self.pods.values())
+            return Reply(
+                200,
+                {
+                    "total_count": len(listed),
+                    "offset": offset,
+                    "limit": limit,
+                    "data": listed[offset : offset + limit],
+                },
+            )
+        pod_id = seen.path.removeprefix("/api/v1/pods/")
+        if pod_id not in self.pods:
+            return Reply(404, {"detail": "Pod not found"})
+        if seen.method == "DELETE":
+            self.pods.pop(pod_id)
+            return Reply(200, {"status": "TERMINATED"})
+        return Reply(200, self.pods[pod_id])
+
+
+def pod_record(pod_id: str, name: str, status: str = "ACTIVE") -> dict[str, Any]:
+    """A pod as ``GET /pods/{id}`` answers (the keys LIFECYCLE.md calls required)."""
+    return {
+        "id": pod_id,
+        "name": name,
+        "gpuName": "H100_80GB",
+        "gpuCount": 1,
+        "status": status,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "providerType": "runpod",
+        "resources": {},
+        "ip": None,
+        "socket": "SXM5",
+        "type": "HOSTED",
+    }

@@ -26,17 +26,6 @@ SetConn = Callable[..., None]
 
 
 @pytest.fixture
-def set_conn(monkeypatch: pytest.MonkeyPatch) -> SetConn:
-    """Define a connection the way users do in containers: AIRFLOW_CONN_<ID> as JSON."""
-
-    def define(conn_id: str = "prime_default", **fields: Any) -> None:
-        payload = {"conn_type": "prime", **fields}
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(payload))
-
-    return define
-
-
-@pytest.fixture
 def server(api: ScriptedApi) -> Iterator[LoopbackServer]:
     with LoopbackServer(api) as local:
         yield local
