@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_prime import __version__
-from airflow_provider_prime.hooks._options import CONNECTION_FIELDS
+from airflow_provider_prime.hooks._options import CONNECTION_FIELDS as CONNECTION_FIELDS
 
 #: The "prime" connection form, as data: Airflow >= 3.2 reads it from the provider info without
 #: importing the hook; ``PrimeHook`` derives the hook methods Airflow 3.1 calls from the same data.

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_provider_prime import exceptions
 from airflow_provider_prime._compat import AirflowException, AirflowFailException
-from airflow_provider_prime.exceptions import ERROR_CLASSES, PrimeError, is_transient
+from airflow_provider_prime.exceptions import ERROR_CLASSES, PrimeError, PrimeRequestError, is_transient
 
 TRANSIENT = {"PrimeTransientError", "PrimeConnectionError"}
 
@@ -68,5 +68,5 @@ def test_a_failed_pod_fails_the_task_without_airflow_retries() -> None:
 
 
 def test_api_errors_carry_status_and_details() -> None:
-    error = ERROR_CLASSES["PrimeRequestError"]("refused", http_status=422, details=["pod.name: required"])
+    error = PrimeRequestError("refused", http_status=422, details=["pod.name: required"])
     assert (str(error), error.http_status, error.details) == ("refused", 422, ["pod.name: required"])

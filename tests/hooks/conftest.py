@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_prime.hooks import _clients
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
 from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient, PrimeHook
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodStatus
 from tests.hooks.fakes import KEY, InMemoryAdapter, LoopbackServer, ScriptedApi, in_memory_transport
 

@@ -214,10 +214,8 @@ def _requests_failure(failure: Failure, request: requests.PreparedRequest) -> Ex
         return requests.exceptions.ReadTimeout(f"read timed out {failure.text}", request=request)
     if failure.kind == "connect":
         refused = NewConnectionError(None, f"Connection refused {failure.text}")  # type: ignore[arg-type]
-        return requests.exceptions.ConnectionError(
-            MaxRetryError(None, request.url, refused),
-            request=request,  # type: ignore[arg-type]
-        )
+        pool: Any = None  # MaxRetryError only keeps the pool for its message
+        return requests.exceptions.ConnectionError(MaxRetryError(pool, request.url, refused), request=request)
     return requests.exceptions.ChunkedEncodingError(f"connection dropped {failure.text}", request=request)
 
 

@@ -25,9 +25,14 @@ import requests
 import structlog
 
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError, PrimeError, PrimeResponseError
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
 from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
-from airflow_provider_prime.hooks._settings import settings_from_connection, settings_from_environment
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient, PrimeHook
+from airflow_provider_prime.hooks._settings import (
+    PrimeApiSettings,
+    settings_from_connection,
+    settings_from_environment,
+)
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.sensors.pod_status import PodStatusSensor
 from airflow_provider_prime.testing import (
     STATUS_PATH,
