@@ -148,7 +148,7 @@ def test_connection_test_against_the_simulator(sim: PrimeSimulator, connect: Cal
     assert (
         message
         == f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>"
-        " (scopes: instances: read)."
+        " (scopes: availability: read, write; disks: read, write; instances: read, write; sandboxes: none)."
     )
     connect(sim, key="not-the-key")
     ok, message = PrimeHook().test_connection()
