@@ -31,6 +31,7 @@ from airflow_provider_prime.exceptions import (
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
 from airflow_provider_prime.pod_ids import unique_ids
 from airflow_provider_prime.progress import ApiTrouble, ProgressThrottle
+from airflow_provider_prime.ssh import node_entry
 
 #: Pod statuses that no amount of waiting turns into ACTIVE.
 FAILED_POD_STATES = frozenset(
@@ -125,13 +126,25 @@ class Verdict:
 
 
 def handover_entry(status: PodStatus) -> dict[str, Any]:
-    """What a downstream task needs to connect to one pod."""
+    """What a downstream task needs to connect to one pod.
+
+    ``ssh_connections``, ``ips`` and ``nodes`` have one entry per node in every case, ``None``
+    where the platform gave nothing (``sshConnection: null`` on a one-node pod is ``[None]``, not
+    ``[]``), so ``pod["ips"][0]`` never raises. The node count is the longer of the two lists.
+    Each of ``nodes`` also carries the SSH target parsed into ``user``, ``host`` and ``port``
+    (:func:`airflow_provider_prime.ssh.node_entry`).
+    """
+    ssh, ips = status.ssh_connections, status.ips
+    count = max(len(ssh), len(ips), 1)
+    ssh += [None] * (count - len(ssh))
+    ips += [None] * (count - len(ips))
     return {
         "status": status.status,
         "installation_status": status.installation_status,
         "provider_type": status.provider_type,
-        "ssh_connections": status.ssh_connections,
-        "ips": status.ips,
+        "ssh_connections": ssh,
+        "ips": ips,
+        "nodes": [node_entry(target, ip) for target, ip in zip(ssh, ips, strict=True)],
     }
 
 

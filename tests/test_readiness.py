@@ -196,6 +196,16 @@ class TestReporting:
                 "provider_type": "nebius",
                 "ssh_connections": [SSH, "root@10.0.0.2 -p 22"],
                 "ips": ["10.0.0.1", "10.0.0.2"],
+                "nodes": [
+                    {"ssh_connection": SSH, "ip": "10.0.0.1", "user": "root", "host": "10.0.0.1", "port": 22},
+                    {
+                        "ssh_connection": "root@10.0.0.2 -p 22",
+                        "ip": "10.0.0.2",
+                        "user": "root",
+                        "host": "10.0.0.2",
+                        "port": 22,
+                    },
+                ],
             }
         }
 
@@ -203,6 +213,21 @@ class TestReporting:
         entry = handover_entry(pod(status="STOPPED", ssh=[None], ip=[None]))
         assert entry["ssh_connections"] == [None]
         assert entry["ips"] == [None]
+        assert entry["nodes"] == [
+            {"ssh_connection": None, "ip": None, "user": None, "host": None, "port": None}
+        ]
+
+    def test_null_ssh_and_ip_give_one_entry_for_a_one_node_pod(self):
+        entry = handover_entry(pod(ssh=None, ip=None))
+        assert entry["ssh_connections"] == [None]
+        assert entry["ips"] == [None]
+        assert len(entry["nodes"]) == 1
+
+    def test_lists_of_different_lengths_are_padded_to_the_node_count(self):
+        entry = handover_entry(pod(ssh=[SSH, None], ip="10.0.0.1"))
+        assert entry["ssh_connections"] == [SSH, None]
+        assert entry["ips"] == ["10.0.0.1", None]
+        assert [node["host"] for node in entry["nodes"]] == ["10.0.0.1", None]
 
     def test_handover_leaves_out_pods_without_status(self):
         verdict = assess(["a", "b"], [pod("a")], STRICT, missing_since={"b": 0.0}, now=1.0)

@@ -25,6 +25,7 @@ from airflow_provider_prime.sensors.pod_status import (
     DEFER_TIMEOUT_MARGIN,
     PodStatusSensor,
 )
+from airflow_provider_prime.ssh import node_entry
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.statuses import SSH, pod
 
@@ -131,6 +132,7 @@ class TestPoke:
                 "provider_type": "runpod",
                 "ssh_connections": [SSH, "root@10.0.0.2 -p 22"],
                 "ips": ["10.0.0.1", "10.0.0.2"],
+                "nodes": [node_entry(SSH, "10.0.0.1"), node_entry("root@10.0.0.2 -p 22", "10.0.0.2")],
             }
         }
 
