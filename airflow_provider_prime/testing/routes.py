@@ -188,18 +188,9 @@ class PrimeApi:
         return Reply(200, _ENVELOPE_HEAD + b", ".join(fragments) + _ENVELOPE_TAIL)
 
     def _list(self, request: Request, api_key: str, _pod_id: str | None) -> Reply:
-        offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
-        pods = self._state.pods.listed(api_key)
-        page = {
-            "total_count": len(pods),
-            "offset": offset,
-            "limit": limit,
-            "data": pods[offset : offset + limit],
-        }
-        return json_reply(200, page)
+        return _page(request, self._state.pods.listed(api_key))
 
     def _history(self, request: Request, api_key: str, _pod_id: str | None) -> Reply:
-        offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
         params = request.params()
         sort_by = params.get("sort_by", ["terminatedAt"])[-1]
         order = params.get("sort_order", ["desc"])[-1].lower()
@@ -207,16 +198,8 @@ class PrimeApi:
             raise _Invalid("sort_by", "must be terminatedAt or createdAt")
         if order not in ("asc", "desc"):
             raise _Invalid("sort_order", "must be asc or desc")
-        items = sorted(
-            self._state.pods.history(api_key), key=lambda item: item[sort_by], reverse=order == "desc"
-        )
-        page = {
-            "total_count": len(items),
-            "offset": offset,
-            "limit": limit,
-            "data": items[offset : offset + limit],
-        }
-        return json_reply(200, page)
+        items = self._state.pods.history(api_key)
+        return _page(request, sorted(items, key=lambda item: item[sort_by], reverse=order == "desc"))
 
     def _get(self, _request: Request, api_key: str, pod_id: str | None) -> Reply:
         assert pod_id is not None
@@ -296,6 +279,18 @@ class PrimeApi:
         if any(len(pod_id) > MAX_POD_ID_LENGTH for pod_id in pod_ids):
             problems.append(f"pod ids must be at most {MAX_POD_ID_LENGTH} characters")
         return problems
+
+
+def _page(request: Request, items: list[dict[str, Any]]) -> Reply:
+    """One page of the pod list or history, in their snake_case envelope."""
+    offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
+    page = {
+        "total_count": len(items),
+        "offset": offset,
+        "limit": limit,
+        "data": items[offset : offset + limit],
+    }
+    return json_reply(200, page)
 
 
 def _paging(
