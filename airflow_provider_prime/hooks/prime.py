@@ -9,9 +9,9 @@ Connection (type ``prime``): host = API base URL (default ``https://api.primeint
 trailing ``/api/v1`` is tolerated; a host without scheme means https), password = API key,
 extra = the options of :mod:`._options` (timeouts, retries, ``verify``).
 
-Public: :class:`PrimeHook`. ``PrimeApiSettings`` and ``AsyncPrimeClient`` are importable from here
-for the provider's own trigger (its shared poller keeps one client per connection); they are not
-part of the documented API.
+Public: :class:`PrimeHook` (and ``CHUNK_SIZE``, the ids per status request). ``PrimeApiSettings``
+and ``AsyncPrimeClient`` are importable from here for the provider's own trigger (its shared
+poller keeps one client per connection); they are not part of the documented API.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from airflow_provider_prime.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_prime.hooks import _plans
 from airflow_provider_prime.hooks._clients import AsyncPrimeClient as AsyncPrimeClient
 from airflow_provider_prime.hooks._clients import PrimeClient
+from airflow_provider_prime.hooks._exchange import CHUNK_SIZE as CHUNK_SIZE
 from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
 from airflow_provider_prime.hooks._options import OPTIONS
 from airflow_provider_prime.hooks._settings import (
