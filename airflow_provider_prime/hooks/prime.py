@@ -142,11 +142,11 @@ class PrimeHook(BaseHook):
         "Instances → Read and write"), ``PrimeRequestError`` (422 naming the field, a sold-out
         offer).
         """
-        return self._run(_plans.create_pod, request)
+        return self._run(_plans.create_pod, _pod_request(request))
 
     async def acreate_pod(self, request: PodRequest) -> Pod:
         """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
-        return await self._arun(_plans.create_pod, request)
+        return await self._arun(_plans.create_pod, _pod_request(request))
 
     def delete_pod(self, pod_id: str) -> None:
         """Delete a pod (``DELETE /pods/{id}``); idempotent: a pod already gone or going is success.
@@ -267,6 +267,15 @@ def _one_pod_id(value: object) -> str:
 def _pod_name(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise PrimeConfigError(f"a pod name must be a non-empty string, got {value!r}")
+    return value
+
+
+def _pod_request(value: object) -> PodRequest:
+    if not isinstance(value, PodRequest):
+        raise PrimeConfigError(
+            "create_pod takes a PodRequest (e.g. PodRequest.from_offer(offer, name=...)), "
+            f"not {type(value).__name__}"
+        )
     return value
 
 

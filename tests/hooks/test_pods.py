@@ -222,7 +222,8 @@ def test_gpu_offers_are_read_page_by_page_with_the_filters(twin: Twin, api: Scri
 
 
 @pytest.mark.parametrize(
-    ("method", "value"), [("get_pod", ["a", "b"]), ("delete_pod", ""), ("find_pods_by_name", " ")]
+    ("method", "value"),
+    [("get_pod", ["a", "b"]), ("delete_pod", ""), ("find_pods_by_name", " "), ("create_pod", {"name": "x"})],
 )
 def test_bad_arguments_fail_before_any_request(
     twin: Twin, api: ScriptedApi, method: str, value: object
