@@ -21,8 +21,9 @@ from airflow_provider_prime.exceptions import (
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.testing import STATUS_PATH, Fault, PrimeSimulator, bulk_scenario
+from airflow_provider_prime.models import PodRequest, PodStatus
+from airflow_provider_prime.testing import PODS_PATH, STATUS_PATH, Fault, PrimeSimulator, bulk_scenario
+from tests.hooks.conftest import Twin
 
 Fetch = Callable[[list[str]], list[PodStatus]]
 FAST = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05, "read_timeout": 2}
@@ -145,12 +146,56 @@ def test_unusable_payloads_are_api_errors_without_retry(
 def test_connection_test_against_the_simulator(sim: PrimeSimulator, connect: Callable[..., None]) -> None:
     ok, message = PrimeHook().test_connection()
     assert ok
-    assert (
-        message
-        == f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>"
-        " (scopes: instances: read)."
-    )
+    who = f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>"
+    assert message.startswith(f"{who} (scopes: ")
+    assert "instances: read, write" in message  # whoami's scope object, as the key's grants
     connect(sim, key="not-the-key")
     ok, message = PrimeHook().test_connection()
     assert not ok
     assert "HTTP 401" in message
+
+
+# --- the pods API against the simulator: create, lose the answer, adopt; billing stats ------------
+
+
+@pytest.fixture
+def twin_on_sim(kind: str, sim: PrimeSimulator) -> Twin:
+    return Twin(kind, PrimeHook())
+
+
+def test_a_create_whose_answer_never_came_leaves_exactly_one_pod(
+    twin_on_sim: Twin, sim: PrimeSimulator, connect: Callable[..., None]
+) -> None:
+    connect(sim, **{**FAST, "read_timeout": 0.5})
+    (offer,) = [o for o in twin_on_sim("list_gpu_offers", gpu_type="H100_80GB", gpu_count=1)]
+    sim.inject(Fault.answer_lost(hang=True, times=1))  # the pod is made, the answer never comes
+    pod = twin_on_sim("create_pod", PodRequest.from_offer(offer, name="train-lost"))
+    assert pod.name == "train-lost"
+    billing = sim.billing()
+    assert billing["created"] == {"train-lost": 1}
+    assert billing["billing"].get("train-lost") == 1
+    assert sim.stats.by_method_path[f"POST {PODS_PATH}"] == 1  # never sent twice
+    twin_on_sim("delete_pod", pod.id)
+    twin_on_sim("delete_pod", pod.id)  # idempotent
+    assert sim.billing()["deleted"] == {"train-lost": 1}
+
+
+def test_a_sold_out_offer_says_to_choose_another(twin_on_sim: Twin, sim: PrimeSimulator) -> None:
+    offers = twin_on_sim("list_gpu_offers", gpu_type="B200_180GB")
+    sold_out = next(o for o in offers if o.cloud_id == "sim-b200-8x-sold-out")
+    with pytest.raises(PrimeRequestError, match="The offer sold out") as caught:
+        twin_on_sim("create_pod", PodRequest.from_offer(sold_out, name="train-b200"))
+    assert "choose another offer" in str(caught.value)
+    assert sim.billing()["created"] == {}
+
+
+def test_a_read_only_key_cannot_create(
+    prime_simulator_factory: Callable[..., PrimeSimulator], connect: Callable[..., None], kind: str
+) -> None:
+    sim = prime_simulator_factory(read_only_keys=["pk-read-only"])
+    connect(sim, key="pk-read-only", **FAST)
+    hook = Twin(kind, PrimeHook())
+    offer = hook("list_gpu_offers", gpu_type="H100_80GB", gpu_count=1)[0]
+    with pytest.raises(PrimeAuthError, match="Instances → Read and write"):
+        hook("create_pod", PodRequest.from_offer(offer, name="train-ro"))
+    assert sim.billing()["created"] == {}
