@@ -492,7 +492,7 @@ def _tls_trouble(root: BaseException, url: str, *, timeout: bool) -> tuple[bool,
     )
     if parts.scheme != "https" or not (plain or stalled):
         return None
-    hint = "The server may speak plain HTTP, not HTTPS."
+    hint = "The server may speak plain HTTP, not HTTPS" + (" (or be slow)." if stalled and not plain else ".")
     if is_loopback(parts.hostname or ""):
         plain_url = urlunsplit(("http", parts.netloc, "", "", ""))
         hint += (

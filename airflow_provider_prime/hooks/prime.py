@@ -52,7 +52,9 @@ _TEST_CONNECTION_RETRIES = 1
 
 
 class PrimeHook(BaseHook):
-    """Talk to the Prime Intellect API: pod statuses (and, see docs/hook.md, the whole pods API).
+    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete), GPU offers.
+
+    Every method has an async twin (``a`` + name) for triggers; docs/hook.md lists each one's errors.
 
     :param prime_conn_id: the Airflow connection (type ``prime``) holding the API key and base URL.
         The connection is looked up on first use, never in ``__init__``.
