@@ -35,14 +35,14 @@ class Stage:
     """The server a case runs against, and how to count what reached it."""
 
     def __init__(self, case: FaultCase, request: pytest.FixtureRequest) -> None:
-        connect: Callable[..., str] = request.getfixturevalue("connect")
+        connect: Callable[..., str] = request.getfixturevalue("prime_connect")
         self.case = case
         self.sim: PrimeSimulator | None = None
         if case.server == "blackhole":
-            connect(request.getfixturevalue("blackhole"), "pk-blackhole", extra=case.connection_extra)
+            connect(request.getfixturevalue("blackhole"), api_key="pk-blackhole", extra=case.connection_extra)
             return
-        self.sim = request.getfixturevalue("simulator")(case.pods())
-        connect(self.sim.base_url, case.api_key or self.sim.api_key, extra=case.connection_extra)
+        self.sim = request.getfixturevalue("prime_simulator_factory")(case.pods())
+        connect(self.sim, api_key=case.api_key, extra=case.connection_extra)
         self.sim.inject(*case.faults())
 
     def requests(self, logged: str = "") -> int:
