@@ -147,9 +147,9 @@ class PodStatusSensor(BaseSensorOperator):
             now = time.time()
             if now >= wait.deadline:  # our own timeout, so that it says what each pod still lacked
                 self._fail(AirflowSensorTimeout(wait.timeout_message()))
-            if not self._holding_for_first_answer(wait):
+            if wait.first_answer_by is None or not self._holding_for_first_answer():
                 break
-            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now)))
+            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now, wait.first_answer_by - now)))
         if self.deferrable:
             self._defer(wait)
         return False
@@ -198,7 +198,7 @@ class PodStatusSensor(BaseSensorOperator):
             return wait.trouble(exc, time.time())
         return wait.answer({s.pod_id: s for s in statuses}, time.time())
 
-    def _holding_for_first_answer(self, wait: PodWait) -> bool:
+    def _holding_for_first_answer(self) -> bool:
         """Reschedule mode keeps its first poke (and the worker slot) until the API has answered once.
 
         Each rescheduled poke is a new process and Airflow clears a task's XComs at every one, so
@@ -206,7 +206,7 @@ class PodStatusSensor(BaseSensorOperator):
         makes it a fact: every rescheduled poke follows an answer, and only the first poke can
         fail for never reaching the API (after ``unreachable_timeout``).
         """
-        return self.reschedule and not self.deferrable and wait.first_answer_by is not None
+        return self.reschedule and not self.deferrable
 
     def _defer(self, wait: PodWait) -> NoReturn:
         now = time.time()

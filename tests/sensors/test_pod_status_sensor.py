@@ -100,9 +100,6 @@ class TestArguments:
         assert s.requirements.require_ssh
         assert s.unreachable_timeout == DEFAULT_UNREACHABLE_TIMEOUT == 300
 
-    def test_pod_ids_are_templated(self):
-        assert "pod_ids" in PodStatusSensor.template_fields
-
     @pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
     def test_deferrable_follows_airflow_default(self, monkeypatch, value, expected):
         monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", value)
@@ -112,7 +109,9 @@ class TestArguments:
         s = sensor(poke_interval=timedelta(seconds=5), timeout=timedelta(minutes=10))
         assert (s.poke_interval, s.timeout) == (5, 600)
 
-    @pytest.mark.parametrize("bad", [[], "", "  ", ["a", ""], ["a", 3], None, "[a, b]", "a,b"])
+    @pytest.mark.parametrize(
+        "bad", [[], "", "  ", ["a", ""], ["a", 3], None, "None", "null", "[]", ["a", None], "[a, b]", "a,b"]
+    )
     def test_bad_rendered_ids_fail_before_any_request(self, api, bad):
         fake = api(READY)
         with pytest.raises(PrimeConfigError, match="pod_ids"):
