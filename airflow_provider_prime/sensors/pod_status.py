@@ -50,6 +50,9 @@ DEFAULT_UNREACHABLE_TIMEOUT = 5 * 60.0
 #: timeout event (which says what each pod lacked) arrives first; Airflow's is the backstop for a
 #: triggerer that is down.
 DEFER_TIMEOUT_MARGIN = 60.0
+#: Seconds a check made at the deadline may take (one request), so that the timeout it raises is
+#: based on a fresh answer rather than on the previous poke's.
+LAST_CHECK_TIME = 15.0
 #: The errors Airflow's sensor loop turns into a skip under ``soft_fail`` (after deferral: any error).
 _SOFT_FAIL_SKIPS = (AirflowSensorTimeout, AirflowFailException)
 
@@ -147,9 +150,9 @@ class PodStatusSensor(BaseSensorOperator):
             now = time.time()
             if now >= wait.deadline:  # our own timeout, so that it says what each pod still lacked
                 self._fail(AirflowSensorTimeout(wait.timeout_message()))
-            if not self._holding_for_first_answer(wait):
+            if wait.first_answer_by is None or not self._holding_for_first_answer():
                 break
-            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now)))
+            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now, wait.first_answer_by - now)))
         if self.deferrable:
             self._defer(wait)
         return False
@@ -193,12 +196,16 @@ class PodStatusSensor(BaseSensorOperator):
 
     def _check(self, wait: PodWait) -> Step:
         try:
-            statuses = self.hook.get_pods_status(wait.pod_ids)
+            # Retries end at the deadline, and a check made at (or just before) the deadline gets
+            # one request's time: the wait never outlives its timeout by more, and its timeout
+            # reports a fresh answer (in reschedule mode the only one that process has).
+            deadline = max(wait.deadline, time.time() + LAST_CHECK_TIME)
+            statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
         except PrimeError as exc:
             return wait.trouble(exc, time.time())
         return wait.answer({s.pod_id: s for s in statuses}, time.time())
 
-    def _holding_for_first_answer(self, wait: PodWait) -> bool:
+    def _holding_for_first_answer(self) -> bool:
         """Reschedule mode keeps its first poke (and the worker slot) until the API has answered once.
 
         Each rescheduled poke is a new process and Airflow clears a task's XComs at every one, so
@@ -206,7 +213,7 @@ class PodStatusSensor(BaseSensorOperator):
         makes it a fact: every rescheduled poke follows an answer, and only the first poke can
         fail for never reaching the API (after ``unreachable_timeout``).
         """
-        return self.reschedule and not self.deferrable and wait.first_answer_by is not None
+        return self.reschedule and not self.deferrable
 
     def _defer(self, wait: PodWait) -> NoReturn:
         now = time.time()
@@ -240,7 +247,7 @@ class PodStatusSensor(BaseSensorOperator):
     def _get_next_poke_interval(
         self, started_at: datetime | float, run_duration: Callable[[], float], poke_count: int
     ) -> float:
-        """Airflow's next poke interval, cut at the deadline: the last check comes at the deadline."""
+        """Airflow's next poke interval, cut at the deadline: the wait ends at its deadline, not after."""
         interval: float = super()._get_next_poke_interval(started_at, run_duration, poke_count)
         if self._wait is None:
             return interval

@@ -67,7 +67,7 @@ def api(monkeypatch: pytest.MonkeyPatch):
     def install(*answers: Any) -> Api:
         fake = Api(*answers)
         monkeypatch.setenv("PRIME_API_KEY", "pk-sensor-test")  # settings resolve; no request is made
-        monkeypatch.setattr(pod_status.PrimeHook, "get_pods_status", lambda self, ids: fake(ids))
+        monkeypatch.setattr(pod_status.PrimeHook, "get_pods_status", lambda self, ids, deadline: fake(ids))
         return fake
 
     return install
@@ -100,9 +100,6 @@ class TestArguments:
         assert s.requirements.require_ssh
         assert s.unreachable_timeout == DEFAULT_UNREACHABLE_TIMEOUT == 300
 
-    def test_pod_ids_are_templated(self):
-        assert "pod_ids" in PodStatusSensor.template_fields
-
     @pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
     def test_deferrable_follows_airflow_default(self, monkeypatch, value, expected):
         monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", value)
@@ -112,7 +109,9 @@ class TestArguments:
         s = sensor(poke_interval=timedelta(seconds=5), timeout=timedelta(minutes=10))
         assert (s.poke_interval, s.timeout) == (5, 600)
 
-    @pytest.mark.parametrize("bad", [[], "", "  ", ["a", ""], ["a", 3], None, "[a, b]", "a,b"])
+    @pytest.mark.parametrize(
+        "bad", [[], "", "  ", ["a", ""], ["a", 3], None, "None", "null", "[]", ["a", None], "[a, b]", "a,b"]
+    )
     def test_bad_rendered_ids_fail_before_any_request(self, api, bad):
         fake = api(READY)
         with pytest.raises(PrimeConfigError, match="pod_ids"):
@@ -272,13 +271,27 @@ class TestPokeModeExecute:
             sensor(timeout=0.05, poke_interval=0.01).execute(context())
         assert "a: pod is PENDING; the last API call failed: HTTP 503" in str(caught.value)
 
-    def test_the_last_check_comes_at_the_deadline_not_a_whole_interval_after(self, api):
+    def test_the_wait_ends_at_the_deadline_not_a_whole_interval_after(self, api):
         fake = api(PENDING)
         started = time.monotonic()
-        with pytest.raises(AirflowSensorTimeout):
+        with pytest.raises(AirflowSensorTimeout, match="a: pod is PENDING"):
             sensor(timeout=0.3, poke_interval=30).execute(context())
         assert time.monotonic() - started < 30  # not one more poke interval of sleep
-        assert len(fake.calls) == 2  # the first check, and one at the deadline
+        assert len(fake.calls) == 2  # the first check, and a last one at the deadline
+
+    def test_the_hook_is_given_the_deadline(self, api, monkeypatch):
+        api(READY)  # defines the key; the call itself is replaced below
+        seen: list[float | None] = []
+        monkeypatch.setattr(
+            pod_status.PrimeHook,
+            "get_pods_status",
+            lambda self, ids, deadline: seen.append(deadline) or READY,
+        )
+        before = time.time()
+        sensor(timeout=600).execute(context())
+        (deadline,) = seen
+        assert deadline is not None
+        assert before + 600 <= deadline <= time.time() + 600  # the wait's, not a later one
 
     def test_timeout_with_soft_fail_skips_and_logs_why(self, api, logs):
         api(PENDING)
