@@ -26,20 +26,12 @@ FAST_TRANSPORT = {
     "backoff_max": 0.02,
     "retry_after_max": 0.05,
 }
-ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
 
 
 def connection_env(base_url: str, api_key: str, conn_id: str = "prime_default") -> dict[str, str]:
     """``AIRFLOW_CONN_<ID>`` for a Prime connection to ``base_url`` with :data:`FAST_TRANSPORT`."""
     connection = {"conn_type": "prime", "host": base_url, "password": api_key, "extra": FAST_TRANSPORT}
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own PRIME_API_KEY or connection must not leak into these tests."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -30,9 +30,7 @@ def _dag_bag() -> Any:
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No Prime connection or key in the environment, and no outgoing connection possible."""
-    for name in ("AIRFLOW_CONN_PRIME_DEFAULT", "PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+    """No outgoing connection possible (the suite's conftest already removed any Prime settings)."""
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network access while parsing a DAG file")

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from tests.simulated import clean_env, connect, logs, simulator
+from tests.simulated import connect, logs, simulator
 
-__all__ = ["clean_env", "connect", "logs", "simulator"]
+__all__ = ["connect", "logs", "simulator"]
