@@ -143,6 +143,15 @@ def _verdict(owner: Owner | None, run_state: RunState) -> str:
     return f"{where} is {owner.state}"
 
 
+def flag(value: object) -> bool:
+    """A boolean argument that a template may have rendered as text."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", ""):
+            raise PrimeConfigError(f"dry_run must be true or false, not {value!r}")
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def _sdk_task_states(dag_id: str) -> Mapping[str, Mapping[str, Any]]:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
@@ -160,14 +169,14 @@ class PrimeReapPodsOperator(BaseOperator):
 
     :param dag_ids: the DAGs whose pods to judge (templated); their task states are read through
         the Task SDK, so the reaper needs no credentials for Airflow's API.
-    :param dry_run: report what would be deleted, delete nothing.
-    :param min_age: pods younger than this are spared (default 5 minutes).
+    :param dry_run: report what would be deleted, delete nothing (templated; "true"/"false" too).
+    :param min_age: pods younger than this are spared (default 5 minutes; templated, seconds).
 
     Returns ``{"deleted": {pod_id: why}, "spared": {...}, "ignored": {...}}``; with ``dry_run``,
     ``deleted`` lists what a real run would delete. Fails, after trying all, if a deletion failed.
     """
 
-    template_fields: Sequence[str] = ("dag_ids",)
+    template_fields: Sequence[str] = ("dag_ids", "dry_run", "min_age")
     ui_color = "#e8d9f5"
 
     def __init__(
@@ -175,15 +184,15 @@ class PrimeReapPodsOperator(BaseOperator):
         *,
         dag_ids: str | Sequence[str],
         prime_conn_id: str = PrimeHook.default_conn_name,
-        dry_run: bool = False,
-        min_age: timedelta | float = DEFAULT_MIN_AGE,
+        dry_run: bool | str = False,
+        min_age: timedelta | float | str = DEFAULT_MIN_AGE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.dag_ids = dag_ids
         self.prime_conn_id = prime_conn_id
         self.dry_run = dry_run
-        self.min_age = seconds(min_age)
+        self.min_age = min_age
 
     @cached_property
     def hook(self) -> PrimeHook:
@@ -193,13 +202,15 @@ class PrimeReapPodsOperator(BaseOperator):
         dag_ids = [self.dag_ids] if isinstance(self.dag_ids, str) else list(self.dag_ids)
         if not dag_ids or not all(isinstance(d, str) and d for d in dag_ids):
             raise PrimeConfigError(f"dag_ids must name at least one DAG, not {self.dag_ids!r}")
+        dry_run = flag(self.dry_run)
+        min_age = seconds(self.min_age if isinstance(self.min_age, timedelta) else float(self.min_age))
         reaping, doomed = decide(
             self.hook.list_pods(),
             dag_ids,
             _sdk_task_states,
             _sdk_run_state,
             now=datetime.now(timezone.utc),
-            min_age=self.min_age,
+            min_age=min_age,
         )
         for pod_id, why in reaping.spared.items():
             self.log.info("Sparing pod %s: %s", pod_id, why)
@@ -208,7 +219,7 @@ class PrimeReapPodsOperator(BaseOperator):
         failures = []
         for pod in doomed:
             why = reaping.deleted[pod.id]
-            if self.dry_run:
+            if dry_run:
                 self.log.warning("Dry run: would delete orphan pod %s (%s/h): %s", pod.id, pod.price_hr, why)
                 continue
             self.log.warning("Deleting orphan pod %s (%s/h): %s", pod.id, pod.price_hr, why)
