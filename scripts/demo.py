@@ -301,9 +301,11 @@ def give_back(console: Console, stack: AirflowStack, run: list[RunWatcher], real
 
 def report_billing(console: Console, sim: SimulatorClient) -> None:
     """The simulator's own account of the run: what is still billing, and the pod-hours used."""
-    billing = sim.billing()
-    console.say(f"pods still billing: {billing['still_billing']}")
-    console.say(f"pod-hours used: {billing['billed_pod_seconds'] / 3600:.4f}")
+    created = [pod for pod in sim.billing()["pods"].values() if pod["origin"] == "api"]
+    console.say(f"pods created: {len(created)}")
+    console.say(f"pods still billing: {sum(pod['billing'] for pod in created)}")
+    hours = sum(pod["seconds"] for pod in created) / 3600
+    console.say(f"pod-hours used: {hours:.4f} (cost {sum(pod['cost'] for pod in created):.4f})")
 
 
 def rel(path: Path) -> str:

@@ -30,18 +30,19 @@ INSTALLATION_FAILURE = "pip could not build flash-attn: CUDA toolkit not found (
 # -- the simulator's side -----------------------------------------------------------------------
 
 
-def pods_named(simulator: PrimeSimulatorProcess, name: str) -> list[dict[str, Any]]:
-    return [pod for pod in simulator.pods() if pod.get("name") == name]
-
-
 def billing(simulator: PrimeSimulatorProcess, pod_ids: list[str]) -> list[str]:
-    """Which of ``pod_ids`` the simulator still bills."""
-    still = set(simulator.billing()["still_billing_ids"])
-    return [pod_id for pod_id in pod_ids if pod_id in still]
+    """Which of ``pod_ids`` the simulator still bills (its own account, not the API's answers)."""
+    pods = simulator.billing()["pods"]
+    return [pod_id for pod_id in pod_ids if pods[pod_id]["billing"]]
+
+
+def name_of(simulator: PrimeSimulatorProcess, pod_id: str) -> str:
+    return str(simulator.billing()["pods"][pod_id]["name"])
 
 
 def creates_of(simulator: PrimeSimulatorProcess, name: str) -> int:
-    return int(simulator.billing()["created_by_name"].get(name, 0))
+    """How many ``POST /pods/`` made a pod of that name."""
+    return int(simulator.billing()["created"].get(name, 0))
 
 
 def make_ready(simulator: PrimeSimulatorProcess, pod_id: str) -> None:
@@ -101,7 +102,7 @@ def test_happy_path_creates_once_waits_deferred_trains_and_terminates(
     watcher = airflow_stack.trigger(LIFECYCLE)
     wait_deferred(airflow_stack, watcher)
     pod_id = pod_id_of(airflow_stack, watcher)
-    name = e2e_simulator.pod(pod_id)["name"]
+    name = name_of(e2e_simulator, pod_id)
     assert billing(e2e_simulator, [pod_id]) == [pod_id]  # billing while it boots
 
     make_ready(e2e_simulator, pod_id)
@@ -165,7 +166,7 @@ def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
     watcher = airflow_stack.trigger("e2e_prime_worker_wait")
     wait_state(watcher, CREATE, "running")
     pod_id = pod_id_of(airflow_stack, watcher)
-    name = e2e_simulator.pod(pod_id)["name"]
+    name = name_of(e2e_simulator, pod_id)
     kill_task_process(watcher, CREATE)
     watcher.wait(
         lambda w: w.ti(CREATE)["try_number"] == 2 and w.states(CREATE)[-1] == "running",
