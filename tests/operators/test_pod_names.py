@@ -38,5 +38,12 @@ def test_a_task_id_without_letters_still_gives_a_name() -> None:
 
 
 def test_names_a_user_chose_are_not_taken_for_derived_ones() -> None:
-    for name in (None, "", "my-training-pod", "airflow-train", f"{MARKER}x-nothex0123456789ab", "AIRFLOW-X-0123456789abcdef"):
+    for name in (
+        None,
+        "",
+        "my-training-pod",
+        "airflow-train",
+        f"{MARKER}x-nothex0123456789ab",
+        "AIRFLOW-X-0123456789abcdef",
+    ):
         assert dag_hash_of(name) is None

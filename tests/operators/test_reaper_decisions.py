@@ -31,7 +31,9 @@ def name_of(run_id: str, task_id: str = "create", map_index: int = -1, dag_id: s
 class Airflow:
     """Task states as the Task SDK reports them, and the run states; counts what it was asked."""
 
-    def __init__(self, states: Mapping[str, Mapping[str, Any]], runs: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, states: Mapping[str, Mapping[str, Any]], runs: Mapping[str, str] | None = None
+    ) -> None:
         self.states, self.runs = states, dict(runs or {})
         self.asked_runs: list[str] = []
 
@@ -63,7 +65,9 @@ def test_the_pod_of_a_dead_task_instance_is_deleted(state: str) -> None:
 
 
 def test_a_succeeded_create_keeps_its_pod_while_the_run_goes_on() -> None:
-    airflow = Airflow({"r1": {"create": "success"}, "r2": {"create": "success"}}, {"r1": "running", "r2": "failed"})
+    airflow = Airflow(
+        {"r1": {"create": "success"}, "r2": {"create": "success"}}, {"r1": "running", "r2": "failed"}
+    )
     report, doomed = judge([pod("p1", name_of("r1")), pod("p2", name_of("r2"))], airflow)
     assert doomed == ["p2"]
     assert "running" in report["spared"]["p1"]
