@@ -61,7 +61,8 @@ def test_creates_the_cheapest_match_pushes_its_id_and_hands_over_when_ready(life
     assert ti.xcom["pod_id"] == pod_id
     assert handover[pod_id]["price_hr"] == pytest.approx(2.49)  # the 1x H100 offer, not the 8x one
     assert handover[pod_id]["status"] == "ACTIVE"
-    assert handover[pod_id]["ssh_connections"] and all(handover[pod_id]["ssh_connections"])
+    assert handover[pod_id]["ssh_connections"]
+    assert all(handover[pod_id]["ssh_connections"])
     assert account(sim)["created"] == {NAME: 1}
     assert account(sim)["pods"][pod_id]["billing"]  # success: the pod is the training's now
     events = [e["event"] for e in logs]
@@ -190,7 +191,8 @@ def test_defers_with_plain_kwargs_a_deadline_before_airflows_timeout_and_the_pod
     assert isinstance(trigger, OwnedPodTrigger)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_prime.triggers.pod_lifecycle.OwnedPodTrigger"
-    assert kwargs["pod_ids"] == [ti.xcom["pod_id"]] and kwargs["terminate_on_kill"] is True
+    assert kwargs["pod_ids"] == [ti.xcom["pod_id"]]
+    assert kwargs["terminate_on_kill"] is True
     assert sim.api_key not in json.dumps(kwargs)
     assert deferred.timeout.total_seconds() > 600 + DEFERRAL_GRACE - 5
     assert deferred.kwargs == {"pod_id": ti.xcom["pod_id"], "price_hr": pytest.approx(2.49), "owned": True}
