@@ -1,13 +1,15 @@
 """Real Airflow components on loopback, in a throw-away home: what `make demo` and tests/e2e run.
 
-One :class:`AirflowStack` owns an ``AIRFLOW_HOME`` (an ``airflow.cfg`` written here, SQLite, free
-ports on 127.0.0.1) and the component processes started in it. Every component runs in its own
-process group, so stopping one also stops the task and trigger-runner subprocesses it forked; no
-process outlives :meth:`AirflowStack.stop` (also run by ``with`` on errors and Ctrl-C).
+One :class:`AirflowStack` owns an ``AIRFLOW_HOME`` (an ``airflow.cfg`` written here, SQLite unless
+given another database URL, free ports on 127.0.0.1) and the component processes started in it.
+Every component runs in its own process group, so stopping one also stops the task and
+trigger-runner subprocesses it forked; no process outlives :meth:`AirflowStack.stop` (also run by
+``with`` on errors and Ctrl-C).
 
 Components are started individually rather than through ``airflow standalone`` so that one of
-them (the triggerer) can be killed and restarted while the others keep running. Airflow's own
-output goes to ``<home>/logs/<component>.log``.
+them (the triggerer) can be killed and restarted while the others keep running, and so that
+several triggerers (``triggerer-1``, ``triggerer-2``...: high availability, as in production) can
+run side by side, each with its own log. Airflow's own output goes to ``<home>/logs/<component>.log``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
 HEALTH_KEYS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
 #: Extra command-line flags: the log servers are not needed (all logs are local files).
 FLAGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
+#: The job type the api-server's /jobs lists a triggerer's job under.
+TRIGGERER_JOB = "TriggererJob"
 
 #: prctl(2) option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
@@ -58,7 +62,19 @@ def task_policy(task):
 '''
 
 
-def _die_with_parent() -> None:
+def command_of(name: str) -> str:
+    """The Airflow command a component runs: ``triggerer-2`` is one more ``airflow triggerer``."""
+    return "triggerer" if name.startswith("triggerer-") else name
+
+
+def triggerer_names(count: int) -> tuple[str, ...]:
+    """``("triggerer",)`` for one (the name tests/e2e and the demo use), else numbered from 1."""
+    if count < 1:
+        raise ValueError(f"a stack needs at least one triggerer, not {count}")
+    return ("triggerer",) if count == 1 else tuple(f"triggerer-{i}" for i in range(1, count + 1))
+
+
+def die_with_parent() -> None:
     """In a new component, before exec: have Linux SIGTERM it if the process that started it dies.
 
     The last line of defence when the demo or pytest is SIGKILLed and cannot stop its components
@@ -96,6 +112,8 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: The Airflow job this process runs, once known (triggerers: see :meth:`AirflowStack.start`).
+    job_id: int | None = None
 
     @property
     def pid(self) -> int:
@@ -151,6 +169,16 @@ class AirflowStack:
     ``sensor_overrides`` sets attributes of every sensor when its DAG is parsed (a cluster policy
     in ``<home>/config/airflow_local_settings.py``), e.g. ``{"poke_interval": 2.0}`` to run
     example DAGs written for the real API faster, without changing them.
+
+    Production shape (tests/ha, bench/production.py): ``database_url`` is the metadata database's
+    SQLAlchemy URL (default: SQLite in ``home``; see :mod:`scripts.postgres` for a throw-away
+    Postgres), ``database_async_url`` the one for Airflow's async engine (None: Airflow derives it,
+    which for ``postgresql`` means asyncpg); ``executor`` and ``parallelism`` go to ``[core]``;
+    ``triggerers`` is how many triggerer processes run (:attr:`component_names`);
+    ``triggerer_heartbeat`` is their ``job_heartbeat_sec`` and ``triggerer_health_threshold``
+    how stale a heartbeat may get before another triggerer takes that one's triggers over
+    (``triggerer_health_check_threshold``);
+    ``triggerer_capacity`` caps the triggers one triggerer runs (None: Airflow's 1,000).
     """
 
     home: Path
@@ -160,8 +188,28 @@ class AirflowStack:
     python: str = sys.executable
     sensor_overrides: Mapping[str, Any] = field(default_factory=dict)
     api_port: int = field(default_factory=free_port)
+    database_url: str | None = None
+    database_async_url: str | None = None
+    executor: str = "LocalExecutor"
+    parallelism: int = 4
+    triggerers: int = 1
+    triggerer_heartbeat: float = 2.0
+    triggerer_health_threshold: float = 10.0
+    triggerer_capacity: int | None = None
     components: dict[str, Component] = field(default_factory=dict, init=False)
     _api: AirflowApi | None = field(default=None, init=False)
+    #: Every triggerer job id ever matched to a component: a new process's job is the one not in here.
+    _known_jobs: set[int] = field(default_factory=set, init=False)
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """What :meth:`start` starts by default: the components a deferrable sensor needs."""
+        return (*(name for name in COMPONENTS if name != "triggerer"), *triggerer_names(self.triggerers))
+
+    @property
+    def triggerer_components(self) -> dict[str, Component]:
+        """The running triggerers by component name."""
+        return {name: c for name, c in self.components.items() if command_of(name) == "triggerer"}
 
     @property
     def base_url(self) -> str:
@@ -187,12 +235,18 @@ class AirflowStack:
     # -- set-up ----------------------------------------------------------------------------------
 
     def settings(self) -> dict[str, dict[str, str]]:
-        """The ``airflow.cfg`` content: SQLite, LocalExecutor, loopback, small and fast loops."""
+        """The ``airflow.cfg`` content: SQLite (by default), LocalExecutor, loopback, fast loops."""
+        triggerer = {
+            "job_heartbeat_sec": f"{self.triggerer_heartbeat:g}",
+            "triggerer_health_check_threshold": f"{self.triggerer_health_threshold:g}",
+        }
+        if self.triggerer_capacity is not None:
+            triggerer["capacity"] = str(self.triggerer_capacity)
         base: dict[str, dict[str, str]] = {
             "core": {
                 "dags_folder": str(self.dags_folder),
-                "executor": "LocalExecutor",
-                "parallelism": "4",
+                "executor": self.executor,
+                "parallelism": str(self.parallelism),
                 "load_examples": "False",
                 "dags_are_paused_at_creation": "False",
                 "auth_manager": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
@@ -201,7 +255,7 @@ class AirflowStack:
                 "execution_api_server_url": f"{self.base_url}/execution/",
                 "fernet_key": Fernet.generate_key().decode(),
             },
-            "database": {"sql_alchemy_conn": f"sqlite:///{self.home / 'airflow.db'}"},
+            "database": {"sql_alchemy_conn": self.database_url or f"sqlite:///{self.home / 'airflow.db'}"},
             "api": {
                 "host": "127.0.0.1",
                 "port": str(self.api_port),
@@ -217,7 +271,7 @@ class AirflowStack:
                 "parsing_processes": "1",
             },
             # A killed triggerer's triggers move to a live one once its heartbeat is this old.
-            "triggerer": {"job_heartbeat_sec": "2", "triggerer_health_check_threshold": "10"},
+            "triggerer": triggerer,
             "logging": {
                 "base_log_folder": str(self.log_dir),
                 "dag_processor_child_process_log_directory": str(self.log_dir / "dag_processor"),
@@ -225,6 +279,8 @@ class AirflowStack:
                 "trigger_log_server_port": str(free_port()),
             },
         }
+        if self.database_async_url is not None:
+            base["database"]["sql_alchemy_conn_async"] = self.database_async_url
         for section, options in self.config.items():
             base.setdefault(section, {}).update(options)
         return base
@@ -264,27 +320,62 @@ class AirflowStack:
 
     # -- processes -------------------------------------------------------------------------------
 
-    def start(self, names: Iterable[str] = COMPONENTS, *, timeout: float = 120.0) -> None:
-        """Start the given components (not yet running) and wait until the api-server says they are up."""
-        for name in names:
-            if name in self.components and self.components[name].alive():
-                continue
+    def start(self, names: Iterable[str] | None = None, *, timeout: float = 120.0) -> None:
+        """Start the given components (default :attr:`component_names`) that are not running yet and
+        wait until the api-server says they are up.
+
+        Every triggerer's job id is found out (:attr:`Component.job_id`), so a test can tell which
+        process runs a trigger: the first triggerer starts with the other components, each further
+        one once the job of the one before it has shown up, and a triggerer's job is the live one no
+        earlier triggerer had.
+        """
+        wanted = [n for n in (self.component_names if names is None else names) if not self._running(n)]
+        first_triggerer = True
+        for name in wanted:
+            if command_of(name) == "triggerer":
+                if not first_triggerer:
+                    continue
+                first_triggerer = False
             self.components[name] = self._spawn(name)
         self.wait_healthy(timeout=timeout)
+        for name in wanted:
+            if command_of(name) == "triggerer":
+                if name not in self.components:
+                    self.components[name] = self._spawn(name)
+                self._find_job(self.components[name], timeout)
+        self.wait_healthy(timeout=timeout)
+
+    def _running(self, name: str) -> bool:
+        return name in self.components and self.components[name].alive()
+
+    def _find_job(self, component: Component, timeout: float) -> None:
+        def new_job() -> int | None:
+            self._check_alive()
+            alive = {int(job["id"]) for job in self.api.jobs(TRIGGERER_JOB, alive=True)}
+            fresh = alive - self._known_jobs
+            return max(fresh) if fresh else None
+
+        component.job_id = wait_until(new_job, timeout, f"the job of {component.name}", interval=0.5)
+        self._known_jobs.add(component.job_id)
+
+    def triggerer_by_job(self, job_id: int) -> Component | None:
+        """The running triggerer whose job is ``job_id`` (None if it is not one of ours, or dead)."""
+        return next((c for c in self.triggerer_components.values() if c.job_id == job_id), None)
 
     def _spawn(self, name: str) -> Component:
         log_path = self.log_dir / f"{name}.log"
+        command = command_of(name)
         out: IO[bytes]
         with log_path.open("ab") as out:
             process = subprocess.Popen(
-                [self.python, "-m", "airflow", name, *FLAGS.get(name, ())],
+                [self.python, "-m", "airflow", command, *FLAGS.get(command, ())],
                 env=self.process_env(),
                 cwd=self.home,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopped as a whole
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         return Component(name, process, log_path)
 
@@ -292,20 +383,23 @@ class AirflowStack:
         """Wait until the api-server answers and every started component reports a live heartbeat."""
 
         def healthy() -> bool:
-            for component in self.components.values():
-                if not component.alive():
-                    raise RuntimeError(
-                        f"airflow {component.name} exited early; see {component.log_path}:\n"
-                        f"{tail(component.log_path)}"
-                    )
+            self._check_alive()
             health = self.api.health()
             return health is not None and all(
-                health.get(HEALTH_KEYS[name], {}).get("status") == "healthy"
-                for name in self.components
-                if name in HEALTH_KEYS
+                health.get(HEALTH_KEYS[command], {}).get("status") == "healthy"
+                for command in map(command_of, self.components)
+                if command in HEALTH_KEYS
             )
 
         wait_until(healthy, timeout, "the Airflow components to be healthy", interval=1.0)
+
+    def _check_alive(self) -> None:
+        for component in self.components.values():
+            if not component.alive():
+                raise RuntimeError(
+                    f"airflow {component.name} exited early; see {component.log_path}:\n"
+                    f"{tail(component.log_path)}"
+                )
 
     # -- DAGs ------------------------------------------------------------------------------------
 
