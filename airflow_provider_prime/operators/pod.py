@@ -348,7 +348,7 @@ class PrimeCreatePodOperator(BaseOperator):
             return PodRequest.model_validate({**fields, "name": name})
         if not self.gpu_type and not self.cloud_id:
             raise PrimeConfigError("Give gpu_type (and gpu_count), a cloud_id, or a full request")
-        regions = [self.regions] if isinstance(self.regions, str) else list(self.regions or [])
+        regions = (self.regions,) if isinstance(self.regions, str) else tuple(self.regions or ())
         wish = OfferWish(
             gpu_type=self.gpu_type,
             gpu_count=int(self.gpu_count),
@@ -357,6 +357,7 @@ class PrimeCreatePodOperator(BaseOperator):
             socket=self.socket,
             security=self.security,
             max_price=None if self.max_price in (None, "") else float(self.max_price),
+            multi_node=self.multi_node,
         )
         offers = self.hook.list_gpu_offers(
             gpu_type=self.gpu_type,
@@ -604,7 +605,7 @@ class PrimeTerminatePodOperator(BaseOperator):
             end = ends.get(pod_id, {})
             terminated_at = end.get("terminated_at") or known.get("terminated_at")
             created, finished = timestamp(known.get("created_at")), timestamp(terminated_at) or now
-            hours = None if created is None else max((finished - created).totalseconds(), 0.0) / 3600
+            hours = None if created is None else max((finished - created).total_seconds(), 0.0) / 3600
             price = known.get("price_hr")
             cost = None if hours is None or price is None else round(price * hours, 4)
             report[pod_id] = {

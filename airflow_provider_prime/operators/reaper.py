@@ -114,7 +114,7 @@ def decide(
             reaping.ignored[pod.id] = f"{pod.name}: from a DAG not in dag_ids"
             continue
         created = timestamp(pod.created_at)
-        if created is None or (now - created).totalseconds() < min_age:
+        if created is None or (now - created).total_seconds() < min_age:
             reaping.spared[pod.id] = f"{pod.name}: younger than {min_age:.0f}s"
             continue
         if dag_id not in names:
@@ -176,7 +176,7 @@ class PrimeReapPodsOperator(BaseOperator):
     ``deleted`` lists what a real run would delete. Fails, after trying all, if a deletion failed.
     """
 
-    template_fields: Sequence[str] = ("dag_ids", "dry_run", "min_age")
+    template_fields: Sequence[str] = ("dag_ids", "dry_run_mode", "min_age")
     ui_color = "#e8d9f5"
 
     def __init__(
@@ -191,7 +191,7 @@ class PrimeReapPodsOperator(BaseOperator):
         super().__init__(**kwargs)
         self.dag_ids = dag_ids
         self.prime_conn_id = prime_conn_id
-        self.dry_run = dry_run
+        self.dry_run_mode = dry_run  # not ``dry_run``: BaseOperator has a method of that name
         self.min_age = min_age
 
     @cached_property
@@ -202,7 +202,7 @@ class PrimeReapPodsOperator(BaseOperator):
         dag_ids = [self.dag_ids] if isinstance(self.dag_ids, str) else list(self.dag_ids)
         if not dag_ids or not all(isinstance(d, str) and d for d in dag_ids):
             raise PrimeConfigError(f"dag_ids must name at least one DAG, not {self.dag_ids!r}")
-        dry_run = flag(self.dry_run)
+        dry_run = flag(self.dry_run_mode)
         min_age = seconds(self.min_age if isinstance(self.min_age, timedelta) else float(self.min_age))
         reaping, doomed = decide(
             self.hook.list_pods(),
