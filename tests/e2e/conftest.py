@@ -19,6 +19,7 @@ from types import FrameType
 import pytest
 from airflow.triggers.base import BaseTrigger
 
+from airflow_provider_prime.testing import CreateLifecycle, Scenario
 from airflow_provider_prime.testing.connection import airflow_connection_env
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_stack import AirflowStack
@@ -37,6 +38,8 @@ DAG_IDS = (
 )
 #: Whether this Airflow calls a trigger's ``on_kill`` when a user acts on a deferred task (3.3+).
 ON_KILL_AIRFLOW = hasattr(BaseTrigger, "on_kill")
+#: Pods created through the API: ACTIVE after 1 s, installed after ten hours; DELETING for 1 s.
+SLOW_BOOT = CreateLifecycle(active_after=1.0, installed_after=36_000.0, deleting_for=1.0)
 #: The sensor polls every 2 s here instead of the DAGs' 10 s; a run that hangs fails in 3 minutes.
 SENSOR_OVERRIDES = {"poke_interval": 2.0, "timeout": 180.0}
 #: The same for the lifecycle operators of the example DAGs (the test DAGs set their own).
@@ -61,9 +64,11 @@ def task_policy(task):
 
 @pytest.fixture(scope="session")
 def e2e_simulator() -> Iterator[PrimeSimulatorProcess]:
-    """The simulator as its own process, with no pods (each test adds its own) and a unique key
-    (that tests can look for where it must never appear)."""
-    with PrimeSimulatorProcess(scenario="empty", api_keys=(f"e2e-key-{secrets.token_hex(8)}",)) as simulator:
+    """The simulator as its own process, with no pods (each test adds or creates its own), created
+    pods that would take ten hours to boot (tests make them ready), and a unique key (that tests
+    can look for where it must never appear)."""
+    scenario = Scenario(name="e2e", lifecycle=SLOW_BOOT)
+    with PrimeSimulatorProcess(scenario=scenario, api_keys=(f"e2e-key-{secrets.token_hex(8)}",)) as simulator:
         yield simulator
 
 

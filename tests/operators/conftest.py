@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_prime.testing import PrimeSimulator
-from airflow_provider_prime.testing.scenario import CreateLifecycle, PodScript, Scenario
+from airflow_provider_prime.testing import CreateLifecycle, PodScript, PrimeSimulator, Scenario
 from tests.simulated import clean_env, connect, logs
 
 __all__ = ["clean_env", "connect", "logs"]
@@ -68,7 +67,7 @@ def lifecycle_sim(connect: Callable[..., str]) -> Iterator[Callable[..., PrimeSi
 
 def account(sim: PrimeSimulator) -> dict[str, Any]:
     """The simulator's billing account: created/deleted/billing per name, per pod."""
-    result: dict[str, Any] = sim.state.billing()
+    result: dict[str, Any] = sim.billing()
     return result
 
 

@@ -18,8 +18,7 @@ from airflow_provider_prime.exceptions import (
 )
 from airflow_provider_prime.operators.pod import DEFERRAL_GRACE, PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
-from airflow_provider_prime.testing import Fault
-from airflow_provider_prime.testing.scenario import CreateLifecycle
+from airflow_provider_prime.testing import CreateLifecycle, Fault
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
 from tests.operators.conftest import SLOW_BOOT, TaskInstance, account, billing_pods, make_context
 
@@ -78,7 +77,7 @@ def test_a_retry_adopts_the_pod_of_the_first_try(lifecycle_sim):
         first.execute(make_context())
     (pod_id,) = billing_pods(sim)
 
-    sim.state.set_pod_state(pod_id, "ACTIVE", installation_status="FINISHED", ssh_nodes=1, ip_nodes=1)
+    sim.set_pod_state(pod_id, "ACTIVE", installation_status="FINISHED", ssh_nodes=1, ip_nodes=1)
     again = create().execute(make_context())
 
     assert set(again) == {pod_id}
