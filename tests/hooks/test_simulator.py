@@ -147,7 +147,8 @@ def test_connection_test_against_the_simulator(sim: PrimeSimulator, connect: Cal
     assert ok
     assert (
         message
-        == f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>."
+        == f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>"
+        " (scopes: availability: read, write; disks: read, write; instances: read, write; sandboxes: none)."
     )
     connect(sim, key="not-the-key")
     ok, message = PrimeHook().test_connection()
