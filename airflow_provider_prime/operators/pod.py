@@ -362,7 +362,7 @@ class PrimeCreatePodOperator(BaseOperator):
         offers = self.hook.list_gpu_offers(
             gpu_type=self.gpu_type,
             gpu_count=int(self.gpu_count),
-            regions=regions or None,
+            regions=list(regions) or None,
             multi_node=self.multi_node,
         )
         offer = choose_offer(offers, wish)
@@ -607,13 +607,13 @@ class PrimeTerminatePodOperator(BaseOperator):
             created, finished = timestamp(known.get("created_at")), timestamp(terminated_at) or now
             hours = None if created is None else max((finished - created).total_seconds(), 0.0) / 3600
             price = known.get("price_hr")
-            cost = None if hours is None or price is None else round(price * hours, 4)
+            cost = None if hours is None or price is None else round(price * hours, 6)
             report[pod_id] = {
                 "name": known.get("name"),
                 "status": end.get("status") or known.get("status"),
                 "created_at": known.get("created_at"),
                 "terminated_at": terminated_at,
-                "hours": None if hours is None else round(hours, 4),
+                "hours": None if hours is None else round(hours, 6),
                 "price_hr": price,
                 "cost": cost,
             }

@@ -12,9 +12,9 @@ import pytest
 from airflow_provider_prime._compat import AirflowSensorTimeout
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
-    PrimeConnectionError,
     PrimeNoOfferError,
     PrimePodFailedError,
+    PrimeTransientError,
 )
 from airflow_provider_prime.operators.pod import DEFERRAL_GRACE, PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
@@ -94,7 +94,13 @@ def test_if_exists_fail_refuses_a_live_pod_of_that_name(lifecycle_sim):
 
 def test_a_full_request_is_created_as_given(lifecycle_sim):
     sim = lifecycle_sim()
-    request = {"cloudId": "sim-h100-80gb-8x", "gpuType": "H100_80GB", "gpuCount": 8, "name": "given"}
+    request = {
+        "cloudId": "sim-h100-80gb-8x",
+        "gpuType": "H100_80GB",
+        "gpuCount": 8,
+        "socket": "SXM5",
+        "name": "given",
+    }
     handover = create(request=request, gpu_type=None, wait_for_ready=False).execute(make_context())
     assert account(sim)["created"] == {"given": 1}
     assert handover[next(iter(handover))]["status"] == "PROVISIONING"
@@ -107,14 +113,21 @@ def test_no_matching_offer_creates_nothing(lifecycle_sim):
     assert account(sim)["created"] == {}
 
 
-def test_an_unreachable_api_fails_fast_and_creates_nothing(lifecycle_sim, connect):
+def test_an_unreachable_api_fails_fast_and_creates_nothing(lifecycle_sim):
     sim = lifecycle_sim()
-    sim.inject(
-        Fault.connection_refused(times=100) if hasattr(Fault, "connection_refused") else Fault.drop(times=100)
-    )
-    with pytest.raises(PrimeConnectionError):
+    sim.stop()  # nothing listens on its port any more
+    with pytest.raises(PrimeTransientError, match="Connection"):
         create().execute(make_context())
     assert account(sim)["created"] == {}
+
+
+def test_an_api_that_drops_every_call_fails_before_any_create(lifecycle_sim):
+    sim = lifecycle_sim()
+    sim.inject(Fault.drop(times=100))
+    with pytest.raises(PrimeTransientError):
+        create().execute(make_context())
+    assert account(sim)["created"] == {}
+    assert not [r for r in sim.stats.log if r.method == "POST"]
 
 
 def test_a_lost_create_answer_still_gives_one_pod(lifecycle_sim):
@@ -235,7 +248,7 @@ def test_airflows_own_deferral_timeout_deletes_the_pod(lifecycle_sim):
     deferral(create(deferrable=True), ti)
     resumed = create(deferrable=True)  # a new worker process: nothing but the XCom and the pod
     with pytest.raises(TaskDeferralTimeout):
-        resumed.resume_execution("__fail__", {"error": "Trigger/execution timeout"}, make_context(ti))
+        resumed.resume_execution("__fail__", {"error": "Trigger timeout"}, make_context(ti))
     assert account(sim)["deleted"] == {NAME: 1}
 
 
