@@ -262,7 +262,7 @@ class PrimeCreatePodOperator(BaseOperator):
                 raise _error_class(event.get("error_type"))(message)
             self.log.info("Pod ready: %s", message)
             pods = dict(event["pods"])
-            pods[pod_id] = {**pods[pod_id], "price_hr": price_hr}
+            pods[pod_id] = {**pods.get(pod_id, {}), "price_hr": price_hr}
             return pods
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
