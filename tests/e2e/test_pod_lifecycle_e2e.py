@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,13 @@ def wait_deferred(stack: AirflowStack, watcher: RunWatcher, task_id: str = CREAT
     )
 
 
+def deferred_lifecycle(stack: AirflowStack, conf: dict[str, Any] | None = None) -> tuple[RunWatcher, str]:
+    """A run of the example lifecycle DAG whose create is deferred; the watcher and the pod id."""
+    watcher = stack.trigger(LIFECYCLE, conf)
+    wait_deferred(stack, watcher)
+    return watcher, pod_id_of(stack, watcher)
+
+
 def assert_none_billing(simulator: PrimeSimulatorProcess, pod_ids: list[str]) -> None:
     wait_until(lambda: not billing(simulator, pod_ids), 30, f"{pod_ids} to stop billing")
 
@@ -98,9 +106,7 @@ def run_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: 
 def test_happy_path_creates_once_waits_deferred_trains_and_terminates(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    watcher = airflow_stack.trigger(LIFECYCLE)
-    wait_deferred(airflow_stack, watcher)
-    pod_id = pod_id_of(airflow_stack, watcher)
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
     name = name_of(e2e_simulator, pod_id)
     assert billing(e2e_simulator, [pod_id]) == [pod_id]  # billing while it boots
 
@@ -126,9 +132,7 @@ def test_happy_path_creates_once_waits_deferred_trains_and_terminates(
 def test_failed_training_still_terminates_through_the_teardown(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    watcher = airflow_stack.trigger(LIFECYCLE, {"fail_training": True})
-    wait_deferred(airflow_stack, watcher)
-    pod_id = pod_id_of(airflow_stack, watcher)
+    watcher, pod_id = deferred_lifecycle(airflow_stack, {"fail_training": True})
     make_ready(e2e_simulator, pod_id)
     watcher.wait(timeout=STEP_TIMEOUT)
 
@@ -142,9 +146,7 @@ def test_failed_training_still_terminates_through_the_teardown(
 def test_failed_installation_fails_the_create_with_the_reason_and_deletes_the_pod(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    watcher = airflow_stack.trigger(LIFECYCLE)
-    wait_deferred(airflow_stack, watcher)
-    pod_id = pod_id_of(airflow_stack, watcher)
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
     e2e_simulator.set_pod_state(
         pod_id, "ACTIVE", installation_status="ERROR", installation_failure=INSTALLATION_FAILURE
     )
@@ -188,9 +190,7 @@ def test_marking_the_deferred_create_failed(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
     """3.3: the trigger's on_kill deletes the pod. 3.1/3.2: nothing of the task runs; the reaper does it."""
-    watcher = airflow_stack.trigger(LIFECYCLE)
-    wait_deferred(airflow_stack, watcher)
-    pod_id = pod_id_of(airflow_stack, watcher)
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
     airflow_stack.api.request(
         "PATCH",
         f"/dags/{LIFECYCLE}/dagRuns/{watcher.run_id}/taskInstances/{CREATE}",
@@ -226,9 +226,7 @@ def test_a_deferral_timeout_deletes_the_pod(
 def test_a_restarted_triggerer_keeps_the_pod_and_the_wait_succeeds(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    watcher = airflow_stack.trigger(LIFECYCLE)
-    wait_deferred(airflow_stack, watcher)
-    pod_id = pod_id_of(airflow_stack, watcher)
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
     first = watcher.ti(CREATE)["trigger"]["triggerer_id"]
     airflow_stack.components.pop("triggerer").stop(grace=15)  # SIGTERM: a clean restart cancels its triggers
     airflow_stack.start(["triggerer"])
@@ -274,9 +272,7 @@ def test_a_mapped_create_with_one_broken_pod_trains_two_and_deletes_all_three(
 def test_the_reaper_deletes_the_pod_of_a_task_killed_hard_and_spares_a_live_wait(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    live = airflow_stack.trigger(LIFECYCLE)
-    wait_deferred(airflow_stack, live)
-    live_pod = pod_id_of(airflow_stack, live)
+    live, live_pod = deferred_lifecycle(airflow_stack)
     doomed = airflow_stack.trigger("e2e_prime_no_retry")
     wait_state(doomed, CREATE, "running")
     orphan = pod_id_of(airflow_stack, doomed)

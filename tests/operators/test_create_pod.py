@@ -20,12 +20,15 @@ from airflow_provider_prime.operators.pod import DEFERRAL_GRACE, PrimeCreatePodO
 from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing import CreateLifecycle, Fault
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
-from tests.operators.conftest import SLOW_BOOT, TaskInstance, account, billing_pods, make_context
-
-try:
-    from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import TaskDeferralTimeout, TaskDeferred  # type: ignore[attr-defined,no-redef]
+from tests.operators.conftest import (
+    SLOW_BOOT,
+    TaskDeferralTimeout,
+    TaskDeferred,
+    TaskInstance,
+    account,
+    billing_pods,
+    make_context,
+)
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1)

@@ -15,12 +15,14 @@ from airflow_provider_prime.operators.pod import (
 )
 from airflow_provider_prime.testing import Fault
 from airflow_provider_prime.triggers.pod_lifecycle import PodTerminationTrigger
-from tests.operators.conftest import SLOW_BOOT, TaskInstance, account, billing_pods, make_context
-
-try:
-    from airflow.sdk.exceptions import TaskDeferred
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import TaskDeferred  # type: ignore[attr-defined,no-redef]
+from tests.operators.conftest import (
+    SLOW_BOOT,
+    TaskDeferred,
+    TaskInstance,
+    account,
+    billing_pods,
+    make_context,
+)
 
 
 def terminate(pod_ids: Any, **kwargs: Any) -> PrimeTerminatePodOperator:
