@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+import attrs
 import pytest
+from airflow.sdk.execution_time.supervisor import ActivitySubprocess
 from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_prime.testing import CreateLifecycle, Scenario
@@ -38,6 +40,8 @@ DAG_IDS = (
 )
 #: Whether this Airflow calls a trigger's ``on_kill`` when a user acts on a deferred task (3.3+).
 ON_KILL_AIRFLOW = hasattr(BaseTrigger, "on_kill")
+#: Whether a task whose process dies (SIGKILL, OOM) gets its retries (3.3) or fails at once (3.1).
+CRASHED_TASKS_RETRY = "_should_retry" in attrs.fields_dict(ActivitySubprocess)
 #: Pods created through the API: ACTIVE after 1 s, installed after ten hours; DELETING for 1 s.
 SLOW_BOOT = CreateLifecycle(active_after=1.0, installed_after=36_000.0, deleting_for=1.0)
 #: The sensor polls every 2 s here instead of the DAGs' 10 s; a run that hangs fails in 3 minutes.

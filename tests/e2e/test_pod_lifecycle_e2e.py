@@ -17,7 +17,7 @@ import pytest
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_api import AirflowApiError, RunWatcher
 from scripts.airflow_stack import AirflowStack, wait_until
-from tests.e2e.conftest import ON_KILL_AIRFLOW
+from tests.e2e.conftest import CRASHED_TASKS_RETRY, ON_KILL_AIRFLOW
 
 pytestmark = pytest.mark.e2e
 
@@ -164,11 +164,25 @@ def test_failed_installation_fails_the_create_with_the_reason_and_deletes_the_po
 def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
+    """3.3 retries a task whose process died; 3.1 fails it at once, and clearing it is the retry."""
     watcher = airflow_stack.trigger("e2e_prime_worker_wait")
     wait_state(watcher, CREATE, "running")
     pod_id = pod_id_of(airflow_stack, watcher)
     name = name_of(e2e_simulator, pod_id)
     kill_task_process(watcher, CREATE)
+    if not CRASHED_TASKS_RETRY:
+        wait_state(watcher, CREATE, "failed")
+        assert billing(e2e_simulator, [pod_id]) == [pod_id]  # no code of the task ran to delete it
+        airflow_stack.api.request(
+            "POST",
+            f"/dags/{watcher.dag_id}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": watcher.run_id,
+                "task_ids": [CREATE],
+                "include_downstream": True,
+            },
+        )
     watcher.wait(
         lambda w: w.ti(CREATE)["try_number"] == 2 and w.states(CREATE)[-1] == "running",
         timeout=STEP_TIMEOUT,
@@ -181,7 +195,7 @@ def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
     watcher.wait(timeout=STEP_TIMEOUT)
 
     assert watcher.state == "success", watcher.history
-    assert "up_for_retry" in watcher.states(CREATE)
+    assert ("up_for_retry" if CRASHED_TASKS_RETRY else "failed") in watcher.states(CREATE)
     assert creates_of(e2e_simulator, name) == 1
     assert_none_billing(e2e_simulator, [pod_id])
 
