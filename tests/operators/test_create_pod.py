@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_prime._compat import AirflowSensorTimeout
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
+    PrimeError,
     PrimeNoOfferError,
     PrimePodFailedError,
     PrimeTransientError,
@@ -29,6 +30,7 @@ from tests.operators.conftest import (
     billing_pods,
     make_context,
 )
+from tests.simulated import connection_env
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1)
@@ -116,11 +118,17 @@ def test_no_matching_offer_creates_nothing(lifecycle_sim):
     assert account(sim)["created"] == {}
 
 
-def test_an_unreachable_api_fails_fast_and_creates_nothing(lifecycle_sim):
+@pytest.mark.parametrize("how", ["refused port", "TLS to a plain-HTTP server"])
+def test_an_unreachable_api_fails_fast_and_creates_nothing(lifecycle_sim, monkeypatch, how):
     sim = lifecycle_sim()
-    sim.stop()  # nothing listens on its port any more
-    with pytest.raises(PrimeTransientError, match="Connection"):
+    if how == "refused port":
+        sim.stop()  # nothing listens on its port any more
+    else:
+        https = sim.base_url.replace("http://", "https://")
+        monkeypatch.setenv(*connection_env(https, sim.api_key).popitem())
+    with pytest.raises(PrimeError) as caught:
         create().execute(make_context())
+    assert not isinstance(caught.value, PrimePodFailedError)
     assert account(sim)["created"] == {}
 
 
