@@ -30,7 +30,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-prime",
         "name": "Prime Intellect",
-        "description": "Wait for Prime Intellect GPU pods to be ACTIVE and installed before training.",
+        "description": "Rent Prime Intellect GPU pods, wait until they are ready for training, delete them.",
         "versions": [__version__],
         "integrations": [
             {

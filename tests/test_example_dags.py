@@ -81,3 +81,10 @@ def test_lifecycle_creates_deferrably_and_terminates_as_the_teardown_of_the_crea
     assert terminate.trigger_rule == "all_done_setup_success"
     assert create.downstream_task_ids == {"train", "terminate_pod"}
     assert dag.get_task("train").downstream_task_ids == {"terminate_pod"}
+
+
+@pytest.mark.usefixtures("offline")
+def test_wait_and_train_runs_a_command_on_every_node_only_when_asked() -> None:
+    dag = _dag_bag().dags["example_prime_wait_and_train"]
+    assert "run_on_every_node" in dag.get_task("wait_for_pods").downstream_task_ids
+    assert dag.params["run_over_ssh"] is False  # the simulator's pods have no SSH server

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from airflow_provider_prime.exceptions import PrimeAPIError
 from airflow_provider_prime.hooks._exchange import (
     MAX_RESPONSE_BYTES,
     ApiRequest,
     ApiResponse,
+    DeliveryUnknown,
     Exchange,
     ResponseTooLarge,
     Retry,
@@ -40,6 +42,7 @@ from airflow_provider_prime.hooks._exchange import (
     too_many_redirects,
     transport_failure,
 )
+from airflow_provider_prime.hooks._plans import Plan
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
 
@@ -93,6 +96,19 @@ class PrimeClient:
             if not isinstance(outcome, Retry):
                 return outcome
             _sleep(outcome.delay)
+
+    def run(self, plan: Plan[T]) -> T:
+        """Run ``plan`` (see :mod:`._plans`): each exchange it yields is called, its result sent back."""
+        step = next(plan)
+        while True:
+            try:
+                result, error = self.call(step), None
+            except (PrimeAPIError, DeliveryUnknown) as exc:
+                result, error = None, exc
+            try:  # outside the except block: a plan's own errors get no __context__ from ours
+                step = plan.send(result) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._session.close()
@@ -177,6 +193,19 @@ class AsyncPrimeClient:
             if not isinstance(outcome, Retry):
                 return outcome
             await _asleep(outcome.delay)
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Async twin of :meth:`PrimeClient.run`."""
+        step = next(plan)
+        while True:
+            try:
+                result, error = await self.call(step), None
+            except (PrimeAPIError, DeliveryUnknown) as exc:
+                result, error = None, exc
+            try:
+                step = plan.send(result) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         self._closed = True

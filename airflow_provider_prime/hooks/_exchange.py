@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Any, Generic, NoReturn, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,7 +35,6 @@ from airflow_provider_prime.exceptions import (
     PrimeAPIError,
     PrimeAuthError,
     PrimeBillingError,
-    PrimeConfigError,
     PrimeConnectionError,
     PrimeNotFoundError,
     PrimeRejectedError,
@@ -45,17 +44,7 @@ from airflow_provider_prime.exceptions import (
     is_transient,
 )
 from airflow_provider_prime.hooks._settings import PrimeApiSettings, is_loopback
-from airflow_provider_prime.models import (
-    GpuOffer,
-    OfferPage,
-    Pod,
-    PodPage,
-    PodRequest,
-    PodState,
-    PodStatus,
-    PodStatusPage,
-    WhoAmI,
-)
+from airflow_provider_prime.models import PodStatus, PodStatusPage, WhoAmI
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +54,6 @@ MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 """A response body larger than this is refused, so a broken or hostile endpoint cannot fill memory."""
 STATUS_PATH = "/api/v1/pods/status"
 WHOAMI_PATH = "/api/v1/user/whoami"
-#: The list/create path with its trailing slash, as the docs call it (redirects are followed anyway).
-PODS_PATH = "/api/v1/pods/"
-OFFERS_PATHS = {False: "/api/v1/availability/gpus", True: "/api/v1/availability/multi-node"}
-#: Items asked for per page of a list (the API's default and the CLI's); pages stop at MAX_PAGES.
-PAGE_SIZE = 100
-MAX_PAGES = 1000
-#: Pods that are gone or going: deleting them again is done, adopting them is not.
-GONE = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
 READ = "Instances → Read"
 READ_WRITE = "Instances → Read and write"
 _IDS_SHOWN = 5
@@ -231,144 +212,6 @@ def parse_identity(payload: Any) -> str | None:
     if scopes:
         return f"{name or 'this key'} (scopes: {scopes})"
     return name
-
-
-# --- the pods API (LIFECYCLE.md) -----------------------------------------------------------------
-
-
-def _pod_url(settings: PrimeApiSettings, pod_id: str) -> str:
-    return settings.base_url + PODS_PATH + quote(pod_id, safe="")
-
-
-def _no_such_pod(pod_id: str) -> str:
-    return f"Pod {pod_id!r} does not exist or is not visible to this API key"
-
-
-def pod_request(settings: PrimeApiSettings, pod_id: str) -> ApiRequest:
-    """``GET /api/v1/pods/{id}``; a 404 names the pod."""
-    return ApiRequest(
-        "GET", _pod_url(settings, pod_id), f"reading pod {pod_id}", missing=_no_such_pod(pod_id)
-    )
-
-
-def pods_page_request(settings: PrimeApiSettings, page: int) -> ApiRequest:
-    """Page ``page`` (from 0) of ``GET /api/v1/pods/?offset=&limit=``."""
-    params = (("offset", str(page * PAGE_SIZE)), ("limit", str(PAGE_SIZE)))
-    return ApiRequest("GET", settings.base_url + PODS_PATH, "listing pods", params=params)
-
-
-def create_request(settings: PrimeApiSettings, pod: PodRequest) -> ApiRequest:
-    """``POST /api/v1/pods/`` with the CLI's body; never resent once it may have arrived."""
-    return ApiRequest(
-        "POST",
-        settings.base_url + PODS_PATH,
-        f"creating pod {pod.name!r}",
-        body=pod.to_body(),
-        idempotent=False,
-        permission=READ_WRITE,
-    )
-
-
-def delete_request(settings: PrimeApiSettings, pod_id: str) -> ApiRequest:
-    """``DELETE /api/v1/pods/{id}``: safe to resend (a second delete finds the pod gone)."""
-    return ApiRequest(
-        "DELETE",
-        _pod_url(settings, pod_id),
-        f"deleting pod {pod_id}",
-        permission=READ_WRITE,
-        missing=_no_such_pod(pod_id),
-    )
-
-
-def offers_page_request(
-    settings: PrimeApiSettings,
-    page: int,
-    gpu_type: str | None,
-    gpu_count: int | None,
-    regions: list[str],
-    multi_node: bool,
-) -> ApiRequest:
-    """Page ``page`` (from 0) of ``GET /api/v1/availability/gpus`` (or ``/multi-node``)."""
-    params = [("page", str(page + 1)), ("page_size", str(PAGE_SIZE))]
-    if gpu_type is not None:
-        params.append(("gpu_type", gpu_type))
-    if gpu_count is not None:
-        params.append(("gpu_count", str(gpu_count)))
-    params += [("regions", region) for region in regions]
-    return ApiRequest(
-        "GET", settings.base_url + OFFERS_PATHS[multi_node], "listing GPU offers", params=tuple(params)
-    )
-
-
-def parse_pod(payload: Any) -> Pod:
-    pod: Pod = validated(Pod, payload)
-    return pod
-
-
-def parse_pod_page(payload: Any) -> tuple[list[Pod], int | None]:
-    page: PodPage = validated(PodPage, payload)
-    return list(page.data), page.total_count
-
-
-def parse_offer_page(payload: Any) -> tuple[list[GpuOffer], int | None]:
-    page: OfferPage = validated(OfferPage, payload)
-    return list(page.items), page.total_count
-
-
-def parse_ignored(payload: Any) -> None:
-    """The delete answer (``{"status": ...}``, anything, or no body): the CLI ignores it, so do we."""
-
-
-@dataclass
-class Pages(Generic[T]):
-    """Every page of a list endpoint: :meth:`next` is the exchange for the next page, or None at the end.
-
-    The end is an empty page, the announced total reached, or (no total) a short page.
-    """
-
-    settings: PrimeApiSettings
-    request: Callable[[int], ApiRequest]
-    parse: Callable[[Any], tuple[list[T], int | None]]
-    deadline: float | None = None
-    items: list[T] = field(default_factory=list)
-    page: int = 0
-    done: bool = False
-
-    def next(self) -> Exchange[tuple[list[T], int | None]] | None:
-        if self.done:
-            return None
-        return Exchange(self.settings, self.request(self.page), self.parse, self.deadline)
-
-    def add(self, result: tuple[list[T], int | None]) -> None:
-        got, total = result
-        self.items += got
-        self.page += 1
-        reached = len(self.items) >= total if total is not None else len(got) < PAGE_SIZE
-        self.done = not got or reached or self.page >= MAX_PAGES
-
-
-def adopt(name: str, found: list[Pod], unsure: DeliveryUnknown) -> Pod:
-    """After a create of ``name`` that may or may not have happened: the one live pod of that name.
-
-    ``found`` is what a lookup by name returned. None: a transient error that says the create may
-    not have happened (trying again is safe, a retry looks the name up first). Several: an error
-    listing them; nothing is deleted, a person must choose.
-    """
-    live = [pod for pod in found if pod.status not in GONE]
-    if len(live) == 1:
-        return live[0]
-    error = unsure.error
-    if not live:
-        raise PrimeTransientError(
-            f"Creating pod {name!r} may not have happened: {error} No pod of that name exists, so none "
-            "was adopted and none was created twice; trying again is safe (it looks the name up first).",
-            http_status=error.http_status,
-        ) from error
-    raise PrimeConfigError(
-        f"Creating pod {name!r} got no usable answer ({error}) and {len(live)} live pods have that name "
-        f"({', '.join(pod.id for pod in live)}): none was adopted and none deleted. Delete the extra "
-        "ones, or give each pod a unique name."
-    ) from error
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -649,7 +492,7 @@ def _tls_trouble(root: BaseException, url: str, *, timeout: bool) -> tuple[bool,
     )
     if parts.scheme != "https" or not (plain or stalled):
         return None
-    hint = "The server may speak plain HTTP, not HTTPS."
+    hint = "The server may speak plain HTTP, not HTTPS" + (" (or be slow)." if stalled and not plain else ".")
     if is_loopback(parts.hostname or ""):
         plain_url = urlunsplit(("http", parts.netloc, "", "", ""))
         hint += (

@@ -9,46 +9,27 @@ Connection (type ``prime``): host = API base URL (default ``https://api.primeint
 trailing ``/api/v1`` is tolerated; a host without scheme means https), password = API key,
 extra = the options of :mod:`._options` (timeouts, retries, ``verify``).
 
-Public: :class:`PrimeHook`. ``PrimeApiSettings`` and ``AsyncPrimeClient`` are importable from here
-for the provider's own trigger (its shared poller keeps one client per connection); they are not
-part of the documented API.
+Public: :class:`PrimeHook` (and ``CHUNK_SIZE``, the ids per status request). ``PrimeApiSettings``
+and ``AsyncPrimeClient`` are importable from here for the provider's own trigger (its shared
+poller keeps one client per connection); they are not part of the documented API.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseHook
 
 from airflow_provider_prime._compat import aget_connection, amask_secret, get_connection, mask_secret
-from airflow_provider_prime.exceptions import (
-    PrimeConfigError,
-    PrimeError,
-    PrimeNotFoundError,
-    PrimeRequestError,
-)
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_provider_prime.hooks import _plans
 from airflow_provider_prime.hooks._clients import AsyncPrimeClient as AsyncPrimeClient
 from airflow_provider_prime.hooks._clients import PrimeClient
-from airflow_provider_prime.hooks._exchange import (
-    GONE,
-    DeliveryUnknown,
-    Exchange,
-    Pages,
-    adopt,
-    create_request,
-    delete_request,
-    offers_page_request,
-    parse_identity,
-    parse_ignored,
-    parse_offer_page,
-    parse_pod,
-    parse_pod_page,
-    pod_request,
-    pods_page_request,
-    whoami_request,
-)
+from airflow_provider_prime.hooks._exchange import CHUNK_SIZE as CHUNK_SIZE
+from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
 from airflow_provider_prime.hooks._options import OPTIONS
 from airflow_provider_prime.hooks._settings import (
     ENV_API_KEY,
@@ -64,12 +45,16 @@ from airflow_provider_prime.pod_ids import validate_pod_ids
 
 __all__ = ["PrimeHook"]
 
+T = TypeVar("T")
+
 #: Retries the connection test allows itself: a UI "Test" click should answer within seconds.
 _TEST_CONNECTION_RETRIES = 1
 
 
 class PrimeHook(BaseHook):
-    """Talk to the Prime Intellect API: pod statuses (and, see docs/hook.md, the whole pods API).
+    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete), GPU offers.
+
+    Every method has an async twin (``a`` + name) for triggers; docs/hook.md lists each one's errors.
 
     :param prime_conn_id: the Airflow connection (type ``prime``) holding the API key and base URL.
         The connection is looked up on first use, never in ``__init__``.
@@ -122,43 +107,27 @@ class PrimeHook(BaseHook):
 
     def get_pod(self, pod_id: str) -> Pod:
         """The pod ``pod_id`` (``GET /pods/{id}``); ``PrimeNotFoundError`` naming it when there is none."""
-        pod_id = _one_pod_id(pod_id)
-        with PrimeClient(settings := self.get_settings()) as client:
-            pod: Pod = client.call(Exchange(settings, pod_request(settings, pod_id), parse_pod))
-            return pod
+        return self._run(_plans.get_pod, _one_pod_id(pod_id))
 
     async def aget_pod(self, pod_id: str) -> Pod:
         """Async :meth:`get_pod`."""
-        pod_id = _one_pod_id(pod_id)
-        async with AsyncPrimeClient(settings := await self.aget_settings()) as client:
-            pod: Pod = await client.call(Exchange(settings, pod_request(settings, pod_id), parse_pod))
-            return pod
+        return await self._arun(_plans.get_pod, _one_pod_id(pod_id))
 
     def list_pods(self) -> list[Pod]:
         """Every pod of the key (all pages of ``GET /pods/``, 100 a page); terminated pods are not listed."""
-        with PrimeClient(settings := self.get_settings()) as client:
-            pages = Pages(settings, lambda page: pods_page_request(settings, page), parse_pod_page)
-            while (exchange := pages.next()) is not None:
-                pages.add(client.call(exchange))
-            return pages.items
+        return self._run(_plans.list_pods)
 
     async def alist_pods(self) -> list[Pod]:
         """Async :meth:`list_pods`."""
-        async with AsyncPrimeClient(settings := await self.aget_settings()) as client:
-            pages = Pages(settings, lambda page: pods_page_request(settings, page), parse_pod_page)
-            while (exchange := pages.next()) is not None:
-                pages.add(await client.call(exchange))
-            return pages.items
+        return await self._arun(_plans.list_pods)
 
     def find_pods_by_name(self, name: str) -> list[Pod]:
         """The listed pods named exactly ``name`` (the API has no filter: this reads every page)."""
-        name = _pod_name(name)
-        return [pod for pod in self.list_pods() if pod.name == name]
+        return self._run(_plans.find_pods_by_name, _pod_name(name))
 
     async def afind_pods_by_name(self, name: str) -> list[Pod]:
         """Async :meth:`find_pods_by_name`."""
-        name = _pod_name(name)
-        return [pod for pod in await self.alist_pods() if pod.name == name]
+        return await self._arun(_plans.find_pods_by_name, _pod_name(name))
 
     def create_pod(self, request: PodRequest) -> Pod:
         """Create a pod (``POST /pods/``); it bills from now until it is deleted. Never sent twice.
@@ -175,66 +144,24 @@ class PrimeHook(BaseHook):
         "Instances → Read and write"), ``PrimeRequestError`` (422 naming the field, a sold-out
         offer).
         """
-        with PrimeClient(settings := self.get_settings()) as client:
-            try:
-                pod: Pod = client.call(Exchange(settings, create_request(settings, request), parse_pod))
-                return pod
-            except DeliveryUnknown as unsure:
-                uncertain = unsure
-        return self._adopted(request.name, self.find_pods_by_name(request.name), uncertain)
+        return self._run(_plans.create_pod, _pod_request(request))
 
     async def acreate_pod(self, request: PodRequest) -> Pod:
         """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
-        async with AsyncPrimeClient(settings := await self.aget_settings()) as client:
-            try:
-                pod: Pod = await client.call(Exchange(settings, create_request(settings, request), parse_pod))
-                return pod
-            except DeliveryUnknown as unsure:
-                uncertain = unsure
-        return self._adopted(request.name, await self.afind_pods_by_name(request.name), uncertain)
+        return await self._arun(_plans.create_pod, _pod_request(request))
 
     def delete_pod(self, pod_id: str) -> None:
         """Delete a pod (``DELETE /pods/{id}``); idempotent: a pod already gone or going is success.
 
         A 404, or a refusal for a pod that is then found ``TERMINATED``/``DELETING`` (or not found),
         returns normally. Errors: ``PrimeAuthError`` (the key needs "Instances → Read and write"),
-        ``PrimeRequestError`` (refused for another reason), transient errors after the retries.
+        ``PrimeRequestError`` (refused for a live pod), transient errors after the retries.
         """
-        pod_id = _one_pod_id(pod_id)
-        with PrimeClient(settings := self.get_settings()) as client:
-            try:
-                client.call(
-                    Exchange(settings, delete_request(settings, pod_id), parse_ignored, None, _nothing)
-                )
-                return
-            except PrimeNotFoundError:
-                return
-            except PrimeRequestError as exc:
-                refused = exc
-            try:
-                still = client.call(Exchange(settings, pod_request(settings, pod_id), parse_pod))
-            except PrimeNotFoundError:
-                return
-        self._deleted_already(still, refused)
+        self._run(_plans.delete_pod, _one_pod_id(pod_id))
 
     async def adelete_pod(self, pod_id: str) -> None:
         """Async :meth:`delete_pod`."""
-        pod_id = _one_pod_id(pod_id)
-        async with AsyncPrimeClient(settings := await self.aget_settings()) as client:
-            try:
-                await client.call(
-                    Exchange(settings, delete_request(settings, pod_id), parse_ignored, None, _nothing)
-                )
-                return
-            except PrimeNotFoundError:
-                return
-            except PrimeRequestError as exc:
-                refused = exc
-            try:
-                still = await client.call(Exchange(settings, pod_request(settings, pod_id), parse_pod))
-            except PrimeNotFoundError:
-                return
-        self._deleted_already(still, refused)
+        await self._arun(_plans.delete_pod, _one_pod_id(pod_id))
 
     def list_gpu_offers(
         self,
@@ -247,11 +174,7 @@ class PrimeHook(BaseHook):
 
         Filters are the API's own; pick one with ``airflow_provider_prime.offers.choose_offer``.
         """
-        with PrimeClient(settings := self.get_settings()) as client:
-            pages = _offer_pages(settings, gpu_type, gpu_count, regions, multi_node)
-            while (exchange := pages.next()) is not None:
-                pages.add(client.call(exchange))
-            return pages.items
+        return self._run(_plans.list_gpu_offers, gpu_type, gpu_count, _regions(regions), multi_node)
 
     async def alist_gpu_offers(
         self,
@@ -261,11 +184,7 @@ class PrimeHook(BaseHook):
         multi_node: bool = False,
     ) -> list[GpuOffer]:
         """Async :meth:`list_gpu_offers`."""
-        async with AsyncPrimeClient(settings := await self.aget_settings()) as client:
-            pages = _offer_pages(settings, gpu_type, gpu_count, regions, multi_node)
-            while (exchange := pages.next()) is not None:
-                pages.add(await client.call(exchange))
-            return pages.items
+        return await self._arun(_plans.list_gpu_offers, gpu_type, gpu_count, _regions(regions), multi_node)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the key with ``GET /api/v1/user/whoami`` (the UI's and CLI's connection test).
@@ -314,20 +233,15 @@ class PrimeHook(BaseHook):
             )
         return widgets
 
-    def _adopted(self, name: str, found: list[Pod], unsure: DeliveryUnknown) -> Pod:
-        pod = adopt(name, found, unsure)
-        self.log.warning(
-            "Creating pod %r got no usable answer (%s); adopted the pod of that name: %s.",
-            name,
-            unsure.error,
-            pod.id,
-        )
-        return pod
+    def _run(self, plan: Callable[..., _plans.Plan[T]], *args: Any) -> T:
+        settings = self.get_settings()
+        with PrimeClient(settings) as client:
+            return client.run(plan(settings, *args))
 
-    @staticmethod
-    def _deleted_already(pod: Pod, refused: PrimeRequestError) -> None:
-        if pod.status not in GONE:
-            raise refused
+    async def _arun(self, plan: Callable[..., _plans.Plan[T]], *args: Any) -> T:
+        settings = await self.aget_settings()
+        async with AsyncPrimeClient(settings) as client:
+            return await client.run(plan(settings, *args))
 
     def _settings_from(self, conn: ConnectionLike | None) -> PrimeApiSettings:
         if conn is not None:
@@ -346,10 +260,6 @@ class PrimeHook(BaseHook):
         return settings
 
 
-def _nothing() -> None:
-    """The result of a delete answered without a body (204)."""
-
-
 def _one_pod_id(value: object) -> str:
     if not isinstance(value, str):
         raise PrimeConfigError(f"pod_id must be one pod id (a string), not {type(value).__name__}")
@@ -362,16 +272,14 @@ def _pod_name(value: object) -> str:
     return value
 
 
-def _offer_pages(
-    settings: PrimeApiSettings,
-    gpu_type: str | None,
-    gpu_count: int | None,
-    regions: list[str] | str | None,
-    multi_node: bool,
-) -> Pages[GpuOffer]:
-    wanted = [regions] if isinstance(regions, str) else list(regions or [])
-    return Pages(
-        settings,
-        lambda page: offers_page_request(settings, page, gpu_type, gpu_count, wanted, multi_node),
-        parse_offer_page,
-    )
+def _pod_request(value: object) -> PodRequest:
+    if not isinstance(value, PodRequest):
+        raise PrimeConfigError(
+            "create_pod takes a PodRequest (e.g. PodRequest.from_offer(offer, name=...)), "
+            f"not {type(value).__name__}"
+        )
+    return value
+
+
+def _regions(regions: list[str] | str | None) -> list[str]:
+    return [regions] if isinstance(regions, str) else list(regions or [])

@@ -203,33 +203,20 @@ def provisioned_pod(
         return int(100 * (t - active) / (installed - active))
 
     def phase(t: float) -> Phase:
-        ssh = sum(ssh_t <= t for ssh_t in ssh_times)
         if t < installed:
-            return Phase(
-                at=t,
-                status=_ACTIVE,
-                installation_status=_INSTALL_ACTIVE,
-                installation_progress=min(progress(t), 99),
-                ip_nodes=nodes,
-                ssh_nodes=ssh,
-            )
-        if failure is not None:
-            return Phase(
-                at=t,
-                status=_ACTIVE,
-                installation_status=_INSTALL_ERROR,
-                installation_progress=99,  # frozen where it stopped
-                installation_failure=failure,
-                ip_nodes=nodes,
-                ssh_nodes=ssh,
-            )
+            state, done = _INSTALL_ACTIVE, min(progress(t), 99)
+        elif failure is not None:
+            state, done = _INSTALL_ERROR, 99  # frozen where it stopped
+        else:
+            state, done = _INSTALL_FINISHED, 100
         return Phase(
             at=t,
             status=_ACTIVE,
-            installation_status=_INSTALL_FINISHED,
-            installation_progress=100,
+            installation_status=state,
+            installation_progress=done,
+            installation_failure=failure if state == _INSTALL_ERROR else None,
             ip_nodes=nodes,
-            ssh_nodes=ssh,
+            ssh_nodes=sum(ssh_t <= t for ssh_t in ssh_times),
         )
 
     breakpoints = sorted({active, installed, *ssh_times})

@@ -235,14 +235,11 @@ class PodBook:
 
         A pod already deleting or terminated is left as it is (deleting twice succeeds).
         """
-        now = self._clock()
         with self._lock:
-            entry = self._visible(pod_id, api_key)
-            if entry is None:
+            found = self._at(pod_id, api_key)
+            if found is None:
                 return None
-            t = (now - entry.added) * self._scale
-            if entry.script.vanish_at is not None and t >= entry.script.vanish_at:
-                return None
+            entry, t, _ = found
             if entry.script.deleted_at is not None and t >= entry.script.deleted_at:
                 return entry.status(t)
             changes = {"deleted_at": t, "deleting_for": deleting_for}
@@ -254,19 +251,26 @@ class PodBook:
         self, pod_id: str, api_key: str | None = None, *, terminated: bool = True
     ) -> dict[str, Any] | None:
         """``GET /pods/{id}``: the pod now; None if unknown, hidden, or terminated (``terminated`` False)."""
-        now = self._clock()
         with self._lock:
-            entry = self._visible(pod_id, api_key)
-            if entry is None:
+            found = self._at(pod_id, api_key)
+            if found is None:
                 return None
-            t = (now - entry.added) * self._scale
-            script = entry.script
-            ended = script.terminated_at is not None and t >= script.terminated_at
-            if t < script.visible_from or (script.vanish_at is not None and t >= script.vanish_at):
-                return None
-            if ended and not terminated:
+            entry, t, now = found
+            ended = entry.script.terminated_at is not None and t >= entry.script.terminated_at
+            if t < entry.script.visible_from or (ended and not terminated):
                 return None
             return entry.pod(t, self._epoch + now)
+
+    def _at(self, pod_id: str, api_key: str | None) -> tuple[_Entry, float, float] | None:
+        """(entry, its pod time, the clock) of a pod this key sees and that has not vanished."""
+        now = self._clock()
+        entry = self._entries.get(pod_id)
+        if entry is None or not _sees(entry, api_key):
+            return None
+        t = (now - entry.added) * self._scale
+        if entry.script.vanish_at is not None and t >= entry.script.vanish_at:
+            return None
+        return entry, t, now
 
     def listed(self, api_key: str | None = None) -> list[dict[str, Any]]:
         """``GET /pods/``: every pod listed now (not terminated), oldest first."""
@@ -308,10 +312,6 @@ class PodBook:
             entries = sorted(self._entries.values(), key=lambda e: e.added)
             return [entry.billed((now - entry.added) * self._scale) for entry in entries]
 
-    def _visible(self, pod_id: str, api_key: str | None) -> _Entry | None:
-        entry = self._entries.get(pod_id)
-        return entry if entry is not None and _sees(entry, api_key) else None
-
     def remove(self, pod_id: str) -> bool:
         """Forget a pod: from now on it is absent from every answer. False if there was none."""
         with self._lock:
@@ -350,9 +350,7 @@ class PodBook:
             entries, scale = self._entries, self._scale
             for pod_id in dict.fromkeys(pod_ids):
                 entry = entries.get(pod_id)
-                if entry is None or (
-                    api_key is not None and entry.api_keys is not None and api_key not in entry.api_keys
-                ):
+                if entry is None or not _sees(entry, api_key):
                     continue
                 fragment = entry.fragment((now - entry.added) * scale)
                 if fragment is not None:

@@ -72,6 +72,19 @@ _ENVELOPE_HEAD = b'{"data": ['
 _ENVELOPE_TAIL = b'], "status": "ok"}'
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One authenticated API request as a route handler gets it (query parsed once)."""
+
+    request: Request
+    api_key: str
+    pod_id: str  # the id of ``/pods/{id}`` ("" elsewhere)
+    pod_ids: list[str]
+
+
+_RouteHandler = Callable[[_Call], Reply]
+
+
 class _Invalid(Exception):
     """A query parameter that does not validate: answered 422 naming it."""
 
@@ -115,15 +128,15 @@ class PrimeApi:
         self._state = state
         self._control = ControlApi(state)
         self._keys = frozenset(state.api_keys)
-        self._handlers: dict[tuple[str, str], Callable[[Request, str, str | None], Reply]] = {
+        self._handlers: dict[tuple[str, str], _RouteHandler] = {
             ("GET", STATUS_PATH): self._status,
             ("GET", WHOAMI_PATH): self._whoami,
             ("GET", PODS_PATH): self._list,
             ("POST", PODS_PATH): self._create,
             ("GET", HISTORY_PATH): self._history,
-            ("GET", GPUS_PATH): lambda r, k, i: self._offers(r, multi_node=False),
-            ("GET", MULTI_NODE_PATH): lambda r, k, i: self._offers(r, multi_node=True),
-            ("GET", GPU_SUMMARY_PATH): lambda r, k, i: json_reply(
+            ("GET", GPUS_PATH): lambda call: self._offers(call.request, multi_node=False),
+            ("GET", MULTI_NODE_PATH): lambda call: self._offers(call.request, multi_node=True),
+            ("GET", GPU_SUMMARY_PATH): lambda _call: json_reply(
                 200, gpu_summary(self._state.scenario.offers)
             ),
             ("GET", PODS_PATH + "{id}"): self._get,
@@ -140,7 +153,7 @@ class PrimeApi:
         fault = strike(request.path, api_key, pod_ids, state.clock(), method=request.method)
         reply = fault.reply() if fault is not None else None
         if reply is None:
-            reply = self._route(request, api_key, fault)
+            reply = self._route(request, api_key, pod_ids, fault)
             if 200 <= reply.status < 300 and state.fault_book:
                 late = strike(
                     request.path, api_key, pod_ids, state.clock(), method=request.method, after_effect=True
@@ -151,7 +164,7 @@ class PrimeApi:
         state.stats.record(request.method, request.path, pod_ids, api_key, status, reply.note)
         return reply
 
-    def _route(self, request: Request, api_key: str, fault: Fault | None) -> Reply:
+    def _route(self, request: Request, api_key: str, pod_ids: list[str], fault: Fault | None) -> Reply:
         route, pod_id, redirect = resolve(request.path)
         if redirect is not None:
             return _redirect(request, redirect)
@@ -168,7 +181,7 @@ class PrimeApi:
         if writes and api_key in self._state.read_only_keys:
             return _detail(403, WRITE_PERMISSION_DETAIL)
         try:
-            reply = self._handlers[request.method, route](request, api_key, pod_id)
+            reply = self._handlers[request.method, route](_Call(request, api_key, pod_id or "", pod_ids))
         except _Invalid as invalid:
             return json_reply(422, validation_error((("query", invalid.name), str(invalid))))
         if fault is not None and fault.kind is FaultKind.SLOW:
@@ -179,64 +192,46 @@ class PrimeApi:
 
     # pods ----------------------------------------------------------------------------------------
 
-    def _status(self, request: Request, api_key: str, _pod_id: str | None) -> Reply:
-        pod_ids = request.params().get("pod_ids", []) if request.query else []
-        problems = self._invalid(pod_ids)
+    def _status(self, call: _Call) -> Reply:
+        problems = self._invalid(call.pod_ids)
         if problems:
             return json_reply(422, {"errors": [{"param": "pod_ids", "details": p} for p in problems]})
-        fragments = self._state.pods.report_json(pod_ids, api_key)
+        fragments = self._state.pods.report_json(call.pod_ids, call.api_key)
         return Reply(200, _ENVELOPE_HEAD + b", ".join(fragments) + _ENVELOPE_TAIL)
 
-    def _list(self, request: Request, api_key: str, _pod_id: str | None) -> Reply:
-        offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
-        pods = self._state.pods.listed(api_key)
-        page = {
-            "total_count": len(pods),
-            "offset": offset,
-            "limit": limit,
-            "data": pods[offset : offset + limit],
-        }
-        return json_reply(200, page)
+    def _list(self, call: _Call) -> Reply:
+        return _page(call.request, self._state.pods.listed(call.api_key))
 
-    def _history(self, request: Request, api_key: str, _pod_id: str | None) -> Reply:
-        offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
-        params = request.params()
+    def _history(self, call: _Call) -> Reply:
+        params = call.request.params()
         sort_by = params.get("sort_by", ["terminatedAt"])[-1]
         order = params.get("sort_order", ["desc"])[-1].lower()
         if sort_by not in ("terminatedAt", "createdAt"):
             raise _Invalid("sort_by", "must be terminatedAt or createdAt")
         if order not in ("asc", "desc"):
             raise _Invalid("sort_order", "must be asc or desc")
-        items = sorted(
-            self._state.pods.history(api_key), key=lambda item: item[sort_by], reverse=order == "desc"
-        )
-        page = {
-            "total_count": len(items),
-            "offset": offset,
-            "limit": limit,
-            "data": items[offset : offset + limit],
-        }
-        return json_reply(200, page)
+        items = self._state.pods.history(call.api_key)
+        return _page(call.request, sorted(items, key=lambda item: item[sort_by], reverse=order == "desc"))
 
-    def _get(self, _request: Request, api_key: str, pod_id: str | None) -> Reply:
-        assert pod_id is not None
+    def _get(self, call: _Call) -> Reply:
+        pod_id = call.pod_id
         state = self._state
-        pod = state.pods.pod(pod_id, api_key, terminated=state.scenario.deleted_pods == "terminated")
+        pod = state.pods.pod(pod_id, call.api_key, terminated=state.scenario.deleted_pods == "terminated")
         return json_reply(200, pod) if pod is not None else _detail(404, f"Pod {pod_id} not found")
 
-    def _delete(self, _request: Request, api_key: str, pod_id: str | None) -> Reply:
-        assert pod_id is not None
-        status = self._state.delete_pod(pod_id, api_key)
+    def _delete(self, call: _Call) -> Reply:
+        pod_id = call.pod_id
+        status = self._state.delete_pod(pod_id, call.api_key)
         return (
             json_reply(200, {"status": status})
             if status is not None
             else _detail(404, f"Pod {pod_id} not found")
         )
 
-    def _create(self, request: Request, api_key: str, _pod_id: str | None) -> Reply:
+    def _create(self, call: _Call) -> Reply:
         state = self._state
         try:
-            body = json.loads(request.body) if request.body else None
+            body = json.loads(call.request.body) if call.request.body else None
         except ValueError:
             return json_reply(422, validation_error((("body",), "JSON decode error")))
         checked = check(body, state.scenario.offers)
@@ -246,7 +241,7 @@ class PrimeApi:
             return _detail(400, f"Offer {checked.offer.cloud_id} is out of stock")
         if state.payment_required:
             return _detail(402, PAYMENT_REQUIRED_DETAIL)
-        return json_reply(200, state.create_pod(checked, api_key))
+        return json_reply(200, state.create_pod(checked, call.api_key))
 
     # offers and the user -------------------------------------------------------------------------
 
@@ -266,10 +261,11 @@ class PrimeApi:
         items = [offer.render() for offer in offers[(page - 1) * size : page * size]]
         return json_reply(200, {"items": items, "totalCount": len(offers)})
 
-    def _whoami(self, _request: Request, api_key: str, _pod_id: str | None) -> Reply:
+    def _whoami(self, call: _Call) -> Reply:
         # Identified by the key's position, never the key itself (it must not leak into any output).
         state = self._state
-        user = user_object(state.user_number(api_key), writable=api_key not in state.read_only_keys)
+        number = state.user_number(call.api_key)
+        user = user_object(number, writable=call.api_key not in state.read_only_keys)
         return json_reply(200, {"data": user, "status": "ok"})
 
     # helpers -------------------------------------------------------------------------------------
@@ -296,6 +292,18 @@ class PrimeApi:
         if any(len(pod_id) > MAX_POD_ID_LENGTH for pod_id in pod_ids):
             problems.append(f"pod ids must be at most {MAX_POD_ID_LENGTH} characters")
         return problems
+
+
+def _page(request: Request, items: list[dict[str, Any]]) -> Reply:
+    """One page of the pod list or history, in their snake_case envelope."""
+    offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
+    page = {
+        "total_count": len(items),
+        "offset": offset,
+        "limit": limit,
+        "data": items[offset : offset + limit],
+    }
+    return json_reply(200, page)
 
 
 def _paging(

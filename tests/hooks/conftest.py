@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -143,3 +144,10 @@ def twin(kind: str, local_api: LoopbackServer, set_conn: Callable[..., None]) ->
     """The hook on ``prime_default`` pointed at ``local_api`` (real HTTP), called sync or async."""
     set_conn(host=local_api.base_url, password=KEY, extra={**FAST_EXTRA, "read_timeout": 0.5})
     return Twin(kind, PrimeHook())
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        yield probe.getsockname()[1]  # bound but not listening: connections are refused

@@ -121,7 +121,7 @@ async def test_other_import_errors_are_not_mistaken_for_a_missing_connection(
 
 @pytest.mark.parametrize(
     ("bad", "fragment"),
-    [([], "empty"), (["ok", ""], "blank"), (["ok", None], "must be a string"), (7, "not int")],
+    [([], "empty"), (["ok", ""], "blank"), (["ok", None], "rendered nothing"), (7, "not int")],
 )
 def test_bad_ids_fail_before_any_lookup_or_request(bad: object, fragment: str) -> None:
     # No connection is defined: a lookup would fail differently, so the ids were refused first.

@@ -6,9 +6,7 @@ The server is a small stdlib fake (``tests/hooks/fakes.py``); backoff is real bu
 from __future__ import annotations
 
 import email.utils
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -66,13 +64,6 @@ def test_dropped_connection_is_retried(over_http: Caller, api: ScriptedApi) -> N
     api.script = sequence(Failure.DROP)
     assert [s.pod_id for s in over_http.pods(["p1"])] == ["p1"]
     assert len(api.seen) == 2
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        yield probe.getsockname()[1]  # bound but not listening: connections are refused
 
 
 def test_refused_connection_gives_up_after_the_retries(

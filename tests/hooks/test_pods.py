@@ -6,7 +6,7 @@ a client unsure whether the pod was made, and count the pods left behind.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -18,8 +18,9 @@ from airflow_provider_prime.exceptions import (
     PrimeRequestError,
     PrimeTransientError,
 )
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import GpuOffer, PodRequest
-from tests.hooks.conftest import Twin
+from tests.hooks.conftest import FAST_EXTRA, Twin
 from tests.hooks.fakes import Failure, PodsBackend, Reply, ScriptedApi, Seen, pod_record
 from tests.test_models import make_offer
 
@@ -117,20 +118,13 @@ def test_a_rate_limited_create_is_sent_again(twin: Twin, backend: PodsBackend, a
     assert backend.created == 1
 
 
-def test_a_refused_connection_is_retried_for_a_create(mocked: Any, api: ScriptedApi) -> None:
-    from airflow_provider_prime.hooks._exchange import Exchange, create_request, parse_pod
-
-    backend = PodsBackend()
-    backend.faults[CREATE] = [Failure.CONNECT]
-    api.script = backend
-    request = request_for("train-c")
-    pod = mocked.run(
-        lambda client: client.call(
-            Exchange(client.settings, create_request(client.settings, request), parse_pod)
-        )
-    )
-    assert pod.name == "train-c"
-    assert backend.created == 1  # the refused attempt never reached the server
+def test_a_refused_create_is_retried_because_it_never_left(
+    kind: str, set_conn: Callable[..., None], closed_port: int
+) -> None:
+    set_conn(host=f"http://127.0.0.1:{closed_port}", password="pk-x", extra={**FAST_EXTRA, "max_retries": 2})
+    with pytest.raises(PrimeTransientError, match="Gave up after 3 attempts: Connection failed") as caught:
+        Twin(kind, PrimeHook())("create_pod", request_for("train-c"))
+    assert "may not have happened" not in str(caught.value)  # refused: provably nothing was made
 
 
 @pytest.mark.parametrize(
@@ -228,7 +222,8 @@ def test_gpu_offers_are_read_page_by_page_with_the_filters(twin: Twin, api: Scri
 
 
 @pytest.mark.parametrize(
-    ("method", "value"), [("get_pod", ["a", "b"]), ("delete_pod", ""), ("find_pods_by_name", " ")]
+    ("method", "value"),
+    [("get_pod", ["a", "b"]), ("delete_pod", ""), ("find_pods_by_name", " "), ("create_pod", {"name": "x"})],
 )
 def test_bad_arguments_fail_before_any_request(
     twin: Twin, api: ScriptedApi, method: str, value: object

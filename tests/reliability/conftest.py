@@ -1,5 +1,6 @@
-"""Fixtures of the reliability suite: simulators and connections to them, a port that never accepts,
-an event-loop heartbeat, and the record of what was observed. Requests are counted by the
+"""Fixtures of the reliability suite: the fast connection extra for the plugin's ``prime_connect``
+(simulators come from its ``prime_simulator_factory``), a port that never accepts, and the record
+of what was observed. Requests are counted by the
 simulator's stats, never by wrapping the clients.
 
 Set ``PRIME_RELIABILITY_OBSERVATIONS=<file>`` to have the observations written as JSON at the end of
@@ -33,37 +34,9 @@ LAG_BOUND = 0.5
 
 
 @pytest.fixture
-def simulator() -> Iterator[Callable[..., PrimeSimulator]]:
-    """``start(pods, **options)``: a running simulator on 127.0.0.1, stopped after the test."""
-    started: list[PrimeSimulator] = []
-
-    def start(pods: list[Any] | tuple[Any, ...] = (), **options: Any) -> PrimeSimulator:
-        sim = PrimeSimulator(Scenario.of(list(pods)), **options).start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
-    """``connect(base_url, api_key, conn_id="prime_default", extra=EXTRA)``: define the connection."""
-
-    def define(
-        base_url: str, api_key: str, conn_id: str = "prime_default", extra: dict[str, Any] | None = None
-    ) -> str:
-        connection = {
-            "conn_type": "prime",
-            "host": base_url,
-            "password": api_key,
-            "extra": EXTRA if extra is None else extra,
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        return conn_id
-
-    return define
+def prime_connection_extra() -> dict[str, Any]:
+    """What the plugin's ``prime_connect`` puts in the connection extra here: the fast settings."""
+    return dict(EXTRA)
 
 
 @pytest.fixture

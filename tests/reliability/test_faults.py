@@ -35,20 +35,26 @@ class Stage:
     """The server a case runs against, and how to count what reached it."""
 
     def __init__(self, case: FaultCase, request: pytest.FixtureRequest) -> None:
-        connect: Callable[..., str] = request.getfixturevalue("connect")
+        connect: Callable[..., str] = request.getfixturevalue("prime_connect")
         self.case = case
         self.sim: PrimeSimulator | None = None
         if case.server == "blackhole":
-            connect(request.getfixturevalue("blackhole"), "pk-blackhole", extra=case.connection_extra)
+            connect(request.getfixturevalue("blackhole"), api_key="pk-blackhole", extra=case.connection_extra)
             return
-        self.sim = request.getfixturevalue("simulator")(case.pods())
-        connect(self.sim.base_url, case.api_key or self.sim.api_key, extra=case.connection_extra)
+        self.sim = request.getfixturevalue("prime_simulator_factory")(case.pods())
+        connect(self.sim, api_key=case.api_key, extra=case.connection_extra)
         self.sim.inject(*case.faults())
 
     def requests(self, logged: str = "") -> int:
-        """Status requests so far, as the server recorded them (the blackhole: as the errors say)."""
+        """Status requests so far, as the server recorded them (the blackhole: as the hook's retry lines say).
+
+        Against the blackhole every call makes ``attempts`` attempts and logs a debug line for each
+        but the last, so the lines give the attempts exactly (the waits throttle their own lines).
+        """
         if self.sim is None:
-            return self.case.attempts * logged.count(f"after {self.case.attempts} attempts")
+            retries_per_call = self.case.attempts - 1
+            assert retries_per_call > 0, "a blackhole case must allow retries to be countable"
+            return logged.count("Prime API call failed (") // retries_per_call * self.case.attempts
         return self.sim.stats.by_path[STATUS_PATH]
 
     def request_times(self) -> list[float]:
@@ -88,6 +94,7 @@ def test_sync_path(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="airflow_provider_prime.hooks._exchange")
     stage = Stage(case, request)
     sensor = PodStatusSensor(
         task_id="wait_for_pods",

@@ -90,16 +90,9 @@ def test_prime_connect_uses_the_default_extra_or_the_one_given(
         prime_connect(prime_simulator.base_url)
 
 
-def test_prime_clean_env_removes_the_developers_settings(
-    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    for name in PRIME_ENV_VARS:
-        monkeypatch.setenv(name, "from-the-developer")
-    request.getfixturevalue("prime_clean_env")
-    assert not set(PRIME_ENV_VARS) & set(os.environ)
-
-
 def test_a_users_project_can_enable_the_plugin_and_every_simulator_is_stopped(tmp_path: Path) -> None:
+    # The user's shell has its own Prime settings: prime_clean_env must hide them from the test.
+    developer = dict.fromkeys(PRIME_ENV_VARS, "from-the-developer")
     (tmp_path / "conftest.py").write_text(
         'pytest_plugins = ["airflow_provider_prime.testing.pytest_plugin"]\n'
     )
@@ -108,8 +101,12 @@ def test_a_users_project_can_enable_the_plugin_and_every_simulator_is_stopped(tm
         textwrap.dedent(
             f"""
             import json
+            import os
             import httpx
             from airflow_provider_prime.testing import ready_pod
+
+            def test_clean_env(prime_clean_env):
+                assert not {set(PRIME_ENV_VARS)!r} & set(os.environ)
 
             def test_waits(prime_simulator, prime_simulator_factory):
                 other = prime_simulator_factory("demo")
@@ -131,9 +128,11 @@ def test_a_users_project_can_enable_the_plugin_and_every_simulator_is_stopped(tm
         text=True,
         timeout=120,
         cwd=tmp_path,
-        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},  # only what the user's conftest asks for
+        # only what the user's conftest asks for
+        env={**os.environ, **developer, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
     for url in json.loads(urls.read_text()):
         with pytest.raises(httpx.ConnectError):
             httpx.get(url + WHOAMI_PATH)
