@@ -132,7 +132,7 @@ def cheapest_offer_conf(environ: Mapping[str, str]) -> dict[str, Any]:
 class Narrator:
     """Prints task state changes and, while the sensor waits, the trigger's progress lines."""
 
-    MARKERS = ("Waiting for pods: ", "All pods ready: ", "Pod ready: ", "Pod wait failed: ")
+    MARKERS = ("Waiting for pods: ", "All pods ready: ", "Pod wait failed: ")
 
     def __init__(self, console: Console, stack: AirflowStack, dag_id: str) -> None:
         self.console, self.stack, self.dag_id = console, stack, dag_id

@@ -27,14 +27,14 @@ from airflow.configuration import conf
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
+from airflow_provider_prime import events
 from airflow_provider_prime._compat import AirflowSensorTimeout
 from airflow_provider_prime.exceptions import (
-    ERROR_CLASSES,
     PrimeConfigError,
     PrimeError,
     PrimeNotFoundError,
-    PrimePodFailedError,
     PrimeRejectedError,
+    is_transient,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import Pod, PodRequest, PodState
@@ -42,13 +42,13 @@ from airflow_provider_prime.offers import OfferWish, choose_offer
 from airflow_provider_prime.operators._values import seconds, timestamp
 from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.pod_ids import validate_pod_ids
-from airflow_provider_prime.progress import ProgressThrottle
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    READY_LINE,
+    Outcome,
+    PodWait,
     Requirements,
-    assess,
     handover_entry,
-    track_missing,
 )
 from airflow_provider_prime.sensors.pod_status import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT
 from airflow_provider_prime.triggers.pod_lifecycle import (
@@ -56,7 +56,6 @@ from airflow_provider_prime.triggers.pod_lifecycle import (
     PodTerminationTrigger,
     termination_state,
 )
-from airflow_provider_prime.triggers.pod_status import is_retryable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -76,10 +75,6 @@ DEFAULT_TERMINATION_INTERVAL = 5.0
 
 def _default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def _error_class(name: object) -> type[PrimeError]:
-    return ERROR_CLASSES.get(name, PrimeError) if isinstance(name, str) else PrimeError
 
 
 class PrimeCreatePodOperator(BaseOperator):
@@ -220,7 +215,8 @@ class PrimeCreatePodOperator(BaseOperator):
                 "" if self._owned and self.terminate_on_failure else " — no: " + self._why_kept(),
             )
             if not self.wait_for_ready:
-                return result(pod.to_status(), pod.price_hr)
+                status = pod.to_status()
+                return with_price({pod.id: handover_entry(status)}, pod.id, pod.price_hr)
             if not self.deferrable:
                 return self._wait_here(pod, deadline)
             trigger = OwnedPodTrigger(
@@ -253,17 +249,11 @@ class PrimeCreatePodOperator(BaseOperator):
         """The trigger's event: the pod's handover, or its deletion and the wait's error."""
         self._pod_id, self._owned = pod_id, owned
         with self._delete_on_failure():
-            if not isinstance(event, dict) or event.get("status") not in ("success", "timeout", "failed"):
-                raise PrimeError(f"The pod wait sent an event this operator does not understand: {event!r}")
-            message = str(event.get("message", ""))
-            if event["status"] == "timeout":
-                raise AirflowSensorTimeout(f"Pod {pod_id}: {message}")
-            if event["status"] == "failed":
-                raise _error_class(event.get("error_type"))(message)
-            self.log.info("Pod ready: %s", message)
-            pods = dict(event["pods"])
-            pods[pod_id] = {**pods.get(pod_id, {}), "price_hr": price_hr}
-            return pods
+            parsed = events.parse_event(event)
+            if parsed["status"] != "success":
+                raise events.event_error(parsed)
+            self.log.info(READY_LINE, parsed["message"])
+            return with_price(parsed["pods"], pod_id, price_hr)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also delete the pod when Airflow fails the deferred task itself (deferral timeout, trigger crash).
@@ -381,28 +371,21 @@ class PrimeCreatePodOperator(BaseOperator):
     # -- waiting in the worker ---------------------------------------------------------------
 
     def _wait_here(self, pod: Pod, deadline: float) -> dict[str, Any]:
-        missing: dict[str, float] = {}
-        progress = ProgressThrottle()
+        """The sensor's wait in this worker: one :class:`PodWait` step per answer or error."""
+        wait = PodWait([pod.id], self.requirements, self.log, deadline=deadline)
         while True:
             try:
-                statuses = self.hook.get_pods_status([pod.id])
+                statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
             except PrimeError as exc:
-                if not is_retryable(exc):
-                    raise
-                self.log.warning("Prime API unavailable, will check again: %s", exc)
+                step = wait.trouble(exc, time.time())
             else:
-                now = time.time()
-                missing = track_missing(missing, [pod.id], statuses, now)
-                verdict = assess([pod.id], statuses, self.requirements, missing_since=missing, now=now)
-                if verdict.ready:
-                    self.log.info("Pod ready: %s", verdict.summary())
-                    return result(statuses[0], pod.price_hr)
-                if verdict.failed:
-                    raise PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
-                if progress.due(verdict.summary(), now):
-                    self.log.info("Waiting for pods: %s", verdict.summary())
+                step = wait.answer({s.pod_id: s for s in statuses}, time.time())
+            if step.outcome is Outcome.READY:
+                return with_price(step.handover, pod.id, pod.price_hr)
+            if step.error is not None:
+                raise step.error
             if time.time() >= deadline:
-                raise AirflowSensorTimeout(f"Pod {pod.id} not ready within {self.timeout:.0f}s")
+                raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
             time.sleep(min(self.poll_interval, max(deadline - time.time(), 0.0)))
 
     # -- clean-up ----------------------------------------------------------------------------
@@ -457,9 +440,14 @@ class PrimeCreatePodOperator(BaseOperator):
         self._owned = self._owns(pod, pod.name or "", context)
 
 
-def result(status: Any, price_hr: float | None) -> dict[str, Any]:
+def with_price(
+    handover: Mapping[str, Mapping[str, Any]], pod_id: str, price_hr: float | None
+) -> dict[str, Any]:
     """The create operator's return value: the sensor's handover of the pod, plus its price."""
-    return {status.pod_id: {**handover_entry(status), "price_hr": price_hr}}
+    return {
+        pid: {**entry, "price_hr": price_hr} if pid == pod_id else dict(entry)
+        for pid, entry in handover.items()
+    }
 
 
 def collect_pod_ids(value: Any) -> list[str]:
@@ -555,11 +543,11 @@ class PrimeTerminatePodOperator(BaseOperator):
         before: dict[str, dict[str, Any]] | None = None,
         failures: list[str] | None = None,
     ) -> Any:
-        event = event if isinstance(event, dict) else {}
+        parsed = events.parse_event(event)
         failures = list(failures or [])
-        if event.get("status") != "success":
-            failures.append(str(event.get("message") or f"termination wait: {event!r}"))
-        return self._report(dict(before or {}), dict(event.get("pods") or {}), failures)
+        if parsed["status"] != "success":
+            failures.append(parsed["message"])
+        return self._report(dict(before or {}), parsed["pods"], failures)
 
     def _delete(self, pod_id: str) -> dict[str, Any]:
         """Delete one pod (gone already is fine); what is known of it beforehand."""
@@ -589,7 +577,7 @@ class PrimeTerminatePodOperator(BaseOperator):
                 except PrimeNotFoundError:
                     ends[pod_id] = {"status": "GONE", "terminated_at": None, "final": True}
                 except PrimeError as exc:
-                    if not is_retryable(exc):
+                    if not is_transient(exc):
                         raise
                     self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
             if all(ends.get(p, {}).get("final") for p in pod_ids) or time.time() >= deadline:

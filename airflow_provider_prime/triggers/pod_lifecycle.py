@@ -21,11 +21,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_prime.exceptions import PrimeNotFoundError
+from airflow_provider_prime import events
+from airflow_provider_prime.exceptions import PrimeNotFoundError, is_transient
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodState
 from airflow_provider_prime.pod_ids import validate_pod_ids
-from airflow_provider_prime.triggers.pod_status import PodStatusTrigger, failure_event, is_retryable
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 
 #: Seconds an ``on_kill`` deletion may take; Airflow 3.3 gives ``on_kill`` 30 s by default.
 ON_KILL_TIMEOUT = 20.0
@@ -62,8 +63,9 @@ class OwnedPodTrigger(PodStatusTrigger):
 class PodTerminationTrigger(BaseTrigger):
     """Poll deleted pods until each is ``TERMINATED`` or gone (404), or the deadline passes.
 
-    One event: ``{"status": "success", "pods": {id: {"status", "terminated_at"}}}``, ``timeout``
-    with the same ``pods`` (the last known state), or ``failed`` when the API refuses.
+    One event of :mod:`airflow_provider_prime.events`: ``success`` with ``pods`` =
+    ``{id: {"status", "terminated_at", "final"}}``, ``timeout`` with the same ``pods`` (the last
+    known state), or ``failed`` when the API refuses.
     """
 
     def __init__(
@@ -99,11 +101,11 @@ class PodTerminationTrigger(BaseTrigger):
                 except PrimeNotFoundError:
                     ends[pod_id] = {"status": "GONE", "terminated_at": None, "final": True}
                 except Exception as exc:
-                    if not is_retryable(exc):
-                        return failure_event(exc, ends)
+                    if not is_transient(exc):
+                        return dict(events.build_failed(exc, ends))
                     self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
             if all(ends.get(p, {}).get("final") for p in self.pod_ids):
-                return {"status": "success", "pods": ends, "message": "every pod terminated"}
+                return dict(events.build_success(ends, "every pod terminated"))
             if time.time() + self.poll_interval > self.deadline:
                 waiting = ", ".join(p for p in self.pod_ids if not ends.get(p, {}).get("final"))
                 return {

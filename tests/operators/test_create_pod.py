@@ -71,7 +71,7 @@ def test_creates_the_cheapest_match_pushes_its_id_and_hands_over_when_ready(life
     assert account(sim)["pods"][pod_id]["billing"]  # success: the pod is the training's now
     events = [e["event"] for e in logs]
     pushed = next(i for i, e in enumerate(events) if pod_id in e and "created" in e)
-    ready = next(i for i, e in enumerate(events) if e.startswith("Pod ready"))
+    ready = next(i for i, e in enumerate(events) if e.startswith("All pods ready"))
     assert pushed < ready  # the id was logged before the wait
 
 
