@@ -1,12 +1,19 @@
-"""The whole pattern around pods that already exist: wait for them, train, then a place for teardown.
+"""Rent a GPU pod, wait until it is really ready, train on it, give it back: never left billing.
 
-The provider does not own pods: it never creates, stops or deletes them. They belong to whoever
-started them (you, a script, another DAG), may be shared with other jobs, and keep billing until
-their owner terminates them. So the teardown step below deletes nothing; it marks the spot where a
-DAG that does own its pods calls its own teardown.
+1. ``create_pod`` chooses the cheapest offer for the GPU type and count of the run's params and
+   creates the pod, named after this task instance, so a retry adopts the pod instead of renting
+   a second one. Its id goes to XCom (key ``pod_id``) before the wait, which is deferred to the
+   triggerer (no worker slot held while the pod boots). If the wait fails (pod ERROR, installation
+   failure) or times out, or the task is killed, the task deletes the pod itself.
+2. ``train`` gets the pod's SSH target per node from the create task's return value (the same shape
+   as ``PodStatusSensor``'s, plus ``price_hr``). ``fail_training=true`` makes it fail, to watch the
+   teardown at work.
+3. ``terminate_pod`` is a teardown: it runs once training is done, succeeded or failed, deletes the
+   pod, waits until it is gone and logs what it cost. (A teardown does not run when its setup
+   failed: that is why ``create_pod`` cleans up after itself.)
 
-Pod ids: the ``pod_ids`` param, else the Variable ``prime_pod_ids`` (a JSON list), else the demo
-pods of the local simulator.
+What is left for pods nothing above can delete (a worker killed hard): ``example_prime_reaper``.
+Nothing here touches the network or a connection until a task runs.
 """
 
 from __future__ import annotations
@@ -14,51 +21,47 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task, teardown
+from airflow.sdk import Param, dag, task
 
-from airflow_provider_prime.sensors.pod_status import PodStatusSensor
-
-DEMO_POD_IDS = ["pod-demo-single", "pod-demo-cluster"]
-#: Rendered when a task runs: the param, else the Variable, else the demo pods.
-POD_IDS = "{{ params.pod_ids or var.json.get('prime_pod_ids', demo_pod_ids) }}"
+from airflow_provider_prime.operators.pod import PrimeCreatePodOperator, PrimeTerminatePodOperator
 
 
 @dag(
     schedule=None,
     catchup=False,
     render_template_as_native_obj=True,
-    user_defined_macros={"demo_pod_ids": DEMO_POD_IDS},
-    params={"pod_ids": Param([], type="array", items={"type": "string"}, description="Pods to use.")},
+    params={
+        "gpu_type": Param("H100_80GB", type="string", description="GPU model to rent."),
+        "gpu_count": Param(1, type="integer", minimum=1, description="GPUs per pod."),
+        "fail_training": Param(False, type="boolean", description="Make training fail (a demo)."),
+    },
     tags=["prime", "example"],
 )
 def example_prime_pod_lifecycle() -> None:
-    # 1. Wait: deferred to the triggerer; fails at once with the platform's reason if a pod breaks.
-    wait_for_pods = PodStatusSensor(
-        task_id="wait_for_pods",
-        pod_ids=POD_IDS,
+    create_pod = PrimeCreatePodOperator(
+        task_id="create_pod",
+        gpu_type="{{ params.gpu_type }}",
+        gpu_count="{{ params.gpu_count }}",
         deferrable=True,
-        poke_interval=timedelta(seconds=10),
+        poll_interval=timedelta(seconds=10),
         timeout=timedelta(minutes=30),
+        retries=1,
     )
 
-    # 2. Work: everything a node needs to be reached is in the sensor's XCom.
     @task
-    def train(pods: dict[str, dict[str, Any]]) -> None:
-        for pod_id, pod in pods.items():
-            for rank, target in enumerate(pod["ssh_connections"]):
-                print(f"{pod_id} node {rank}: ssh {target}")  # run the job on the node here
+    def train(pods: dict[str, dict[str, Any]], fail_training: bool = False) -> list[str]:
+        """Where the job would run: one SSH target per node of the pod."""
+        if fail_training:
+            raise RuntimeError("training failed (fail_training=true)")
+        targets = [target for pod in pods.values() for target in pod["ssh_connections"]]
+        for rank, target in enumerate(targets):
+            print(f"node {rank}: ssh {target} python train.py")  # e.g. SSHOperator / SSHHook here
+        return targets
 
-    # 3. TEARDOWN. As an Airflow teardown task it runs once everything before it is done, whether
-    #    that succeeded or failed (like trigger rule all_done), and the run still fails when the wait
-    #    or the training failed. It deletes nothing by default: the pods are not this DAG's.
-    @teardown
-    def release_pods(pod_ids: list[str]) -> None:
-        for pod_id in pod_ids:
-            print(f"Leaving pod {pod_id} as it is: this DAG does not own it.")
-            # If this DAG owns its pods, terminate them here with your own tooling, e.g. a call to
-            # the Prime API's DELETE /api/v1/pods/{pod_id} or your infrastructure code.
+    terminate_pod = PrimeTerminatePodOperator(task_id="terminate_pod", pod_ids=create_pod.output["pod_id"])
 
-    wait_for_pods >> train(wait_for_pods.output) >> release_pods(POD_IDS)
+    trained = train(create_pod.output, fail_training="{{ params.fail_training }}")
+    create_pod >> trained >> terminate_pod.as_teardown(setups=create_pod)
 
 
 example_prime_pod_lifecycle()

@@ -1,16 +1,23 @@
-"""`make demo`: a real Airflow waits for GPU pods and hands their SSH targets to a training task.
+"""`make demo`: a real Airflow rents a GPU pod, waits until it is ready, trains on it and gives it back.
 
-Runs ``example_dags/example_prime_wait_and_train.py`` on a throw-away Airflow (``.demo/`` in the
-repository, SQLite, wiped on every run) against a local Prime API simulator whose two pods (one
-single-node, one two-node) become ready 20 and 35 seconds after the run starts. With
-``PRIME_POD_IDS=id1,id2`` and credentials (``PRIME_API_KEY``, optionally ``PRIME_API_BASE_URL``,
-or a whole ``AIRFLOW_CONN_PRIME_DEFAULT``) it waits for those pods on the real API instead.
+Runs ``example_dags/example_prime_pod_lifecycle.py`` (create → deferred wait → train → terminate as
+a teardown) on a throw-away Airflow (``.demo/`` in the repository, SQLite, wiped on every run)
+against a local Prime API simulator, and ends with the simulator's own account: pods still billing
+(0) and the pod-hours used. ``--dag wait-and-train`` runs ``example_prime_wait_and_train.py``
+instead: the sensor waits for the simulator's two demo pods (ready 20 and 35 s after the run
+starts) and hands their SSH targets to training.
+
+The real API, only when asked: with ``PRIME_POD_IDS=id1,id2`` and credentials (``PRIME_API_KEY``,
+optionally ``PRIME_API_BASE_URL``, or a whole ``AIRFLOW_CONN_PRIME_DEFAULT``) the wait-and-train
+DAG waits for those pods (it creates nothing). Creating a pod, which bills, needs the explicit
+``PRIME_DEMO_CREATE_POD=1`` as well as credentials: the lifecycle DAG then rents the cheapest offer
+(``PRIME_DEMO_GPU_TYPE`` to choose the GPU) and the demo deletes that pod at the end whatever
+happens (failure, timeout, Ctrl-C).
 
 It prints what happens: task states (DEFERRED: the wait moved to the triggerer), the pods'
-progress as the trigger reports it, the SSH targets the training task got, the final state.
-Exit status 0 if the run succeeded, 1 if it failed, 130 on Ctrl-C; every process it started is
-stopped in all cases. ``--keep`` leaves Airflow running afterwards (until Ctrl-C) to look around
-in its UI.
+progress as the trigger reports it, what the training task got, the final state. Exit status 0 if
+the run succeeded, 1 if it failed, 130 on Ctrl-C; every process it started is stopped in all
+cases. ``--keep`` leaves Airflow running afterwards (until Ctrl-C) to look around in its UI.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing.connection import airflow_connection_env
 from airflow_provider_prime.testing.process import SimulatorClient
 from scripts.airflow_api import AirflowApiError, RunWatcher
@@ -35,8 +43,12 @@ from scripts.airflow_stack import AirflowStack, tail
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_HOME = REPO / ".demo"
-DAG_ID = "example_prime_wait_and_train"
-SENSOR, TRAIN = "wait_for_pods", "train"
+WAIT_AND_TRAIN, LIFECYCLE = "example_prime_wait_and_train", "example_prime_pod_lifecycle"
+#: The task that waits for the pods in each DAG (its log carries the trigger's progress lines).
+WAITING_TASK = {WAIT_AND_TRAIN: "wait_for_pods", LIFECYCLE: "create_pod"}
+TRAIN, TERMINATE = "train", "terminate_pod"
+#: The opt-in without which the demo never creates a pod on the real API.
+CREATE_OPT_IN = "PRIME_DEMO_CREATE_POD"
 #: What the run may take at most before the demo gives up (the DAG's own timeout is 30 minutes).
 RUN_TIMEOUT = float(os.environ.get("PRIME_DEMO_TIMEOUT", "1800"))
 
@@ -94,13 +106,36 @@ def real_api_settings(environ: Mapping[str, str]) -> tuple[list[str], dict[str, 
     raise SystemExit("PRIME_POD_IDS is set but there is no PRIME_API_KEY nor AIRFLOW_CONN_PRIME_DEFAULT")
 
 
+def real_create_settings(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """Connection env for creating a pod on the real API, or None unless ``PRIME_DEMO_CREATE_POD=1``."""
+    if environ.get(CREATE_OPT_IN, "").strip() != "1":
+        return None
+    if "AIRFLOW_CONN_PRIME_DEFAULT" in environ:
+        return {"AIRFLOW_CONN_PRIME_DEFAULT": environ["AIRFLOW_CONN_PRIME_DEFAULT"]}
+    if environ.get("PRIME_API_KEY"):
+        return {}
+    raise SystemExit(f"{CREATE_OPT_IN}=1 needs PRIME_API_KEY or AIRFLOW_CONN_PRIME_DEFAULT")
+
+
+def cheapest_offer_conf(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The lifecycle DAG's params for the cheapest offer on the real API (of PRIME_DEMO_GPU_TYPE if set)."""
+    from airflow_provider_prime.hooks.prime import PrimeHook
+
+    gpu_type = environ.get("PRIME_DEMO_GPU_TYPE") or None
+    offers = [o for o in PrimeHook().list_gpu_offers(gpu_type=gpu_type) if o.prices.price is not None]
+    if not offers:
+        raise RuntimeError(f"no priced GPU offer{' of ' + gpu_type if gpu_type else ''} is available now")
+    offer = min(offers, key=lambda o: o.prices.price or 0.0)
+    return {"gpu_type": offer.gpu_type, "gpu_count": offer.gpu_count}
+
+
 class Narrator:
     """Prints task state changes and, while the sensor waits, the trigger's progress lines."""
 
     MARKERS = ("Waiting for pods: ", "All pods ready: ", "Pod wait failed: ")
 
-    def __init__(self, console: Console, stack: AirflowStack) -> None:
-        self.console, self.stack = console, stack
+    def __init__(self, console: Console, stack: AirflowStack, dag_id: str) -> None:
+        self.console, self.stack, self.dag_id = console, stack, dag_id
         self.seen: set[str] = set()
 
     def on_change(self, task_id: str, state: str, ti: Mapping[str, Any]) -> None:
@@ -111,10 +146,11 @@ class Narrator:
 
     def progress(self, watcher: RunWatcher) -> None:
         """New progress lines in the sensor's log (the trigger writes them there while deferred)."""
-        if watcher.states(SENSOR)[-1:] in ([], ["none"]):
+        task_id = WAITING_TASK[self.dag_id]
+        if watcher.states(task_id)[-1:] in ([], ["none"]):
             return
         try:
-            entries = log_entries(self.stack, watcher, SENSOR)
+            entries = log_entries(self.stack, watcher, task_id)
         except AirflowApiError:  # no log yet
             return
         for event in (e.get("event", "") for e in entries if isinstance(e, dict)):
@@ -126,22 +162,38 @@ class Narrator:
 
 def log_entries(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> list[Any]:
     try_number = watcher.ti(task_id)["try_number"] or 1
-    return stack.api.task_log_entries(DAG_ID, watcher.run_id, task_id, try_number)
+    return stack.api.task_log_entries(watcher.dag_id, watcher.run_id, task_id, try_number)
 
 
 def report_success(console: Console, stack: AirflowStack, watcher: RunWatcher) -> None:
     """The handover (SSH targets per node) and what the training task made of it."""
-    pods: dict[str, Any] = stack.api.xcom(DAG_ID, watcher.run_id, SENSOR)
+    if watcher.dag_id == LIFECYCLE:
+        report_lifecycle(console, stack, watcher)
+        return
+    pods: dict[str, Any] = stack.api.xcom(WAIT_AND_TRAIN, watcher.run_id, WAITING_TASK[WAIT_AND_TRAIN])
     console.say("SSH targets the sensor handed to the training task (its XCom):")
     for pod_id, pod in pods.items():
         nodes = pod["ssh_connections"]
         console.say(f"  {pod_id}: {pod['status']}, provider {pod['provider_type']}, {len(nodes)} node(s)")
         for rank, target in enumerate(nodes):
             console.say(f"    node {rank}: ssh {target}")
-    commands: dict[str, list[str]] = stack.api.xcom(DAG_ID, watcher.run_id, TRAIN)
+    commands: dict[str, list[str]] = stack.api.xcom(WAIT_AND_TRAIN, watcher.run_id, TRAIN)
     console.say("Commands the training task built from them:")
     for command in (c for per_pod in commands.values() for c in per_pod):
         console.say(f"  {command}")
+
+
+def report_lifecycle(console: Console, stack: AirflowStack, watcher: RunWatcher) -> None:
+    """The pod the create task handed over, where training ran, and what the pod cost."""
+    pods: dict[str, Any] = stack.api.xcom(LIFECYCLE, watcher.run_id, WAITING_TASK[LIFECYCLE])
+    for pod_id, pod in pods.items():
+        console.say(
+            f"pod {pod_id}: {pod['status']}, {pod['price_hr']}/h, {len(pod['ssh_connections'])} node(s)"
+        )
+    for rank, target in enumerate(stack.api.xcom(LIFECYCLE, watcher.run_id, TRAIN)):
+        console.say(f"  training node {rank}: ssh {target}")
+    for pod_id, end in stack.api.xcom(LIFECYCLE, watcher.run_id, TERMINATE).items():
+        console.say(f"terminated {pod_id}: {end['status']}, {end['hours']} h, cost {end['cost']}")
 
 
 def report_failure(console: Console, stack: AirflowStack, watcher: RunWatcher) -> None:
@@ -158,11 +210,14 @@ def report_failure(console: Console, stack: AirflowStack, watcher: RunWatcher) -
         console.say(f"{task_id} failed: {errors[-1] if errors else 'see its log in ' + rel(stack.log_dir)}")
 
 
-def follow(console: Console, stack: AirflowStack, conf: Mapping[str, Any]) -> RunWatcher:
-    """Trigger the example DAG and narrate the run until it ends."""
-    narrator = Narrator(console, stack)
-    watcher = stack.trigger(DAG_ID, conf, on_change=narrator.on_change)
-    console.say(f"triggered {DAG_ID}, run {watcher.run_id}")
+def follow(
+    console: Console, stack: AirflowStack, dag_id: str, conf: Mapping[str, Any], run: list[RunWatcher]
+) -> RunWatcher:
+    """Trigger the example DAG and narrate the run until it ends (``run`` gets the watcher at once)."""
+    narrator = Narrator(console, stack, dag_id)
+    watcher = stack.trigger(dag_id, conf, on_change=narrator.on_change)
+    run.append(watcher)
+    console.say(f"triggered {dag_id}, run {watcher.run_id}")
     deadline = time.monotonic() + RUN_TIMEOUT
     while not watcher.finished:
         if time.monotonic() > deadline:
@@ -173,24 +228,32 @@ def follow(console: Console, stack: AirflowStack, conf: Mapping[str, Any]) -> Ru
     return watcher
 
 
-def run_demo(console: Console, keep: bool) -> int:
+def run_demo(console: Console, keep: bool, dag: str) -> int:
     shutil.rmtree(DEMO_HOME, ignore_errors=True)
     DEMO_HOME.mkdir()
-    real = real_api_settings(os.environ)
+    real_wait, real_create = real_api_settings(os.environ), real_create_settings(os.environ)
+    dag_id = LIFECYCLE if real_create is not None else WAIT_AND_TRAIN if real_wait else dag
     with ExitStack() as cleanup:
         sim: SimulatorClient | None = None
-        if real is None:
+        conf: dict[str, Any] = {}  # the DAGs fall back to the demo pods / the simulator's offers
+        if real_create is not None:
+            conn_env = real_create
+            conf = cheapest_offer_conf(os.environ)
+            console.say(f"Prime API: the real one; {CREATE_OPT_IN}=1: renting the cheapest {conf} pod")
+        elif real_wait is not None:
+            pod_ids, conn_env = real_wait
+            conf = {"pod_ids": pod_ids}
+            console.say(f"Prime API: the real one, for pods {', '.join(pod_ids)} (nothing is created)")
+        else:
             sim = cleanup.enter_context(simulator(DEMO_HOME))
-            conf: dict[str, Any] = {}  # the DAG falls back to the demo pods
             conn_env = airflow_connection_env(sim.base_url, sim.api_key)
             console.say(
                 f"Prime API: a local simulator at {sim.base_url} (log: {rel(DEMO_HOME)}/simulator.log)"
             )
-            console.say("  two pods: one node ready 20 s, two nodes ready 35 s after the run starts")
-        else:
-            pod_ids, conn_env = real
-            conf = {"pod_ids": pod_ids}
-            console.say(f"Prime API: the real one, for pods {', '.join(pod_ids)}")
+            if dag_id == WAIT_AND_TRAIN:
+                console.say("  two pods: one node ready 20 s, two nodes ready 35 s after the run starts")
+            else:
+                console.say("  a created pod boots in about 20 s; the demo rents the cheapest H100 offer")
         home = DEMO_HOME / "airflow"
         stack = cleanup.enter_context(
             AirflowStack(home=home, dags_folder=REPO / "example_dags", env=conn_env)
@@ -200,19 +263,49 @@ def run_demo(console: Console, keep: bool) -> int:
         stack.init()
         console.say("starting api-server, dag-processor, scheduler, triggerer ...")
         stack.start()
-        stack.wait_for_dags(DAG_ID)
+        stack.wait_for_dags(dag_id)
         console.say(f"Airflow is up: {stack.base_url} (the UI needs no login)")
         if sim is not None:
             sim.reset(scenario=True)  # the pods start booting with the run
-        watcher = follow(console, stack, conf)
+        run: list[RunWatcher] = []
+        if dag_id == LIFECYCLE:
+            cleanup.callback(give_back, console, stack, run, real_create is not None)
+        watcher = follow(console, stack, dag_id, conf, run)
         (report_success if watcher.state == "success" else report_failure)(console, stack, watcher)
         console.say(f"run finished: {watcher.state.upper()}")
+        if sim is not None and dag_id == LIFECYCLE:
+            report_billing(console, sim)
         if keep:
             console.say(f"Airflow stays up at {stack.base_url} until Ctrl-C")
             signal.pause()
         console.say("stopping Airflow" + (" and the simulator" if sim else "") + " ...")
     console.say(f"done; logs kept in {rel(DEMO_HOME)}/")
     return 0 if watcher.state == "success" else 1
+
+
+def give_back(console: Console, stack: AirflowStack, run: list[RunWatcher], real: bool) -> None:
+    """Delete the demo's pod whatever happened (the DAG's teardown normally has): idempotent."""
+    if not run or not real:
+        return  # against the simulator the DAG's teardown is what is shown; its account says the rest
+    from airflow_provider_prime.hooks.prime import PrimeHook
+
+    hook = PrimeHook()
+    name = derived_pod_name(LIFECYCLE, run[0].run_id, WAITING_TASK[LIFECYCLE], -1)
+    try:
+        for pod in hook.find_pods_by_name(name):
+            hook.delete_pod(pod.id)
+            console.say(f"deleted pod {pod.id} ({name}) on the way out")
+    except Exception as error:  # say it loudly: this pod may be billing
+        console.say(f"COULD NOT DELETE the demo's pod {name}: {error}; delete it in Prime's console")
+
+
+def report_billing(console: Console, sim: SimulatorClient) -> None:
+    """The simulator's own account of the run: what is still billing, and the pod-hours used."""
+    created = [pod for pod in sim.billing()["pods"].values() if pod["origin"] == "api"]
+    console.say(f"pods created: {len(created)}")
+    console.say(f"pods still billing: {sum(pod['billing'] for pod in created)}")
+    hours = sum(pod["seconds"] for pod in created) / 3600
+    console.say(f"pod-hours used: {hours:.4f} (cost {sum(pod['cost'] for pod in created):.4f})")
 
 
 def rel(path: Path) -> str:
@@ -234,12 +327,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="leave Airflow running after the run, until Ctrl-C"
     )
+    parser.add_argument(
+        "--dag",
+        choices=("lifecycle", "wait-and-train"),
+        default="lifecycle",
+        help="create → wait → train → terminate (default), or wait for the demo pods and train",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)  # stop everything on `kill` too, not only on Ctrl-C
     console = Console()
     try:
-        return run_demo(console, args.keep)
+        return run_demo(console, args.keep, LIFECYCLE if args.dag == "lifecycle" else WAIT_AND_TRAIN)
     except KeyboardInterrupt:
         console.say("interrupted; everything stopped")
         return 130

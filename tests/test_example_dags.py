@@ -45,33 +45,40 @@ def test_example_dags_parse_offline() -> None:
     bag = _dag_bag()
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"example_prime_wait_and_train", "example_prime_pod_lifecycle"}
+    assert set(bag.dag_ids) == {
+        "example_prime_wait_and_train",
+        "example_prime_pod_lifecycle",
+        "example_prime_reaper",
+    }
 
 
 @pytest.mark.usefixtures("offline")
 def test_example_dags_wait_deferrably_and_hand_over_the_sensor_output() -> None:
     from airflow_provider_prime.sensors.pod_status import PodStatusSensor
 
-    bag = _dag_bag()
-    for dag_id in bag.dag_ids:
-        dag = bag.dags[dag_id]
-        wait = dag.get_task("wait_for_pods")
-        assert isinstance(wait, PodStatusSensor)
-        assert wait.deferrable
-        assert dag.params["pod_ids"] == []  # empty: the Variable, else the demo pods
-        assert "train" in wait.downstream_task_ids
+    dag = _dag_bag().dags["example_prime_wait_and_train"]
+    wait = dag.get_task("wait_for_pods")
+    assert isinstance(wait, PodStatusSensor)
+    assert wait.deferrable
+    assert dag.params["pod_ids"] == []  # empty: the Variable, else the demo pods
+    assert "train" in wait.downstream_task_ids
 
 
 @pytest.mark.usefixtures("offline")
-def test_lifecycle_teardown_is_marked_and_runs_after_failures_too() -> None:
-    dag = _dag_bag().dags["example_prime_pod_lifecycle"]
-    release = dag.get_task("release_pods")
+def test_lifecycle_creates_deferrably_and_terminates_as_the_teardown_of_the_create() -> None:
+    from airflow_provider_prime.operators.pod import PrimeCreatePodOperator, PrimeTerminatePodOperator
 
-    assert release.is_teardown
-    # ALL_DONE_SETUP_SUCCESS with no setup task upstream is all_done: it runs after failures too.
-    assert release.trigger_rule == "all_done_setup_success"
-    assert not any(t.is_setup for t in dag.tasks)
-    assert dag.get_task("train").downstream_task_ids == {"release_pods"}
+    dag = _dag_bag().dags["example_prime_pod_lifecycle"]
+    create, terminate = dag.get_task("create_pod"), dag.get_task("terminate_pod")
+
+    assert isinstance(create, PrimeCreatePodOperator)
+    assert isinstance(terminate, PrimeTerminatePodOperator)
+    assert create.deferrable
+    assert create.is_setup
+    assert terminate.is_teardown
+    assert terminate.trigger_rule == "all_done_setup_success"
+    assert create.downstream_task_ids == {"train", "terminate_pod"}
+    assert dag.get_task("train").downstream_task_ids == {"terminate_pod"}
 
 
 @pytest.mark.usefixtures("offline")

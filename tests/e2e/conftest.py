@@ -1,8 +1,10 @@
 """One real Airflow (api-server, dag-processor, scheduler, triggerer) and one simulator per session.
 
 Starting Airflow costs half a minute, so every end-to-end test shares the same stack and simulator
-and tells its runs apart by their own pod ids. The example DAGs run unchanged except for the
-sensor's poke interval and timeout, shortened by a cluster policy (see ``AirflowStack``).
+and tells its runs apart by their own pod ids. The DAG folder holds the example DAGs and the
+lifecycle test DAGs of ``tests/e2e/dags`` (linked into a temporary folder). The example DAGs run
+unchanged except for their poll intervals and timeouts, shortened by a cluster policy (see
+``AirflowStack``, and :data:`OPERATOR_OVERRIDES` for the lifecycle operators).
 """
 
 from __future__ import annotations
@@ -14,23 +16,63 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+import attrs
 import pytest
+from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+from airflow.triggers.base import BaseTrigger
 
+from airflow_provider_prime.testing import CreateLifecycle, Scenario
 from airflow_provider_prime.testing.connection import airflow_connection_env
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_stack import AirflowStack
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
-DAG_IDS = ("example_prime_wait_and_train", "example_prime_pod_lifecycle")
+E2E_DAGS = Path(__file__).resolve().parent / "dags"
+DAG_IDS = (
+    "example_prime_wait_and_train",
+    "example_prime_pod_lifecycle",
+    "example_prime_reaper",
+    "e2e_prime_worker_wait",
+    "e2e_prime_no_retry",
+    "e2e_prime_short_deferral",
+    "e2e_prime_mapped",
+    "e2e_prime_reaper",
+)
+#: Whether this Airflow calls a trigger's ``on_kill`` when a user acts on a deferred task (3.3+).
+ON_KILL_AIRFLOW = hasattr(BaseTrigger, "on_kill")
+#: Whether a task whose process dies (SIGKILL, OOM) gets its retries (3.3) or fails at once (3.1).
+CRASHED_TASKS_RETRY = "_should_retry" in attrs.fields_dict(ActivitySubprocess)
+#: Pods created through the API: ACTIVE after 1 s, installed after ten hours; DELETING for 1 s.
+SLOW_BOOT = CreateLifecycle(active_after=1.0, installed_after=36_000.0, deleting_for=1.0)
 #: The sensor polls every 2 s here instead of the DAGs' 10 s; a run that hangs fails in 3 minutes.
 SENSOR_OVERRIDES = {"poke_interval": 2.0, "timeout": 180.0}
+#: The same for the lifecycle operators of the example DAGs (the test DAGs set their own).
+OPERATOR_OVERRIDES = {
+    "PrimeCreatePodOperator": {"poll_interval": 2.0, "timeout": 180.0},
+    "PrimeTerminatePodOperator": {"poll_interval": 1.0, "timeout": 60.0},
+}
+#: Appended to the stack's cluster policy: the sensor policy, then :data:`OPERATOR_OVERRIDES`.
+OPERATOR_POLICY = """
+
+_sensor_policy = task_policy
+OPERATOR_OVERRIDES = {overrides!r}
+
+
+def task_policy(task):
+    _sensor_policy(task)
+    if task.dag_id.startswith("example_"):
+        for name, value in OPERATOR_OVERRIDES.get(type(task).__name__, {{}}).items():
+            setattr(task, name, value)
+"""
 
 
 @pytest.fixture(scope="session")
 def e2e_simulator() -> Iterator[PrimeSimulatorProcess]:
-    """The simulator as its own process, with no pods (each test adds its own) and a unique key
-    (that tests can look for where it must never appear)."""
-    with PrimeSimulatorProcess(scenario="empty", api_keys=(f"e2e-key-{secrets.token_hex(8)}",)) as simulator:
+    """The simulator as its own process, with no pods (each test adds or creates its own), created
+    pods that would take ten hours to boot (tests make them ready), and a unique key (that tests
+    can look for where it must never appear)."""
+    scenario = Scenario(name="e2e", lifecycle=SLOW_BOOT)
+    with PrimeSimulatorProcess(scenario=scenario, api_keys=(f"e2e-key-{secrets.token_hex(8)}",)) as simulator:
         yield simulator
 
 
@@ -42,9 +84,12 @@ def airflow_stack(
 
     Every process is stopped when the session ends, and at once if starting fails.
     """
+    dags = tmp_path_factory.mktemp("dags")
+    for dag_file in (*EXAMPLE_DAGS.glob("*.py"), *E2E_DAGS.glob("e2e_*.py")):
+        (dags / dag_file.name).symlink_to(dag_file)
     stack = AirflowStack(
         home=tmp_path_factory.mktemp("airflow-home"),
-        dags_folder=EXAMPLE_DAGS,
+        dags_folder=dags,
         env=airflow_connection_env(e2e_simulator.base_url, e2e_simulator.api_key),
         sensor_overrides=SENSOR_OVERRIDES,
     )
@@ -53,6 +98,8 @@ def airflow_stack(
     try:
         with stack:
             stack.init()
+            with (stack.home / "config" / "airflow_local_settings.py").open("a") as policy:
+                policy.write(OPERATOR_POLICY.format(overrides=OPERATOR_OVERRIDES))
             stack.start()
             stack.wait_for_dags(*DAG_IDS)
             yield stack

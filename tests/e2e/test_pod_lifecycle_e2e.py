@@ -1,0 +1,334 @@
+"""The pod lifecycle on real Airflow processes: create, wait, train, terminate, and never left billing.
+
+Every test ends with the simulator's count of pods still billing at zero for the pods it made.
+Created pods boot "forever" in the simulator (see ``tests/e2e/conftest.py``) until the test makes
+them ready or breaks them, once it has seen the wait where it wants it (deferred, or in a worker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_prime.testing.process import PrimeSimulatorProcess
+from scripts.airflow_api import AirflowApiError, RunWatcher
+from scripts.airflow_stack import AirflowStack, wait_until
+from tests.e2e.conftest import CRASHED_TASKS_RETRY, ON_KILL_AIRFLOW
+
+pytestmark = pytest.mark.e2e
+
+LIFECYCLE = "example_prime_pod_lifecycle"
+CREATE, TRAIN, TERMINATE = "create_pod", "train", "terminate_pod"
+STEP_TIMEOUT = 120.0
+INSTALLATION_FAILURE = "pip could not build flash-attn: CUDA toolkit not found (e2e)"
+
+
+# -- the simulator's side -----------------------------------------------------------------------
+
+
+def billing(simulator: PrimeSimulatorProcess, pod_ids: list[str]) -> list[str]:
+    """Which of ``pod_ids`` the simulator still bills (its own account, not the API's answers)."""
+    pods = simulator.billing()["pods"]
+    return [pod_id for pod_id in pod_ids if pods[pod_id]["billing"]]
+
+
+def name_of(simulator: PrimeSimulatorProcess, pod_id: str) -> str:
+    return str(simulator.billing()["pods"][pod_id]["name"])
+
+
+def creates_of(simulator: PrimeSimulatorProcess, name: str) -> int:
+    """How many ``POST /pods/`` made a pod of that name."""
+    return int(simulator.billing()["created"].get(name, 0))
+
+
+def make_ready(simulator: PrimeSimulatorProcess, pod_id: str) -> None:
+    simulator.set_pod_state(
+        pod_id, "ACTIVE", installation_status="FINISHED", installation_progress=100, ssh_nodes=1, ip_nodes=1
+    )
+
+
+# -- Airflow's side ----------------------------------------------------------------------------
+
+
+def pod_id_of(stack: AirflowStack, watcher: RunWatcher, task_id: str = CREATE, map_index: int = -1) -> str:
+    """The pod id the create task pushed to XCom before waiting (it is there as soon as the pod is)."""
+
+    def pushed() -> str | None:
+        path = f"/dags/{watcher.dag_id}/dagRuns/{watcher.run_id}/taskInstances/{task_id}/xcomEntries/pod_id"
+        try:
+            return str(stack.api.request("GET", path, params={"map_index": map_index})["value"])
+        except AirflowApiError:
+            return None
+
+    found: str = wait_until(pushed, STEP_TIMEOUT, f"the pod id of {task_id}[{map_index}] in XCom")
+    return found
+
+
+def wait_state(watcher: RunWatcher, task_id: str, state: str) -> None:
+    watcher.wait(lambda w: w.states(task_id)[-1:] == [state], timeout=STEP_TIMEOUT, what=f"{task_id} {state}")
+
+
+def wait_deferred(stack: AirflowStack, watcher: RunWatcher, task_id: str = CREATE) -> None:
+    """Deferred, held by a triggerer, and the deferring worker's end processed by the scheduler."""
+    watcher.wait(
+        lambda w: (
+            w.states(task_id)[-1:] == ["deferred"]
+            and (w.ti(task_id).get("trigger") or {}).get("triggerer_id") is not None
+            and stack.deferral_processed(w.dag_id, w.run_id, task_id)
+        ),
+        timeout=STEP_TIMEOUT,
+        what=f"{task_id} deferred to a triggerer",
+    )
+
+
+def deferred_lifecycle(stack: AirflowStack, conf: dict[str, Any] | None = None) -> tuple[RunWatcher, str]:
+    """A run of the example lifecycle DAG whose create is deferred; the watcher and the pod id."""
+    watcher = stack.trigger(LIFECYCLE, conf)
+    wait_deferred(stack, watcher)
+    return watcher, pod_id_of(stack, watcher)
+
+
+def assert_none_billing(simulator: PrimeSimulatorProcess, pod_ids: list[str]) -> None:
+    wait_until(lambda: not billing(simulator, pod_ids), 30, f"{pod_ids} to stop billing")
+
+
+def run_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int = 1) -> str:
+    return stack.api.task_log(watcher.dag_id, watcher.run_id, task_id, try_number)
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_happy_path_creates_once_waits_deferred_trains_and_terminates(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
+    name = name_of(e2e_simulator, pod_id)
+    assert billing(e2e_simulator, [pod_id]) == [pod_id]  # billing while it boots
+
+    make_ready(e2e_simulator, pod_id)
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "success", watcher.history
+    assert "deferred" in watcher.states(CREATE)
+    assert watcher.states(TRAIN)[-1] == watcher.states(TERMINATE)[-1] == "success"
+    handover = airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, CREATE)
+    assert set(handover) == {pod_id}
+    assert handover[pod_id]["price_hr"] > 0
+    assert handover[pod_id]["ssh_connections"]
+    assert airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, TRAIN) == handover[pod_id]["ssh_connections"]
+    report = airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, TERMINATE)
+    assert report[pod_id]["status"] in ("TERMINATED", "GONE")
+    assert report[pod_id]["cost"] is not None
+    assert f"Pod {pod_id}" in run_log(airflow_stack, watcher, TERMINATE)
+    assert creates_of(e2e_simulator, name) == 1
+    assert_none_billing(e2e_simulator, [pod_id])
+
+
+def test_failed_training_still_terminates_through_the_teardown(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    watcher, pod_id = deferred_lifecycle(airflow_stack, {"fail_training": True})
+    make_ready(e2e_simulator, pod_id)
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "failed"
+    assert watcher.states(CREATE)[-1] == "success"
+    assert watcher.states(TRAIN)[-1] == "failed"
+    assert watcher.states(TERMINATE)[-1] == "success"
+    assert_none_billing(e2e_simulator, [pod_id])
+
+
+def test_failed_installation_fails_the_create_with_the_reason_and_deletes_the_pod(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
+    e2e_simulator.set_pod_state(
+        pod_id, "ACTIVE", installation_status="ERROR", installation_failure=INSTALLATION_FAILURE
+    )
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "failed"
+    assert watcher.states(CREATE)[-1] == "failed"
+    assert watcher.states(TERMINATE)[-1] == "upstream_failed"  # a teardown skips a failed setup...
+    log = run_log(airflow_stack, watcher, CREATE)
+    assert INSTALLATION_FAILURE in log
+    assert f"Deleting pod {pod_id}" in log
+    assert_none_billing(e2e_simulator, [pod_id])  # ...so the create deleted its own pod
+
+
+def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    """3.3 retries a task whose process died; 3.1 fails it at once, and clearing it is the retry."""
+    watcher = airflow_stack.trigger("e2e_prime_worker_wait")
+    wait_state(watcher, CREATE, "running")
+    pod_id = pod_id_of(airflow_stack, watcher)
+    name = name_of(e2e_simulator, pod_id)
+    kill_task_process(watcher, CREATE)
+    if not CRASHED_TASKS_RETRY:
+        wait_state(watcher, CREATE, "failed")
+        assert billing(e2e_simulator, [pod_id]) == [pod_id]  # no code of the task ran to delete it
+        airflow_stack.api.request(
+            "POST",
+            f"/dags/{watcher.dag_id}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": watcher.run_id,
+                "task_ids": [CREATE],
+                "include_downstream": True,
+            },
+        )
+    watcher.wait(
+        lambda w: w.ti(CREATE)["try_number"] == 2 and w.states(CREATE)[-1] == "running",
+        timeout=STEP_TIMEOUT,
+        what="the second try running",
+    )
+    assert f"Adopting the existing pod {pod_id}" in wait_for_log(
+        airflow_stack, watcher, CREATE, 2, "Adopting"
+    )
+    make_ready(e2e_simulator, pod_id)
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "success", watcher.history
+    assert ("up_for_retry" if CRASHED_TASKS_RETRY else "failed") in watcher.states(CREATE)
+    assert creates_of(e2e_simulator, name) == 1
+    assert_none_billing(e2e_simulator, [pod_id])
+
+
+def test_marking_the_deferred_create_failed(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    """3.3: the trigger's on_kill deletes the pod. 3.1/3.2: nothing of the task runs; the reaper does it."""
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
+    airflow_stack.api.request(
+        "PATCH",
+        f"/dags/{LIFECYCLE}/dagRuns/{watcher.run_id}/taskInstances/{CREATE}",
+        json={"new_state": "failed"},
+    )
+    watcher.wait(timeout=STEP_TIMEOUT)
+    assert watcher.state == "failed"
+    if ON_KILL_AIRFLOW:
+        assert_none_billing(e2e_simulator, [pod_id])  # within [triggerer] on_kill_timeout (30 s)
+        return
+    time.sleep(5)
+    assert billing(e2e_simulator, [pod_id]) == [pod_id]  # what the docs promise: kept until...
+    reaper = airflow_stack.trigger("e2e_prime_reaper").wait(timeout=STEP_TIMEOUT)
+    assert reaper.state == "success"
+    assert pod_id in airflow_stack.api.xcom("e2e_prime_reaper", reaper.run_id, "reap")["deleted"]
+    assert_none_billing(e2e_simulator, [pod_id])  # ...the reaper deletes it
+
+
+def test_a_deferral_timeout_deletes_the_pod(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    watcher = airflow_stack.trigger("e2e_prime_short_deferral")
+    pod_id = pod_id_of(airflow_stack, watcher)
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "failed"
+    assert "deferred" in watcher.states(CREATE)
+    assert watcher.states(CREATE)[-1] == "failed"
+    assert "not ready by the deadline" in run_log(airflow_stack, watcher, CREATE)
+    assert_none_billing(e2e_simulator, [pod_id])
+
+
+def test_a_restarted_triggerer_keeps_the_pod_and_the_wait_succeeds(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    watcher, pod_id = deferred_lifecycle(airflow_stack)
+    first = watcher.ti(CREATE)["trigger"]["triggerer_id"]
+    airflow_stack.components.pop("triggerer").stop(grace=15)  # SIGTERM: a clean restart cancels its triggers
+    airflow_stack.start(["triggerer"])
+    watcher.wait(
+        lambda w: (w.ti(CREATE).get("trigger") or {}).get("triggerer_id") not in (None, first),
+        timeout=STEP_TIMEOUT,
+        what="the new triggerer taking the trigger over",
+    )
+    assert billing(e2e_simulator, [pod_id]) == [pod_id]  # not deleted by the restart
+    make_ready(e2e_simulator, pod_id)
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "success", watcher.history
+    assert watcher.ti(CREATE)["try_number"] == 1
+    assert_none_billing(e2e_simulator, [pod_id])
+
+
+def test_a_mapped_create_with_one_broken_pod_trains_two_and_deletes_all_three(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    dag_id = "e2e_prime_mapped"
+    watcher = airflow_stack.trigger(dag_id)
+    create, train, terminate = "branch.create_pod", "branch.train", "branch.terminate_pod"
+    pod_ids = [pod_id_of(airflow_stack, watcher, create, index) for index in range(3)]
+    assert len(set(pod_ids)) == 3
+    e2e_simulator.set_pod_state(pod_ids[1], "ERROR")
+    for pod_id in (pod_ids[0], pod_ids[2]):
+        make_ready(e2e_simulator, pod_id)
+    watcher.wait(timeout=STEP_TIMEOUT)
+
+    assert watcher.state == "failed"
+    states = mapped_states(airflow_stack, watcher, train)
+    assert states == {0: "success", 1: "upstream_failed", 2: "success"}
+    assert mapped_states(airflow_stack, watcher, create)[1] == "failed"
+    assert mapped_states(airflow_stack, watcher, terminate) == {
+        0: "success",
+        1: "upstream_failed",
+        2: "success",
+    }
+    assert_none_billing(e2e_simulator, pod_ids)
+
+
+def test_the_reaper_deletes_the_pod_of_a_task_killed_hard_and_spares_a_live_wait(
+    airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
+) -> None:
+    live, live_pod = deferred_lifecycle(airflow_stack)
+    doomed = airflow_stack.trigger("e2e_prime_no_retry")
+    wait_state(doomed, CREATE, "running")
+    orphan = pod_id_of(airflow_stack, doomed)
+    kill_task_process(doomed, CREATE)
+    doomed.wait(timeout=STEP_TIMEOUT)
+    assert doomed.state == "failed"
+    assert billing(e2e_simulator, [orphan]) == [orphan]  # nothing of the task ran to delete it
+
+    reaper = airflow_stack.trigger("e2e_prime_reaper").wait(timeout=STEP_TIMEOUT)
+
+    assert reaper.state == "success"
+    report = airflow_stack.api.xcom("e2e_prime_reaper", reaper.run_id, "reap")
+    assert orphan in report["deleted"]
+    assert live_pod in report["spared"]
+    assert_none_billing(e2e_simulator, [orphan])
+    assert billing(e2e_simulator, [live_pod]) == [live_pod]
+    make_ready(e2e_simulator, live_pod)
+    live.wait(timeout=STEP_TIMEOUT)
+    assert live.state == "success"
+    assert_none_billing(e2e_simulator, [live_pod])
+
+
+# -- helpers that reach into processes ---------------------------------------------------------
+
+
+def kill_task_process(watcher: RunWatcher, task_id: str) -> None:
+    """SIGKILL the process running the task (the pid Airflow recorded for it): a hard crash."""
+    pid = int(watcher.ti(task_id)["pid"])
+    assert os.path.exists(f"/proc/{pid}"), f"the task process {pid} is not running"
+    os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int, text: str) -> str:
+    def log_with_text() -> str | None:
+        log = run_log(stack, watcher, task_id, try_number)
+        return log if text in log else None
+
+    found: str = wait_until(log_with_text, STEP_TIMEOUT, f"{text!r} in the log of {task_id} try {try_number}")
+    return found
+
+
+def mapped_states(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> dict[int, str]:
+    path = f"/dags/{watcher.dag_id}/dagRuns/{watcher.run_id}/taskInstances/{task_id}/listMapped"
+    body = stack.api.request("GET", path)
+    return {int(ti["map_index"]): ti["state"] for ti in body["task_instances"]}

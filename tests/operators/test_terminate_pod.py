@@ -1,0 +1,118 @@
+"""PrimeTerminatePodOperator against the simulator over HTTP: idempotent, waits, reports the cost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from airflow_provider_prime.exceptions import PrimeError
+from airflow_provider_prime.operators.pod import (
+    PrimeCreatePodOperator,
+    PrimeTerminatePodOperator,
+    collect_pod_ids,
+)
+from airflow_provider_prime.testing import Fault
+from airflow_provider_prime.triggers.pod_lifecycle import PodTerminationTrigger
+from tests.operators.conftest import (
+    SLOW_BOOT,
+    TaskDeferred,
+    TaskInstance,
+    account,
+    billing_pods,
+    make_context,
+)
+
+
+def terminate(pod_ids: Any, **kwargs: Any) -> PrimeTerminatePodOperator:
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("timeout", 30)
+    kwargs.setdefault("deferrable", False)
+    return PrimeTerminatePodOperator(task_id="terminate_pod", pod_ids=pod_ids, **kwargs)
+
+
+def created_pods(count: int) -> list[str]:
+    ids = []
+    for index in range(count):
+        ti = TaskInstance(run_id=f"run-{index}")
+        PrimeCreatePodOperator(task_id="create_pod", gpu_type="H100_80GB", wait_for_ready=False).execute(
+            make_context(ti)
+        )
+        ids.append(ti.xcom["pod_id"])
+    return ids
+
+
+def test_deletes_waits_until_terminated_and_reports_lifetime_and_cost(lifecycle_sim, logs):
+    sim = lifecycle_sim(SLOW_BOOT)
+    pod_ids = created_pods(2)
+    report = terminate(pod_ids).execute(make_context())
+
+    assert billing_pods(sim) == []
+    assert set(report) == set(pod_ids)
+    for pod_id in pod_ids:
+        entry = report[pod_id]
+        assert entry["status"] == "TERMINATED"
+        assert entry["price_hr"] == pytest.approx(2.49)
+        assert entry["hours"] > 0
+        assert entry["cost"] == pytest.approx(entry["price_hr"] * entry["hours"], rel=0.01, abs=1e-4)
+        assert any(e["event"].startswith(f"Pod {pod_id}") and "cost" in e["event"] for e in logs)
+
+
+def test_gone_and_terminated_pods_are_success(lifecycle_sim):
+    sim = lifecycle_sim(SLOW_BOOT)
+    (pod_id,) = created_pods(1)
+    terminate(pod_id).execute(make_context())
+    again = terminate([pod_id, "never-existed"]).execute(make_context())
+    assert again["never-existed"]["status"] == "GONE"
+    assert account(sim)["deleted"] == {account(sim)["pods"][pod_id]["name"]: 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "ids"),
+    [
+        ("a", ["a"]),
+        (["a", "b", "a"], ["a", "b"]),
+        ({"a": {"status": "ACTIVE"}}, ["a"]),  # the create operator's return value
+        ([{"a": {}}, None, {"b": {}}], ["a", "b"]),  # a mapped create's, one index without a pod
+        ("['a', 'b']", ["a", "b"]),
+        ([None, None], []),
+        (None, []),
+    ],
+)
+def test_pod_ids_come_in_every_shape_a_dag_hands_over(value: Any, ids: list[str]) -> None:
+    assert collect_pod_ids(value) == ids
+
+
+def test_nothing_to_terminate_is_not_an_error(lifecycle_sim):
+    lifecycle_sim()
+    assert terminate([None]).execute(make_context()) == {}
+
+
+def test_a_pod_that_cannot_be_deleted_fails_the_task_after_the_others_are_deleted(lifecycle_sim):
+    sim = lifecycle_sim(SLOW_BOOT)
+    doomed, stuck = created_pods(2)
+    sim.inject(Fault.server_error(403, method="DELETE", path=f"/api/v1/pods/{stuck}", times=100))
+    with pytest.raises(PrimeError, match=stuck):
+        terminate([doomed, stuck]).execute(make_context())
+    assert billing_pods(sim) == [stuck]
+
+
+def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
+    sim = lifecycle_sim(SLOW_BOOT)
+    pod_ids = created_pods(2)
+    operator = terminate(pod_ids, deferrable=True)
+    with pytest.raises(TaskDeferred) as caught:
+        operator.execute(make_context())
+    trigger = caught.value.trigger
+    assert isinstance(trigger, PodTerminationTrigger)
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first())
+    report = operator.execute_complete(make_context(), event, **caught.value.kwargs)
+    assert {entry["status"] for entry in report.values()} == {"TERMINATED"}
+    assert billing_pods(sim) == []
