@@ -45,6 +45,15 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_prime.hooks.prime"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Prime Intellect",
+                "python-modules": [
+                    "airflow_provider_prime.operators.pod",
+                    "airflow_provider_prime.operators.reaper",
+                ],
+            }
+        ],
         "sensors": [
             {
                 "integration-name": "Prime Intellect",
@@ -54,7 +63,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Prime Intellect",
-                "python-modules": ["airflow_provider_prime.triggers.pod_status"],
+                "python-modules": [
+                    "airflow_provider_prime.triggers.pod_status",
+                    "airflow_provider_prime.triggers.pod_lifecycle",
+                ],
             }
         ],
         "connection-types": [
