@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_prime.testing import CreateLifecycle, PodScript, PrimeSimulator, Scenario
-from tests.simulated import clean_env, connect, logs
+from tests.simulated import connect, logs
 
 try:
     from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import TaskDeferralTimeout, TaskDeferred  # type: ignore[attr-defined,no-redef]
 
-__all__ = ["TaskDeferralTimeout", "TaskDeferred", "clean_env", "connect", "logs"]
+__all__ = ["TaskDeferralTimeout", "TaskDeferred", "connect", "logs"]
 
 #: Created pods: ACTIVE after 1 pod second, installed after 2, gone 0.5 s after a DELETE.
 FAST_BOOT = CreateLifecycle(active_after=1.0, installed_after=2.0, deleting_for=0.5)
