@@ -43,6 +43,7 @@ from typing import Any
 from airflow_provider_prime.testing import PrimeSimulatorProcess, airflow_connection_env, ready_pod
 from bench import procstat
 from bench.production_dags.bench_waits import HAS_START_FROM_TRIGGER, WIDTH, pod_id
+from bench.trigger_report import write_into
 from scripts.airflow_api import FINISHED_RUN_STATES
 from scripts.airflow_stack import AirflowStack, wait_until
 from scripts.postgres import PostgresServer
@@ -326,17 +327,6 @@ def notes(results: Sequence[CaseResult]) -> list[str]:
     return lines
 
 
-def write_into(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path``, or append it at the end."""
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(BEGIN), text.find(END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def parse_sizes(text: str) -> list[int]:
     sizes = [int(item) for item in text.split(",") if item.strip()]
     if any(size < WIDTH or size % WIDTH for size in sizes):
@@ -367,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(results, options, machine)
     print(section)
     if not options.no_write:
-        write_into(options.output, section)
+        write_into(options.output, section, BEGIN, END)
     return 0
 
 

@@ -67,6 +67,7 @@ def ha_stack(
         triggerer_heartbeat=HEARTBEAT,
         triggerer_health_threshold=HEALTH_THRESHOLD,
         triggerer_capacity=CAPACITY,
+        api_timeout=120.0,
         # One page holds a whole fan-out's mapped task instances.
         config={"api": {"maximum_page_limit": "1000"}},
     )

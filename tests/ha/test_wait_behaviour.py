@@ -51,7 +51,17 @@ def assert_started_where_expected(stack: AirflowStack, watcher: RunWatcher, star
     """A wait that starts in the triggerer has no worker log until it resumes; a classic one has."""
     logs = stack.task_log_files(watcher.dag_id, watcher.run_id, "wait")
     assert ("attempt=1.log" in logs) is not started_in_triggerer(start), sorted(logs)
-    assert any(".trigger." in name for name in logs)
+
+
+def start_waiting(
+    stack: AirflowStack, simulator: PrimeSimulatorProcess, start: str, nodes_by_pod: dict[str, int]
+) -> RunWatcher:
+    """A run of ``ha_wait_<start>`` for booting pods, once its wait is deferred on a triggerer."""
+    add_booting_pods(simulator, nodes_by_pod)
+    watcher = stack.trigger(f"ha_wait_{start}", {"pod_ids": list(nodes_by_pod)})
+    wait_deferred(stack, watcher, start)
+    assert_started_where_expected(stack, watcher, start)
+    return watcher
 
 
 @pytest.mark.parametrize("start", START_MODES)
@@ -59,10 +69,7 @@ def test_ready_pods_hand_their_ssh_targets_over(
     ha_stack: AirflowStack, ha_simulator: PrimeSimulatorProcess, pod_prefix: str, start: str
 ) -> None:
     single, cluster = f"{pod_prefix}-single", f"{pod_prefix}-cluster"
-    add_booting_pods(ha_simulator, {single: 1, cluster: 2})
-    watcher = ha_stack.trigger(f"ha_wait_{start}", {"pod_ids": [single, cluster]})
-    wait_deferred(ha_stack, watcher, start)
-    assert_started_where_expected(ha_stack, watcher, start)
+    watcher = start_waiting(ha_stack, ha_simulator, start, {single: 1, cluster: 2})
 
     make_ready(ha_simulator, single, 1)
     make_ready(ha_simulator, cluster, 2)
@@ -85,9 +92,7 @@ def test_a_failed_installation_fails_the_wait_at_once_with_the_reason(
     ha_stack: AirflowStack, ha_simulator: PrimeSimulatorProcess, pod_prefix: str, start: str
 ) -> None:
     healthy, broken = f"{pod_prefix}-healthy", f"{pod_prefix}-broken"
-    add_booting_pods(ha_simulator, {healthy: 1, broken: 1})
-    watcher = ha_stack.trigger(f"ha_wait_{start}", {"pod_ids": [healthy, broken]})
-    wait_deferred(ha_stack, watcher, start)
+    watcher = start_waiting(ha_stack, ha_simulator, start, {healthy: 1, broken: 1})
     ha_simulator.set_pod_state(
         broken, "ACTIVE", installation_status="ERROR", installation_failure=INSTALLATION_FAILURE
     )
