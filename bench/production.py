@@ -129,19 +129,21 @@ class Bench:
     def _finished(self, dag_id: str, run_id: str) -> bool:
         return self.stack.api.dag_run(dag_id, run_id)["state"] in FINISHED_RUN_STATES
 
+    def _requested_pods(self) -> set[str]:
+        log = self.simulator.stats_snapshot(log=None)["log"]
+        return {pid for record in log if record["status"] == 200 for pid in record["pod_ids"]}
+
     def _scheduler_log_size(self) -> int:
         return (self.stack.log_dir / "scheduler.log").stat().st_size
 
-    def _deferrals_by_workers(self, since: int, dag_id: str) -> int:
-        """Worker processes that ended by deferring a task of ``dag_id`` (the scheduler logs each)."""
+    def _worker_ends(self, since: int, dag_id: str) -> int:
+        """Worker processes of ``dag_id`` that ended since log offset ``since``: the scheduler logs
+        receiving each one's event (it logs "TaskInstance Finished" too, except on Postgres for a
+        row another process held locked at that moment)."""
         with (self.stack.log_dir / "scheduler.log").open("rb") as log:
             log.seek(since)
             text = log.read().decode(errors="replace")
-        return sum(
-            1
-            for line in text.splitlines()
-            if "TaskInstance Finished" in line and f"dag_id={dag_id}," in line and "state=deferred" in line
-        )
+        return text.count(f"for task instance TaskInstanceKey(dag_id='{dag_id}',")
 
     # -- one case ------------------------------------------------------------------------------
 
@@ -167,10 +169,18 @@ class Bench:
         )
         start_seconds = time.monotonic() - started_at
         deferred, scheduler_deferred = group_usage(triggerer.pid), group_usage(scheduler.pid)
-        worker_starts = self._deferrals_by_workers(log_offset, dag_id)
+        worker_starts = self._worker_ends(log_offset, dag_id)
         print(f"[{start} N={len(pods)}] deferred in {start_seconds:.0f} s", file=sys.stderr)
 
-        time.sleep(2 * self.interval + 1)  # every trigger past its first poll
+        # Deferred is not yet running: the triggerer may still be starting triggers (each joins the
+        # poller with a request of its own). Steady once every pod was asked for, and an interval on.
+        wait_until(
+            lambda: set(pods) <= self._requested_pods(),
+            PHASE_TIMEOUT,
+            "every pod polled once",
+            1.0,
+        )
+        time.sleep(self.interval + 1)
         window_start, first = time.time(), group_usage(triggerer.pid)
         time.sleep(steady * self.interval)
         window_end, last = time.time(), group_usage(triggerer.pid)
@@ -279,7 +289,7 @@ def render(results: Sequence[CaseResult], options: argparse.Namespace, machine: 
         f"{machine['airflow']}; poll interval {options.interval:g} s; steady state over "
         f"{options.steady} intervals). {STARTS[HAS_START_FROM_TRIGGER]}",
         "",
-        "| started | waits | to all deferred | worker processes to defer | scheduler+workers CPU | "
+        "| started | waits | to all deferred | worker processes started | scheduler+workers CPU | "
         "triggerer CPU to start | requests / interval | triggerer CPU / interval | triggerer RSS / wait "
         "| detection p50 / p95 / max | all fired after |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
