@@ -266,6 +266,7 @@ def production_stack(interval: float, capacity: int) -> Iterator[Bench]:
             database_async_url=postgres.url,
             parallelism=8,
             triggerer_capacity=capacity,
+            api_timeout=120.0,  # one slow answer of a loaded api-server must not end the run
             config={"api": {"maximum_page_limit": str(PAGE)}},
         )
         with stack:
