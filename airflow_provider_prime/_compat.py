@@ -6,7 +6,8 @@ day 3.1 support is dropped, this module shrinks and nothing else changes.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowException
 
@@ -26,9 +27,47 @@ except ImportError:  # Airflow 3.1
     )
 
 
-def outside_supervisor(exc: ImportError) -> bool:
+class _ConnectionSource(Protocol):
+    """What :func:`get_connection` needs: a hook's lookups (``BaseHook`` has both)."""
+
+    def get_connection(self, conn_id: str) -> Any: ...
+    async def aget_connection(self, conn_id: str) -> Any: ...
+
+
+def _outside_supervisor(exc: ImportError) -> bool:
     """Airflow 3.1 raises this ImportError when no task/triggerer supervisor can answer a lookup."""
     return exc.name == "airflow.sdk.execution_time.task_runner" or "SUPERVISOR_COMMS" in str(exc)
+
+
+def get_connection(hook: _ConnectionSource, conn_id: str) -> Any | None:
+    """The connection ``conn_id``, or None when it does not exist.
+
+    Airflow 3.1 outside a task or triggerer (a script, a unit test) reports a connection it cannot
+    find through a supervisor as an ImportError: that also means "not defined".
+    """
+    try:
+        return hook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except ImportError as exc:
+        if _outside_supervisor(exc):
+            return None
+        raise
+
+
+async def aget_connection(hook: _ConnectionSource, conn_id: str) -> Any | None:
+    """Async :func:`get_connection` with Airflow's async API, nothing blocking the event loop.
+
+    Airflow 3.1 outside a task or triggerer has no async lookup: the sync one runs off-loop.
+    """
+    try:
+        return await hook.aget_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except ImportError as exc:
+        if not _outside_supervisor(exc):
+            raise
+    return await asyncio.to_thread(get_connection, hook, conn_id)
 
 
 def mask_secret(secret: str) -> None:
@@ -59,7 +98,8 @@ __all__ = [
     "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "aget_connection",
     "amask_secret",
+    "get_connection",
     "mask_secret",
-    "outside_supervisor",
 ]

@@ -1,7 +1,9 @@
 """The readiness decision: are the requested pods ready, still coming, or beyond saving?
 
-Pure functions, no I/O and no clock: the sensor's ``poke`` and the trigger's poll loop both call
-:func:`assess`, so the two paths can never disagree about what "ready" means.
+:func:`assess` is pure (no I/O, no clock). :class:`PodWait` is the one step around it that the
+sensor's ``poke`` (every mode) and the trigger's poll loop both take for every answer or error:
+track missing pods, assess, turn the verdict into ready / wait / fail, log the progress. So the
+two paths can never disagree about what "ready" means, nor say it differently.
 
 Rules (see ``docs/readiness.md``):
 
@@ -17,11 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
+from airflow_provider_prime.exceptions import (
+    PrimeConnectionError,
+    PrimePodFailedError,
+    is_transient,
+)
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
 from airflow_provider_prime.pod_ids import unique_ids
+from airflow_provider_prime.progress import ApiTrouble, ProgressThrottle
+from airflow_provider_prime.ssh import node_entry
 
 #: Pod statuses that no amount of waiting turns into ACTIVE.
 FAILED_POD_STATES = frozenset(
@@ -116,13 +126,25 @@ class Verdict:
 
 
 def handover_entry(status: PodStatus) -> dict[str, Any]:
-    """What a downstream task needs to connect to one pod."""
+    """What a downstream task needs to connect to one pod.
+
+    ``ssh_connections``, ``ips`` and ``nodes`` have one entry per node in every case, ``None``
+    where the platform gave nothing (``sshConnection: null`` on a one-node pod is ``[None]``, not
+    ``[]``), so ``pod["ips"][0]`` never raises. The node count is the longer of the two lists.
+    Each of ``nodes`` also carries the SSH target parsed into ``user``, ``host`` and ``port``
+    (:func:`airflow_provider_prime.ssh.node_entry`).
+    """
+    ssh, ips = status.ssh_connections, status.ips
+    count = max(len(ssh), len(ips), 1)
+    ssh += [None] * (count - len(ssh))
+    ips += [None] * (count - len(ips))
     return {
         "status": status.status,
         "installation_status": status.installation_status,
         "provider_type": status.provider_type,
-        "ssh_connections": status.ssh_connections,
-        "ips": status.ips,
+        "ssh_connections": ssh,
+        "ips": ips,
+        "nodes": [node_entry(target, ip) for target, ip in zip(ssh, ips, strict=True)],
     }
 
 
@@ -201,3 +223,160 @@ def assess(
     else:
         overall = Outcome.WAITING
     return Verdict(overall, tuple(reports))
+
+
+#: The line logged when every pod is ready (``%s``: the summary, e.g. "2/2 pods ready").
+READY_LINE = "All pods ready: %s"
+
+
+class WaitLog(Protocol):
+    """The logger a :class:`PodWait` writes to (the sensor's or the trigger's ``self.log``)."""
+
+    def debug(self, msg: str, /, *args: Any) -> Any: ...
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one answer (or error) means for a wait: go on waiting, hand over, or fail with ``error``."""
+
+    outcome: Outcome
+    verdict: Verdict | None = None
+    error: Exception | None = None
+
+    @property
+    def handover(self) -> dict[str, dict[str, Any]]:
+        """What is known of the pods, for the XCom or an event (empty before any answer)."""
+        return self.verdict.handover() if self.verdict is not None else {}
+
+
+class PodWait:
+    """One wait for pods, from answer to answer: the step ``poke`` and the trigger share.
+
+    Holds what must outlive one answer: the "missing since" clock, the last verdict, the progress
+    throttle, the API-trouble log, and ``first_answer_by``: the epoch second by which the API must
+    have answered this wait once (``None`` once it has, or when there is no such bound). A wait whose
+    every attempt got no answer at all (DNS, refused port, TLS handshake) fails at that moment
+    with a message about the connection; one that had answers and then lost the API waits on.
+
+    :param api: how to name the API in messages, e.g. its base URL and connection id.
+    :param log_ready: log :data:`READY_LINE` at info (the sensor) or debug (the trigger, whose event
+        is logged by Airflow and whose thousands of lines at once would be most of a burst's cost).
+    """
+
+    def __init__(
+        self,
+        pod_ids: list[str],
+        requirements: Requirements,
+        log: WaitLog,
+        *,
+        deadline: float,
+        api: str = "the Prime API",
+        missing_since: Mapping[str, float] | None = None,
+        first_answer_by: float | None = None,
+        log_ready: bool = True,
+    ) -> None:
+        self.pod_ids = pod_ids
+        self.requirements = requirements
+        self.deadline = deadline
+        self.api = api
+        self.missing_since = dict(missing_since or {})
+        self.first_answer_by = first_answer_by
+        self.verdict: Verdict | None = None
+        self._log = log
+        self._log_ready = log.info if log_ready else log.debug
+        self._progress = ProgressThrottle()
+        self._trouble = ApiTrouble()
+        self._line = ""
+        self._waiting = Step(Outcome.WAITING)
+
+    def answer(self, statuses: Mapping[str, PodStatus], now: float, *, news: bool = True) -> Step:
+        """Take an answer of the API (pod id -> status; ids not in it were missing from the answer).
+
+        ``news=False`` says that no status of these pods changed since the previous answer (the
+        trigger's poller knows): the verdict is then reused, unless a pod is missing (its grace
+        period runs on the clock) or there is no verdict yet.
+        """
+        recovered = self._trouble.answered(now)
+        if recovered:
+            self._log.info("%s", recovered)
+        self.first_answer_by = None
+        if news or self.verdict is None or self.missing_since:
+            found = [statuses[pid] for pid in self.pod_ids if pid in statuses]
+            self.missing_since = track_missing(self.missing_since, self.pod_ids, found, now)
+            verdict = assess(
+                self.pod_ids, found, self.requirements, missing_since=self.missing_since, now=now
+            )
+            self.verdict, self._line = verdict, verdict.summary()
+            self._waiting = Step(Outcome.WAITING, verdict)
+        verdict = self.verdict
+        if verdict.ready:
+            self._log_ready(READY_LINE, self._line)
+            return Step(Outcome.READY, verdict)
+        if verdict.failed:
+            return Step(Outcome.FAILED, verdict, PrimePodFailedError(f"Pod wait failed: {verdict.reason}"))
+        if self._progress.due(self._line, now):
+            self._log.info("Waiting for pods: %s", self._line)
+        return self._waiting
+
+    def trouble(self, error: Exception, now: float) -> Step:
+        """Take a failed API call: wait on if waiting can help (logged at a bounded rate), else fail."""
+        if not is_transient(error):
+            return Step(Outcome.FAILED, self.verdict, error)
+        line = self._trouble.failed(error, now)
+        if line:
+            self._log.warning("%s", line)
+        if self.first_answer_by is not None:
+            if not got_no_answer(error):
+                self.first_answer_by = None  # an HTTP answer, even a 503: something is listening
+            elif now >= self.first_answer_by:
+                return Step(Outcome.FAILED, self.verdict, PrimeConnectionError(self._unreachable(error)))
+        return self._waiting
+
+    def handover(self) -> dict[str, dict[str, Any]]:
+        """What the last answer said about the pods (empty before any answer)."""
+        return self._waiting.handover
+
+    @property
+    def summary(self) -> str:
+        """The last progress line (what each pod still lacks), or that no answer came yet."""
+        return self._line or "no answer from the API yet"
+
+    def timeout_message(self, last_known: str | None = None) -> str:
+        """Why the wait timed out: what each pod still lacked, and the last API error if any."""
+        when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat(timespec="seconds")
+        if last_known is None:
+            last_known = self.summary
+            if self._trouble.last_error is not None:
+                last_known += f"; the last API call failed: {self._trouble.last_error}"
+        return f"Pods not ready by the deadline {when}; last known: {last_known}"
+
+    def _unreachable(self, error: BaseException) -> str:
+        return (
+            f"{self.api} has not answered this wait once, so the connection is likely wrong; giving up "
+            f"instead of waiting for the whole timeout. Check the host and port of the API base URL, that "
+            f"the host name resolves (DNS), TLS (https to a plain-HTTP server, or a proxy's own "
+            f"certificate authority: the connection extra 'verify'), and proxy settings (HTTPS_PROXY, "
+            f"NO_PROXY). Last error: {error}"
+        )
+
+
+def describe_api(base_url: str, conn_id: str) -> str:
+    """How messages name the API a wait talks to."""
+    return f"The Prime API at {base_url} (connection {conn_id!r})"
+
+
+def got_no_answer(error: BaseException) -> bool:
+    """Whether nothing answered at all: a :class:`PrimeConnectionError` is in the error's cause chain.
+
+    (The hook raises "gave up after N attempts" as the transient error *from* the last attempt's.)
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, PrimeConnectionError):
+            return True
+        seen = seen.__cause__
+    return False

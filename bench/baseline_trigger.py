@@ -40,52 +40,41 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import httpx
 
-from airflow_provider_prime.exceptions import PrimePodFailedError
+from airflow_provider_prime import events
 from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeHook
 from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.progress import ProgressThrottle
-from airflow_provider_prime.readiness import Verdict
-from airflow_provider_prime.triggers.pod_status import PodStatusTrigger, failure_event, is_retryable
+from airflow_provider_prime.readiness import Outcome, describe_api
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 
 
 class PeerStylePodStatusTrigger(PodStatusTrigger):
-    """Same arguments, readiness rules and events as :class:`PodStatusTrigger`; polls on its own."""
+    """Same arguments, readiness step and events as :class:`PodStatusTrigger`; polls on its own."""
 
     def _hook(self) -> PrimeHook:
         return _ClientPerPollHook(self.prime_conn_id)
 
-    async def _wait(self) -> dict[str, Any]:
+    async def _wait(self) -> events.Event:
         if self.deadline <= time.time():
-            return self._timeout_event(None, "the deadline passed before the trigger started")
+            return self._late_start()
+        wait = self._pod_wait(describe_api("(per-trigger hook)", self.prime_conn_id))
         hook = self._hook()
-        progress = ProgressThrottle()
-        verdict: Verdict | None = None
         while time.time() < self.deadline:
             try:
                 statuses = await hook.aget_pods_status(self.pod_ids)  # a new HTTP client per call
             except Exception as exc:
-                if not is_retryable(exc):
-                    return failure_event(exc, verdict.handover() if verdict else None)
-                if progress.due(f"API error: {exc}", time.time()):
-                    self.log.warning("Prime API unavailable, still waiting: %s", exc)
+                step = wait.trouble(exc, time.time())
             else:
-                verdict = self._assess(statuses, time.time())
-                if verdict.ready:
-                    summary = verdict.summary()
-                    self.log.debug("All pods ready: %s", summary)
-                    return {"status": "success", "pods": verdict.handover(), "message": summary}
-                if verdict.failed:
-                    error = PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
-                    self.log.error("%s", error)
-                    return failure_event(error, verdict.handover())
-                if progress.due(verdict.summary(), time.time()):
-                    self.log.info("Waiting for pods: %s", verdict.summary())
+                step = wait.answer({s.pod_id: s for s in statuses}, time.time())
+            if step.outcome is Outcome.READY:
+                return events.build_success(step.handover, wait.summary)
+            if step.error is not None:
+                self.log.error("%s", step.error)
+                return events.build_failed(step.error, step.handover)
             await asyncio.sleep(self.poll_interval)
-        return self._timeout_event(verdict, verdict.summary() if verdict else "no answer from the API yet")
+        return events.build_timeout(wait.timeout_message(), wait.handover())
 
 
 class _ClientPerPollHook(PrimeHook):

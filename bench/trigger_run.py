@@ -27,15 +27,15 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_prime.hooks.prime import CHUNK_SIZE
+from airflow_provider_prime.hooks._exchange import CHUNK_SIZE
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
-from airflow_provider_prime.readiness import Verdict
+from airflow_provider_prime.readiness import PodWait, Step
 from airflow_provider_prime.testing import Phase, Scenario, SimulatorClient, fixed_pod
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
@@ -65,14 +65,19 @@ class _CountsWaiting(_Mixin):
     """
 
     waiting = 0  # per case: each case makes its own subclass
-    _judged = False
 
-    def _assess(self, statuses: list[PodStatus], now: float) -> Verdict:
-        verdict = super()._assess(statuses, now)
-        if not self._judged:
-            self._judged = True
-            type(self).waiting += 1
-        return verdict
+    def _pod_wait(self, api: str) -> PodWait:
+        wait = super()._pod_wait(api)
+        answer = wait.answer
+        counted = type(self)
+
+        def first_counted(statuses: Mapping[str, PodStatus], now: float, *, news: bool = True) -> Step:
+            if wait.verdict is None:  # its first answer
+                counted.waiting += 1
+            return answer(statuses, now, news=news)
+
+        wait.answer = first_counted  # type: ignore[method-assign]
+        return wait
 
 
 def _counting(trigger_class: type[PodStatusTrigger]) -> type[_CountsWaiting]:

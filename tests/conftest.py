@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-# Fixtures `prime_simulator`, `prime_simulator_factory`, `prime_connection`: a fresh local Prime
-# API per test (see docs/simulator.md); the same plugin users enable in their own conftest.py.
+import pytest
+
+# Fixtures `prime_simulator`, `prime_simulator_factory`, `prime_connect`, `prime_clean_env`...: a
+# fresh local Prime API per test (see docs/simulator.md); the same plugin users enable in their
+# own conftest.py.
 pytest_plugins = ["airflow_provider_prime.testing.pytest_plugin"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_prime_environment(prime_clean_env: None) -> None:
+    """No test sees the developer's own PRIME_API_KEY, base URL or ``prime_default`` connection."""

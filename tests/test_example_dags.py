@@ -74,3 +74,10 @@ def test_lifecycle_teardown_is_marked_and_runs_after_failures_too() -> None:
     assert release.trigger_rule == "all_done_setup_success"
     assert not any(t.is_setup for t in dag.tasks)
     assert dag.get_task("train").downstream_task_ids == {"release_pods"}
+
+
+@pytest.mark.usefixtures("offline")
+def test_wait_and_train_runs_a_command_on_every_node_only_when_asked() -> None:
+    dag = _dag_bag().dags["example_prime_wait_and_train"]
+    assert "run_on_every_node" in dag.get_task("wait_for_pods").downstream_task_ids
+    assert dag.params["run_over_ssh"] is False  # the simulator's pods have no SSH server

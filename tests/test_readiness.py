@@ -6,13 +6,20 @@ import json
 
 import pytest
 
-from airflow_provider_prime.exceptions import PrimeConfigError
-from airflow_provider_prime.pod_ids import unique_ids, validate_pod_ids
+from airflow_provider_prime.exceptions import (
+    PrimeAuthError,
+    PrimeConnectionError,
+    PrimePodFailedError,
+    PrimeTransientError,
+)
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
     Outcome,
+    PodWait,
     Requirements,
     assess,
+    describe_api,
+    got_no_answer,
     handover_entry,
     track_missing,
 )
@@ -189,6 +196,16 @@ class TestReporting:
                 "provider_type": "nebius",
                 "ssh_connections": [SSH, "root@10.0.0.2 -p 22"],
                 "ips": ["10.0.0.1", "10.0.0.2"],
+                "nodes": [
+                    {"ssh_connection": SSH, "ip": "10.0.0.1", "user": "root", "host": "10.0.0.1", "port": 22},
+                    {
+                        "ssh_connection": "root@10.0.0.2 -p 22",
+                        "ip": "10.0.0.2",
+                        "user": "root",
+                        "host": "10.0.0.2",
+                        "port": 22,
+                    },
+                ],
             }
         }
 
@@ -196,6 +213,21 @@ class TestReporting:
         entry = handover_entry(pod(status="STOPPED", ssh=[None], ip=[None]))
         assert entry["ssh_connections"] == [None]
         assert entry["ips"] == [None]
+        assert entry["nodes"] == [
+            {"ssh_connection": None, "ip": None, "user": None, "host": None, "port": None}
+        ]
+
+    def test_null_ssh_and_ip_give_one_entry_for_a_one_node_pod(self):
+        entry = handover_entry(pod(ssh=None, ip=None))
+        assert entry["ssh_connections"] == [None]
+        assert entry["ips"] == [None]
+        assert len(entry["nodes"]) == 1
+
+    def test_lists_of_different_lengths_are_padded_to_the_node_count(self):
+        entry = handover_entry(pod(ssh=[SSH, None], ip="10.0.0.1"))
+        assert entry["ssh_connections"] == [SSH, None]
+        assert entry["ips"] == ["10.0.0.1", None]
+        assert [node["host"] for node in entry["nodes"]] == ["10.0.0.1", None]
 
     def test_handover_leaves_out_pods_without_status(self):
         verdict = assess(["a", "b"], [pod("a")], STRICT, missing_since={"b": 0.0}, now=1.0)
@@ -228,44 +260,142 @@ class TestReporting:
         assert Requirements(**kwargs) == requirements
 
 
-class TestRequestedPodIds:
-    def test_one_id(self):
-        assert validate_pod_ids("abc") == ["abc"]
+class Lines:
+    """A logger that keeps (level, formatted line) pairs."""
 
-    def test_list_is_deduplicated_in_order_and_trimmed(self):
-        assert validate_pod_ids(["b", " a\n", "b", "a"]) == ["b", "a"]
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
 
-    @pytest.mark.parametrize("text", ["['a', 'b', 'a']", '["a", "b"]', "  ['a', 'b']\n"])
-    def test_list_rendered_as_text_is_read_back(self, text):
-        assert validate_pod_ids(text) == ["a", "b"]
+    def _add(self, level: str, msg: str, *args: object) -> None:
+        self.lines.append((level, msg % args if args else msg))
 
-    def test_tuple_is_accepted(self):
-        assert validate_pod_ids(("a", "b")) == ["a", "b"]
+    def debug(self, msg: str, *args: object) -> None:
+        self._add("debug", msg, *args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self._add("info", msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._add("warning", msg, *args)
+
+
+def pod_wait(pod_ids=("a",), **kwargs) -> tuple[PodWait, Lines]:
+    log = Lines()
+    kwargs.setdefault("deadline", 1_000_000.0)
+    return PodWait(list(pod_ids), kwargs.pop("requirements", STRICT), log, **kwargs), log
+
+
+def answer(*statuses):
+    return {s.pod_id: s for s in statuses}
+
+
+REFUSED = PrimeConnectionError("Connection failed: ConnectError ([Errno 111] Connection refused)")
+
+
+class TestPodWait:
+    def test_ready_hands_over_and_says_so(self):
+        wait, log = pod_wait()
+        step = wait.answer(answer(pod("a")), now=1)
+        assert step.outcome is Outcome.READY
+        assert step.handover["a"]["status"] == "ACTIVE"
+        assert log.lines == [("info", "All pods ready: 1/1 pods ready")]
+
+    def test_the_trigger_says_ready_at_debug(self):
+        wait, log = pod_wait(log_ready=False)
+        wait.answer(answer(pod("a")), now=1)
+        assert log.lines == [("debug", "All pods ready: 1/1 pods ready")]
+
+    def test_a_failed_pod_fails_with_its_reason(self):
+        wait, _ = pod_wait(["a", "b"])
+        step = wait.answer(answer(pod("a"), pod("b", status="ERROR")), now=1)
+        assert step.outcome is Outcome.FAILED
+        assert isinstance(step.error, PrimePodFailedError)
+        assert str(step.error) == "Pod wait failed: b: pod is ERROR"
+        assert set(step.handover) == {"a", "b"}
+
+    def test_waiting_logs_progress_when_it_changes(self):
+        wait, log = pod_wait()
+        for now, progress in enumerate([10, 10, 20]):
+            step = wait.answer(answer(pod("a", installation="ACTIVE", installation_progress=progress)), now)
+            assert step.outcome is Outcome.WAITING
+        assert [line for _, line in log.lines] == [
+            "Waiting for pods: 0/1 pods ready; a: ACTIVE, installation ACTIVE 10%",
+            "Waiting for pods: 0/1 pods ready; a: ACTIVE, installation ACTIVE 20%",
+        ]
+
+    def test_no_news_keeps_the_verdict_but_a_missing_pod_still_runs_out_of_grace(self):
+        wait, _ = pod_wait(["a", "ghost"], requirements=Requirements(missing_grace=60))
+        statuses = answer(pod("a"))
+        assert wait.answer(statuses, now=0).outcome is Outcome.WAITING
+        assert wait.answer(statuses, now=30, news=False).outcome is Outcome.WAITING
+        step = wait.answer(statuses, now=61, news=False)
+        assert step.outcome is Outcome.FAILED
+        assert "ghost: not found or not visible to this API key (missing for 61s)" in str(step.error)
+
+    def test_an_error_no_wait_can_fix_fails_with_that_error(self):
+        wait, _ = pod_wait()
+        error = PrimeAuthError("401")
+        step = wait.trouble(error, now=1)
+        assert step.outcome is Outcome.FAILED
+        assert step.error is error
+
+    def test_transient_trouble_is_waited_out_and_logged_once(self):
+        wait, log = pod_wait()
+        for now in range(3):
+            assert wait.trouble(PrimeTransientError("HTTP 503"), now).outcome is Outcome.WAITING
+        wait.answer(answer(pod("a", status="PENDING")), now=3)
+        assert [level for level, _ in log.lines] == ["warning", "info", "info"]
+        assert log.lines[1] == ("info", "Prime API reachable again after 3 failed attempts over 3 s")
+
+    def test_never_an_answer_fails_at_the_bound_with_a_message_about_the_connection(self):
+        wait, _ = pod_wait(api=describe_api("https://nowhere.invalid", "prime_gpu"), first_answer_by=300)
+        assert wait.trouble(REFUSED, now=299).outcome is Outcome.WAITING
+        step = wait.trouble(REFUSED, now=300)
+        assert step.outcome is Outcome.FAILED
+        assert isinstance(step.error, PrimeConnectionError)
+        message = str(step.error)
+        assert "The Prime API at https://nowhere.invalid (connection 'prime_gpu') has not answered" in message
+        for hint in ("host and port", "DNS", "TLS", "HTTPS_PROXY", "Connection refused"):
+            assert hint in message
+
+    def test_giving_up_after_retries_of_no_answer_is_still_no_answer(self):
+        wait, _ = pod_wait(first_answer_by=10)
+        try:
+            raise PrimeTransientError("Gave up after 3 attempts") from REFUSED
+        except PrimeTransientError as exc:
+            gave_up = exc
+        assert wait.trouble(gave_up, now=11).outcome is Outcome.FAILED
+
+    @pytest.mark.parametrize("first", ["answer", "503"])
+    def test_a_wait_that_had_an_answer_keeps_waiting_when_the_api_is_lost(self, first):
+        wait, _ = pod_wait(first_answer_by=10)
+        if first == "answer":
+            wait.answer(answer(pod("a", status="PENDING")), now=1)
+        else:
+            wait.trouble(PrimeTransientError("HTTP 503"), now=1)  # something answered
+        assert wait.first_answer_by is None
+        assert wait.trouble(REFUSED, now=1000).outcome is Outcome.WAITING
+
+    def test_timeout_message_says_what_is_missing_and_the_last_error_only_if_the_last_call_failed(self):
+        wait, _ = pod_wait(deadline=0)
+        assert wait.timeout_message().endswith("last known: no answer from the API yet")
+        wait.answer(answer(pod("a", status="PENDING")), now=1)
+        assert wait.timeout_message() == (
+            "Pods not ready by the deadline 1970-01-01T00:00:00+00:00; "
+            "last known: 0/1 pods ready; a: pod is PENDING"
+        )
+        wait.trouble(PrimeTransientError("HTTP 503"), now=2)
+        assert wait.timeout_message().endswith("a: pod is PENDING; the last API call failed: HTTP 503")
+        wait.answer(answer(pod("a", status="PENDING")), now=3)
+        assert wait.timeout_message().endswith("a: pod is PENDING")
+
+
+class TestNoAnswer:
+    def test_a_connection_error_is_no_answer(self):
+        assert got_no_answer(REFUSED)
 
     @pytest.mark.parametrize(
-        ("value", "words"),
-        [
-            ([], "empty"),
-            ("", "blank"),
-            ("   ", "blank"),
-            (["a", " "], "pod_ids[1] is blank"),
-            (["a", 7], "pod_ids[1] must be a string, not int"),
-            ([None], "pod_ids[0] must be a string, not NoneType"),
-            (None, "not NoneType"),
-            (42, "not int"),
-            ({"a": 1}, "not dict"),
-            ("[a, b]", "render_template_as_native_obj"),
-            ("[1, 2]", "pod_ids[0] must be a string, not int"),
-            ("[]", "empty"),
-            ("['a', '']", "pod_ids[1] is blank"),
-            ("a,b", "not a pod id"),
-            (["a b"], "pod_ids[0] is not a pod id"),
-        ],
+        "error", [PrimeTransientError("HTTP 503"), PrimeAuthError("401"), RuntimeError()]
     )
-    def test_bad_values_are_clear_errors(self, value, words):
-        with pytest.raises(PrimeConfigError, match="pod_ids") as caught:
-            validate_pod_ids(value)
-        assert words in str(caught.value)
-
-    def test_unique_ids_keeps_first_seen_order(self):
-        assert unique_ids(["c", "a", "c", "b", "a"]) == ["c", "a", "b"]
+    def test_anything_else_is_an_answer_of_some_kind(self, error):
+        assert not got_no_answer(error)

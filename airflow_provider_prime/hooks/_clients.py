@@ -1,9 +1,13 @@
 """The two HTTP clients: :class:`PrimeClient` (requests, for workers) and :class:`AsyncPrimeClient` (httpx).
 
-Each only moves bytes: it sends an :class:`~._transport.ApiRequest`, reads a bounded body, maps its
-library's exceptions to a :class:`~._transport.TransportFailure`, and lets an
-:class:`~._transport.Exchange` decide what the outcome means. Building requests, parsing answers,
-mapping errors and the retry policy live in :mod:`._transport`, shared by both.
+Two libraries, on purpose. The sync path uses ``requests``: it is what the provider's users and
+Airflow's own HTTP-based providers expect (sessions, adapters, ``REQUESTS_CA_BUNDLE``), and it is
+a declared dependency. The async path uses ``httpx``: truly asynchronous (a triggerer's event loop
+must never block) and already shipped with Airflow. Each client only moves bytes: it sends an
+:class:`~._exchange.ApiRequest`, reads a bounded body, maps its library's exceptions to a
+:class:`~._exchange.TransportFailure` (including whether the request may have been sent), and lets
+an :class:`~._exchange.Exchange` decide what the outcome means. Building requests, parsing answers,
+mapping and scrubbing errors and the retry policy live in :mod:`._exchange`, shared by both.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.hooks._transport import (
+from airflow_provider_prime.exceptions import PrimeAPIError
+from airflow_provider_prime.hooks._exchange import (
     MAX_RESPONSE_BYTES,
     ApiRequest,
     ApiResponse,
+    DeliveryUnknown,
     Exchange,
     ResponseTooLarge,
     Retry,
@@ -31,13 +36,14 @@ from airflow_provider_prime.hooks._transport import (
     check_declared_length,
     chunk_pod_ids,
     default_headers,
-    parse_identity,
     parse_pod_statuses,
     status_request,
     too_large_failure,
+    too_many_redirects,
     transport_failure,
-    whoami_request,
 )
+from airflow_provider_prime.hooks._plans import Plan
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
 
 if TYPE_CHECKING:
@@ -74,16 +80,35 @@ class PrimeClient:
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
 
-    def get_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
-        """Statuses of the given pods (de-duplicated, 100 per request); unknown ids are simply absent."""
+    def get_pods_status(self, pod_ids: Iterable[str], deadline: float | None = None) -> list[PodStatus]:
+        """Statuses of the given (validated, unique) pods, 100 per request; unknown ids are absent."""
         statuses: list[PodStatus] = []
-        for chunk in chunk_pod_ids(pod_ids):
-            statuses.extend(self._call(status_request(self.settings, chunk), parse_pod_statuses))
+        for chunk in chunk_pod_ids(list(pod_ids)):
+            request = status_request(self.settings, chunk)
+            page: list[PodStatus] = self.call(Exchange(self.settings, request, parse_pod_statuses, deadline))
+            statuses.extend(page)
         return statuses
 
-    def whoami(self) -> str | None:
-        """Check the key with ``GET /api/v1/user/whoami``; returns the name/email it belongs to, if given."""
-        return self._call(whoami_request(self.settings), parse_identity)
+    def call(self, exchange: Exchange[T]) -> T:
+        """Send ``exchange.request`` until the exchange gives a result (or raises)."""
+        while True:
+            outcome = exchange.settle(self._send(exchange.request, exchange.timeouts()))
+            if not isinstance(outcome, Retry):
+                return outcome
+            _sleep(outcome.delay)
+
+    def run(self, plan: Plan[T]) -> T:
+        """Run ``plan`` (see :mod:`._plans`): each exchange it yields is called, its result sent back."""
+        step = next(plan)
+        while True:
+            try:
+                result, error = self.call(step), None
+            except (PrimeAPIError, DeliveryUnknown) as exc:
+                result, error = None, exc
+            try:  # outside the except block: a plan's own errors get no __context__ from ours
+                step = plan.send(result) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._session.close()
@@ -96,22 +121,17 @@ class PrimeClient:
     ) -> None:
         self.close()
 
-    def _call(self, request: ApiRequest, parse: Callable[[Any], T]) -> T:
-        exchange = Exchange(self.settings, request, parse)
-        while True:
-            outcome = exchange.settle(self._send(request))
-            if not isinstance(outcome, Retry):
-                return outcome
-            _sleep(outcome.delay)
-
-    def _send(self, request: ApiRequest) -> ApiResponse | TransportFailure:
+    def _send(self, request: ApiRequest, timeouts: tuple[float, float]) -> ApiResponse | TransportFailure:
         import requests  # already loaded by __init__; see there
+        from urllib3.exceptions import NewConnectionError
 
         try:
-            with self._session.get(
+            with self._session.request(
+                request.method,
                 request.url,
                 params=list(request.params),
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                json=request.body,
+                timeout=timeouts,
                 # Per request: a session-level value loses to REQUESTS_CA_BUNDLE (requests#3829).
                 verify=self.settings.verify,
                 stream=True,
@@ -122,12 +142,16 @@ class PrimeClient:
                 return ApiResponse(response.status_code, response.headers, body)
         except ResponseTooLarge:
             return too_large_failure()
-        except requests.Timeout as exc:
-            return transport_failure(exc, timeout=True)
         except requests.TooManyRedirects as exc:
-            return TransportFailure(f"Too many redirects ({exc})", retryable=False)
+            return too_many_redirects(exc)
+        except requests.ConnectTimeout as exc:
+            return transport_failure(exc, request.url, timeout=True, sent=False)
+        except requests.Timeout as exc:
+            return transport_failure(exc, request.url, timeout=True, sent=True)
         except requests.RequestException as exc:
-            return transport_failure(exc, timeout=False)
+            # urllib3 reports "no connection was made" (refused, DNS) as NewConnectionError, nested.
+            never_sent = isinstance(exc, requests.ConnectionError) and _nested(exc, NewConnectionError)
+            return transport_failure(exc, request.url, timeout=False, sent=not never_sent)
 
 
 class AsyncPrimeClient:
@@ -146,12 +170,12 @@ class AsyncPrimeClient:
         self._building = asyncio.Lock()
         self._chunk_slots = asyncio.Semaphore(CHUNK_CONCURRENCY)
 
-    async def get_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
+    async def get_pods_status(self, pod_ids: Iterable[str], deadline: float | None = None) -> list[PodStatus]:
         """Statuses of the given pods; chunks of 100 are fetched concurrently (at most 4 at once)."""
-        chunks = chunk_pod_ids(pod_ids)
+        chunks = chunk_pod_ids(list(pod_ids))
         if len(chunks) == 1:
-            return await self._status_chunk(chunks[0])
-        tasks = [asyncio.ensure_future(self._status_chunk(chunk)) for chunk in chunks]
+            return await self._status_chunk(chunks[0], deadline)
+        tasks = [asyncio.ensure_future(self._status_chunk(chunk, deadline)) for chunk in chunks]
         try:
             pages = await asyncio.gather(*tasks)
         except BaseException:
@@ -162,9 +186,26 @@ class AsyncPrimeClient:
             raise
         return [status for page in pages for status in page]
 
-    async def whoami(self) -> str | None:
-        """Async twin of :meth:`PrimeClient.whoami`."""
-        return await self._call(whoami_request(self.settings), parse_identity)
+    async def call(self, exchange: Exchange[T]) -> T:
+        """Async twin of :meth:`PrimeClient.call`."""
+        while True:
+            outcome = exchange.settle(await self._send(exchange.request, exchange.timeouts()))
+            if not isinstance(outcome, Retry):
+                return outcome
+            await _asleep(outcome.delay)
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Async twin of :meth:`PrimeClient.run`."""
+        step = next(plan)
+        while True:
+            try:
+                result, error = await self.call(step), None
+            except (PrimeAPIError, DeliveryUnknown) as exc:
+                result, error = None, exc
+            try:
+                step = plan.send(result) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         self._closed = True
@@ -179,17 +220,12 @@ class AsyncPrimeClient:
     ) -> None:
         await self.aclose()
 
-    async def _status_chunk(self, chunk: list[str]) -> list[PodStatus]:
+    async def _status_chunk(self, chunk: list[str], deadline: float | None) -> list[PodStatus]:
         async with self._chunk_slots:
-            return await self._call(status_request(self.settings, chunk), parse_pod_statuses)
-
-    async def _call(self, request: ApiRequest, parse: Callable[[Any], T]) -> T:
-        exchange = Exchange(self.settings, request, parse)
-        while True:
-            outcome = exchange.settle(await self._send(request))
-            if not isinstance(outcome, Retry):
-                return outcome
-            await _asleep(outcome.delay)
+            exchange = Exchange(
+                self.settings, status_request(self.settings, chunk), parse_pod_statuses, deadline
+            )
+            return await self.call(exchange)
 
     async def _http(self) -> httpx.AsyncClient:
         # Built on first use in a worker thread: the first httpx client of a process imports its
@@ -206,27 +242,52 @@ class AsyncPrimeClient:
     def _build_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             headers=default_headers(self.settings, f"python-httpx/{httpx.__version__}"),
-            timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
             verify=_ssl_context(self.settings.verify),
             follow_redirects=True,
             transport=self._transport,
         )
 
-    async def _send(self, request: ApiRequest) -> ApiResponse | TransportFailure:
+    async def _send(
+        self, request: ApiRequest, timeouts: tuple[float, float]
+    ) -> ApiResponse | TransportFailure:
         client = await self._http()
+        connect, read = timeouts
         try:
-            async with client.stream("GET", request.url, params=list(request.params)) as response:
+            async with client.stream(
+                request.method,
+                request.url,
+                params=list(request.params),
+                json=request.body,
+                timeout=httpx.Timeout(read, connect=connect),
+            ) as response:
                 check_declared_length(response.headers)
                 body = await _aread_bounded(response.aiter_bytes(_READ_CHUNK))
                 return ApiResponse(response.status_code, response.headers, body)
         except ResponseTooLarge:
             return too_large_failure()
-        except httpx.TimeoutException as exc:
-            return transport_failure(exc, timeout=True)
         except httpx.TooManyRedirects as exc:
-            return TransportFailure(f"Too many redirects ({exc})", retryable=False)
+            return too_many_redirects(exc)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # No connection was made (refused, DNS, TLS handshake, no free slot): nothing was sent.
+            return transport_failure(
+                exc, request.url, timeout=isinstance(exc, httpx.TimeoutException), sent=False
+            )
+        except httpx.TimeoutException as exc:
+            return transport_failure(exc, request.url, timeout=True, sent=True)
         except httpx.HTTPError as exc:
-            return transport_failure(exc, timeout=False)
+            return transport_failure(exc, request.url, timeout=False, sent=True)
+
+
+def _nested(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is somewhere in the exceptions requests/urllib3 nest in ``exc``."""
+    current: object = exc
+    for _ in range(8):
+        if isinstance(current, kind):
+            return True
+        if not isinstance(current, BaseException):
+            return False
+        current = getattr(current, "reason", None) or (current.args[0] if current.args else None)
+    return False
 
 
 def _read_bounded(chunks: Iterator[bytes]) -> bytes:
@@ -263,6 +324,3 @@ def _cached_ssl_context(verify: bool | str, cert_file: str | None, cert_dir: str
     if isinstance(verify, str):
         return ssl.create_default_context(cafile=verify)
     return httpx.create_ssl_context(verify=verify)
-
-
-__all__ = ["CHUNK_CONCURRENCY", "AsyncPrimeClient", "PrimeClient"]

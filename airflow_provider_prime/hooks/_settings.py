@@ -3,49 +3,31 @@
 Sources, in order: the Airflow connection (host = base URL, password = API key, extra = options),
 or, when that connection does not exist, the environment variables the official ``prime`` CLI reads
 (``PRIME_API_KEY``, ``PRIME_API_BASE_URL`` then ``PRIME_BASE_URL``). Everything is validated here,
-once, so the clients can trust a :class:`PrimeApiSettings` and every mistake is reported with what
-to change instead of surfacing later as an obscure transport error.
-
-Connection extra (JSON), every key optional; a key may also carry the ``extra__prime__`` prefix
-that older Airflow forms write:
-
-=================  ==========  ============================================================
-key                default     meaning
-=================  ==========  ============================================================
-connect_timeout    10          seconds to establish a connection (TCP + TLS)
-read_timeout       30          seconds to wait for response bytes
-max_retries        3           retries after the first attempt (429, 5xx, timeouts, drops)
-backoff_base       1           first backoff ceiling in seconds; doubles per retry (full jitter)
-backoff_max        30          cap of the backoff ceiling in seconds
-retry_after_max    60          cap in seconds on a server's ``Retry-After``
-verify             true        TLS verification: true, false, or the path of a CA bundle
-=================  ==========  ============================================================
+once, by :class:`PrimeApiSettings`, so the clients can trust it and every mistake is reported with
+what to change instead of surfacing later as an obscure transport error. The options, their
+defaults and bounds are the table of :mod:`._options`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
-import math
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_prime.exceptions import PrimeConfigError
+from airflow_provider_prime.hooks._options import OPTIONS_BY_NAME, extra_values
 
 DEFAULT_BASE_URL = "https://api.primeintellect.ai"
 API_PREFIX = "/api/v1"
 ENV_API_KEY = "PRIME_API_KEY"
 #: Base URL variables in the order the official CLI reads them.
 ENV_BASE_URLS = ("PRIME_API_BASE_URL", "PRIME_BASE_URL")
-#: Prefix older connection forms put in front of extra keys.
-EXTRA_PREFIX = "extra__prime__"
-MAX_RETRIES_LIMIT = 100
 
 # A per-process key: fingerprints can be compared inside one triggerer but are useless for
 # guessing the API key they cover, even when printed.
@@ -77,24 +59,23 @@ class PrimeApiSettings:
 
     base_url: str
     api_key: str = field(repr=False)
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    max_retries: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
-    retry_after_max: float = 60.0
-    verify: bool | str = True
+    connect_timeout: float = OPTIONS_BY_NAME["connect_timeout"].default
+    read_timeout: float = OPTIONS_BY_NAME["read_timeout"].default
+    max_retries: int = int(OPTIONS_BY_NAME["max_retries"].default)
+    backoff_base: float = OPTIONS_BY_NAME["backoff_base"].default
+    backoff_max: float = OPTIONS_BY_NAME["backoff_max"].default
+    retry_after_max: float = OPTIONS_BY_NAME["retry_after_max"].default
+    verify: bool | str = bool(OPTIONS_BY_NAME["verify"].default)
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key.strip():
             raise PrimeConfigError("The Prime Intellect API key is empty.")
         object.__setattr__(self, "base_url", normalise_base_url(self.base_url))
-        for name in ("connect_timeout", "read_timeout"):
-            object.__setattr__(self, name, _number(name, getattr(self, name), positive=True))
-        for name in ("backoff_base", "backoff_max", "retry_after_max"):
-            object.__setattr__(self, name, _number(name, getattr(self, name), positive=False))
-        object.__setattr__(self, "max_retries", _retries("max_retries", self.max_retries))
-        object.__setattr__(self, "verify", _verify("verify", self.verify))
+        for name, option in OPTIONS_BY_NAME.items():
+            try:
+                object.__setattr__(self, name, option.parse(getattr(self, name)))
+            except ValueError as exc:
+                raise PrimeConfigError(str(exc)) from None
 
     @property
     def fingerprint(self) -> str:
@@ -171,7 +152,7 @@ def settings_from_connection(conn: ConnectionLike) -> PrimeApiSettings:
         )
     try:
         base_url = normalise_base_url(conn.host, conn.port)
-        return PrimeApiSettings(base_url=base_url, api_key=key, **options_from_extra(conn.extra))
+        return PrimeApiSettings(base_url=base_url, api_key=key, **extra_options(conn.extra))
     except PrimeConfigError as exc:
         raise PrimeConfigError(f"Connection {name!r}: {exc}") from None
 
@@ -200,11 +181,11 @@ def missing_key_error(conn_id: str) -> PrimeConfigError:
     )
 
 
-def options_from_extra(extra: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """Parse and validate the connection extra into :class:`PrimeApiSettings` keyword arguments.
+def extra_options(extra: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The connection extra (JSON text or a mapping) as :class:`PrimeApiSettings` keyword arguments.
 
-    Empty values (a form field left blank) mean "default". Unknown keys are an error: a typo such as
-    ``read_timout`` would otherwise silently keep the default.
+    Blank values (a form field left empty) mean "default"; keys may carry the ``extra__prime__``
+    prefix of older forms; unknown keys are refused. The values are validated by the settings.
     """
     if extra is None or extra == "":
         return {}
@@ -217,86 +198,7 @@ def options_from_extra(extra: str | Mapping[str, Any] | None) -> dict[str, Any]:
         data = extra
     if not isinstance(data, Mapping):
         raise PrimeConfigError("the extra field must be a JSON object.")
-    options: dict[str, Any] = {}
-    unknown = []
-    for key, value in data.items():
-        name = key[len(EXTRA_PREFIX) :] if key.startswith(EXTRA_PREFIX) else key
-        parser = _OPTION_PARSERS.get(name)
-        if parser is None:
-            unknown.append(key)
-        elif value is not None and value != "":
-            options[name] = parser(name, value)
-    if unknown:
-        raise PrimeConfigError(
-            f"unknown extra field(s) {', '.join(sorted(map(repr, unknown)))}; "
-            f"known: {', '.join(OPTION_NAMES)}."
-        )
-    return options
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _number(name: str, value: Any, *, positive: bool) -> float:
-    number = math.nan
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            number = float(value.strip())
-    if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        kind = "a positive" if positive else "a non-negative"
-        raise PrimeConfigError(f"{name} must be {kind} number of seconds, got {_shown(value)}.")
-    return number
-
-
-def _retries(name: str, value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
-        raise PrimeConfigError(
-            f"{name} must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {_shown(value)}."
-        )
-    return value
-
-
-def _verify(name: str, value: Any) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        if os.path.exists(value.strip()):
-            return value.strip()
-        raise PrimeConfigError(
-            f"{name} must be true, false or the path of a CA bundle file; {_shown(value)} does not exist."
-        )
-    raise PrimeConfigError(f"{name} must be true, false or the path of a CA bundle, got {_shown(value)}.")
-
-
-def _positive(name: str, value: Any) -> float:
-    return _number(name, value, positive=True)
-
-
-def _non_negative(name: str, value: Any) -> float:
-    return _number(name, value, positive=False)
-
-
-_OPTION_PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "connect_timeout": _positive,
-    "read_timeout": _positive,
-    "max_retries": _retries,
-    "backoff_base": _non_negative,
-    "backoff_max": _non_negative,
-    "retry_after_max": _non_negative,
-    "verify": _verify,
-}
-#: The connection extra keys the hook understands.
-OPTION_NAMES = tuple(_OPTION_PARSERS)
+    try:
+        return extra_values(dict(data))
+    except ValueError as exc:
+        raise PrimeConfigError(str(exc)) from None

@@ -1,61 +1,60 @@
 """PrimeHook: the provider's only door to the Prime Intellect API, from a worker or a triggerer.
 
-The hook resolves :class:`PrimeApiSettings` from its Airflow connection (or, when the connection does
-not exist, from ``PRIME_API_KEY`` / ``PRIME_API_BASE_URL`` like the official CLI), masks the key in
-Airflow's logs, and delegates HTTP to :class:`PrimeClient` / :class:`AsyncPrimeClient`, which share
-one request/response path (see :mod:`._transport`).
+The hook resolves its settings from its Airflow connection (or, when the connection does not
+exist, from ``PRIME_API_KEY`` / ``PRIME_API_BASE_URL`` like the official CLI), masks the key in
+Airflow's logs, and delegates HTTP to the sync and async clients of :mod:`._clients`, which share
+one request/response path (:mod:`._exchange`).
 
 Connection (type ``prime``): host = API base URL (default ``https://api.primeintellect.ai``; a
 trailing ``/api/v1`` is tolerated; a host without scheme means https), password = API key,
-extra = transport options documented in :mod:`._settings` (timeouts, retries, ``verify``).
+extra = the options of :mod:`._options` (timeouts, retries, ``verify``).
+
+Public: :class:`PrimeHook` (and ``CHUNK_SIZE``, the ids per status request). ``PrimeApiSettings``
+and ``AsyncPrimeClient`` are importable from here for the provider's own trigger (its shared
+poller keeps one client per connection); they are not part of the documented API.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_prime._compat import (
-    AirflowNotFoundException,
-    amask_secret,
-    mask_secret,
-    outside_supervisor,
-)
-from airflow_provider_prime.exceptions import PrimeError
-from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, UI_FIELD_BEHAVIOUR
-from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
+from airflow_provider_prime._compat import aget_connection, amask_secret, get_connection, mask_secret
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
+from airflow_provider_prime.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_provider_prime.hooks import _plans
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient as AsyncPrimeClient
+from airflow_provider_prime.hooks._clients import PrimeClient
+from airflow_provider_prime.hooks._exchange import CHUNK_SIZE as CHUNK_SIZE
+from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
+from airflow_provider_prime.hooks._options import OPTIONS
 from airflow_provider_prime.hooks._settings import (
-    DEFAULT_BASE_URL,
     ENV_API_KEY,
     ENV_BASE_URLS,
     ConnectionLike,
-    PrimeApiSettings,
     missing_key_error,
     settings_from_connection,
     settings_from_environment,
 )
-from airflow_provider_prime.hooks._transport import CHUNK_SIZE, normalise_pod_ids
-from airflow_provider_prime.models import PodStatus
+from airflow_provider_prime.hooks._settings import PrimeApiSettings as PrimeApiSettings
+from airflow_provider_prime.models import GpuOffer, Pod, PodRequest, PodStatus
+from airflow_provider_prime.pod_ids import validate_pod_ids
 
-__all__ = [
-    "CHUNK_SIZE",
-    "DEFAULT_BASE_URL",
-    "AsyncPrimeClient",
-    "PrimeApiSettings",
-    "PrimeClient",
-    "PrimeHook",
-]
+__all__ = ["PrimeHook"]
+
+T = TypeVar("T")
 
 #: Retries the connection test allows itself: a UI "Test" click should answer within seconds.
 _TEST_CONNECTION_RETRIES = 1
 
 
 class PrimeHook(BaseHook):
-    """Read pod statuses from the Prime Intellect API.
+    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete), GPU offers.
+
+    Every method has an async twin (``a`` + name) for triggers; docs/hook.md lists each one's errors.
 
     :param prime_conn_id: the Airflow connection (type ``prime``) holding the API key and base URL.
         The connection is looked up on first use, never in ``__init__``.
@@ -74,8 +73,7 @@ class PrimeHook(BaseHook):
     def get_settings(self) -> PrimeApiSettings:
         """Resolve (once) the settings: the connection, else the CLI's environment variables."""
         if self._settings is None:
-            conn = self._lookup_connection()
-            settings = self._settings_from(conn)
+            settings = self._settings_from(get_connection(self, self.prime_conn_id))
             mask_secret(settings.api_key)
             self._settings = settings
         return self._settings
@@ -83,41 +81,123 @@ class PrimeHook(BaseHook):
     async def aget_settings(self) -> PrimeApiSettings:
         """Async :meth:`get_settings`: Airflow's async connection API, nothing blocking the event loop."""
         if self._settings is None:
-            try:
-                conn: ConnectionLike | None = await self.aget_connection(self.prime_conn_id)
-            except AirflowNotFoundException:
-                conn = None
-            except ImportError as exc:
-                if not outside_supervisor(exc):
-                    raise
-                # Airflow 3.1 outside a task or triggerer has no async lookup: use the sync one, off-loop.
-                conn = await asyncio.to_thread(self._lookup_connection)
-            settings = self._settings_from(conn)
+            settings = self._settings_from(await aget_connection(self, self.prime_conn_id))
             await amask_secret(settings.api_key)
             self._settings = settings
         return self._settings
 
-    def get_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
-        """Statuses of the given pods (ids de-duplicated, 100 per request); unknown ids are absent."""
-        ids = normalise_pod_ids(pod_ids)
-        with PrimeClient(self.get_settings()) as client:
-            return client.get_pods_status(ids)
+    def get_pods_status(self, pod_ids: object, deadline: float | None = None) -> list[PodStatus]:
+        """Statuses of the given pods (one id or a list; de-duplicated, 100 per request).
 
-    async def aget_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]:
+        Pods the API does not report (unknown, deleted, not visible to the key) are absent.
+        ``deadline`` (epoch seconds): no retry sleeps past it and each attempt's timeouts are cut
+        to the time left, so a wait calling this never outlives its own deadline by more than one
+        request. Raises ``PrimeConfigError`` (bad ids, before any request) and the API errors of
+        docs/hook.md.
+        """
+        ids = validate_pod_ids(pod_ids)
+        with PrimeClient(self.get_settings()) as client:
+            return client.get_pods_status(ids, deadline)
+
+    async def aget_pods_status(self, pod_ids: object, deadline: float | None = None) -> list[PodStatus]:
         """Async :meth:`get_pods_status` on httpx; chunks are fetched concurrently."""
-        ids = normalise_pod_ids(pod_ids)
+        ids = validate_pod_ids(pod_ids)
         async with AsyncPrimeClient(await self.aget_settings()) as client:
-            return await client.get_pods_status(ids)
+            return await client.get_pods_status(ids, deadline)
+
+    def get_pod(self, pod_id: str) -> Pod:
+        """The pod ``pod_id`` (``GET /pods/{id}``); ``PrimeNotFoundError`` naming it when there is none."""
+        return self._run(_plans.get_pod, _one_pod_id(pod_id))
+
+    async def aget_pod(self, pod_id: str) -> Pod:
+        """Async :meth:`get_pod`."""
+        return await self._arun(_plans.get_pod, _one_pod_id(pod_id))
+
+    def list_pods(self) -> list[Pod]:
+        """Every pod of the key (all pages of ``GET /pods/``, 100 a page); terminated pods are not listed."""
+        return self._run(_plans.list_pods)
+
+    async def alist_pods(self) -> list[Pod]:
+        """Async :meth:`list_pods`."""
+        return await self._arun(_plans.list_pods)
+
+    def find_pods_by_name(self, name: str) -> list[Pod]:
+        """The listed pods named exactly ``name`` (the API has no filter: this reads every page)."""
+        return self._run(_plans.find_pods_by_name, _pod_name(name))
+
+    async def afind_pods_by_name(self, name: str) -> list[Pod]:
+        """Async :meth:`find_pods_by_name`."""
+        return await self._arun(_plans.find_pods_by_name, _pod_name(name))
+
+    def create_pod(self, request: PodRequest) -> Pod:
+        """Create a pod (``POST /pods/``); it bills from now until it is deleted. Never sent twice.
+
+        The answer is the new pod, still ``PROVISIONING``: wait for it with the sensor. A create
+        that provably never left (connection refused, DNS failure, connect or TLS-handshake
+        timeout) and a 429 are retried like any call. One that may have reached the server (a read
+        timeout, a connection dropped after sending, a 5xx, 408, an unusable 2xx answer) is not
+        resent: the hook looks the name up (:meth:`find_pods_by_name`) and adopts the one live pod
+        of that name (logged); if there is none it raises ``PrimeTransientError`` saying the create
+        may not have happened (retrying is safe: a retry looks the name up first); if several
+        have the name, ``PrimeConfigError`` listing them (nothing is deleted). Give each pod a
+        unique name. Other errors: ``PrimeBillingError`` (402), ``PrimeAuthError`` (the key needs
+        "Instances → Read and write"), ``PrimeRequestError`` (422 naming the field, a sold-out
+        offer).
+        """
+        return self._run(_plans.create_pod, _pod_request(request))
+
+    async def acreate_pod(self, request: PodRequest) -> Pod:
+        """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
+        return await self._arun(_plans.create_pod, _pod_request(request))
+
+    def delete_pod(self, pod_id: str) -> None:
+        """Delete a pod (``DELETE /pods/{id}``); idempotent: a pod already gone or going is success.
+
+        A 404, or a refusal for a pod that is then found ``TERMINATED``/``DELETING`` (or not found),
+        returns normally. Errors: ``PrimeAuthError`` (the key needs "Instances → Read and write"),
+        ``PrimeRequestError`` (refused for a live pod), transient errors after the retries.
+        """
+        self._run(_plans.delete_pod, _one_pod_id(pod_id))
+
+    async def adelete_pod(self, pod_id: str) -> None:
+        """Async :meth:`delete_pod`."""
+        await self._arun(_plans.delete_pod, _one_pod_id(pod_id))
+
+    def list_gpu_offers(
+        self,
+        gpu_type: str | None = None,
+        gpu_count: int | None = None,
+        regions: list[str] | str | None = None,
+        multi_node: bool = False,
+    ) -> list[GpuOffer]:
+        """GPU offers (all pages of ``/availability/gpus``, or ``/availability/multi-node``).
+
+        Filters are the API's own; pick one with ``airflow_provider_prime.offers.choose_offer``.
+        """
+        return self._run(_plans.list_gpu_offers, gpu_type, gpu_count, _regions(regions), multi_node)
+
+    async def alist_gpu_offers(
+        self,
+        gpu_type: str | None = None,
+        gpu_count: int | None = None,
+        regions: list[str] | str | None = None,
+        multi_node: bool = False,
+    ) -> list[GpuOffer]:
+        """Async :meth:`list_gpu_offers`."""
+        return await self._arun(_plans.list_gpu_offers, gpu_type, gpu_count, _regions(regions), multi_node)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key with ``GET /api/v1/user/whoami`` (used by the UI's and CLI's connection test)."""
+        """Check the key with ``GET /api/v1/user/whoami`` (the UI's and CLI's connection test).
+
+        The message names who the key belongs to and the scopes it grants, when whoami says.
+        """
         try:
             settings = self.get_settings()
             quick = dataclasses.replace(
                 settings, max_retries=min(settings.max_retries, _TEST_CONNECTION_RETRIES)
             )
             with PrimeClient(quick) as client:
-                identity = client.whoami()
+                identity = client.call(Exchange(quick, whoami_request(quick), parse_identity))
         except PrimeError as exc:
             return False, str(exc)
         who = f" as {identity}" if identity else ""
@@ -140,28 +220,28 @@ class PrimeHook(BaseHook):
         from wtforms.validators import Optional  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
         widgets: dict[str, Any] = {}
-        for name, spec in CONNECTION_FIELDS.items():
-            schema = spec["schema"]
+        for option in OPTIONS:
+            if not option.in_form:
+                continue
             # Airflow 3.1 forms have no float field: seconds go in a text field, parsed as a number.
-            field_class = IntegerField if "integer" in schema["type"] else StringField
-            default = schema.get("default")
-            widgets[name] = field_class(
-                spec["label"],
+            whole = option.kind == "count"
+            widgets[option.name] = (IntegerField if whole else StringField)(
+                option.label,
                 validators=[Optional()],
-                description=spec.get("description", ""),
-                default=default if field_class is IntegerField else str(default),
+                description=option.description,
+                default=option.default if whole else f"{option.default:g}",
             )
         return widgets
 
-    def _lookup_connection(self) -> ConnectionLike | None:
-        try:
-            return self.get_connection(self.prime_conn_id)
-        except AirflowNotFoundException:
-            return None
-        except ImportError as exc:
-            if outside_supervisor(exc):
-                return None  # Airflow 3.1 outside a task reports a missing connection this way
-            raise
+    def _run(self, plan: Callable[..., _plans.Plan[T]], *args: Any) -> T:
+        settings = self.get_settings()
+        with PrimeClient(settings) as client:
+            return client.run(plan(settings, *args))
+
+    async def _arun(self, plan: Callable[..., _plans.Plan[T]], *args: Any) -> T:
+        settings = await self.aget_settings()
+        async with AsyncPrimeClient(settings) as client:
+            return await client.run(plan(settings, *args))
 
     def _settings_from(self, conn: ConnectionLike | None) -> PrimeApiSettings:
         if conn is not None:
@@ -178,3 +258,28 @@ class PrimeHook(BaseHook):
             *ENV_BASE_URLS,
         )
         return settings
+
+
+def _one_pod_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise PrimeConfigError(f"pod_id must be one pod id (a string), not {type(value).__name__}")
+    return validate_pod_ids(value)[0]
+
+
+def _pod_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PrimeConfigError(f"a pod name must be a non-empty string, got {value!r}")
+    return value
+
+
+def _pod_request(value: object) -> PodRequest:
+    if not isinstance(value, PodRequest):
+        raise PrimeConfigError(
+            "create_pod takes a PodRequest (e.g. PodRequest.from_offer(offer, name=...)), "
+            f"not {type(value).__name__}"
+        )
+    return value
+
+
+def _regions(regions: list[str] | str | None) -> list[str]:
+    return [regions] if isinstance(regions, str) else list(regions or [])

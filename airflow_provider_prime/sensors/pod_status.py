@@ -8,27 +8,29 @@ waits, in any of Airflow's sensor modes (``poke``, ``reschedule``, or deferred t
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.configuration import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_prime._compat import AirflowSensorTimeout
-from airflow_provider_prime.exceptions import ERROR_CLASSES, PrimeError, PrimePodFailedError
+from airflow_provider_prime import events
+from airflow_provider_prime._compat import AirflowFailException, AirflowSensorTimeout
+from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
-from airflow_provider_prime.progress import ProgressThrottle
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    READY_LINE,
+    Outcome,
+    PodWait,
     Requirements,
-    Verdict,
-    assess,
-    track_missing,
+    Step,
+    describe_api,
 )
-from airflow_provider_prime.triggers.pod_status import PodStatusTrigger, is_retryable
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -40,6 +42,19 @@ DEFAULT_POKE_INTERVAL = 15.0
 #: 15-20; 45 minutes leaves room for a slow provider yet stops a stuck pod long before Airflow's
 #: default sensor timeout of 7 days would (the GPUs bill while it waits).
 DEFAULT_TIMEOUT = 45 * 60.0
+#: Seconds a wait may go without a single answer from the API before it fails. A host that does
+#: not resolve, a port nothing listens on or a TLS mismatch never heals by itself; five minutes
+#: rides out a brief network blip at the start yet stops a typo long before the 45-minute timeout.
+DEFAULT_UNREACHABLE_TIMEOUT = 5 * 60.0
+#: Seconds Airflow's own deferral timeout leaves the trigger beyond the deadline, so the trigger's
+#: timeout event (which says what each pod lacked) arrives first; Airflow's is the backstop for a
+#: triggerer that is down.
+DEFER_TIMEOUT_MARGIN = 60.0
+#: Seconds a check made at the deadline may take (one request), so that the timeout it raises is
+#: based on a fresh answer rather than on the previous poke's.
+LAST_CHECK_TIME = 15.0
+#: The errors Airflow's sensor loop turns into a skip under ``soft_fail`` (after deferral: any error).
+_SOFT_FAIL_SKIPS = (AirflowSensorTimeout, AirflowFailException)
 
 
 class PodStatusSensor(BaseSensorOperator):
@@ -88,6 +103,7 @@ class PodStatusSensor(BaseSensorOperator):
         wait_for_installation: bool = True,
         require_ssh: bool = True,
         missing_grace: float = DEFAULT_MISSING_GRACE,
+        unreachable_timeout: timedelta | float | None = DEFAULT_UNREACHABLE_TIMEOUT,
         poke_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
@@ -101,103 +117,138 @@ class PodStatusSensor(BaseSensorOperator):
             require_ssh=require_ssh,
             missing_grace=float(missing_grace),
         )
+        if isinstance(unreachable_timeout, timedelta):
+            unreachable_timeout = unreachable_timeout.total_seconds()
+        self.unreachable_timeout = None if unreachable_timeout is None else float(unreachable_timeout)
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
-        self._missing_since: dict[str, float] | None = None
-        self._deadline: float | None = None
-        self._progress = ProgressThrottle()
+        self._wait: PodWait | None = None
 
     @cached_property
     def hook(self) -> PrimeHook:
         return PrimeHook(prime_conn_id=self.prime_conn_id)
 
     def execute(self, context: Context) -> Any:
-        validate_pod_ids(self.pod_ids)  # fail on a bad template before any request
-        self._deadline = time.time() + self.timeout
+        self._wait = self._begin(context)  # a bad template fails here, before any request
         # Deferrable or not, the first check runs through BaseSensorOperator.execute so soft_fail,
         # never_fail and silent_fail treat it exactly as any poke; poke() then defers (TaskDeferred
         # is a BaseException, which the sensor loop lets through).
         return super().execute(context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        """One status request for all pods, judged by :func:`~airflow_provider_prime.readiness.assess`."""
-        pod_ids = validate_pod_ids(self.pod_ids)
-        if self._missing_since is None:
-            self._missing_since = self._missing_clock_start(context, pod_ids)
-        done = self._check(pod_ids)
-        if not done and self.deferrable:
-            self._defer(pod_ids)
-        return done
-
-    def _check(self, pod_ids: list[str]) -> bool | PokeReturnValue:
-        try:
-            statuses = self.hook.get_pods_status(pod_ids)
-        except PrimeError as exc:
-            if not is_retryable(exc):
-                raise
-            self.log.warning("Prime API unavailable, will check again: %s", exc)
-            return False
-        now = time.time()
-        self._missing_since = track_missing(self._missing_since or {}, pod_ids, statuses, now)
-        verdict = assess(pod_ids, statuses, self.requirements, missing_since=self._missing_since, now=now)
-        return self._decide(verdict, now)
-
-    def _defer(self, pod_ids: list[str]) -> NoReturn:
-        deadline = self._deadline if self._deadline is not None else time.time() + self.timeout
-        self.defer(
-            trigger=PodStatusTrigger(
-                pod_ids=pod_ids,
-                deadline=deadline,
-                prime_conn_id=self.prime_conn_id,
-                poll_interval=self.poke_interval,
-                missing_since=self._missing_since,
-                not_before=time.time() + self.poke_interval,
-                **self.requirements.to_kwargs(),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
-        )
+        """One status request for all pods, judged by :class:`~airflow_provider_prime.readiness.PodWait`."""
+        if self._wait is None:  # poke() called on its own, not from execute()
+            self._wait = self._begin(context)
+        wait = self._wait
+        while True:
+            step = self._check(wait)
+            if step.outcome is Outcome.READY:
+                return PokeReturnValue(is_done=True, xcom_value=step.handover)
+            if step.error is not None:
+                self._fail(step.error)
+            now = time.time()
+            if now >= wait.deadline:  # our own timeout, so that it says what each pod still lacked
+                self._fail(AirflowSensorTimeout(wait.timeout_message()))
+            if wait.first_answer_by is None or not self._holding_for_first_answer():
+                break
+            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now, wait.first_answer_by - now)))
+        if self.deferrable:
+            self._defer(wait)
+        return False
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Turn the trigger's one event into the task's result (or its failure)."""
-        if not isinstance(event, dict) or event.get("status") not in ("success", "timeout", "failed"):
-            raise PrimeError(f"PodStatusTrigger sent an event this sensor does not understand: {event!r}")
-        message = str(event.get("message", ""))
-        if event["status"] == "timeout":
-            raise AirflowSensorTimeout(message)
-        if event["status"] == "failed":
-            raise _error_class(event.get("error_type"))(message)
-        self.log.info("All pods ready: %s", message)
-        return event["pods"]
+        try:
+            parsed = events.parse_event(event)
+        except PrimeError as exc:
+            self._fail(exc, resumed=True)
+        if parsed["status"] == "success":
+            self.log.info(READY_LINE, parsed["message"])
+            return parsed["pods"]
+        self._fail(events.event_error(parsed), resumed=True)
 
-    def _decide(self, verdict: Verdict, now: float) -> bool | PokeReturnValue:
-        if verdict.ready:
-            self.log.info("All pods ready: %s", verdict.summary())
-            return PokeReturnValue(is_done=True, xcom_value=verdict.handover())
-        if verdict.failed:
-            raise PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
-        line = verdict.summary()
-        if self._progress.due(line, now):
-            self.log.info("Waiting for pods: %s", line)
-        return False
+    def _begin(self, context: Context) -> PodWait:
+        """The wait this task runs: ids validated, deadline and first-answer bound set.
 
-    def _missing_clock_start(self, context: Context, pod_ids: list[str]) -> dict[str, float]:
-        """Where the "missing since" clock starts for this process.
-
-        In poke and deferrable mode one process sees the whole wait, so the clock starts empty.
-        In reschedule mode every poke is a new process: pods missing now are taken as missing since
-        the wait began, so a pod that never shows up fails once the grace period has passed since
-        the first poke rather than never.
+        In poke and deferrable mode one process sees the whole wait from its start. In reschedule
+        mode every poke is a new process, so the wait's start is Airflow's first reschedule date:
+        the deadline does not move, and pods missing now are taken as missing since then (a pod that
+        never shows up fails once the grace period has passed since the first poke, not never).
         """
-        if not self.reschedule or self.deferrable:
-            return {}
-        first = context["ti"].get_first_reschedule_date(context)
-        if first is None:
-            return {}
-        return dict.fromkeys(pod_ids, first.timestamp())
+        pod_ids = validate_pod_ids(self.pod_ids)
+        first_poke_at: datetime | None = None
+        if self.reschedule and not self.deferrable:
+            first_poke_at = context["ti"].get_first_reschedule_date(context)
+        started = first_poke_at.timestamp() if first_poke_at else time.time()
+        # A rescheduled poke exists only because an earlier one had an answer (see poke), so only
+        # the first poke of a wait is bound to get one in time.
+        bound = self.unreachable_timeout if first_poke_at is None else None
+        return PodWait(
+            pod_ids,
+            self.requirements,
+            self.log,
+            deadline=started + self.timeout,
+            api=describe_api(self.hook.get_settings().base_url, self.prime_conn_id),
+            missing_since=dict.fromkeys(pod_ids, started) if first_poke_at else None,
+            first_answer_by=None if bound is None else started + bound,
+        )
 
+    def _check(self, wait: PodWait) -> Step:
+        try:
+            # Retries end at the deadline, and a check made at (or just before) the deadline gets
+            # one request's time: the wait never outlives its timeout by more, and its timeout
+            # reports a fresh answer (in reschedule mode the only one that process has).
+            deadline = max(wait.deadline, time.time() + LAST_CHECK_TIME)
+            statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
+        except PrimeError as exc:
+            return wait.trouble(exc, time.time())
+        return wait.answer({s.pod_id: s for s in statuses}, time.time())
 
-def _error_class(name: object) -> type[PrimeError]:
-    """The provider exception class named by a trigger event (PrimeError for anything else)."""
-    return ERROR_CLASSES.get(name, PrimeError) if isinstance(name, str) else PrimeError
+    def _holding_for_first_answer(self) -> bool:
+        """Reschedule mode keeps its first poke (and the worker slot) until the API has answered once.
+
+        Each rescheduled poke is a new process and Airflow clears a task's XComs at every one, so
+        nothing would tell a later poke whether the wait ever had an answer. Holding the first poke
+        makes it a fact: every rescheduled poke follows an answer, and only the first poke can
+        fail for never reaching the API (after ``unreachable_timeout``).
+        """
+        return self.reschedule and not self.deferrable
+
+    def _defer(self, wait: PodWait) -> NoReturn:
+        now = time.time()
+        self.defer(
+            trigger=PodStatusTrigger(
+                pod_ids=wait.pod_ids,
+                deadline=wait.deadline,
+                prime_conn_id=self.prime_conn_id,
+                poll_interval=self.poke_interval,
+                missing_since=wait.missing_since,
+                first_answer_by=wait.first_answer_by,
+                not_before=now + self.poke_interval,
+                **self.requirements.to_kwargs(),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(0.0, wait.deadline - now) + DEFER_TIMEOUT_MARGIN),
+        )
+
+    def _fail(self, error: Exception, *, resumed: bool = False) -> NoReturn:
+        """Raise ``error``; first, if Airflow will skip the task for it, log what the failure was.
+
+        Airflow's own skip line ("Skipping due to soft_fail is set to True.") names no pod and no
+        reason, so without this line a skipped wait would not say why.
+        """
+        skipped = self.never_fail or (self.soft_fail and (resumed or isinstance(error, _SOFT_FAIL_SKIPS)))
+        if skipped:
+            option = "soft_fail" if self.soft_fail else "never_fail"
+            self.log.warning("Skipping the task (%s is set) instead of failing it: %s", option, error)
+        raise error
+
+    def _get_next_poke_interval(
+        self, started_at: datetime | float, run_duration: Callable[[], float], poke_count: int
+    ) -> float:
+        """Airflow's next poke interval, cut at the deadline: the wait ends at its deadline, not after."""
+        interval: float = super()._get_next_poke_interval(started_at, run_duration, poke_count)
+        if self._wait is None:
+            return interval
+        return max(0.0, min(interval, self._wait.deadline - time.time()))

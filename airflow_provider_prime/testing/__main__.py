@@ -22,7 +22,7 @@ from airflow_provider_prime.testing.state import DEFAULT_API_KEY, DEFAULT_MAX_PO
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prime-api-simulator",
-        description="A local simulator of the Prime Intellect pods status API, for tests and demos.",
+        description="A local simulator of the Prime Intellect pods API, for tests and demos.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
@@ -47,10 +47,14 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_POD_IDS,
         help="most ids per status request before a 422; 0 for no limit (default: %(default)s)",
     )
-    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
     parser.add_argument(
-        "--print-url", action="store_true", help="accepted for clarity: the URL is always printed"
+        "--read-only-key",
+        action="append",
+        dest="read_only_keys",
+        metavar="KEY",
+        help="an accepted key without write permission (create and delete answer 403); repeatable",
     )
+    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
     return parser
 
 
@@ -83,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = SimulatorState(
             args.scenario,
             api_keys=args.api_keys or (DEFAULT_API_KEY,),
+            read_only_keys=args.read_only_keys or (),
             time_scale=args.time_scale,
             max_pod_ids=args.max_pod_ids or None,
         )

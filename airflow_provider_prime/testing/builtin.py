@@ -7,7 +7,7 @@ when), or the path of a JSON file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ from airflow_provider_prime.testing.lifecycles import (
     stopped_pod,
     vanishing_pod,
 )
-from airflow_provider_prime.testing.scenario import Phase, Scenario
+from airflow_provider_prime.testing.scenario import Phase, PodScript, Scenario
+from airflow_provider_prime.testing.shapes import SSH_PORT_MAPPING
 
-#: Extra fields the live API is known to send beyond the documented schema.
-LIVE_EXTRA_FIELDS: dict[str, Any] = {"priceHr": 2.49, "primePortMapping": [{"internal": 22, "external": 22}]}
+#: Extra fields the live API is known to send beyond the documented schema (ports are strings).
+LIVE_EXTRA_FIELDS: dict[str, Any] = {"priceHr": 2.49, "primePortMapping": [dict(SSH_PORT_MAPPING[0])]}
 
 
 def _demo() -> Scenario:
@@ -85,6 +86,27 @@ def _zoo() -> Scenario:
     )
 
 
+def _lifecycle() -> Scenario:
+    single: dict[str, Any] = {"gpu_name": "H100_80GB", "gpu_count": 1, "socket": "SXM5", "price_hr": 2.49}
+    cluster: dict[str, Any] = {"gpu_name": "H100_80GB", "gpu_count": 16, "socket": "SXM5", "price_hr": 39.84}
+    ports: dict[str, Any] = {"port_mapping": SSH_PORT_MAPPING}
+    return Scenario.of(
+        [
+            fixed_pod(
+                "pod-life-single", name="trainer-single", extra_fields=LIVE_EXTRA_FIELDS, **single, **ports
+            ),
+            fixed_pod(
+                "pod-life-cluster", name="trainer-cluster", nodes=2, provider_type="dc_roan", **cluster
+            ),
+            ready_pod("pod-life-booting", name="trainer-booting", nodes=2, ready_at=600.0, **cluster),
+            fixed_pod("pod-life-old", name="finished-run", deleted_at=0.0, **single),
+        ],
+        name="lifecycle",
+        description="The built-in offers; a ready single-node pod, a ready two-node pod, a two-node pod "
+        "booting for 10 minutes, and a terminated pod in the history.",
+    )
+
+
 #: Built-in scenario names and what builds them (fresh objects on every call).
 BUILTIN_SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
     "demo": _demo,
@@ -92,6 +114,7 @@ BUILTIN_SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
     "fast": _fast,
     "ready": _ready,
     "zoo": _zoo,
+    "lifecycle": _lifecycle,
     "empty": lambda: Scenario(name="empty", description="No pods; add them at run time."),
 }
 
@@ -112,12 +135,19 @@ def builtin_scenario(name: str) -> Scenario:
         raise ValueError(f"no built-in scenario {name!r}; known: {known}, bulk:N[:SECONDS]") from None
 
 
-def resolve_scenario(spec: Scenario | Mapping[str, Any] | str | Path | None) -> Scenario:
-    """A scenario from an object, plain data, a built-in name, ``bulk:N[:SECONDS]`` or a JSON file path."""
+#: Whatever names a scenario: an object, plain data, pod scripts, a built-in name, bulk:N, a file.
+ScenarioSpec = Scenario | Mapping[str, Any] | Sequence[PodScript] | str | Path | None
+
+
+def resolve_scenario(spec: ScenarioSpec) -> Scenario:
+    """A scenario from an object, plain data, pod scripts (the built-in offers), a built-in name,
+    ``bulk:N[:SECONDS]`` or a JSON file path."""
     if spec is None:
         return builtin_scenario("empty")
     if isinstance(spec, Scenario):
         return spec
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        return Scenario.of(spec)
     if isinstance(spec, Mapping):
         return Scenario.from_dict(spec)
     text = str(spec)

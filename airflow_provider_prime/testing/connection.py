@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 
-def airflow_connection_env(base_url: str, api_key: str, conn_id: str = "prime_default") -> dict[str, str]:
+def airflow_connection_env(
+    base_url: str, api_key: str, conn_id: str = "prime_default", *, extra: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """``{"AIRFLOW_CONN_<ID>": <JSON connection>}`` for a Prime connection to ``base_url``.
 
     Merge it into ``os.environ`` (or a subprocess's ``env``) and ``PrimeHook(conn_id)`` talks to
-    the simulator: the host field holds the base URL and the password field the API key.
+    the simulator: the host field holds the base URL, the password field the API key, and
+    ``extra`` (transport options such as ``read_timeout``) goes into the connection's extra.
     """
-    connection = {"conn_type": "prime", "host": base_url, "password": api_key}
+    connection: dict[str, Any] = {"conn_type": "prime", "host": base_url, "password": api_key}
+    if extra:
+        connection["extra"] = dict(extra)
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}

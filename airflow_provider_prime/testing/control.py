@@ -5,7 +5,8 @@ never hit by faults. Every endpoint maps onto a :class:`SimulatorState` method:
 
 =======================================  ==========================================================
 ``GET /_sim/health``                     ``{"status": "ok", "pods": N}``
-``GET /_sim/stats?log=N``                counters, with the last N log entries (``log=all``: every)
+``GET /_sim/stats?log=N``                counters and billing, with the last N log entries (``log=all``)
+``GET /_sim/billing``                    created / deleted / still billing pods, pod-seconds, cost
 ``POST /_sim/reset``                     body ``{"stats": true, "faults": true, "scenario": false}``
 ``GET /_sim/faults``                     armed faults
 ``POST /_sim/faults``                    a fault or a list of faults (JSON) → ``{"ids": [...]}``
@@ -68,6 +69,7 @@ class ControlApi:
         routes: dict[tuple[str, ...], Callable[[Request, list[str]], Any]] = {
             ("GET", "health"): self._health,
             ("GET", "stats"): self._stats,
+            ("GET", "billing"): lambda _r, _p: self._state.billing(),
             ("POST", "reset"): self._reset,
             ("GET", "faults"): lambda _r, _p: self._state.faults,
             ("POST", "faults"): self._inject,
@@ -101,7 +103,7 @@ class ControlApi:
 
     def _stats(self, request: Request, _parts: list[str]) -> Any:
         wanted = request.params().get("log", ["0"])[-1]
-        return self._state.stats.snapshot(log_limit=None if wanted == "all" else int(wanted))
+        return self._state.stats_snapshot(log=None if wanted == "all" else int(wanted))
 
     def _reset(self, request: Request, _parts: list[str]) -> Any:
         options = self._body(request) or {}

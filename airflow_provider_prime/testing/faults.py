@@ -3,8 +3,14 @@
 A :class:`Fault` says *what* goes wrong (``kind`` and its shaping fields) and *when*: the next
 ``times`` matching requests (None: all of them), with a ``probability``, inside a time window
 (``after`` / ``duration`` seconds on the simulator's clock, counted from injection), optionally
-only for one ``path``, ``api_key`` or requested ``pod_id``. Faults never touch ``/_sim/`` control
-requests. When several match, the one injected first wins. Build them with the class methods::
+only for one ``method``, ``path`` (``*`` matches any run of characters: ``/api/v1/pods/*``),
+``api_key`` or requested ``pod_id``. Faults never touch ``/_sim/`` control requests. When several
+match, the one injected first wins.
+
+A fault strikes before the request is carried out (as a gateway in front of the API would), unless
+``after_effect`` is set: then the API does its work (the pod is created, the delete happens) and
+the fault replaces the answer, which is how "the create succeeded but the answer never came" is
+staged. Build them with the class methods::
 
     Fault.rate_limited(retry_after=2)             # 429 + "Retry-After: 2"
     Fault.rate_limited(retry_after=2, http_date=True)
@@ -13,12 +19,16 @@ requests. When several match, the one injected first wins. Build them with the c
     Fault.slow(5.0)  Fault.drop()  Fault.hang()
     Fault.malformed_json()  Fault.wrong_shape()  Fault.null_data()
     Fault.unknown_enums()  Fault.extra_fields()  Fault.oversized(32 * 1024 * 1024)
+    Fault.answer_lost()                           # POST /pods/ creates the pod, then drops the line
+    Fault.answer_lost(hang=True)                  # ... or never answers (past the client's timeout)
+    Fault.server_error(502, method="POST", path=PODS_PATH, after_effect=True)
 
 or as JSON (``POST /_sim/faults``): ``{"kind": "http_error", "status": 503, "times": 2}``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import random
@@ -34,6 +44,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from airflow_provider_prime.testing.paths import PODS_PATH
 from airflow_provider_prime.testing.wire import Reply
 
 BodyShape = Literal["errors", "detail", "detail_list", "html", "text", "empty"]
@@ -80,9 +91,12 @@ class Fault(BaseModel):
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     after: float = Field(default=0.0, ge=0.0)
     duration: float | None = Field(default=None, gt=0.0)
+    method: str | None = None
     path: str | None = None
     api_key: str | None = None
     pod_id: str | None = None
+    #: Strike after the request took effect (the answer is lost, the work is done).
+    after_effect: bool = False
     # what the reply looks like
     status: int | None = Field(default=None, ge=100, le=599)
     body_shape: BodyShape = "errors"
@@ -154,6 +168,14 @@ class Fault(BaseModel):
         return cls(kind=FaultKind.HANG, **when)
 
     @classmethod
+    def answer_lost(
+        cls, *, hang: bool = False, method: str = "POST", path: str = PODS_PATH, **when: Any
+    ) -> Fault:
+        """The request takes effect (by default: a create), then the connection drops or stalls."""
+        kind = FaultKind.HANG if hang else FaultKind.DROP
+        return cls(kind=kind, method=method, path=path, after_effect=True, **when)
+
+    @classmethod
     def malformed_json(cls, **when: Any) -> Fault:
         """200 ``application/json`` whose body is cut off mid-document."""
         return cls(kind=FaultKind.MALFORMED_JSON, **when)
@@ -201,7 +223,8 @@ class Fault(BaseModel):
     @classmethod
     def extra_fields(cls, fields: dict[str, Any] | None = None, **when: Any) -> Fault:
         """Every pod carries fields beyond the schema (by default some the live API sends, and more)."""
-        default = {"priceHr": 1.99, "primePortMapping": [{"internal": 22, "external": 2222}], "newThing": {}}
+        port = {"internal": "22", "external": "2222", "protocol": "TCP", "description": None}
+        default = {"priceHr": 1.99, "primePortMapping": [port], "newThing": {}}
         return cls.pods(default if fields is None else fields, **when)
 
     @classmethod
@@ -282,6 +305,12 @@ def error_body(status: int, shape: BodyShape, message: str | None = None) -> tup
     return b"", None
 
 
+def _path_matches(pattern: str, path: str) -> bool:
+    """Whether a fault's ``path`` covers ``path`` (trailing slashes ignored, ``*`` a wildcard)."""
+    pattern, path = pattern.rstrip("/"), path.rstrip("/")
+    return fnmatch.fnmatchcase(path, pattern) if "*" in pattern else pattern == path
+
+
 @lru_cache(maxsize=4)
 def _oversized_body(size: int) -> bytes:
     head, tail = b'{"data": [], "status": "ok", "padding": "', b'"}'
@@ -331,20 +360,33 @@ class FaultBook:
     def __bool__(self) -> bool:
         return bool(self._armed)  # a racy read is fine: it only skips the lock when empty
 
-    def strike(self, path: str, api_key: str, pod_ids: Iterable[str], now: float) -> Fault | None:
-        """The fault that applies to this request, if any (its count is consumed)."""
+    def strike(
+        self,
+        path: str,
+        api_key: str,
+        pod_ids: Iterable[str],
+        now: float,
+        *,
+        method: str = "GET",
+        after_effect: bool = False,
+    ) -> Fault | None:
+        """The fault that applies to this request at this stage, if any (its count is consumed)."""
         if not self._armed:
             return None
         wanted = set(pod_ids)
         with self._lock:
             for armed in self._armed:
                 fault = armed.fault
+                if fault.after_effect != after_effect:
+                    continue
                 start = armed.armed_at + fault.after
                 if now < start:
                     continue
                 if fault.duration is not None and now >= start + fault.duration:
                     continue
-                if fault.path is not None and fault.path.rstrip("/") != path.rstrip("/"):
+                if fault.method is not None and fault.method.upper() != method:
+                    continue
+                if fault.path is not None and not _path_matches(fault.path, path):
                     continue
                 if fault.api_key is not None and fault.api_key != api_key:
                     continue

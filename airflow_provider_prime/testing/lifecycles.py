@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_prime.models import InstallationState, PodState
-from airflow_provider_prime.testing.scenario import Phase, PodScript
+from airflow_provider_prime.testing.scenario import CreateLifecycle, Phase, PodScript
 
 #: The ``installationFailure`` text of :func:`install_failure_pod` unless one is given.
 DEFAULT_INSTALLATION_FAILURE = (
@@ -20,12 +19,16 @@ DEFAULT_INSTALLATION_FAILURE = (
     "(pip could not build flash-attn: CUDA toolkit not found)"
 )
 
-_PROVISIONING = PodState.PROVISIONING.value
-_PENDING = PodState.PENDING.value
-_ACTIVE = PodState.ACTIVE.value
-_INSTALL_PENDING = InstallationState.PENDING.value
-_INSTALL_ACTIVE = InstallationState.ACTIVE.value
-_INSTALL_FINISHED = InstallationState.FINISHED.value
+# The API's enum values, spelled out here: the simulator does not borrow the provider's models.
+_PROVISIONING = "PROVISIONING"
+_PENDING = "PENDING"
+_ACTIVE = "ACTIVE"
+_ERROR = "ERROR"
+_STOPPED = "STOPPED"
+_INSTALL_PENDING = "PENDING"
+_INSTALL_ACTIVE = "ACTIVE"
+_INSTALL_FINISHED = "FINISHED"
+_INSTALL_ERROR = "ERROR"
 
 
 def _booting(at: float, span: float, nodes: int) -> dict[float, Phase]:
@@ -113,7 +116,7 @@ def failing_pod(pod_id: str, *, fail_at: float = 8.0, nodes: int = 1, **options:
     timeline = (
         Phase(at=0.0, status=_PROVISIONING, installation_status=_INSTALL_PENDING),
         Phase(at=0.5 * fail_at, status=_PENDING, installation_status=_INSTALL_PENDING),
-        Phase(at=fail_at, status=PodState.ERROR.value),
+        Phase(at=fail_at, status=_ERROR),
     )
     return PodScript(pod_id=pod_id, nodes=nodes, timeline=timeline, **options)
 
@@ -140,7 +143,7 @@ def install_failure_pod(
     phases[fail_at] = Phase(
         at=fail_at,
         status=_ACTIVE,
-        installation_status=InstallationState.ERROR.value,
+        installation_status=_INSTALL_ERROR,
         installation_progress=stuck_at,
         installation_failure=failure,
         ip_nodes=nodes,
@@ -153,7 +156,7 @@ def stopped_pod(pod_id: str, *, stop_at: float = 0.0, nodes: int = 1, **options:
     """A pod that is (or, from ``stop_at``, becomes) STOPPED, reporting ``[null]`` per node for SSH/IP."""
     stopped = Phase(
         at=stop_at,
-        status=PodState.STOPPED.value,
+        status=_STOPPED,
         installation_status=_INSTALL_FINISHED,
         installation_progress=100,
         ssh_connection=[None] * nodes,
@@ -178,3 +181,46 @@ def _ready_phase(at: float, nodes: int) -> Phase:
         ip_nodes=nodes,
         ssh_nodes=nodes,
     )
+
+
+def provisioned_pod(
+    pod_id: str, lifecycle: CreateLifecycle | None = None, *, nodes: int = 1, **options: Any
+) -> PodScript:
+    """A pod that unfolds as ``lifecycle`` says (what ``POST /pods/`` creates), times from now.
+
+    PROVISIONING with installation PENDING, then ACTIVE with every IP at ``active_after``, the
+    installation progress rising to ``installed_after`` where it is FINISHED (or ERROR with the
+    lifecycle's ``installation_failure``), and each node's SSH at its ``ssh_after`` time.
+    """
+    lifecycle = lifecycle or CreateLifecycle()
+    active, installed = lifecycle.active_after, lifecycle.installed_after
+    ssh_times = [lifecycle.ssh_time(node) for node in range(nodes)]
+    failure = lifecycle.installation_failure
+
+    def progress(t: float) -> int:
+        if installed <= active or t >= installed:
+            return 100
+        return int(100 * (t - active) / (installed - active))
+
+    def phase(t: float) -> Phase:
+        if t < installed:
+            state, done = _INSTALL_ACTIVE, min(progress(t), 99)
+        elif failure is not None:
+            state, done = _INSTALL_ERROR, 99  # frozen where it stopped
+        else:
+            state, done = _INSTALL_FINISHED, 100
+        return Phase(
+            at=t,
+            status=_ACTIVE,
+            installation_status=state,
+            installation_progress=done,
+            installation_failure=failure if state == _INSTALL_ERROR else None,
+            ip_nodes=nodes,
+            ssh_nodes=sum(ssh_t <= t for ssh_t in ssh_times),
+        )
+
+    breakpoints = sorted({active, installed, *ssh_times})
+    phases = [phase(t) for t in breakpoints]
+    if active > 0.0:
+        phases.insert(0, Phase(at=0.0, status=_PROVISIONING, installation_status=_INSTALL_PENDING))
+    return PodScript(pod_id=pod_id, nodes=nodes, timeline=tuple(phases), **options)

@@ -55,8 +55,13 @@ class SimulatorClient:
         return result
 
     def stats_snapshot(self, log: int | None = 0) -> dict[str, Any]:
-        """Counters as plain data (``by_status`` keys are strings), with the last ``log`` entries."""
+        """Counters and billing as plain data (``by_status`` keys are strings), last ``log`` entries."""
         result: dict[str, Any] = self._call("GET", "stats", log="all" if log is None else log)
+        return result
+
+    def billing(self) -> dict[str, Any]:
+        """Pods created, deleted and still billing, and what they cost (``SimulatorState.billing``)."""
+        result: dict[str, Any] = self._call("GET", "billing")
         return result
 
     def reset(self, *, stats: bool = True, faults: bool = True, scenario: bool = False) -> None:
@@ -119,6 +124,7 @@ class PrimeSimulatorProcess(SimulatorClient):
         scenario: Scenario | Mapping[str, Any] | str | Path | None = None,
         *,
         api_keys: Sequence[str] = (DEFAULT_API_KEY,),
+        read_only_keys: Sequence[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         time_scale: float = 1.0,
@@ -131,6 +137,7 @@ class PrimeSimulatorProcess(SimulatorClient):
         super().__init__("http://unstarted", api_keys[0])
         self._scenario = scenario
         self._api_keys = tuple(api_keys)
+        self._read_only_keys = tuple(read_only_keys)
         self._host, self._port = host, port
         self._time_scale, self._max_pod_ids = time_scale, max_pod_ids
         self._python, self._env, self._startup_timeout = python, env, startup_timeout
@@ -159,6 +166,8 @@ class PrimeSimulatorProcess(SimulatorClient):
         command += ["--scenario", str(scenario or "empty")]
         for key in self._api_keys:
             command += ["--api-key", key]
+        for key in self._read_only_keys:
+            command += ["--read-only-key", key]
         return command if self._prefer_uvloop else [*command, "--no-uvloop"]
 
     def start(self) -> PrimeSimulatorProcess:

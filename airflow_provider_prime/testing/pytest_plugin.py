@@ -10,41 +10,76 @@ Enable with ``pytest_plugins = ["airflow_provider_prime.testing.pytest_plugin"]`
       def test_waits(prime_simulator): ...
 
 * ``prime_simulator_factory``: ``make(scenario=None, **options) -> PrimeSimulator`` for tests that
-  need several simulators (e.g. two API keys on two "accounts"); all stopped afterwards.
-* ``prime_connection``: sets ``AIRFLOW_CONN_PRIME_DEFAULT`` to the ``prime_simulator`` for the
-  test's duration and returns the connection id.
+  need several simulators, or pods of their own (``make([ready_pod("p")], clock=clock)``); all
+  stopped afterwards.
+* ``prime_simulator_defaults``: options every simulator of the factory starts with unless the
+  call gives them (``{}``; override the fixture in a ``conftest.py``, e.g. ``{"time_scale": 20}``).
+  A ``time_scale`` default is not applied to a simulator given a ``clock``: the test drives it.
+* ``prime_connect``: ``connect(target, *, conn_id="prime_default", api_key=None, extra=None)``
+  defines an Airflow connection to a simulator (or to a base URL) for the test's duration and
+  returns the connection id; ``extra`` defaults to ``prime_connection_extra``.
+* ``prime_connection_extra``: the connection extra ``prime_connect`` uses by default (``{}``;
+  override it with transport options, e.g. short timeouts and millisecond backoff).
+* ``prime_connection``: ``prime_connect(prime_simulator)``; returns ``"prime_default"``.
+* ``prime_clean_env``: removes ``PRIME_API_KEY``, ``PRIME_API_BASE_URL``, ``PRIME_BASE_URL`` and
+  ``AIRFLOW_CONN_PRIME_DEFAULT`` for the test, so a developer's own settings cannot leak in
+  (request it from an autouse fixture of your own to apply it everywhere).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
+from airflow_provider_prime.testing.builtin import ScenarioSpec
 from airflow_provider_prime.testing.connection import airflow_connection_env
 from airflow_provider_prime.testing.simulator import PrimeSimulator
-from airflow_provider_prime.testing.state import ScenarioSpec
 
 SimulatorFactory = Callable[..., PrimeSimulator]
+#: The environment variables ``prime_clean_env`` removes.
+PRIME_ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
+
+
+class Connect(Protocol):
+    """The ``prime_connect`` fixture's signature."""
+
+    def __call__(
+        self,
+        target: PrimeSimulator | Any,
+        *,
+        conn_id: str = "prime_default",
+        api_key: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str: ...
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "prime_simulator(scenario=None, **options): scenario and PrimeSimulator options "
-        "(time_scale, api_keys, clock, max_pod_ids) for the prime_simulator fixture",
+        "(time_scale, api_keys, read_only_keys, clock, max_pod_ids) for the prime_simulator fixture",
     )
 
 
 @pytest.fixture
-def prime_simulator_factory() -> Iterator[SimulatorFactory]:
+def prime_simulator_defaults() -> dict[str, Any]:
+    """Options every simulator of ``prime_simulator_factory`` gets unless given; override to change."""
+    return {}
+
+
+@pytest.fixture
+def prime_simulator_factory(prime_simulator_defaults: dict[str, Any]) -> Iterator[SimulatorFactory]:
     """Start simulators on demand; every one is stopped when the test ends."""
     started: list[PrimeSimulator] = []
 
     def make(scenario: ScenarioSpec = None, **options: Any) -> PrimeSimulator:
-        simulator = PrimeSimulator(scenario, **options).start()
+        defaults = dict(prime_simulator_defaults)
+        if "clock" in options:
+            defaults.pop("time_scale", None)
+        simulator = PrimeSimulator(scenario, **{**defaults, **options}).start()
         started.append(simulator)
         return simulator
 
@@ -65,8 +100,42 @@ def prime_simulator(
 
 
 @pytest.fixture
-def prime_connection(prime_simulator: PrimeSimulator, monkeypatch: pytest.MonkeyPatch) -> str:
+def prime_connection_extra() -> dict[str, Any]:
+    """The connection extra (transport options) ``prime_connect`` uses; override to change."""
+    return {}
+
+
+@pytest.fixture
+def prime_connect(monkeypatch: pytest.MonkeyPatch, prime_connection_extra: dict[str, Any]) -> Connect:
+    """``connect(simulator or base URL, conn_id=..., api_key=..., extra=...)`` for this test."""
+
+    def connect(
+        target: PrimeSimulator | Any,
+        *,
+        conn_id: str = "prime_default",
+        api_key: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        base_url = target if isinstance(target, str) else target.base_url
+        key = api_key or (None if isinstance(target, str) else target.api_key)
+        if not key:
+            raise ValueError("prime_connect needs api_key= when given a base URL")
+        settings = prime_connection_extra if extra is None else extra
+        for name, value in airflow_connection_env(base_url, key, conn_id, extra=settings).items():
+            monkeypatch.setitem(os.environ, name, value)
+        return conn_id
+
+    return connect
+
+
+@pytest.fixture
+def prime_connection(prime_simulator: PrimeSimulator, prime_connect: Connect) -> str:
     """``prime_default`` pointing at ``prime_simulator`` through ``AIRFLOW_CONN_PRIME_DEFAULT``."""
-    for name, value in airflow_connection_env(prime_simulator.base_url, prime_simulator.api_key).items():
-        monkeypatch.setitem(os.environ, name, value)
-    return "prime_default"
+    return prime_connect(prime_simulator)
+
+
+@pytest.fixture
+def prime_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``PRIME_*`` settings or default Prime connection from the developer's environment."""
+    for name in PRIME_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)

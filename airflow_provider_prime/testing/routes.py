@@ -1,47 +1,124 @@
-"""The simulated Prime API: ``GET /api/v1/pods/status`` and ``GET /api/v1/user/whoami``.
+"""The simulated Prime API: every endpoint of ``LIFECYCLE.md``'s table but the pod log.
 
 Behaviour, where the published contract leaves room (see ``docs/simulator.md``):
 
 * Order of checks: armed fault, trailing-slash redirect, unknown path (404), method (405),
-  bearer key (401), query validation (422), answer. This is the order of a FastAPI app behind a
+  bearer key (401), write permission (403), validation (422), answer, then faults that strike
+  after the work was done (``after_effect``). This is the order of a FastAPI app behind a
   gateway: the gateway's 429/5xx come first, authentication before validation.
-* ``/api/v1/pods/status/`` (trailing slash) answers ``307`` to the canonical path, query kept, as
-  FastAPI does; clients that follow redirects (requests, the official CLI) end up served.
+* Each path has one canonical spelling, the one of ``LIFECYCLE.md``'s table (``/pods/`` with a
+  slash, ``/pods/status`` and ``/pods/{id}`` without); the other spelling answers ``307`` to it,
+  query kept, as FastAPI does. Clients that follow redirects (requests, the official CLI) end up
+  served; a 307 keeps the method and body, so ``POST /api/v1/pods`` creates too.
 * 401 bodies are ``{"detail": "Not authenticated"}`` (no or non-bearer ``Authorization``) and
   ``{"detail": "Authorization failed"}`` (unknown key), with ``WWW-Authenticate: Bearer``.
-* 422 (body ``{"errors": [{"param": "pod_ids", "details": ...}]}``) for an empty or blank id, an id
-  longer than 256 characters, or more than ``max_pod_ids`` ids (100; counted as sent, duplicates
-  included).
-* Known ids are answered once each, in the order first asked; unknown and foreign ids are left
-  out; no ``pod_ids`` at all gives ``data: []``. The envelope's ``status`` is ``"ok"``.
+  A read-only key creating or deleting gets 403, its body saying the key lacks write permission.
+* The status endpoint's 422 is the documented ``{"errors": [{"param", "details"}]}``; the other
+  endpoints' 422 is FastAPI's ``{"detail": [{"loc", "msg", "type"}]}``, naming the field.
+* Status: known ids are answered once each, in the order first asked; unknown, foreign and
+  terminated ids are left out; no ``pod_ids`` at all gives ``data: []``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_prime.testing.control import ControlApi
+from airflow_provider_prime.testing.create import check
 from airflow_provider_prime.testing.faults import Fault, FaultKind
+from airflow_provider_prime.testing.offers import gpu_summary, matching
+from airflow_provider_prime.testing.paths import (
+    GPU_SUMMARY_PATH,
+    GPUS_PATH,
+    HISTORY_PATH,
+    MULTI_NODE_PATH,
+    PODS_PATH,
+    STATUS_PATH,
+    WHOAMI_PATH,
+)
+from airflow_provider_prime.testing.shapes import user_object, validation_error
 from airflow_provider_prime.testing.state import SimulatorState
 from airflow_provider_prime.testing.stats import NO_KEY, NO_RESPONSE
 from airflow_provider_prime.testing.wire import Reply, Request
 
-STATUS_PATH = "/api/v1/pods/status"
-WHOAMI_PATH = "/api/v1/user/whoami"
 CONTROL_PREFIX = "/_sim"
 #: Longest pod id accepted before a 422.
 MAX_POD_ID_LENGTH = 256
+#: The message of a 403 to a read-only key (the hook's error names the permission too).
+WRITE_PERMISSION_DETAIL = (
+    'This API key lacks write permission: creating or deleting pods needs "Instances → Read and write"'
+)
+#: The message of a 402 when the scenario says the account cannot pay.
+PAYMENT_REQUIRED_DETAIL = "Payment required: the account's balance is too low to create this pod"
+#: Largest ``limit`` / ``page_size`` accepted.
+MAX_PAGE = 1000
 
-_ROUTES = frozenset({STATUS_PATH, WHOAMI_PATH})
+#: Canonical paths and the methods each takes (pod by id is ``PODS_PATH + id``: GET, DELETE).
+_FIXED: dict[str, tuple[str, ...]] = {
+    STATUS_PATH: ("GET",),
+    WHOAMI_PATH: ("GET",),
+    PODS_PATH: ("GET", "POST"),
+    HISTORY_PATH: ("GET",),
+    GPUS_PATH: ("GET",),
+    MULTI_NODE_PATH: ("GET",),
+    GPU_SUMMARY_PATH: ("GET",),
+}
+_POD_METHODS = ("GET", "DELETE")
+_WRITES = frozenset({("POST", PODS_PATH), ("DELETE", None)})
 _ENVELOPE_HEAD = b'{"data": ['
 _ENVELOPE_TAIL = b'], "status": "ok"}'
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One authenticated API request as a route handler gets it (query parsed once)."""
+
+    request: Request
+    api_key: str
+    pod_id: str  # the id of ``/pods/{id}`` ("" elsewhere)
+    pod_ids: list[str]
+
+
+_RouteHandler = Callable[[_Call], Reply]
+
+
+class _Invalid(Exception):
+    """A query parameter that does not validate: answered 422 naming it."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def json_reply(status: int, data: Any, *headers: tuple[str, str], note: str | None = None) -> Reply:
     return Reply(status, json.dumps(data).encode(), headers=headers, note=note)
+
+
+def _detail(status: int, detail: Any, *headers: tuple[str, str]) -> Reply:
+    return json_reply(status, {"detail": detail}, *headers)
+
+
+def resolve(path: str) -> tuple[str | None, str | None, str | None]:
+    """(canonical route, pod id, redirect target) of a path; (None, None, None) if unknown.
+
+    The route of a pod by id is ``PODS_PATH`` with the id apart; a path in its non-canonical
+    spelling (trailing slash or not) has only a redirect target.
+    """
+    if path in _FIXED:
+        return path, None, None
+    other = path[:-1] if path.endswith("/") else path + "/"
+    if other in _FIXED:
+        return None, None, other
+    if path.startswith(PODS_PATH):
+        rest = path[len(PODS_PATH) :]
+        if rest and "/" not in rest:
+            return PODS_PATH + "{id}", rest, None
+        if rest.endswith("/") and rest[:-1] and "/" not in rest[:-1]:
+            return None, None, path[:-1]
+    return None, None, None
 
 
 class PrimeApi:
@@ -51,6 +128,20 @@ class PrimeApi:
         self._state = state
         self._control = ControlApi(state)
         self._keys = frozenset(state.api_keys)
+        self._handlers: dict[tuple[str, str], _RouteHandler] = {
+            ("GET", STATUS_PATH): self._status,
+            ("GET", WHOAMI_PATH): self._whoami,
+            ("GET", PODS_PATH): self._list,
+            ("POST", PODS_PATH): self._create,
+            ("GET", HISTORY_PATH): self._history,
+            ("GET", GPUS_PATH): lambda call: self._offers(call.request, multi_node=False),
+            ("GET", MULTI_NODE_PATH): lambda call: self._offers(call.request, multi_node=True),
+            ("GET", GPU_SUMMARY_PATH): lambda _call: json_reply(
+                200, gpu_summary(self._state.scenario.offers)
+            ),
+            ("GET", PODS_PATH + "{id}"): self._get,
+            ("DELETE", PODS_PATH + "{id}"): self._delete,
+        }
 
     def __call__(self, request: Request) -> Reply:
         if request.path == CONTROL_PREFIX or request.path.startswith(CONTROL_PREFIX + "/"):
@@ -58,42 +149,138 @@ class PrimeApi:
         pod_ids = request.params().get("pod_ids", []) if request.query else []
         api_key = _bearer(request) or NO_KEY
         state = self._state
-        fault = state.fault_book.strike(request.path, api_key, pod_ids, state.clock())
+        strike = state.fault_book.strike
+        fault = strike(request.path, api_key, pod_ids, state.clock(), method=request.method)
         reply = fault.reply() if fault is not None else None
         if reply is None:
             reply = self._route(request, api_key, pod_ids, fault)
+            if 200 <= reply.status < 300 and state.fault_book:
+                late = strike(
+                    request.path, api_key, pod_ids, state.clock(), method=request.method, after_effect=True
+                )
+                if late is not None:
+                    reply = late.reply() or dataclasses.replace(reply, delay=late.delay, note=late.kind.value)
         status = NO_RESPONSE if reply.action != "send" else reply.status
         state.stats.record(request.method, request.path, pod_ids, api_key, status, reply.note)
         return reply
 
     def _route(self, request: Request, api_key: str, pod_ids: list[str], fault: Fault | None) -> Reply:
-        path = request.path
-        if path not in _ROUTES:
-            if path.rstrip("/") in _ROUTES:
-                return _redirect(request, path.rstrip("/"))
-            return json_reply(404, {"detail": "Not Found"})
-        if request.method != "GET":
-            return json_reply(405, {"detail": "Method Not Allowed"}, ("allow", "GET"))
+        route, pod_id, redirect = resolve(request.path)
+        if redirect is not None:
+            return _redirect(request, redirect)
+        if route is None:
+            return _detail(404, "Not Found")
+        methods = _POD_METHODS if pod_id is not None else _FIXED[route]
+        if request.method not in methods:
+            return _detail(405, "Method Not Allowed", ("allow", ", ".join(methods)))
         if not api_key:
-            return json_reply(401, {"detail": "Not authenticated"}, ("www-authenticate", "Bearer"))
+            return _detail(401, "Not authenticated", ("www-authenticate", "Bearer"))
         if api_key not in self._keys:
-            return json_reply(401, {"detail": "Authorization failed"}, ("www-authenticate", "Bearer"))
-        if path == WHOAMI_PATH:
-            return json_reply(200, {"data": self._user(api_key), "status": "ok"})
-        problems = self._invalid(pod_ids)
-        if problems:
-            return json_reply(422, {"errors": [{"param": "pod_ids", "details": p} for p in problems]})
-        reply = self._pods(pod_ids, api_key, fault)
+            return _detail(401, "Authorization failed", ("www-authenticate", "Bearer"))
+        writes = (request.method, None if pod_id is not None else route) in _WRITES
+        if writes and api_key in self._state.read_only_keys:
+            return _detail(403, WRITE_PERMISSION_DETAIL)
+        try:
+            reply = self._handlers[request.method, route](_Call(request, api_key, pod_id or "", pod_ids))
+        except _Invalid as invalid:
+            return json_reply(422, validation_error((("query", invalid.name), str(invalid))))
         if fault is not None and fault.kind is FaultKind.SLOW:
             reply = dataclasses.replace(reply, delay=fault.delay, note=fault.kind.value)
+        if fault is not None and fault.kind is FaultKind.PODS:
+            reply = self._reshaped(reply, fault)
         return reply
 
-    def _pods(self, pod_ids: list[str], api_key: str, fault: Fault | None) -> Reply:
-        fragments = self._state.pods.report_json(pod_ids, api_key)
-        if fault is not None and fault.kind is FaultKind.PODS:
-            pods = fault.reshape([json.loads(fragment) for fragment in fragments])
-            return json_reply(200, {"data": pods, "status": "ok"}, note=fault.kind.value)
+    # pods ----------------------------------------------------------------------------------------
+
+    def _status(self, call: _Call) -> Reply:
+        problems = self._invalid(call.pod_ids)
+        if problems:
+            return json_reply(422, {"errors": [{"param": "pod_ids", "details": p} for p in problems]})
+        fragments = self._state.pods.report_json(call.pod_ids, call.api_key)
         return Reply(200, _ENVELOPE_HEAD + b", ".join(fragments) + _ENVELOPE_TAIL)
+
+    def _list(self, call: _Call) -> Reply:
+        return _page(call.request, self._state.pods.listed(call.api_key))
+
+    def _history(self, call: _Call) -> Reply:
+        params = call.request.params()
+        sort_by = params.get("sort_by", ["terminatedAt"])[-1]
+        order = params.get("sort_order", ["desc"])[-1].lower()
+        if sort_by not in ("terminatedAt", "createdAt"):
+            raise _Invalid("sort_by", "must be terminatedAt or createdAt")
+        if order not in ("asc", "desc"):
+            raise _Invalid("sort_order", "must be asc or desc")
+        items = self._state.pods.history(call.api_key)
+        return _page(call.request, sorted(items, key=lambda item: item[sort_by], reverse=order == "desc"))
+
+    def _get(self, call: _Call) -> Reply:
+        pod_id = call.pod_id
+        state = self._state
+        pod = state.pods.pod(pod_id, call.api_key, terminated=state.scenario.deleted_pods == "terminated")
+        return json_reply(200, pod) if pod is not None else _detail(404, f"Pod {pod_id} not found")
+
+    def _delete(self, call: _Call) -> Reply:
+        pod_id = call.pod_id
+        status = self._state.delete_pod(pod_id, call.api_key)
+        return (
+            json_reply(200, {"status": status})
+            if status is not None
+            else _detail(404, f"Pod {pod_id} not found")
+        )
+
+    def _create(self, call: _Call) -> Reply:
+        state = self._state
+        try:
+            body = json.loads(call.request.body) if call.request.body else None
+        except ValueError:
+            return json_reply(422, validation_error((("body",), "JSON decode error")))
+        checked = check(body, state.scenario.offers)
+        if isinstance(checked, list):
+            return json_reply(422, validation_error(*checked))
+        if checked.offer.sold_out:
+            return _detail(400, f"Offer {checked.offer.cloud_id} is out of stock")
+        if state.payment_required:
+            return _detail(402, PAYMENT_REQUIRED_DETAIL)
+        return json_reply(200, state.create_pod(checked, call.api_key))
+
+    # offers and the user -------------------------------------------------------------------------
+
+    def _offers(self, request: Request, *, multi_node: bool) -> Reply:
+        page, size = _paging(request, "page", 1, "page_size", 100, start=1)
+        params = request.params()
+        count = params.get("gpu_count", [None])[-1]
+        if count is not None and not count.isdigit():
+            raise _Invalid("gpu_count", "must be an integer")
+        offers = matching(
+            self._state.scenario.offers,
+            multi_node=multi_node,
+            gpu_type=params.get("gpu_type", [None])[-1],
+            gpu_count=None if count is None else int(count),
+            regions=params.get("regions", []),
+        )
+        items = [offer.render() for offer in offers[(page - 1) * size : page * size]]
+        return json_reply(200, {"items": items, "totalCount": len(offers)})
+
+    def _whoami(self, call: _Call) -> Reply:
+        # Identified by the key's position, never the key itself (it must not leak into any output).
+        state = self._state
+        number = state.user_number(call.api_key)
+        user = user_object(number, writable=call.api_key not in state.read_only_keys)
+        return json_reply(200, {"data": user, "status": "ok"})
+
+    # helpers -------------------------------------------------------------------------------------
+
+    def _reshaped(self, reply: Reply, fault: Fault) -> Reply:
+        """A PODS fault applied to the pods of an answer (status and list ``data``, a single Pod)."""
+        try:
+            body = json.loads(reply.body)
+        except ValueError:
+            return reply
+        if isinstance(body, dict) and isinstance(body.get("data"), list):
+            body["data"] = fault.reshape(body["data"])
+        elif isinstance(body, dict) and "id" in body:
+            body = fault.reshape([body])[0]
+        return json_reply(reply.status, body, note=fault.kind.value)
 
     def _invalid(self, pod_ids: list[str]) -> list[str]:
         problems = []
@@ -106,16 +293,36 @@ class PrimeApi:
             problems.append(f"pod ids must be at most {MAX_POD_ID_LENGTH} characters")
         return problems
 
-    def _user(self, api_key: str) -> dict[str, Any]:
-        # Identified by the key's position, never the key itself (it must not leak into any output).
-        number = self._state.api_keys.index(api_key) + 1
-        digest = hashlib.sha256(f"simulated-user-{number}".encode()).hexdigest()[:12]
-        return {
-            "id": f"usr_{digest}",
-            "name": f"Simulated User {number}",
-            "email": f"user{number}@simulator.invalid",
-            "scope": ["instances:read"],
-        }
+
+def _page(request: Request, items: list[dict[str, Any]]) -> Reply:
+    """One page of the pod list or history, in their snake_case envelope."""
+    offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
+    page = {
+        "total_count": len(items),
+        "offset": offset,
+        "limit": limit,
+        "data": items[offset : offset + limit],
+    }
+    return json_reply(200, page)
+
+
+def _paging(
+    request: Request, first: str, first_default: int, size: str, size_default: int, *, start: int
+) -> tuple[int, int]:
+    """Validated (offset or page, limit or page size) from the query."""
+    params = request.params()
+    values = []
+    for name, default, low in ((first, first_default, start), (size, size_default, 1)):
+        text = params.get(name, [str(default)])[-1]
+        try:
+            value = int(text)
+        except ValueError:
+            raise _Invalid(name, f"must be an integer, not {text!r}") from None
+        if value < low or (name == size and value > MAX_PAGE):
+            bound = f"between {low} and {MAX_PAGE}" if name == size else f"at least {low}"
+            raise _Invalid(name, f"must be {bound}, not {value}")
+        values.append(value)
+    return values[0], values[1]
 
 
 def _bearer(request: Request) -> str | None:

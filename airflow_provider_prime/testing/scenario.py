@@ -13,6 +13,12 @@ dicts, so a user can keep scenarios in files next to their DAG tests::
             {"at": 20, "status": "ACTIVE", "installation_status": "FINISHED",
              "installation_progress": 100, "ip_nodes": 2, "ssh_nodes": 2}]}]}
 
+A pod script also says what the whole-pod endpoints (``GET /pods/``, ``GET /pods/{id}``) report
+beyond the status (``name``, ``gpu_name``, ``gpu_count``, ``price_hr``...), and may be deleted at a
+pod time (``deleted_at``: DELETING for ``deleting_for`` seconds, then TERMINATED and in the history).
+A scenario also declares the offers it sells and how pods created through ``POST /pods/`` unfold
+(:class:`CreateLifecycle`).
+
 Node addresses are generated (documentation range 203.0.113.0/24) unless ``node_ips`` is given;
 ``ssh_nodes``/``ip_nodes`` say how many nodes have one yet. A phase may instead give
 ``ssh_connection``/``ip`` verbatim (e.g. ``[null]`` for a stopped pod). Installation progress rises
@@ -27,9 +33,11 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airflow_provider_prime.testing.offers import Offer, default_offers
 
 #: Provider type of simulated pods unless a script says otherwise.
 DEFAULT_PROVIDER_TYPE = "primecompute"
@@ -75,9 +83,22 @@ class PodScript(BaseModel):
     api_keys: tuple[str, ...] | None = None
     #: Pod time before which the pod is absent from answers (eventual consistency after create).
     visible_from: float = Field(default=0.0, ge=0.0)
-    #: Pod time from which the pod is absent from answers (deleted, or moved to another account).
+    #: Pod time from which the pod is absent from answers, without a trace (moved to another account).
     vanish_at: float | None = Field(default=None, ge=0.0)
+    #: Pod time of its deletion: DELETING from then, TERMINATED (and in the history) ``deleting_for`` later.
+    deleted_at: float | None = Field(default=None, ge=0.0)
+    deleting_for: float = Field(default=0.0, ge=0.0)
     extra_fields: dict[str, Any] = Field(default_factory=dict)
+    # what GET /pods/ and GET /pods/{id} report beyond the status
+    name: str | None = None
+    gpu_name: str = "H100_80GB"
+    gpu_count: int | None = Field(default=None, ge=1)
+    socket: str = "PCIe"
+    price_hr: float | None = Field(default=None, ge=0.0)
+    image: str = "ubuntu_22_cuda_12"
+    team_id: str | None = None
+    #: Ports of ``primePortMapping`` (Pod objects only; put it in ``extra_fields`` for the status too).
+    port_mapping: tuple[dict[str, Any], ...] = ()
 
     @field_validator("timeline")
     @classmethod
@@ -92,12 +113,27 @@ class PodScript(BaseModel):
             raise ValueError("vanish_at must come after visible_from")
         return self
 
-    def visible_at(self, t: float) -> bool:
-        """Whether the API lists the pod at pod time ``t``."""
-        return t >= self.visible_from and (self.vanish_at is None or t < self.vanish_at)
+    @property
+    def display_name(self) -> str:
+        return self.pod_id if self.name is None else self.name
 
-    def visible_to(self, api_key: str) -> bool:
-        return self.api_keys is None or api_key in self.api_keys
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes if self.gpu_count is None else self.gpu_count
+
+    @property
+    def terminated_at(self) -> float | None:
+        """Pod time from which the pod is TERMINATED (None: never deleted)."""
+        return None if self.deleted_at is None else self.deleted_at + self.deleting_for
+
+    def billed_until(self) -> float:
+        """Pod time at which billing stops: termination, or vanishing; inf while it runs."""
+        ends = [t for t in (self.terminated_at, self.vanish_at) if t is not None]
+        return min(ends, default=math.inf)
+
+    def visible_at(self, t: float) -> bool:
+        """Whether the API lists the pod at pod time ``t`` (deleting counts; terminated does not)."""
+        return self.visible_from <= t < self.billed_until()
 
     def position(self, t: float) -> tuple[int, int | None]:
         """(index of the phase in force at pod time ``t``, installation progress at ``t``)."""
@@ -173,14 +209,56 @@ def steady_until(timeline: Sequence[Phase], index: int) -> float:
     )
 
 
+class CreateLifecycle(BaseModel):
+    """How a pod created through ``POST /pods/`` unfolds, in pod seconds after the create.
+
+    PROVISIONING until ``active_after``, then ACTIVE with IPs and installation ACTIVE (progress
+    rising), installation FINISHED at ``installed_after`` (or ERROR with ``installation_failure``
+    when that is set). SSH appears per node at ``ssh_after[node]`` (the last entry repeats; empty:
+    every node at ``installed_after``), so a late node can lag behind the installation. A DELETE
+    shows DELETING for ``deleting_for`` seconds, then TERMINATED.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    active_after: float = Field(default=10.0, ge=0.0)
+    installed_after: float = Field(default=20.0, ge=0.0)
+    ssh_after: tuple[float, ...] = ()
+    installation_failure: str | None = None
+    deleting_for: float = Field(default=2.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CreateLifecycle:
+        if self.installed_after < self.active_after:
+            raise ValueError("installed_after must not come before active_after")
+        if any(t < self.active_after for t in self.ssh_after):
+            raise ValueError("ssh_after times must not come before active_after")
+        return self
+
+    def ssh_time(self, node: int) -> float:
+        """Pod time at which node ``node`` gets its SSH connection."""
+        if not self.ssh_after:
+            return self.installed_after
+        return self.ssh_after[min(node, len(self.ssh_after) - 1)]
+
+
 class Scenario(BaseModel):
-    """A named set of pod scripts; what the simulator serves until told otherwise."""
+    """Pods, offers and the create lifecycle: what the simulator serves until told otherwise.
+
+    ``deleted_pods`` is what ``GET /pods/{id}`` answers for a terminated pod (the API's choice is
+    not documented): the pod with status TERMINATED, or 404. ``payment_required`` makes every
+    create answer 402, as for an account without funds.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = "custom"
     description: str = ""
     pods: tuple[PodScript, ...] = ()
+    offers: tuple[Offer, ...] = Field(default_factory=default_offers)
+    lifecycle: CreateLifecycle = CreateLifecycle()
+    payment_required: bool = False
+    deleted_pods: Literal["terminated", "not_found"] = "terminated"
 
     @field_validator("pods")
     @classmethod
@@ -196,10 +274,24 @@ class Scenario(BaseModel):
     def pod_ids(self) -> list[str]:
         return [pod.pod_id for pod in self.pods]
 
+    @field_validator("offers")
     @classmethod
-    def of(cls, pods: Iterable[PodScript], *, name: str = "custom", description: str = "") -> Scenario:
-        """A scenario from pod scripts built in Python."""
-        return cls(name=name, description=description, pods=tuple(pods))
+    def _unique_offers(cls, offers: tuple[Offer, ...]) -> tuple[Offer, ...]:
+        ids = [offer.cloud_id for offer in offers]
+        twice = sorted({cloud_id for cloud_id in ids if ids.count(cloud_id) > 1})
+        if twice:
+            raise ValueError(f"offer cloud_id {twice[0]!r} appears twice")
+        return offers
+
+    def offer(self, cloud_id: str) -> Offer | None:
+        return next((offer for offer in self.offers if offer.cloud_id == cloud_id), None)
+
+    @classmethod
+    def of(
+        cls, pods: Iterable[PodScript], *, name: str = "custom", description: str = "", **options: Any
+    ) -> Scenario:
+        """A scenario from pod scripts built in Python (``options``: offers, lifecycle...)."""
+        return cls(name=name, description=description, pods=tuple(pods), **options)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:

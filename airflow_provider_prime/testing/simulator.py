@@ -70,6 +70,7 @@ class PrimeSimulator(SimulatorState):
         scenario: ScenarioSpec = None,
         *,
         api_keys: Sequence[str] = (DEFAULT_API_KEY,),
+        read_only_keys: Sequence[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         time_scale: float = 1.0,
@@ -81,6 +82,7 @@ class PrimeSimulator(SimulatorState):
         super().__init__(
             scenario,
             api_keys=api_keys,
+            read_only_keys=read_only_keys,
             time_scale=time_scale,
             clock=clock,
             max_pod_ids=max_pod_ids,

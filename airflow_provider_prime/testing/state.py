@@ -8,23 +8,28 @@ out-of-process steering behave alike.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from airflow_provider_prime.testing.builtin import resolve_scenario
+from airflow_provider_prime.testing.builtin import ScenarioSpec, resolve_scenario
 from airflow_provider_prime.testing.clock import Clock, real_clock
+from airflow_provider_prime.testing.create import CreateRequest
 from airflow_provider_prime.testing.faults import Fault, FaultBook
+from airflow_provider_prime.testing.lifecycles import provisioned_pod
 from airflow_provider_prime.testing.pod_book import PodBook
-from airflow_provider_prime.testing.scenario import Phase, PodScript, Scenario
+from airflow_provider_prime.testing.scenario import CreateLifecycle, Phase, PodScript, Scenario
+from airflow_provider_prime.testing.shapes import SSH_PORT_MAPPING, user_id
 from airflow_provider_prime.testing.stats import SimulatorStats
+
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_MAX_POD_IDS", "ScenarioSpec", "SimulatorState"]
 
 #: The API key a simulator accepts unless told otherwise.
 DEFAULT_API_KEY = "test-key"
 #: Most pod ids one status request may carry before the simulator answers 422.
 DEFAULT_MAX_POD_IDS = 100
-
-ScenarioSpec = Scenario | Mapping[str, Any] | str | Path | None
 
 
 class SimulatorState:
@@ -35,21 +40,33 @@ class SimulatorState:
         scenario: ScenarioSpec = None,
         *,
         api_keys: Sequence[str] = (DEFAULT_API_KEY,),
+        read_only_keys: Sequence[str] = (),
         time_scale: float = 1.0,
         clock: Clock | None = None,
         max_pod_ids: int | None = DEFAULT_MAX_POD_IDS,
         log_size: int = 10_000,
     ) -> None:
-        if not api_keys or any(not key for key in api_keys):
+        if not api_keys or any(not key for key in (*api_keys, *read_only_keys)):
             raise ValueError("the simulator needs at least one non-empty API key")
-        self.api_keys: tuple[str, ...] = tuple(api_keys)
+        #: Every accepted key: the read-write ones, then the read-only ones.
+        self.api_keys: tuple[str, ...] = tuple(dict.fromkeys((*api_keys, *read_only_keys)))
+        #: Keys that may read but not create or delete ("Instances → Read" only).
+        self.read_only_keys = frozenset(read_only_keys)
         self.max_pod_ids = max_pod_ids
         self.clock: Clock = clock or real_clock
-        self.pods = PodBook(self.clock, time_scale)
+        self.pods = PodBook(self.clock, time_scale, owner=user_id(1))
         self.fault_book = FaultBook()
         self.stats = SimulatorStats(log_size)
+        self._created = itertools.count(1)
         self._scenario = resolve_scenario(scenario)
-        self.pods.load(self._scenario)
+        self._load(self._scenario)
+
+    def _load(self, scenario: Scenario) -> None:
+        self.pods.load(scenario)
+        #: How pods created from now on unfold (the scenario's, until changed).
+        self.create_lifecycle: CreateLifecycle = scenario.lifecycle
+        #: Whether creates answer 402 (the scenario's ``payment_required``, until changed).
+        self.payment_required: bool = scenario.payment_required
 
     @property
     def api_key(self) -> str:
@@ -70,7 +87,7 @@ class SimulatorState:
     def set_scenario(self, scenario: ScenarioSpec) -> Scenario:
         """Serve another scenario (object, plain data, built-in name or JSON file); clocks start now."""
         self._scenario = resolve_scenario(scenario)
-        self.pods.load(self._scenario)
+        self._load(self._scenario)
         return self._scenario
 
     def add_pod(self, *scripts: PodScript) -> None:
@@ -105,6 +122,72 @@ class SimulatorState:
         self.pods.pin(pod_id, phase)
         return phase
 
+    def user_number(self, api_key: str) -> int:
+        """1 for the first accepted key, 2 for the second...: who a key is, without showing it."""
+        return self.api_keys.index(api_key) + 1
+
+    def create_pod(self, request: CreateRequest, api_key: str | None = None) -> dict[str, Any]:
+        """Create a pod as ``POST /pods/`` does (checks passed): it follows :attr:`create_lifecycle`."""
+        number = next(self._created)
+        pod_id = hashlib.sha256(f"simulated-pod-{number}".encode()).hexdigest()[:32]
+        offer = request.offer
+        owner = user_id(self.user_number(api_key) if api_key in self.api_keys else 1)
+        script = provisioned_pod(
+            pod_id,
+            self.create_lifecycle,
+            nodes=offer.nodes,
+            provider_type=offer.provider,
+            name=request.name,
+            gpu_name=offer.gpu_type,
+            gpu_count=offer.gpu_count,
+            socket=offer.socket,
+            price_hr=offer.price_hr,
+            image=request.image,
+            team_id=request.team_id,
+            port_mapping=SSH_PORT_MAPPING,
+            # the live status endpoint sends these beyond its schema, too
+            extra_fields={"priceHr": offer.price_hr, "primePortMapping": [dict(p) for p in SSH_PORT_MAPPING]},
+        )
+        self.pods.add(script, origin="api", owner=owner)
+        created = self.pods.pod(pod_id)
+        assert created is not None
+        return created
+
+    def delete_pod(self, pod_id: str, api_key: str | None = None) -> str | None:
+        """Delete a pod as ``DELETE /pods/{id}`` does: its status afterwards, None if unknown."""
+        return self.pods.delete(pod_id, self.create_lifecycle.deleting_for, api_key)
+
+    def billing(self) -> dict[str, Any]:
+        """Who was created, deleted, still bills, and for how long: one call for lifecycle tests.
+
+        ``created`` counts pods made through ``POST /pods/`` per name; ``deleted`` the pods a
+        ``DELETE`` reached, per name; ``billing`` the pods not terminated yet, per name (every
+        pod the simulator serves, scenario ones included). ``pod_seconds`` and ``cost`` are the
+        totals of ``pods``, where each pod's seconds run from its creation to its termination
+        (or to now) in pod time, and its cost is ``priceHr`` times that.
+        """
+        billed = self.pods.billed()
+        return {
+            "created": dict(Counter(b.name for b in billed if b.origin == "api")),
+            "deleted": dict(Counter(b.name for b in billed if b.deleted)),
+            "billing": dict(Counter(b.name for b in billed if b.billing)),
+            "pod_seconds": round(sum(b.seconds for b in billed), 3),
+            "cost": round(sum(b.cost for b in billed), 6),
+            "pods": {
+                b.pod_id: {
+                    "name": b.name,
+                    "origin": b.origin,
+                    "status": b.status,
+                    "price_hr": b.price_hr,
+                    "seconds": round(b.seconds, 3),
+                    "cost": round(b.cost, 6),
+                    "billing": b.billing,
+                    "deleted": b.deleted,
+                }
+                for b in billed
+            },
+        }
+
     def pod_status(self, pod_id: str, api_key: str | None = None) -> dict[str, Any] | None:
         """What the status endpoint reports for ``pod_id`` now (None if absent), as plain JSON data."""
         found = self.pods.report([pod_id], api_key)
@@ -127,8 +210,12 @@ class SimulatorState:
         return self.fault_book.describe()
 
     def stats_snapshot(self, log: int | None = 0) -> dict[str, Any]:
-        """The statistics as plain data, as ``GET /_sim/stats`` gives them (last ``log`` entries)."""
-        return self.stats.snapshot(log_limit=log)
+        """The statistics as plain data, as ``GET /_sim/stats`` gives them (last ``log`` entries).
+
+        Request counters (``by_path``, ``by_method_path``...) and, under ``billing``, what
+        :meth:`billing` returns.
+        """
+        return {**self.stats.snapshot(log_limit=log), "billing": self.billing()}
 
     # everything ------------------------------------------------------------------------------------
 
@@ -139,7 +226,7 @@ class SimulatorState:
         if faults:
             self.fault_book.disarm()
         if scenario:
-            self.pods.load(self._scenario)
+            self._load(self._scenario)
 
     def pod_ids(self) -> Iterable[str]:
         """Ids of every pod served now, visible or not."""

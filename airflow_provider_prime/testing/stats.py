@@ -41,6 +41,7 @@ class SimulatorStats:
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
         self._total = 0
         self._by_path: Counter[str] = Counter()
+        self._by_method_path: Counter[str] = Counter()
         self._by_pod_id: Counter[str] = Counter()
         self._by_key: Counter[str] = Counter()
         self._by_status: Counter[int] = Counter()
@@ -58,6 +59,7 @@ class SimulatorStats:
         with self._lock:
             self._total += 1
             self._by_path[path] += 1
+            self._by_method_path[f"{method} {path}"] += 1
             self._by_pod_id.update(entry.pod_ids)
             self._by_key[api_key] += 1
             self._by_status[status] += 1
@@ -67,7 +69,8 @@ class SimulatorStats:
         """Forget everything recorded so far."""
         with self._lock:
             self._total = 0
-            for counter in (self._by_path, self._by_pod_id, self._by_key, self._by_status):
+            counters = (self._by_path, self._by_method_path, self._by_pod_id, self._by_key, self._by_status)
+            for counter in counters:
                 counter.clear()
             self._log.clear()
 
@@ -81,6 +84,12 @@ class SimulatorStats:
     def by_path(self) -> Counter[str]:
         with self._lock:
             return Counter(self._by_path)
+
+    @property
+    def by_method_path(self) -> Counter[str]:
+        """Requests per ``"METHOD path"`` (e.g. ``"POST /api/v1/pods/"``), paths as sent."""
+        with self._lock:
+            return Counter(self._by_method_path)
 
     @property
     def by_pod_id(self) -> Counter[str]:
@@ -112,6 +121,7 @@ class SimulatorStats:
             data: dict[str, Any] = {
                 "total": self._total,
                 "by_path": dict(self._by_path),
+                "by_method_path": dict(self._by_method_path),
                 "by_pod_id": dict(self._by_pod_id),
                 "by_key": dict(self._by_key),
                 "by_status": {str(status): count for status, count in self._by_status.items()},

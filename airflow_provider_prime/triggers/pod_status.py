@@ -2,13 +2,11 @@
 
 It runs in the triggerer, waits on the shared poller of its connection (one request per interval
 for all the pods of all waiting triggers, see :mod:`airflow_provider_prime.triggers.polling`),
-judges every answer with :func:`airflow_provider_prime.readiness.assess` (the very function the
-sensor's ``poke`` uses) and fires exactly one event:
-
-* ``{"status": "success", "pods": {pod_id: handover entry}, "message": ...}``
-* ``{"status": "failed", "error_type": <exception class name>, "message": ..., "pods": {...}}``
-  (a pod failed, or the API refused the key or the request: no waiting can fix either)
-* ``{"status": "timeout", "message": ..., "pods": {...}}`` once the absolute ``deadline`` passes.
+takes every answer through :class:`airflow_provider_prime.readiness.PodWait` (the very step the
+sensor's ``poke`` takes) and fires exactly one event of :mod:`airflow_provider_prime.events`:
+``success`` with the handover, ``failed`` (a pod failed, the API refused the key or the request,
+or it never answered within ``first_answer_by``: no waiting can fix any of these) or ``timeout``
+once the absolute ``deadline`` passes.
 
 The trigger is read-only and owns nothing: it can be cancelled at any point, moved to another
 triggerer, or run twice, and it never touches the pods. Its kwargs are plain values (ids, conn id,
@@ -22,22 +20,19 @@ import asyncio
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_prime.exceptions import PrimeAPIError, PrimeError, PrimePodFailedError
+from airflow_provider_prime import events
 from airflow_provider_prime.hooks.prime import PrimeApiSettings, PrimeHook
-from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.pod_ids import validate_pod_ids
-from airflow_provider_prime.progress import ProgressThrottle
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    Outcome,
+    PodWait,
     Requirements,
-    Verdict,
-    assess,
-    track_missing,
+    describe_api,
 )
 from airflow_provider_prime.triggers import polling
 
@@ -72,25 +67,6 @@ async def connection_settings(prime_conn_id: str) -> PrimeApiSettings:
     return await asyncio.shield(entry[1])
 
 
-def is_retryable(error: BaseException) -> bool:
-    """Whether waiting longer may get past ``error`` (429, 5xx, timeouts, dropped connections).
-
-    The hook decides per error (``PrimeAPIError.retryable``); auth, request, not-found and
-    configuration errors, and anything unexpected, are not worth waiting on.
-    """
-    return isinstance(error, PrimeAPIError) and error.retryable
-
-
-def failure_event(error: BaseException, pods: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``failed`` event for an error; ``error_type`` lets the sensor raise the same class again."""
-    if isinstance(error, PrimeError):
-        error_type, message = type(error).__name__, str(error)
-    else:
-        error_type = PrimeError.__name__
-        message = f"Unexpected error while waiting for the pods: {type(error).__name__}: {error}"
-    return {"status": "failed", "error_type": error_type, "message": message, "pods": dict(pods or {})}
-
-
 class PodStatusTrigger(BaseTrigger):
     """Wait in the triggerer until every pod is ready, one fails, or the deadline passes.
 
@@ -105,6 +81,9 @@ class PodStatusTrigger(BaseTrigger):
     :param missing_grace: seconds a pod may be absent from the API's answer before the wait fails.
     :param missing_since: pod id -> epoch second it was first seen missing (carried over from the
         sensor's first check so the grace period is not restarted by deferring).
+    :param first_answer_by: epoch second by which the API must have answered this wait once;
+        ``None`` when it has already (or for no such bound). Set by the sensor from its
+        ``unreachable_timeout``; past it, a wait that never got an answer fails.
     :param not_before: epoch second before which the trigger does not poll. The sensor sets it to
         one poke interval after its own check: nothing new is due before then, and a trigger that
         fires within a second or two of the deferral can race the scheduler's bookkeeping of the
@@ -123,6 +102,7 @@ class PodStatusTrigger(BaseTrigger):
         require_ssh: bool = True,
         missing_grace: float = DEFAULT_MISSING_GRACE,
         missing_since: Mapping[str, float] | None = None,
+        first_answer_by: float | None = None,
         not_before: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -136,6 +116,7 @@ class PodStatusTrigger(BaseTrigger):
             missing_grace=float(missing_grace),
         )
         self.missing_since = {str(k): float(v) for k, v in (missing_since or {}).items()}
+        self.first_answer_by = None if first_answer_by is None else float(first_answer_by)
         self.not_before = None if not_before is None else float(not_before)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -149,6 +130,7 @@ class PodStatusTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 **self.requirements.to_kwargs(),
                 "missing_since": dict(self.missing_since),
+                "first_answer_by": self.first_answer_by,
                 "not_before": self.not_before,
             },
         )
@@ -157,66 +139,48 @@ class PodStatusTrigger(BaseTrigger):
         """Yield exactly one event (see the module docstring), then return."""
         yield TriggerEvent(await self._wait())  # type: ignore[no-untyped-call]
 
-    async def _wait(self) -> dict[str, Any]:
+    async def _wait(self) -> events.Event:
         if self.deadline <= time.time():  # e.g. the triggerer was down past the deadline
-            return self._timeout_event(None, "the deadline passed before the trigger started")
+            return self._late_start()
         try:
             settings = await connection_settings(self.prime_conn_id)
         except Exception as exc:
-            return failure_event(exc)
+            return events.build_failed(exc)
+        wait = self._pod_wait(describe_api(settings.base_url, self.prime_conn_id))
         if self.not_before is not None:
             await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
-        progress = ProgressThrottle()
-        verdict: Verdict | None = None
-        judged: list[PodStatus] = []  # the answer ``verdict`` and ``line`` were made from
-        line = ""
-        api_error: BaseException | None = None  # the API's trouble since the last good answer
         async with polling.subscription(settings, self.pod_ids, self.poll_interval) as sub:
             while (remaining := self.deadline - time.time()) > 0:
                 snapshot = await sub.next(remaining)
                 if snapshot is None:
                     continue
                 if snapshot.error is not None:
-                    if not is_retryable(snapshot.error):
-                        return failure_event(snapshot.error, verdict.handover() if verdict else None)
-                    api_error = snapshot.error
-                    if progress.due(f"API error: {snapshot.error}", time.time()):
-                        self.log.warning("Prime API unavailable, still waiting: %s", snapshot.error)
-                    continue
-                api_error = None
-                statuses = snapshot.statuses_for(self.pod_ids)
-                if verdict is None or len(statuses) < len(self.pod_ids) or statuses != judged:
-                    verdict = self._assess(statuses, snapshot.fetched_at)
-                    judged, line = statuses, verdict.summary()
-                # Otherwise the same answer with every pod in it: the same verdict (it depends on
-                # nothing else), so it is not judged, nor its line built, again. With thousands of
-                # waits per poll that is most of a poll's CPU, and of the objects that would live a
-                # whole interval and then have to be swept by the garbage collector.
-                if verdict.ready:
-                    # Debug, not info: the sensor logs this line when it resumes and the triggerer
-                    # logs the event, while a line per trigger at the moment thousands fire together
-                    # is most of the cost of that burst (see docs/benchmarks.md).
-                    self.log.debug("All pods ready: %s", line)
-                    return {"status": "success", "pods": verdict.handover(), "message": line}
-                if verdict.failed:
-                    error = PrimePodFailedError(f"Pod wait failed: {verdict.reason}")
-                    self.log.error("%s", error)
-                    return failure_event(error, verdict.handover())
-                if progress.due(line, time.time()):
-                    self.log.info("Waiting for pods: %s", line)
-        last_known = verdict.summary() if verdict else "no answer from the API yet"
-        if api_error is not None:  # a timeout caused by the API must say so, not only "not ready"
-            last_known += f"; the last API call failed: {api_error}"
-        return self._timeout_event(verdict, last_known)
+                    step = wait.trouble(snapshot.error, time.time())
+                else:
+                    # The poller says whether any of these pods changed since the last answer: an
+                    # unchanged answer is not judged again (with thousands of waits per poll, that
+                    # was most of a poll's CPU).
+                    step = wait.answer(snapshot.statuses, snapshot.fetched_at, news=sub.take_news())
+                if step.outcome is Outcome.READY:
+                    return events.build_success(step.handover, wait.summary)
+                if step.error is not None:  # failed
+                    self.log.error("%s", step.error)
+                    return events.build_failed(step.error, step.handover)
+        return events.build_timeout(wait.timeout_message(), wait.handover())
 
-    def _assess(self, statuses: list[PodStatus], now: float) -> Verdict:
-        self.missing_since = track_missing(self.missing_since, self.pod_ids, statuses, now)
-        return assess(self.pod_ids, statuses, self.requirements, missing_since=self.missing_since, now=now)
+    def _late_start(self) -> events.TimeoutEvent:
+        """The timeout for a trigger started past its deadline: nothing asked, nothing judged."""
+        wait = self._pod_wait(self.prime_conn_id)
+        return events.build_timeout(wait.timeout_message("the deadline passed before the trigger started"))
 
-    def _timeout_event(self, verdict: Verdict | None, last_known: str) -> dict[str, Any]:
-        when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat(timespec="seconds")
-        return {
-            "status": "timeout",
-            "message": f"Pods not ready by the deadline {when}; last known: {last_known}",
-            "pods": verdict.handover() if verdict else {},
-        }
+    def _pod_wait(self, api: str) -> PodWait:
+        return PodWait(
+            self.pod_ids,
+            self.requirements,
+            self.log,
+            deadline=self.deadline,
+            api=api,
+            missing_since=self.missing_since,
+            first_answer_by=self.first_answer_by,
+            log_ready=False,  # the sensor logs it when it resumes, Airflow logs the event
+        )

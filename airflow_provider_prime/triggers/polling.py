@@ -35,9 +35,15 @@ Design
   the snapshot in the subscriber's one-slot mailbox and wakes its waiting coroutine; a subscriber
   that has not looked yet simply finds the newest snapshot there. Cost per tick: O(distinct ids +
   subscribers); joining or leaving: O(own ids). There is no task per subscriber.
-* **Fan-out in batches.** Every woken trigger judges the answer before it waits again (tens of
-  microseconds; more when it logs or fires its event). Waking thousands at once would run all of
-  them in one event-loop iteration and hold up everything else in the triggerer for that long, so
+* **News.** Each round's snapshot names the ids whose status changed since the previous answer
+  (or that it covers for the first time), and each subscriber it concerns is told whether any of
+  its own pods is among them (:meth:`Subscription.take_news`, kept until taken, so a snapshot
+  replaced unread or a failed round in between loses nothing). A trigger whose pods did not change
+  does not judge the same answer again: the poller found that out once per round, for everyone.
+* **Fan-out in batches.** Every woken trigger looks at the answer before it waits again (a few
+  microseconds; tens when its pods changed; more when it logs or fires its event). Waking
+  thousands at once would run all of them in one event-loop iteration and hold up everything
+  else in the triggerer for that long, so
   delivery yields to the loop after every :data:`FAN_OUT_BATCH` subscribers. News goes first:
   subscribers whose pods changed since the previous answer are woken before the others, so a pod
   becoming ready (or failing) is not queued behind thousands of unchanged waits.
@@ -95,13 +101,16 @@ class Snapshot:
 
     ``covered`` holds every id the statuses speak for: asked for in this round or an earlier one
     and still polled. An id that is covered but absent from ``statuses`` was missing from the API's
-    answer. ``error`` is set when the round failed; ``statuses`` then still hold the last answer.
+    answer. ``changed`` holds the covered ids whose status differs from the previous answer's, or
+    that were not covered before. ``error`` is set when the round failed; ``statuses`` then still
+    hold the last answer and nothing is ``changed``.
     """
 
     statuses: Mapping[str, PodStatus]
     covered: frozenset[str]
     fetched_at: float
-    error: BaseException | None = None
+    error: Exception | None = None
+    changed: frozenset[str] = frozenset()
 
     def covers(self, pod_ids: Iterable[str]) -> bool:
         """Whether the snapshot says something (present or missing) about each of ``pod_ids``."""
@@ -119,13 +128,14 @@ _EMPTY = Snapshot(statuses={}, covered=frozenset(), fetched_at=0.0)
 class Subscription:
     """One trigger's place in a poller: its pod ids, its interval and a one-snapshot mailbox."""
 
-    __slots__ = ("_mailbox", "_poller", "_waiter", "interval", "pod_ids")
+    __slots__ = ("_mailbox", "_news", "_poller", "_waiter", "interval", "pod_ids")
 
     def __init__(self, poller: PodStatusPoller, pod_ids: list[str], interval: float) -> None:
         self._poller = poller
         self.pod_ids = pod_ids
         self.interval = interval
         self._mailbox: Snapshot | None = None
+        self._news = True  # nothing was read yet: the first answer is news
         self._waiter: asyncio.Future[None] | None = None
 
     async def next(self, timeout: float) -> Snapshot | None:
@@ -150,8 +160,15 @@ class Subscription:
                 timer.cancel()
                 self._waiter = None
 
-    def _deliver(self, snapshot: Snapshot) -> None:
+    def take_news(self) -> bool:
+        """Whether a status of these pods changed since the last call (then forget it)."""
+        news, self._news = self._news, False
+        return news
+
+    def _deliver(self, snapshot: Snapshot, news: bool = False) -> None:
         self._mailbox = snapshot
+        if news:
+            self._news = True
         if self._waiter is not None:
             _wake(self._waiter)
 
@@ -315,7 +332,7 @@ class PodStatusPoller:
             await self._publish(ids, full, statuses, None)
 
     async def _publish(
-        self, ids: list[str], full: bool, statuses: list[PodStatus] | None, error: BaseException | None
+        self, ids: list[str], full: bool, statuses: list[PodStatus] | None, error: Exception | None
     ) -> None:
         previous = self._latest
         still_polled = self._by_id
@@ -323,41 +340,36 @@ class PodStatusPoller:
             snapshot = Snapshot(previous.statuses, previous.covered, time.time(), error)
         elif full:
             fetched = {s.pod_id: s for s in statuses}
-            snapshot = Snapshot(fetched, frozenset(i for i in ids if i in still_polled), time.time())
+            covered = frozenset(i for i in ids if i in still_polled)
+            snapshot = Snapshot(fetched, covered, time.time(), changed=_changed(previous, fetched, covered))
         else:
             merged = {pid: s for pid, s in previous.statuses.items() if pid in still_polled}
             merged.update((s.pod_id, s) for s in statuses)
-            covered = previous.covered.union(i for i in ids if i in still_polled)
-            snapshot = Snapshot(merged, covered, time.time())
+            asked = [i for i in ids if i in still_polled]
+            covered = previous.covered.union(asked)
+            snapshot = Snapshot(merged, covered, time.time(), changed=_changed(previous, merged, asked))
         if error is None:
             self._latest = snapshot
         concerned = list(self._subscribers) if full else list(_subscribers_of(ids, still_polled))
-        if statuses is not None and len(concerned) > FAN_OUT_BATCH:
-            concerned = _news_first(concerned, previous, snapshot, still_polled)
+        news = _subscribers_of(snapshot.changed, still_polled)
+        if news and len(concerned) > FAN_OUT_BATCH:
+            # News first: a pod becoming ready (or failing) is not queued behind unchanged waits.
+            concerned = [sub for sub in concerned if sub in news] + [s for s in concerned if s not in news]
         for start in range(0, len(concerned), FAN_OUT_BATCH):
             if start:
                 await asyncio.sleep(0)  # let the woken batch run (and anything else) before the next
             for sub in concerned[start : start + FAN_OUT_BATCH]:
                 if sub in self._subscribers:  # it may have left while an earlier batch ran
-                    sub._deliver(snapshot)
+                    sub._deliver(snapshot, sub in news)
 
 
-def _news_first(
-    concerned: list[Subscription],
-    previous: Snapshot,
-    snapshot: Snapshot,
-    by_id: Mapping[str, set[Subscription]],
-) -> list[Subscription]:
-    """``concerned`` reordered: those with a pod whose status changed since ``previous`` first.
+def _changed(previous: Snapshot, statuses: Mapping[str, PodStatus], ids: Iterable[str]) -> frozenset[str]:
+    """Which of ``ids`` are news against ``previous``: first covered now, or another status (or none).
 
-    O(covered ids + subscribers), against a fan-out that costs far more per subscriber woken.
+    Once per round for all subscribers, O(ids), instead of every subscriber comparing its pods.
     """
-    old, new = previous.statuses, snapshot.statuses
-    changed = [pid for pid in snapshot.covered if pid not in previous.covered or old.get(pid) != new.get(pid)]
-    if not changed:
-        return concerned
-    news = _subscribers_of(changed, by_id)
-    return [sub for sub in concerned if sub in news] + [sub for sub in concerned if sub not in news]
+    old, covered_before = previous.statuses, previous.covered
+    return frozenset(pid for pid in ids if pid not in covered_before or old.get(pid) != statuses.get(pid))
 
 
 def _subscribers_of(ids: Collection[str], by_id: Mapping[str, set[Subscription]]) -> set[Subscription]:

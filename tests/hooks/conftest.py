@@ -2,24 +2,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable, Iterator
+import json
+import socket
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from airflow_provider_prime.hooks import _clients
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
+from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodStatus
-from tests.hooks.fakes import KEY, FakeApi, LocalApi, ScriptAdapter, script_transport
-
-ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A developer's own PRIME_API_KEY or connection must not leak into these tests.
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
+from tests.hooks.fakes import KEY, InMemoryAdapter, LoopbackServer, ScriptedApi, in_memory_transport
 
 
 @pytest.fixture
@@ -53,7 +49,7 @@ def delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 class Caller:
     """Runs the sync or the async client against a fake API, in memory or over real HTTP."""
 
-    def __init__(self, kind: str, api: FakeApi, settings: PrimeApiSettings, base_url: str | None = None):
+    def __init__(self, kind: str, api: ScriptedApi, settings: PrimeApiSettings, base_url: str | None = None):
         self.kind = kind
         self.api = api
         self.settings = settings
@@ -61,27 +57,30 @@ class Caller:
         if base_url is not None:
             self.settings = dataclasses.replace(settings, base_url=base_url)
 
-    def _settings(self, overrides: dict[str, Any]) -> PrimeApiSettings:
-        return dataclasses.replace(self.settings, **overrides)
-
     def pods(self, pod_ids: Iterable[str], **overrides: Any) -> list[PodStatus]:
-        return self._run("get_pods_status", pod_ids, overrides)
+        ids = list(dict.fromkeys(pod_ids))
+        return self.run(lambda client: client.get_pods_status(ids), **overrides)  # type: ignore[no-any-return]
 
     def whoami(self, **overrides: Any) -> str | None:
-        return self._run("whoami", None, overrides)
+        return self.run(  # type: ignore[no-any-return]
+            lambda client: client.call(
+                Exchange(client.settings, whoami_request(client.settings), parse_identity)
+            ),
+            **overrides,
+        )
 
-    def _run(self, method: str, arg: Any, overrides: dict[str, Any]) -> Any:
-        settings = self._settings(overrides)
-        args = () if arg is None else (arg,)
+    def run(self, use: Callable[[Any], Any], **overrides: Any) -> Any:
+        """``use(client)`` on a fresh client of this kind; awaited when the client is async."""
+        settings = dataclasses.replace(self.settings, **overrides)
         if self.kind == "sync":
-            adapter = None if self.over_http else ScriptAdapter(self.api)
+            adapter = None if self.over_http else InMemoryAdapter(self.api)
             with PrimeClient(settings, adapter=adapter) as client:
-                return getattr(client, method)(*args)
+                return use(client)
 
         async def run() -> Any:
-            transport = None if self.over_http else script_transport(self.api)
+            transport = None if self.over_http else in_memory_transport(self.api)
             async with AsyncPrimeClient(settings, transport=transport) as client:
-                return await getattr(client, method)(*args)
+                return await use(client)
 
         return asyncio.run(run())
 
@@ -92,23 +91,63 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
+def api() -> ScriptedApi:
+    return ScriptedApi()
 
 
 @pytest.fixture
-def mocked(kind: str, api: FakeApi, settings: PrimeApiSettings, delays: list[float]) -> Caller:
+def mocked(kind: str, api: ScriptedApi, settings: PrimeApiSettings, delays: list[float]) -> Caller:
     """The ``kind`` client talking to ``api`` in memory (no sockets), sleeps recorded."""
     return Caller(kind, api, settings)
 
 
 @pytest.fixture
-def local_api(api: FakeApi) -> Iterator[LocalApi]:
-    with LocalApi(api, stall=1.0) as server:
+def local_api(api: ScriptedApi) -> Iterator[LoopbackServer]:
+    with LoopbackServer(api, stall=1.0) as server:
         yield server
 
 
 @pytest.fixture
-def over_http(kind: str, api: FakeApi, settings: PrimeApiSettings, local_api: LocalApi) -> Caller:
+def over_http(kind: str, api: ScriptedApi, settings: PrimeApiSettings, local_api: LoopbackServer) -> Caller:
     """The ``kind`` client talking to ``api`` over real HTTP on 127.0.0.1 (real, tiny backoff)."""
     return Caller(kind, api, settings, base_url=local_api.base_url)
+
+
+FAST_EXTRA = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05}
+
+
+@pytest.fixture
+def set_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Define a connection the way users do in containers: AIRFLOW_CONN_<ID> as JSON."""
+
+    def define(conn_id: str = "prime_default", **fields: Any) -> None:
+        payload = {"conn_type": "prime", **fields}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(payload))
+
+    return define
+
+
+class Twin:
+    """Calls a hook method, or its async twin (``a`` + name), by ``kind``: one test checks both."""
+
+    def __init__(self, kind: str, hook: PrimeHook) -> None:
+        self.kind, self.hook = kind, hook
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.kind == "sync":
+            return getattr(self.hook, method)(*args, **kwargs)
+        return asyncio.run(getattr(self.hook, f"a{method}")(*args, **kwargs))
+
+
+@pytest.fixture
+def twin(kind: str, local_api: LoopbackServer, set_conn: Callable[..., None]) -> Twin:
+    """The hook on ``prime_default`` pointed at ``local_api`` (real HTTP), called sync or async."""
+    set_conn(host=local_api.base_url, password=KEY, extra={**FAST_EXTRA, "read_timeout": 0.5})
+    return Twin(kind, PrimeHook())
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        yield probe.getsockname()[1]  # bound but not listening: connections are refused

@@ -1,15 +1,20 @@
-"""A scriptable fake of the Prime API, reachable three ways with the same script.
+"""Fakes of the Prime API for the hook's tests, one per purpose, each named for it.
 
-* :class:`ScriptAdapter` plugs into ``PrimeClient(adapter=...)`` (requests, no socket);
-* :func:`script_transport` plugs into ``AsyncPrimeClient(transport=...)`` (httpx.MockTransport);
-* :class:`LocalApi` serves it over real HTTP on 127.0.0.1 (stdlib ``http.server`` in a thread).
+* :class:`ScriptedApi`: answers each request from a script (a function from the request seen to
+  a :class:`Reply` or a :class:`Failure`) and records it, so a test can stage any answer, including
+  ones the simulator does not produce, and assert on the exact traffic. It is reached three ways:
+* :class:`InMemoryAdapter` plugs it into the sync client (a requests adapter, no socket);
+* :func:`in_memory_transport` plugs it into the async client (``httpx.MockTransport``, no socket);
+* :class:`LoopbackServer` serves it over real HTTP on 127.0.0.1 (the clients' real I/O paths).
+* :class:`ConcurrencyTransport` (async only) measures how many requests are in flight at once.
 
-A script is a function from the request seen to a :class:`Reply` or a :class:`Failure`; every
-request is recorded in ``api.seen`` so tests can assert on exact traffic.
+The faithful API is the package's simulator (``airflow_provider_prime.testing``); tests that
+check the contract use it, and its stats count requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -18,10 +23,9 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -35,12 +39,15 @@ KEY = "pk-test-SECRET-5f3a9c0d7e"
 
 @dataclass(frozen=True)
 class Seen:
-    """One request as the fake API received it."""
+    """One request as the fake API received it (``body``: the decoded JSON, or None)."""
 
     method: str
     path: str
     query: list[tuple[str, str]]
     headers: Mapping[str, str]
+    body: Any = None
+    #: (connect, read) timeouts the client gave this attempt (in-memory fakes only)
+    timeouts: tuple[float, float] | None = None
 
     @property
     def pod_ids(self) -> list[str]:
@@ -64,12 +71,24 @@ class Reply:
         return json.dumps(self.body).encode()
 
 
-class Failure(Enum):
-    """No answer: a read timeout, a refused connection, or a connection dropped mid-request."""
+@dataclass(frozen=True)
+class Failure:
+    """No answer: a read timeout, a refused connection, or a connection dropped mid-request.
 
-    TIMEOUT = "timeout"
-    CONNECT = "connect"
-    DROP = "drop"
+    ``text`` is the message of the library exception raised in memory (a test can put the key in it).
+    """
+
+    kind: str
+    text: str = "(fake)"
+
+    TIMEOUT: ClassVar[Failure]
+    CONNECT: ClassVar[Failure]
+    DROP: ClassVar[Failure]
+
+
+Failure.TIMEOUT = Failure("timeout")
+Failure.CONNECT = Failure("connect")
+Failure.DROP = Failure("drop")
 
 
 Script = Callable[[Seen], "Reply | Failure"]
@@ -123,7 +142,7 @@ def always(reply: Reply | Failure) -> Script:
     return lambda seen: reply
 
 
-class FakeApi:
+class ScriptedApi:
     """A script plus the record of every request it answered; a wrong bearer key gets a 401."""
 
     def __init__(self, script: Script | None = None, key: str = KEY) -> None:
@@ -132,13 +151,22 @@ class FakeApi:
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
 
-    def answer(self, method: str, url: str, headers: Mapping[str, str]) -> Reply | Failure:
+    def answer(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        timeouts: tuple[float, float] | None = None,
+    ) -> Reply | Failure:
         parts = urlsplit(url)
         seen = Seen(
             method=method,
             path=parts.path,
             query=parse_qsl(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in headers.items()},
+            body=json.loads(body) if body else None,
+            timeouts=timeouts,
         )
         with self._lock:
             self.seen.append(seen)
@@ -151,24 +179,21 @@ class FakeApi:
         return [s for s in self.seen if s.path.rstrip("/") == "/api/v1/pods/status"]
 
 
-class ScriptAdapter(requests.adapters.BaseAdapter):
-    """A requests transport adapter answering from a :class:`FakeApi`, without sockets."""
+class InMemoryAdapter(requests.adapters.BaseAdapter):
+    """A requests transport adapter answering from a :class:`ScriptedApi`, without sockets."""
 
-    def __init__(self, api: FakeApi) -> None:
+    def __init__(self, api: ScriptedApi) -> None:
         super().__init__()
         self.api = api
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        outcome = self.api.answer(request.method or "GET", request.url or "", dict(request.headers))
-        if outcome is Failure.TIMEOUT:
-            raise requests.exceptions.ReadTimeout("read timed out (fake)", request=request)
-        if outcome is Failure.CONNECT:
-            raise requests.exceptions.ConnectionError(
-                ConnectionRefusedError(111, "Connection refused (fake)"), request=request
-            )
-        if outcome is Failure.DROP:
-            raise requests.exceptions.ChunkedEncodingError("connection dropped (fake)", request=request)
-        assert isinstance(outcome, Reply)
+        raw = request.body.encode() if isinstance(request.body, str) else request.body or b""
+        timeouts = kwargs.get("timeout")
+        outcome = self.api.answer(
+            request.method or "GET", request.url or "", dict(request.headers), raw, timeouts
+        )
+        if isinstance(outcome, Failure):
+            raise _requests_failure(outcome, request)
         response = requests.Response()
         response.status_code = outcome.status
         response.headers = CaseInsensitiveDict(outcome.headers)
@@ -181,18 +206,38 @@ class ScriptAdapter(requests.adapters.BaseAdapter):
         pass
 
 
-def script_transport(api: FakeApi) -> httpx.MockTransport:
-    """An httpx transport answering from a :class:`FakeApi`, without sockets."""
+def _requests_failure(failure: Failure, request: requests.PreparedRequest) -> Exception:
+    """What requests raises for ``failure`` (a refused connection nests urllib3's error, as for real)."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    if failure.kind == "timeout":
+        return requests.exceptions.ReadTimeout(f"read timed out {failure.text}", request=request)
+    if failure.kind == "connect":
+        refused = NewConnectionError(None, f"Connection refused {failure.text}")  # type: ignore[arg-type]
+        pool: Any = None  # MaxRetryError only keeps the pool for its message
+        return requests.exceptions.ConnectionError(MaxRetryError(pool, request.url, refused), request=request)
+    return requests.exceptions.ChunkedEncodingError(f"connection dropped {failure.text}", request=request)
+
+
+def _httpx_failure(failure: Failure, request: httpx.Request) -> Exception:
+    if failure.kind == "timeout":
+        return httpx.ReadTimeout(f"read timed out {failure.text}", request=request)
+    if failure.kind == "connect":
+        return httpx.ConnectError(f"Connection refused {failure.text}", request=request)
+    return httpx.RemoteProtocolError(f"connection dropped {failure.text}", request=request)
+
+
+def in_memory_transport(api: ScriptedApi) -> httpx.MockTransport:
+    """An httpx transport answering from a :class:`ScriptedApi`, without sockets."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        outcome = api.answer(request.method, str(request.url), dict(request.headers))
-        if outcome is Failure.TIMEOUT:
-            raise httpx.ReadTimeout("read timed out (fake)", request=request)
-        if outcome is Failure.CONNECT:
-            raise httpx.ConnectError("Connection refused (fake)", request=request)
-        if outcome is Failure.DROP:
-            raise httpx.RemoteProtocolError("connection dropped (fake)", request=request)
-        assert isinstance(outcome, Reply)
+        timeout = request.extensions.get("timeout", {})
+        timeouts = (timeout["connect"], timeout["read"]) if timeout else None
+        outcome = api.answer(
+            request.method, str(request.url), dict(request.headers), request.read(), timeouts
+        )
+        if isinstance(outcome, Failure):
+            raise _httpx_failure(outcome, request)
         if outcome.stream:
             chunks = _Chunks(outcome.raw_body())
             return httpx.Response(outcome.status, headers=dict(outcome.headers), stream=chunks)
@@ -210,14 +255,39 @@ class _Chunks(httpx.AsyncByteStream):
             yield self.body[start : start + self.size]
 
 
-class LocalApi:
-    """:class:`FakeApi` over real HTTP on 127.0.0.1 (a free port), for the clients' real I/O paths.
+class ConcurrencyTransport(httpx.AsyncBaseTransport):
+    """Answers every status request after a short await, counting how many are in flight at once."""
+
+    def __init__(self, fail_pod: str | None = None) -> None:
+        self.in_flight = 0
+        self.peak = 0
+        self.started = 0
+        self.fail_pod = fail_pod
+        self.first_started = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.started += 1
+        self.first_started.set()
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            requested = request.url.params.get_list("pod_ids")
+            if self.fail_pod in requested:
+                return httpx.Response(401, json={"detail": "nope"})
+            await asyncio.sleep(0.02)
+            return httpx.Response(200, json={"data": [pod(i) for i in requested]})
+        finally:
+            self.in_flight -= 1
+
+
+class LoopbackServer:
+    """:class:`ScriptedApi` over real HTTP on 127.0.0.1 (a free port), for the clients' real I/O paths.
 
     ``Failure.TIMEOUT`` sleeps ``stall`` seconds before answering; ``Failure.DROP`` closes the
     socket without a response.
     """
 
-    def __init__(self, api: FakeApi, stall: float = 1.0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, api: ScriptedApi, stall: float = 1.0, tls: ssl.SSLContext | None = None) -> None:
         self.api = api
         self.stall = stall
         self.scheme = "https" if tls else "http"
@@ -232,7 +302,7 @@ class LocalApi:
         host, port = self._server.server_address[:2]
         return f"{self.scheme}://{host}:{port}"
 
-    def __enter__(self) -> LocalApi:
+    def __enter__(self) -> LoopbackServer:
         self._thread.start()
         return self
 
@@ -248,11 +318,13 @@ class LocalApi:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                outcome = owner.api.answer("GET", self.path, dict(self.headers.items()))
-                if outcome is Failure.TIMEOUT:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                outcome = owner.api.answer(self.command, self.path, dict(self.headers.items()), body)
+                if isinstance(outcome, Failure) and outcome.kind == "timeout":
                     time.sleep(owner.stall)
                     outcome = Reply(200, {"data": [], "status": "late"})
-                if outcome in (Failure.DROP, Failure.CONNECT):
+                if isinstance(outcome, Failure):
                     self.close_connection = True
                     self.connection.close()
                     return
@@ -271,6 +343,8 @@ class LocalApi:
                 self.end_headers()
                 with contextlib.suppress(OSError):  # the client gave up (timeout or size limit)
                     self.wfile.write(body)
+
+            do_POST = do_DELETE = do_GET
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -325,3 +399,66 @@ def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, cert_path
+
+
+class PodsBackend:
+    """The pods endpoints held in memory, as a :class:`ScriptedApi` script, for the hook's lifecycle tests.
+
+    ``faults`` maps ``"METHOD path"`` (``"POST /api/v1/pods/"``) to what the next such request
+    gets instead; a fault ``Reply(...)``/``Failure`` given as ``after_create`` makes the pod first
+    (the create happened, the answer was lost). The simulator is the faithful API; this one lets a
+    test stage exactly one odd answer.
+    """
+
+    def __init__(self, pods: Iterable[dict[str, Any]] = ()) -> None:
+        self.pods: dict[str, dict[str, Any]] = {p["id"]: p for p in pods}
+        self.faults: dict[str, list[Reply | Failure]] = {}
+        self.lost_answers: list[Reply | Failure] = []
+        self.created = 0
+
+    def __call__(self, seen: Seen) -> Reply | Failure:
+        key = f"{seen.method} {seen.path}"
+        if self.faults.get(key):
+            return self.faults[key].pop(0)
+        if key == "POST /api/v1/pods/":
+            self.created += 1
+            made = pod_record(f"pod-{self.created:03d}", seen.body["pod"]["name"], "PROVISIONING")
+            self.pods[made["id"]] = made
+            return self.lost_answers.pop(0) if self.lost_answers else Reply(200, made)
+        if key == "GET /api/v1/pods/":
+            query = dict(seen.query)
+            offset, limit = int(query["offset"]), int(query["limit"])
+            listed = list(self.pods.values())
+            return Reply(
+                200,
+                {
+                    "total_count": len(listed),
+                    "offset": offset,
+                    "limit": limit,
+                    "data": listed[offset : offset + limit],
+                },
+            )
+        pod_id = seen.path.removeprefix("/api/v1/pods/")
+        if pod_id not in self.pods:
+            return Reply(404, {"detail": "Pod not found"})
+        if seen.method == "DELETE":
+            self.pods.pop(pod_id)
+            return Reply(200, {"status": "TERMINATED"})
+        return Reply(200, self.pods[pod_id])
+
+
+def pod_record(pod_id: str, name: str, status: str = "ACTIVE") -> dict[str, Any]:
+    """A pod as ``GET /pods/{id}`` answers (the keys LIFECYCLE.md calls required)."""
+    return {
+        "id": pod_id,
+        "name": name,
+        "gpuName": "H100_80GB",
+        "gpuCount": 1,
+        "status": status,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "providerType": "runpod",
+        "resources": {},
+        "ip": None,
+        "socket": "SXM5",
+        "type": "HOSTED",
+    }

@@ -11,6 +11,7 @@ import email.utils
 import logging
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -19,21 +20,21 @@ from airflow_provider_prime.exceptions import (
     PrimeAPIError,
     PrimeAuthError,
     PrimeBillingError,
-    PrimeConfigError,
     PrimeNotFoundError,
     PrimeRequestError,
     PrimeResponseError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks._clients import CHUNK_CONCURRENCY
-from airflow_provider_prime.hooks._transport import MAX_RESPONSE_BYTES
+from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
 from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings
 from tests.hooks.conftest import Caller
 from tests.hooks.fakes import (
     KEY,
+    ConcurrencyTransport,
     Failure,
-    FakeApi,
     Reply,
+    ScriptedApi,
     always,
     flatten,
     ids,
@@ -45,7 +46,7 @@ from tests.hooks.fakes import (
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
 
 
-def test_statuses_are_parsed_with_snake_case_and_node_lists(mocked: Caller, api: FakeApi) -> None:
+def test_statuses_are_parsed_with_snake_case_and_node_lists(mocked: Caller, api: ScriptedApi) -> None:
     api.script = serve_pods(
         {
             "p1": pod("p1"),
@@ -61,7 +62,7 @@ def test_statuses_are_parsed_with_snake_case_and_node_lists(mocked: Caller, api:
     assert statuses["p3"].ips == ["1.1.1.1", None]
 
 
-def test_request_has_repeated_keys_bearer_key_and_user_agent(mocked: Caller, api: FakeApi) -> None:
+def test_request_has_repeated_keys_bearer_key_and_user_agent(mocked: Caller, api: ScriptedApi) -> None:
     mocked.pods(["b", "a", "b"])
     (seen,) = api.seen
     assert seen.method == "GET"
@@ -72,7 +73,7 @@ def test_request_has_repeated_keys_bearer_key_and_user_agent(mocked: Caller, api
     assert seen.headers["user-agent"].startswith("airflow-provider-prime/0.")
 
 
-def test_250_ids_with_duplicates_take_three_requests(mocked: Caller, api: FakeApi) -> None:
+def test_250_ids_with_duplicates_take_three_requests(mocked: Caller, api: ScriptedApi) -> None:
     requested = ids(250) + list(reversed(ids(40)))
     statuses = mocked.pods(requested)
     assert sorted(len(s.pod_ids) for s in api.status_requests) == [50, 100, 100]
@@ -80,14 +81,7 @@ def test_250_ids_with_duplicates_take_three_requests(mocked: Caller, api: FakeAp
     assert sorted(s.pod_id for s in statuses) == ids(250)
 
 
-@pytest.mark.parametrize("bad", [[], "pod-1", ["ok", ""], ["ok", None]])
-def test_bad_ids_fail_before_any_request(mocked: Caller, api: FakeApi, bad: object) -> None:
-    with pytest.raises(PrimeConfigError):
-        mocked.pods(bad)  # type: ignore[arg-type]
-    assert api.seen == []
-
-
-def test_429_waits_for_retry_after_seconds(mocked: Caller, api: FakeApi, delays: list[float]) -> None:
+def test_429_waits_for_retry_after_seconds(mocked: Caller, api: ScriptedApi, delays: list[float]) -> None:
     api.script = sequence(Reply(429, {"detail": "slow down"}, {"Retry-After": "0.03"}))
     assert [s.pod_id for s in mocked.pods(["p1"])] == ["p1"]
     assert len(api.seen) == 2
@@ -95,7 +89,7 @@ def test_429_waits_for_retry_after_seconds(mocked: Caller, api: FakeApi, delays:
 
 
 def test_429_waits_for_retry_after_http_date_capped(
-    mocked: Caller, api: FakeApi, delays: list[float]
+    mocked: Caller, api: ScriptedApi, delays: list[float]
 ) -> None:
     later = email.utils.formatdate(time.time() + 3600, usegmt=True)
     api.script = sequence(Reply(429, b"", {"Retry-After": later}), Reply(429, b"", {"Retry-After": "0"}))
@@ -104,16 +98,22 @@ def test_429_waits_for_retry_after_http_date_capped(
     assert delays == [0.05, 0.0]  # an hour is capped to retry_after_max; "0" means at once
 
 
-def test_5xx_burst_then_success(mocked: Caller, api: FakeApi, delays: list[float]) -> None:
+def test_5xx_burst_then_success(
+    mocked: Caller, api: ScriptedApi, delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
     api.script = sequence(Reply(503, b"unavailable"), Reply(500, b""), Reply(504, HTML_502))
-    assert [s.pod_id for s in mocked.pods(["p1"])] == ["p1"]
+    with caplog.at_level(logging.DEBUG):
+        assert [s.pod_id for s in mocked.pods(["p1"])] == ["p1"]
+    # each retry is a debug line: the waits log trouble themselves, once and then at a bounded rate
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert [r.levelno for r in retries] == [logging.DEBUG] * 3
     assert len(api.seen) == 4
     assert len(delays) == 3
     assert all(0.0 <= d <= 0.004 for d in delays)  # jittered under the tiny test backoff
 
 
 def test_retries_are_bounded_and_the_last_error_kept(
-    mocked: Caller, api: FakeApi, delays: list[float]
+    mocked: Caller, api: ScriptedApi, delays: list[float]
 ) -> None:
     api.script = always(Reply(502, HTML_502, {"Content-Type": "text/html"}))
     with pytest.raises(PrimeTransientError) as caught:
@@ -127,11 +127,10 @@ def test_retries_are_bounded_and_the_last_error_kept(
     assert "502 Bad Gateway" in message
     assert "<" not in message  # an excerpt, not the page
     assert caught.value.http_status == 502
-    assert caught.value.retryable
     assert isinstance(caught.value.__cause__, PrimeAPIError)
 
 
-def test_zero_retries_means_one_request(mocked: Caller, api: FakeApi) -> None:
+def test_zero_retries_means_one_request(mocked: Caller, api: ScriptedApi) -> None:
     api.script = always(Reply(503))
     with pytest.raises(PrimeTransientError, match="after 1 attempts"):
         mocked.pods(["p1"], max_retries=0)
@@ -140,14 +139,14 @@ def test_zero_retries_means_one_request(mocked: Caller, api: FakeApi) -> None:
 
 @pytest.mark.parametrize("failure", [Failure.TIMEOUT, Failure.CONNECT, Failure.DROP])
 def test_transport_failures_are_retried(
-    mocked: Caller, api: FakeApi, delays: list[float], failure: Failure
+    mocked: Caller, api: ScriptedApi, delays: list[float], failure: Failure
 ) -> None:
     api.script = sequence(failure, failure)
     assert [s.pod_id for s in mocked.pods(["p1"])] == ["p1"]
     assert len(api.seen) == 3
 
 
-def test_persistent_timeouts_give_up_with_the_cause(mocked: Caller, api: FakeApi) -> None:
+def test_persistent_timeouts_give_up_with_the_cause(mocked: Caller, api: ScriptedApi) -> None:
     api.script = always(Failure.TIMEOUT)
     with pytest.raises(PrimeTransientError) as caught:
         mocked.pods(["p1"], max_retries=2)
@@ -184,7 +183,7 @@ def test_persistent_timeouts_give_up_with_the_cause(mocked: Caller, api: FakeApi
 )
 def test_client_errors_are_never_retried(
     mocked: Caller,
-    api: FakeApi,
+    api: ScriptedApi,
     reply: Reply,
     error: type[PrimeAPIError],
     fragments: list[str],
@@ -195,12 +194,11 @@ def test_client_errors_are_never_retried(
     assert len(api.seen) == 1
     assert type(caught.value) is error
     assert caught.value.http_status == reply.status
-    assert not caught.value.retryable
     for fragment in fragments:
         assert fragment in str(caught.value)
 
 
-def test_422_details_are_kept_on_the_exception(mocked: Caller, api: FakeApi) -> None:
+def test_422_details_are_kept_on_the_exception(mocked: Caller, api: ScriptedApi) -> None:
     errors = [{"param": "pod_ids", "details": "a"}, {"param": "x", "details": "b"}]
     api.script = always(Reply(422, {"errors": errors}))
     with pytest.raises(PrimeRequestError) as caught:
@@ -223,7 +221,7 @@ def test_422_details_are_kept_on_the_exception(mocked: Caller, api: FakeApi) -> 
     ],
 )
 def test_bad_bodies_are_api_errors_not_decoder_errors(
-    mocked: Caller, api: FakeApi, body: bytes, fragments: list[str]
+    mocked: Caller, api: ScriptedApi, body: bytes, fragments: list[str]
 ) -> None:
     api.script = always(Reply(200, body))
     with pytest.raises(PrimeAPIError) as caught:
@@ -235,7 +233,7 @@ def test_bad_bodies_are_api_errors_not_decoder_errors(
     assert "while reading the status of pod p1" in str(caught.value)
 
 
-def test_unknown_enums_and_fields_are_kept_or_ignored(mocked: Caller, api: FakeApi) -> None:
+def test_unknown_enums_and_fields_are_kept_or_ignored(mocked: Caller, api: ScriptedApi) -> None:
     record = pod("p1", "HIBERNATING", providerType="new_cloud", installationStatus="WARMING", priceHr=1.5)
     record["primePortMapping"] = [{"internal": 22}]
     api.script = always(Reply(200, {"data": [record], "status": "ok", "meta": {"x": 1}}))
@@ -248,27 +246,29 @@ def test_unknown_enums_and_fields_are_kept_or_ignored(mocked: Caller, api: FakeA
 
 
 @pytest.mark.parametrize("body", [{"data": None, "status": "ok"}, {"status": "ok"}, {}])
-def test_null_or_missing_data_is_an_empty_list(mocked: Caller, api: FakeApi, body: dict[str, object]) -> None:
+def test_null_or_missing_data_is_an_empty_list(
+    mocked: Caller, api: ScriptedApi, body: dict[str, object]
+) -> None:
     api.script = always(Reply(200, body))
     assert mocked.pods(["p1"]) == []
 
 
-def test_an_oversized_body_is_refused_without_retry(mocked: Caller, api: FakeApi) -> None:
+def test_an_oversized_body_is_refused_without_retry(mocked: Caller, api: ScriptedApi) -> None:
     api.script = always(Reply(200, b" " * (MAX_RESPONSE_BYTES + 1)))
     with pytest.raises(PrimeAPIError, match="larger than 10 MiB") as caught:
         mocked.pods(["p1"])
     assert len(api.seen) == 1
-    assert not caught.value.retryable
+    assert type(caught.value) is PrimeResponseError
 
 
-def test_a_declared_oversized_body_is_refused_before_reading(mocked: Caller, api: FakeApi) -> None:
+def test_a_declared_oversized_body_is_refused_before_reading(mocked: Caller, api: ScriptedApi) -> None:
     api.script = always(Reply(200, b"{}", {"Content-Length": str(MAX_RESPONSE_BYTES + 1)}))
     with pytest.raises(PrimeAPIError, match="larger than 10 MiB"):
         mocked.pods(["p1"])
 
 
 def test_the_key_never_leaks_even_when_the_server_echoes_it(
-    mocked: Caller, api: FakeApi, caplog: pytest.LogCaptureFixture
+    mocked: Caller, api: ScriptedApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     echo = f"bad token Bearer {KEY}".encode()
     for reply in (Reply(401, echo), Reply(422, {"detail": f"key {KEY} invalid"}), Reply(200, echo)):
@@ -288,7 +288,7 @@ def test_the_key_never_leaks_even_when_the_server_echoes_it(
     assert KEY not in repr(mocked.settings)
 
 
-def test_whoami_names_the_account(mocked: Caller, api: FakeApi) -> None:
+def test_whoami_names_the_account(mocked: Caller, api: ScriptedApi) -> None:
     api.script = always(Reply(200, {"data": {"name": "Ada", "email": "ada@example.com"}}))
     assert mocked.whoami() == "Ada <ada@example.com>"
     assert api.seen[0].path == "/api/v1/user/whoami"
@@ -300,33 +300,8 @@ def test_whoami_names_the_account(mocked: Caller, api: FakeApi) -> None:
 # --- async-only properties ----------------------------------------------------------------------
 
 
-class _CountingTransport(httpx.AsyncBaseTransport):
-    """Answers every status request after a short await, counting how many are in flight at once."""
-
-    def __init__(self, fail_pod: str | None = None) -> None:
-        self.in_flight = 0
-        self.peak = 0
-        self.started = 0
-        self.fail_pod = fail_pod
-        self.first_started = asyncio.Event()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.started += 1
-        self.first_started.set()
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            requested = request.url.params.get_list("pod_ids")
-            if self.fail_pod in requested:
-                return httpx.Response(401, json={"detail": "nope"})
-            await asyncio.sleep(0.02)
-            return httpx.Response(200, json={"data": [pod(i) for i in requested]})
-        finally:
-            self.in_flight -= 1
-
-
 async def test_async_chunks_run_concurrently_within_the_bound(settings: PrimeApiSettings) -> None:
-    transport = _CountingTransport()
+    transport = ConcurrencyTransport()
     async with AsyncPrimeClient(settings, transport=transport) as client:
         statuses = await client.get_pods_status(ids(1000))
     assert transport.started == 10
@@ -335,7 +310,7 @@ async def test_async_chunks_run_concurrently_within_the_bound(settings: PrimeApi
 
 
 async def test_async_failure_in_one_chunk_cancels_the_rest(settings: PrimeApiSettings) -> None:
-    transport = _CountingTransport(fail_pod="pod-0150")  # in the 2nd chunk
+    transport = ConcurrencyTransport(fail_pod="pod-0150")  # in the 2nd chunk
     async with AsyncPrimeClient(settings, transport=transport) as client:
         with pytest.raises(PrimeAuthError, match="pods pod-0100"):
             await client.get_pods_status(ids(1000))
@@ -345,7 +320,7 @@ async def test_async_failure_in_one_chunk_cancels_the_rest(settings: PrimeApiSet
 
 
 async def test_async_cancellation_leaves_nothing_running(settings: PrimeApiSettings) -> None:
-    transport = _CountingTransport()
+    transport = ConcurrencyTransport()
     async with AsyncPrimeClient(settings, transport=transport) as client:
         call = asyncio.ensure_future(client.get_pods_status(ids(1000)))
         await transport.first_started.wait()
@@ -363,14 +338,14 @@ async def test_async_client_is_built_off_the_event_loop_once(
     # blocking work that must happen in a worker thread, once per AsyncPrimeClient.
     loop_thread = threading.current_thread()
     threads: list[threading.Thread] = []
-    build = AsyncPrimeClient._build_client
+    build = httpx.AsyncClient.__init__
 
-    def spy(self: AsyncPrimeClient) -> httpx.AsyncClient:
+    def spy(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
         threads.append(threading.current_thread())
-        return build(self)
+        build(self, *args, **kwargs)
 
-    monkeypatch.setattr(AsyncPrimeClient, "_build_client", spy)
-    transport = _CountingTransport()
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", spy)
+    transport = ConcurrencyTransport()
     async with AsyncPrimeClient(settings, transport=transport) as client:
         assert threads == []  # nothing built by the constructor
         await client.get_pods_status(ids(1000))
@@ -382,3 +357,27 @@ async def test_async_client_is_built_off_the_event_loop_once(
     await closed.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await closed.get_pods_status(["p1"])
+
+
+def test_no_retry_sleeps_past_the_deadline(mocked: Caller, api: ScriptedApi, delays: list[float]) -> None:
+    api.script = always(Reply(503, b"busy", {"Retry-After": "5"}))
+    with pytest.raises(PrimeTransientError, match="before the wait's deadline after 1 attempts"):
+        mocked.run(lambda client: client.get_pods_status(["p1"], time.time() + 2), retry_after_max=60)
+    assert len(api.seen) == 1
+    assert delays == []  # the 5 s wait would have ended past the deadline: not slept
+
+
+def test_each_attempt_is_cut_to_the_time_left(mocked: Caller, api: ScriptedApi) -> None:
+    deadline = time.time() + 1.0
+    mocked.run(lambda client: client.get_pods_status(["p1"], deadline), connect_timeout=10, read_timeout=30)
+    (seen,) = api.seen
+    assert seen.timeouts is not None
+    assert all(0 < timeout <= 1.0 for timeout in seen.timeouts)
+    mocked.run(lambda client: client.get_pods_status(["p1"]))
+    assert api.seen[1].timeouts == (2.0, 2.0)  # without a deadline: the settings' own
+
+
+def test_a_deadline_already_passed_sends_nothing(mocked: Caller, api: ScriptedApi) -> None:
+    with pytest.raises(PrimeTransientError, match="deadline passed before reading the status of pod p1"):
+        mocked.run(lambda client: client.get_pods_status(["p1"], time.time() - 1))
+    assert api.seen == []

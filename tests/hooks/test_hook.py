@@ -20,25 +20,14 @@ import structlog
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeTransientError
 from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, get_provider_info
 from airflow_provider_prime.hooks.prime import PrimeHook
-from tests.hooks.fakes import KEY, Failure, FakeApi, LocalApi, Reply, Seen, always, serve_pods
+from tests.hooks.fakes import KEY, Failure, LoopbackServer, Reply, ScriptedApi, Seen, always, serve_pods
 
 SetConn = Callable[..., None]
 
 
 @pytest.fixture
-def set_conn(monkeypatch: pytest.MonkeyPatch) -> SetConn:
-    """Define a connection the way users do in containers: AIRFLOW_CONN_<ID> as JSON."""
-
-    def define(conn_id: str = "prime_default", **fields: Any) -> None:
-        payload = {"conn_type": "prime", **fields}
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(payload))
-
-    return define
-
-
-@pytest.fixture
-def server(api: FakeApi) -> Iterator[LocalApi]:
-    with LocalApi(api) as local:
+def server(api: ScriptedApi) -> Iterator[LoopbackServer]:
+    with LoopbackServer(api) as local:
         yield local
 
 
@@ -51,13 +40,12 @@ def test_init_never_touches_the_connection(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(PrimeHook, "get_connection", forbidden)
     monkeypatch.setattr(PrimeHook, "aget_connection", forbidden)
-    hook = PrimeHook("does_not_exist")
-    assert hook.prime_conn_id == "does_not_exist"
-    assert PrimeHook().prime_conn_id == "prime_default"
+    PrimeHook("does_not_exist")
+    PrimeHook()
 
 
 def test_connection_host_password_and_extra_are_used(
-    set_conn: SetConn, server: LocalApi, api: FakeApi
+    set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
 ) -> None:
     set_conn(host=server.base_url + "/api/v1/", password=KEY, extra={"max_retries": 0, **FAST})
     hook = PrimeHook()
@@ -74,7 +62,7 @@ def test_connection_host_password_and_extra_are_used(
 
 
 async def test_async_hook_uses_the_async_connection_api(
-    set_conn: SetConn, server: LocalApi, api: FakeApi
+    set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
 ) -> None:
     set_conn("prime_async", host=server.base_url, password=KEY, extra={"read_timeout": 7})
     hook = PrimeHook("prime_async")
@@ -131,15 +119,25 @@ async def test_other_import_errors_are_not_mistaken_for_a_missing_connection(
         await PrimeHook("prime_x").aget_settings()
 
 
-def test_empty_ids_fail_before_looking_anything_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PrimeHook, "get_settings", lambda self: pytest.fail("settings resolved"))
-    with pytest.raises(PrimeConfigError, match="No pod ids given"):
-        PrimeHook().get_pods_status([])
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [([], "empty"), (["ok", ""], "blank"), (["ok", None], "rendered nothing"), (7, "not int")],
+)
+def test_bad_ids_fail_before_any_lookup_or_request(bad: object, fragment: str) -> None:
+    # No connection is defined: a lookup would fail differently, so the ids were refused first.
+    with pytest.raises(PrimeConfigError, match=fragment):
+        PrimeHook().get_pods_status(bad)
+
+
+def test_a_bare_string_is_one_pod(set_conn: SetConn, server: LoopbackServer, api: ScriptedApi) -> None:
+    set_conn(host=server.base_url, password=KEY)
+    assert [s.pod_id for s in PrimeHook().get_pods_status("pod-abc")] == ["pod-abc"]
+    assert api.seen[0].pod_ids == ["pod-abc"]
 
 
 @pytest.mark.parametrize("base_var", ["PRIME_API_BASE_URL", "PRIME_BASE_URL"])
 def test_missing_connection_falls_back_to_the_cli_environment(
-    monkeypatch: pytest.MonkeyPatch, server: LocalApi, api: FakeApi, base_var: str
+    monkeypatch: pytest.MonkeyPatch, server: LoopbackServer, api: ScriptedApi, base_var: str
 ) -> None:
     monkeypatch.setenv("PRIME_API_KEY", KEY)
     monkeypatch.setenv(base_var, server.base_url + "/api/v1")
@@ -155,7 +153,7 @@ def test_missing_connection_falls_back_to_the_cli_environment(
 
 
 async def test_async_missing_connection_falls_back_too(
-    monkeypatch: pytest.MonkeyPatch, server: LocalApi, api: FakeApi
+    monkeypatch: pytest.MonkeyPatch, server: LoopbackServer, api: ScriptedApi
 ) -> None:
     monkeypatch.setenv("PRIME_API_KEY", KEY)
     monkeypatch.setenv("PRIME_API_BASE_URL", server.base_url)
@@ -230,7 +228,7 @@ async def test_the_key_is_masked_from_the_async_path(monkeypatch: pytest.MonkeyP
 
 
 def test_the_key_is_in_no_log_repr_or_error(
-    set_conn: SetConn, server: LocalApi, api: FakeApi, caplog: pytest.LogCaptureFixture
+    set_conn: SetConn, server: LoopbackServer, api: ScriptedApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     set_conn(host=server.base_url, password=KEY, extra={"max_retries": 2, **FAST})
     api.script = always(Reply(502, f"<html>echo {KEY}</html>".encode()))
@@ -253,7 +251,9 @@ def _whoami_or_pods(seen: Seen) -> Reply:
     return serve_pods()(seen)
 
 
-def test_test_connection_reports_who_is_connected(set_conn: SetConn, server: LocalApi, api: FakeApi) -> None:
+def test_test_connection_reports_who_is_connected(
+    set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
+) -> None:
     api.script = _whoami_or_pods
     set_conn(host=server.base_url, password=KEY)
     ok, message = PrimeHook().test_connection()
@@ -262,7 +262,9 @@ def test_test_connection_reports_who_is_connected(set_conn: SetConn, server: Loc
     assert [s.path for s in api.seen] == ["/api/v1/user/whoami"]
 
 
-def test_test_connection_explains_a_wrong_key(set_conn: SetConn, server: LocalApi, api: FakeApi) -> None:
+def test_test_connection_explains_a_wrong_key(
+    set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
+) -> None:
     set_conn(host=server.base_url, password="wrong-key")
     ok, message = PrimeHook().test_connection()
     assert not ok
@@ -273,7 +275,7 @@ def test_test_connection_explains_a_wrong_key(set_conn: SetConn, server: LocalAp
 
 
 def test_test_connection_gives_up_quickly_on_an_unreachable_api(
-    set_conn: SetConn, server: LocalApi, api: FakeApi
+    set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
 ) -> None:
     api.script = always(Failure.DROP)
     set_conn(host=server.base_url, password=KEY, extra={"max_retries": 10, **FAST})
@@ -310,7 +312,6 @@ def test_provider_info_declares_the_form_and_matches_airflow_schema() -> None:
     (connection_type,) = info["connection-types"]
     assert connection_type["connection-type"] == PrimeHook.conn_type
     assert connection_type["hook-class-name"] == f"{PrimeHook.__module__}.{PrimeHook.__name__}"
-    assert connection_type["conn-fields"] is CONNECTION_FIELDS
 
 
 def test_airflow_sees_the_form() -> None:

@@ -10,15 +10,18 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeConfigError
+from airflow_provider_prime.hooks._options import OPTIONS, docs_table
 from airflow_provider_prime.hooks._settings import (
-    OPTION_NAMES,
+    DEFAULT_BASE_URL,
+    PrimeApiSettings,
+    extra_options,
     normalise_base_url,
-    options_from_extra,
     settings_from_connection,
     settings_from_environment,
 )
-from airflow_provider_prime.hooks.prime import DEFAULT_BASE_URL, PrimeApiSettings
 from tests.hooks.fakes import KEY
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -98,16 +101,13 @@ def test_extras_are_parsed_with_strings_blanks_and_prefixed_names(tmp_path: Path
         "retry_after_max": "",
         "verify": str(bundle),
     }
-    assert options_from_extra(json.dumps(extra)) == {
-        "connect_timeout": 2.5,
-        "read_timeout": 12.0,
-        "max_retries": 5,
-        "backoff_base": 0.0,
-        "verify": str(bundle),
-    }
-    assert options_from_extra({"verify": "false"}) == {"verify": False}
-    assert options_from_extra(None) == {}
-    assert options_from_extra("") == {}
+    settings = PrimeApiSettings(base_url="", api_key=KEY, **extra_options(json.dumps(extra)))
+    assert (settings.connect_timeout, settings.read_timeout, settings.max_retries) == (2.5, 12.0, 5)
+    assert (settings.backoff_base, settings.backoff_max, settings.retry_after_max) == (0.0, 30.0, 60.0)
+    assert settings.verify == str(bundle)
+    assert PrimeApiSettings(base_url="", api_key=KEY, **extra_options({"verify": "false"})).verify is False
+    assert extra_options(None) == {}
+    assert extra_options("") == {}
 
 
 @pytest.mark.parametrize(
@@ -131,17 +131,21 @@ def test_extras_are_parsed_with_strings_blanks_and_prefixed_names(tmp_path: Path
 def test_bad_extras_are_explained(extra: object, fragment: str) -> None:
     raw = extra if isinstance(extra, str) else json.dumps(extra)
     with pytest.raises(PrimeConfigError, match=fragment):
-        options_from_extra(raw)
+        PrimeApiSettings(base_url="", api_key=KEY, **extra_options(raw))
 
 
-def test_every_extra_key_is_documented_in_the_form_and_defaults_agree() -> None:
-    from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS
+def test_the_connection_page_shows_the_options_table() -> None:
+    # The table is generated from the options (hooks/_options.py); the page must carry it as is.
+    page = (ROOT / "docs" / "connection.md").read_text()
+    assert docs_table() in page, f"docs/connection.md must contain, verbatim:\n{docs_table()}"
 
-    defaults = {f.name: f.default for f in dataclasses.fields(PrimeApiSettings)}
-    # Every form field is a settings option with the same default; only `verify` is extra-JSON only.
-    assert set(CONNECTION_FIELDS) == set(OPTION_NAMES) - {"verify"}
-    for name, spec in CONNECTION_FIELDS.items():
-        assert spec["schema"]["default"] == defaults[name], name
+
+def test_defaults_and_bounds_come_from_the_table() -> None:
+    settings = PrimeApiSettings(base_url="", api_key=KEY)
+    for option in OPTIONS:
+        assert getattr(settings, option.name) == option.default, option.name
+    with pytest.raises(PrimeConfigError, match="from 0 to 100"):
+        PrimeApiSettings(base_url="", api_key=KEY, max_retries=101)
 
 
 def _conn(**fields: object) -> SimpleNamespace:

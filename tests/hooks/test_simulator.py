@@ -7,7 +7,6 @@ these tests check the hook against the API's contract rather than against our ow
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,20 +20,18 @@ from airflow_provider_prime.exceptions import (
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.testing import STATUS_PATH, Fault, PrimeSimulator, bulk_scenario
+from airflow_provider_prime.models import PodRequest, PodStatus
+from airflow_provider_prime.testing import PODS_PATH, STATUS_PATH, Fault, PrimeSimulator, bulk_scenario
+from tests.hooks.conftest import Twin
 
 Fetch = Callable[[list[str]], list[PodStatus]]
 FAST = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05, "read_timeout": 2}
 
 
 @pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    def point(sim: PrimeSimulator, key: str | None = None, **extra: Any) -> None:
-        conn = {"conn_type": "prime", "host": sim.base_url, "password": key or sim.api_key, "extra": extra}
-        monkeypatch.setenv("AIRFLOW_CONN_PRIME_DEFAULT", json.dumps(conn))
-
-    return point
+def prime_connection_extra() -> dict[str, Any]:
+    """The plugin's ``prime_connect`` uses these fast settings unless a test gives others."""
+    return dict(FAST)
 
 
 @pytest.fixture
@@ -51,9 +48,9 @@ def fetch(kind: str) -> Fetch:
 
 
 @pytest.fixture
-def sim(prime_simulator: PrimeSimulator, connect: Callable[..., None]) -> PrimeSimulator:
+def sim(prime_simulator: PrimeSimulator, prime_connect: Callable[..., str]) -> PrimeSimulator:
     prime_simulator.set_scenario(bulk_scenario(250, ready_at=0))
-    connect(prime_simulator, **FAST)
+    prime_connect(prime_simulator)
     return prime_simulator
 
 
@@ -87,9 +84,9 @@ def test_html_502_burst_exhausts_the_retries(sim: PrimeSimulator, fetch: Fetch) 
 
 
 def test_slow_answer_times_out_then_recovers(
-    sim: PrimeSimulator, connect: Callable[..., None], fetch: Fetch
+    sim: PrimeSimulator, prime_connect: Callable[..., str], fetch: Fetch
 ) -> None:
-    connect(sim, **{**FAST, "read_timeout": 0.2})
+    prime_connect(sim, extra={**FAST, "read_timeout": 0.2})
     sim.inject(Fault.slow(1.0, times=1))
     assert len(fetch(["pod-00001"])) == 1
     assert sim.stats.by_path[STATUS_PATH] == 2
@@ -105,9 +102,9 @@ def test_422_is_not_retried_in_any_body_shape(sim: PrimeSimulator, fetch: Fetch,
 
 
 def test_wrong_key_is_an_auth_error_without_retry(
-    sim: PrimeSimulator, connect: Callable[..., None], fetch: Fetch
+    sim: PrimeSimulator, prime_connect: Callable[..., str], fetch: Fetch
 ) -> None:
-    connect(sim, key="not-the-key", **FAST)
+    prime_connect(sim, api_key="not-the-key")
     with pytest.raises(PrimeAuthError, match="Instances → Read"):
         fetch(["pod-00001"])
     assert sim.stats.by_path[STATUS_PATH] == 1
@@ -142,14 +139,61 @@ def test_unusable_payloads_are_api_errors_without_retry(
     assert sim.stats.by_path[STATUS_PATH] == 1
 
 
-def test_connection_test_against_the_simulator(sim: PrimeSimulator, connect: Callable[..., None]) -> None:
+def test_connection_test_against_the_simulator(
+    sim: PrimeSimulator, prime_connect: Callable[..., str]
+) -> None:
     ok, message = PrimeHook().test_connection()
     assert ok
-    assert (
-        message
-        == f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>."
-    )
-    connect(sim, key="not-the-key")
+    who = f"Connected to Prime Intellect at {sim.base_url} as Simulated User 1 <user1@simulator.invalid>"
+    assert message.startswith(f"{who} (scopes: ")
+    assert "instances: read, write" in message  # whoami's scope object, as the key's grants
+    prime_connect(sim, api_key="not-the-key")
     ok, message = PrimeHook().test_connection()
     assert not ok
     assert "HTTP 401" in message
+
+
+# --- the pods API against the simulator: create, lose the answer, adopt; billing stats ------------
+
+
+@pytest.fixture
+def twin_on_sim(kind: str, sim: PrimeSimulator) -> Twin:
+    return Twin(kind, PrimeHook())
+
+
+def test_a_create_whose_answer_never_came_leaves_exactly_one_pod(
+    twin_on_sim: Twin, sim: PrimeSimulator, prime_connect: Callable[..., str]
+) -> None:
+    prime_connect(sim, extra={**FAST, "read_timeout": 0.5})
+    (offer,) = [o for o in twin_on_sim("list_gpu_offers", gpu_type="H100_80GB", gpu_count=1)]
+    sim.inject(Fault.answer_lost(hang=True, times=1))  # the pod is made, the answer never comes
+    pod = twin_on_sim("create_pod", PodRequest.from_offer(offer, name="train-lost"))
+    assert pod.name == "train-lost"
+    billing = sim.billing()
+    assert billing["created"] == {"train-lost": 1}
+    assert billing["billing"].get("train-lost") == 1
+    assert sim.stats.by_method_path[f"POST {PODS_PATH}"] == 1  # never sent twice
+    twin_on_sim("delete_pod", pod.id)
+    twin_on_sim("delete_pod", pod.id)  # idempotent
+    assert sim.billing()["deleted"] == {"train-lost": 1}
+
+
+def test_a_sold_out_offer_says_to_choose_another(twin_on_sim: Twin, sim: PrimeSimulator) -> None:
+    offers = twin_on_sim("list_gpu_offers", gpu_type="B200_180GB")
+    sold_out = next(o for o in offers if o.cloud_id == "sim-b200-8x-sold-out")
+    with pytest.raises(PrimeRequestError, match="The offer sold out") as caught:
+        twin_on_sim("create_pod", PodRequest.from_offer(sold_out, name="train-b200"))
+    assert "choose another offer" in str(caught.value)
+    assert sim.billing()["created"] == {}
+
+
+def test_a_read_only_key_cannot_create(
+    prime_simulator_factory: Callable[..., PrimeSimulator], prime_connect: Callable[..., str], kind: str
+) -> None:
+    sim = prime_simulator_factory(read_only_keys=["pk-read-only"])
+    prime_connect(sim, api_key="pk-read-only")
+    hook = Twin(kind, PrimeHook())
+    offer = hook("list_gpu_offers", gpu_type="H100_80GB", gpu_count=1)[0]
+    with pytest.raises(PrimeAuthError, match="Instances → Read and write"):
+        hook("create_pod", PodRequest.from_offer(offer, name="train-ro"))
+    assert sim.billing()["created"] == {}

@@ -1,5 +1,7 @@
-"""Fixtures of the reliability suite: simulators and connections to them, a port that never accepts,
-a request counter on the client side, an event-loop heartbeat, and the record of what was observed.
+"""Fixtures of the reliability suite: the fast connection extra for the plugin's ``prime_connect``
+(simulators come from its ``prime_simulator_factory``), a port that never accepts, and the record
+of what was observed. Requests are counted by the
+simulator's stats, never by wrapping the clients.
 
 Set ``PRIME_RELIABILITY_OBSERVATIONS=<file>`` to have the observations written as JSON at the end of
 the session; ``bench/reliability_report.py`` does that and renders ``docs/reliability.md``.
@@ -21,57 +23,20 @@ from typing import Any
 import psutil
 import pytest
 
-from airflow_provider_prime.hooks import _clients
 from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod
 from bench.soak import Heartbeat
 from tests.reliability.cases import EXTRA
 
 OBSERVATIONS_ENV = "PRIME_RELIABILITY_OBSERVATIONS"
-ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
 #: Worst event-loop lag tolerated during a trigger run. Generous on purpose: this proves the loop is
 #: never *blocked* (a synchronous call would stall it for a whole timeout), it is not a speed target.
 LAG_BOUND = 0.5
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own PRIME_API_KEY or connection must not leak into these tests."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
-def simulator() -> Iterator[Callable[..., PrimeSimulator]]:
-    """``start(pods, **options)``: a running simulator on 127.0.0.1, stopped after the test."""
-    started: list[PrimeSimulator] = []
-
-    def start(pods: list[Any] | tuple[Any, ...] = (), **options: Any) -> PrimeSimulator:
-        sim = PrimeSimulator(Scenario.of(list(pods)), **options).start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
-    """``connect(base_url, api_key, conn_id="prime_default", extra=EXTRA)``: define the connection."""
-
-    def define(
-        base_url: str, api_key: str, conn_id: str = "prime_default", extra: dict[str, Any] | None = None
-    ) -> str:
-        connection = {
-            "conn_type": "prime",
-            "host": base_url,
-            "password": api_key,
-            "extra": EXTRA if extra is None else extra,
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        return conn_id
-
-    return define
+def prime_connection_extra() -> dict[str, Any]:
+    """What the plugin's ``prime_connect`` puts in the connection extra here: the fast settings."""
+    return dict(EXTRA)
 
 
 @pytest.fixture
@@ -98,48 +63,6 @@ def blackhole() -> Iterator[str]:
         for filler in fillers:
             filler.close()
         listener.close()
-
-
-@dataclass
-class AttemptCounter:
-    """HTTP attempts as the clients made them (a request may never reach a server: connect timeouts)."""
-
-    sync: int = 0
-    async_: int = 0
-    #: what each attempt came back with, for the failure messages
-    outcomes: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return self.sync + self.async_
-
-
-@pytest.fixture
-def attempts(monkeypatch: pytest.MonkeyPatch) -> AttemptCounter:
-    """Count every attempt of both clients (the clients' single send method, wrapped)."""
-    counter = AttemptCounter()
-    sync_send, async_send = _clients.PrimeClient._send, _clients.AsyncPrimeClient._send
-
-    def counting_send(self: Any, request: Any) -> Any:
-        counter.sync += 1
-        outcome = sync_send(self, request)
-        counter.outcomes.append(_describe(outcome))
-        return outcome
-
-    async def counting_asend(self: Any, request: Any) -> Any:
-        counter.async_ += 1
-        outcome = await async_send(self, request)
-        counter.outcomes.append(_describe(outcome))
-        return outcome
-
-    monkeypatch.setattr(_clients.PrimeClient, "_send", counting_send)
-    monkeypatch.setattr(_clients.AsyncPrimeClient, "_send", counting_asend)
-    return counter
-
-
-def _describe(outcome: Any) -> str:
-    status = getattr(outcome, "status", None)
-    return f"{time.time():.3f} HTTP {status}" if status is not None else f"{time.time():.3f} {outcome}"
 
 
 def leftover_tasks() -> list[asyncio.Task[Any]]:

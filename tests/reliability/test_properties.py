@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) of response parsing and of the readiness decision.
 
 * Whatever bytes, status and ``Retry-After`` a server sends, the hook's response path
-  (:class:`~airflow_provider_prime.hooks._transport.Exchange`, shared by both clients) returns pod
+  (:class:`~airflow_provider_prime.hooks._exchange.Exchange`, shared by both clients) returns pod
   statuses, asks for a retry, or raises one of the provider's own errors: never a KeyError,
   TypeError, ValidationError or JSONDecodeError. Valid payloads, however many unknown enum values
   and extra fields they carry, always parse.
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_prime.exceptions import PrimeError
-from airflow_provider_prime.hooks._transport import (
+from airflow_provider_prime.hooks._exchange import (
     ApiResponse,
     Exchange,
     Retry,

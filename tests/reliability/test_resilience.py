@@ -42,10 +42,12 @@ def revive(classpath: str, stored: Any) -> PodStatusTrigger:
 
 
 @pytest.fixture
-def waiting_sim(simulator: Callable[..., PrimeSimulator], connect: Callable[..., str]) -> PrimeSimulator:
+def waiting_sim(
+    prime_simulator_factory: Callable[..., PrimeSimulator], prime_connect: Callable[..., str]
+) -> PrimeSimulator:
     """A simulator whose pod stays PROVISIONING, and the default connection to it."""
-    sim = simulator([fixed_pod(POD, "PROVISIONING")])
-    connect(sim.base_url, sim.api_key)
+    sim = prime_simulator_factory([fixed_pod(POD, "PROVISIONING")])
+    prime_connect(sim)
     return sim
 
 
@@ -129,15 +131,15 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> ClientLedger:
     "fault", [Fault.slow(5.0, times=None), Fault.hang(times=None)], ids=["slow-response", "no-response"]
 )
 async def test_trigger_cancelled_mid_request_leaves_no_task_or_connection_behind(
-    simulator: Callable[..., PrimeSimulator],
-    connect: Callable[..., str],
+    prime_simulator_factory: Callable[..., PrimeSimulator],
+    prime_connect: Callable[..., str],
     ledger: ClientLedger,
     fault: Fault,
     observations: Observations,
     request: pytest.FixtureRequest,
 ) -> None:
-    sim = simulator([fixed_pod(POD)])
-    connect(sim.base_url, sim.api_key, extra=PATIENT)
+    sim = prime_simulator_factory([fixed_pod(POD)])
+    prime_connect(sim, extra=PATIENT)
     sim.inject(fault)
     task = asyncio.create_task(collect(PodStatusTrigger(pod_ids=[POD], deadline=time.time() + 30)))
     await until(lambda: sim.stats.total == 1)
@@ -168,10 +170,12 @@ async def test_trigger_cancelled_mid_request_leaves_no_task_or_connection_behind
 
 
 async def test_cancelling_one_of_two_waits_keeps_the_shared_request_for_the_other(
-    simulator: Callable[..., PrimeSimulator], connect: Callable[..., str], ledger: ClientLedger
+    prime_simulator_factory: Callable[..., PrimeSimulator],
+    prime_connect: Callable[..., str],
+    ledger: ClientLedger,
 ) -> None:
-    sim = simulator([fixed_pod(POD)])
-    connect(sim.base_url, sim.api_key, extra=PATIENT)
+    sim = prime_simulator_factory([fixed_pod(POD)])
+    prime_connect(sim, extra=PATIENT)
     sim.inject(Fault.slow(0.5, times=1))
     deadline = time.time() + 30
     leaving = asyncio.create_task(collect(PodStatusTrigger(pod_ids=[POD], deadline=deadline)))

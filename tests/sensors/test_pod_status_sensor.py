@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -19,7 +18,14 @@ from airflow_provider_prime.exceptions import (
     PrimeTransientError,
 )
 from airflow_provider_prime.sensors import pod_status
-from airflow_provider_prime.sensors.pod_status import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT, PodStatusSensor
+from airflow_provider_prime.sensors.pod_status import (
+    DEFAULT_POKE_INTERVAL,
+    DEFAULT_TIMEOUT,
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    DEFER_TIMEOUT_MARGIN,
+    PodStatusSensor,
+)
+from airflow_provider_prime.ssh import node_entry
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.statuses import SSH, pod
 
@@ -60,7 +66,8 @@ class Api:
 def api(monkeypatch: pytest.MonkeyPatch):
     def install(*answers: Any) -> Api:
         fake = Api(*answers)
-        monkeypatch.setattr(pod_status.PrimeHook, "get_pods_status", lambda self, ids: fake(ids))
+        monkeypatch.setenv("PRIME_API_KEY", "pk-sensor-test")  # settings resolve; no request is made
+        monkeypatch.setattr(pod_status.PrimeHook, "get_pods_status", lambda self, ids, deadline: fake(ids))
         return fake
 
     return install
@@ -91,9 +98,7 @@ class TestArguments:
         assert s.prime_conn_id == "prime_default"
         assert s.requirements.wait_for_installation
         assert s.requirements.require_ssh
-
-    def test_pod_ids_are_templated(self):
-        assert "pod_ids" in PodStatusSensor.template_fields
+        assert s.unreachable_timeout == DEFAULT_UNREACHABLE_TIMEOUT == 300
 
     @pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
     def test_deferrable_follows_airflow_default(self, monkeypatch, value, expected):
@@ -104,7 +109,9 @@ class TestArguments:
         s = sensor(poke_interval=timedelta(seconds=5), timeout=timedelta(minutes=10))
         assert (s.poke_interval, s.timeout) == (5, 600)
 
-    @pytest.mark.parametrize("bad", [[], "", "  ", ["a", ""], ["a", 3], None, "[a, b]", "a,b"])
+    @pytest.mark.parametrize(
+        "bad", [[], "", "  ", ["a", ""], ["a", 3], None, "None", "null", "[]", ["a", None], "[a, b]", "a,b"]
+    )
     def test_bad_rendered_ids_fail_before_any_request(self, api, bad):
         fake = api(READY)
         with pytest.raises(PrimeConfigError, match="pod_ids"):
@@ -124,6 +131,7 @@ class TestPoke:
                 "provider_type": "runpod",
                 "ssh_connections": [SSH, "root@10.0.0.2 -p 22"],
                 "ips": ["10.0.0.1", "10.0.0.2"],
+                "nodes": [node_entry(SSH, "10.0.0.1"), node_entry("root@10.0.0.2 -p 22", "10.0.0.2")],
             }
         }
 
@@ -158,10 +166,20 @@ class TestPoke:
         api([pod("a", status="HIBERNATING")])
         assert sensor().poke(context()) is False
 
-    def test_transient_api_error_keeps_waiting(self, api, logs):
-        api(PrimeTransientError("503 Service Unavailable after 3 retries", http_status=503))
-        assert sensor().poke(context()) is False
-        assert any("503 Service Unavailable" in e["event"] and e["log_level"] == "warning" for e in logs)
+    def test_transient_api_error_keeps_waiting_and_is_logged_once_then_its_end(self, api, logs):
+        error = PrimeTransientError("503 Service Unavailable after 3 retries", http_status=503)
+        api(error, error, error, PENDING)
+        s = sensor()
+        for _ in range(4):
+            assert s.poke(context()) is False
+        trouble = [(e["log_level"], e["event"]) for e in logs if "Prime API" in e["event"]]
+        assert trouble == [
+            (
+                "warning",
+                "Cannot reach the Prime API, will keep trying: 503 Service Unavailable after 3 retries",
+            ),
+            ("info", "Prime API reachable again after 3 failed attempts over 0 s"),
+        ]
 
     @pytest.mark.parametrize(
         "error", [PrimeAuthError("401: check the API key"), PrimeRequestError("422: bad request")]
@@ -171,13 +189,12 @@ class TestPoke:
         with pytest.raises(type(error)):
             sensor().poke(context())
 
-    def test_missing_pod_waits_then_fails_after_grace(self, api, monkeypatch):
+    def test_missing_pod_waits_then_fails_after_grace(self, api):
         api([])
-        s = sensor(missing_grace=60)
-        clock = iter([1000.0, 1030.0, 1061.0])
-        monkeypatch.setattr(pod_status, "time", SimpleNamespace(time=lambda: next(clock)))
+        s = sensor(missing_grace=0.2)
         assert s.poke(context()) is False
         assert s.poke(context()) is False
+        time.sleep(0.2)
         with pytest.raises(PrimePodFailedError, match="a: not found or not visible to this API key"):
             s.poke(context())
 
@@ -225,20 +242,65 @@ class TestPokeModeExecute:
         with pytest.raises(PrimePodFailedError):
             sensor().execute(context())
 
-    def test_failed_pod_with_soft_fail_skips(self, api):
+    def test_failed_pod_with_soft_fail_skips_and_logs_the_failure(self, api, logs):
         api([pod("a", status="ERROR")])
         with pytest.raises(AirflowSkipException):
             sensor(soft_fail=True).execute(context())
+        skips = [e["event"] for e in logs if "Skipping the task" in e["event"]]
+        assert skips == [
+            "Skipping the task (soft_fail is set) instead of failing it: Pod wait failed: a: pod is ERROR"
+        ]
 
-    def test_timeout(self, api):
-        api(PENDING)
-        with pytest.raises(AirflowSensorTimeout):
-            sensor(timeout=0.01, poke_interval=0.005).execute(context())
+    def test_soft_fail_does_not_skip_a_rejected_key_nor_says_it_would(self, api, logs):
+        api(PrimeAuthError("401: check the API key"))
+        with pytest.raises(PrimeAuthError):
+            sensor(soft_fail=True).execute(context())
+        assert not [e for e in logs if "Skipping the task" in e["event"]]
 
-    def test_timeout_with_soft_fail_skips(self, api):
+    def test_timeout_says_what_each_pod_still_lacked(self, api):
+        api([pod("a", status="PENDING"), pod("b", installation="ACTIVE", installation_progress=40)])
+        with pytest.raises(AirflowSensorTimeout) as caught:
+            sensor(["a", "b"], timeout=0.05, poke_interval=0.01).execute(context())
+        message = str(caught.value)
+        assert "not ready by the deadline" in message
+        assert "a: pod is PENDING; b: ACTIVE, installation ACTIVE 40%" in message
+
+    def test_timeout_names_the_last_api_error(self, api):
+        api(PENDING, PrimeTransientError("HTTP 503 while reading the status of pod a", http_status=503))
+        with pytest.raises(AirflowSensorTimeout) as caught:
+            sensor(timeout=0.05, poke_interval=0.01).execute(context())
+        assert "a: pod is PENDING; the last API call failed: HTTP 503" in str(caught.value)
+
+    def test_the_wait_ends_at_the_deadline_not_a_whole_interval_after(self, api):
+        fake = api(PENDING)
+        started = time.monotonic()
+        with pytest.raises(AirflowSensorTimeout, match="a: pod is PENDING"):
+            sensor(timeout=0.3, poke_interval=30).execute(context())
+        assert time.monotonic() - started < 30  # not one more poke interval of sleep
+        assert len(fake.calls) == 2  # the first check, and a last one at the deadline
+
+    def test_the_hook_is_given_the_deadline(self, api, monkeypatch):
+        api(READY)  # defines the key; the call itself is replaced below
+        seen: list[float | None] = []
+        monkeypatch.setattr(
+            pod_status.PrimeHook,
+            "get_pods_status",
+            lambda self, ids, deadline: seen.append(deadline) or READY,
+        )
+        before = time.time()
+        sensor(timeout=600).execute(context())
+        (deadline,) = seen
+        assert deadline is not None
+        assert before + 600 <= deadline <= time.time() + 600  # the wait's, not a later one
+
+    def test_timeout_with_soft_fail_skips_and_logs_why(self, api, logs):
         api(PENDING)
         with pytest.raises(AirflowSkipException):
             sensor(timeout=0.01, poke_interval=0.005, soft_fail=True).execute(context())
+        (skip,) = [e["event"] for e in logs if "Skipping the task" in e["event"]]
+        assert "soft_fail" in skip
+        assert "Pods not ready by the deadline" in skip
+        assert "a: pod is PENDING" in skip
 
 
 class TestDeferrable:
@@ -258,7 +320,8 @@ class TestDeferrable:
             s.execute(context())
         deferred = caught.value
         assert deferred.method_name == "execute_complete"
-        assert deferred.timeout == timedelta(seconds=600)
+        # Airflow's own timeout only backs the trigger's up: the trigger's says what was missing.
+        assert timedelta(seconds=600) < deferred.timeout <= timedelta(seconds=600 + DEFER_TIMEOUT_MARGIN)
         trigger = deferred.trigger
         assert isinstance(trigger, PodStatusTrigger)
         _, kwargs = trigger.serialize()
@@ -282,10 +345,11 @@ class TestDeferrable:
         with pytest.raises(PrimePodFailedError):
             sensor(deferrable=True).execute(context())
 
-    def test_failed_at_the_first_check_with_soft_fail_skips(self, api):
+    def test_failed_at_the_first_check_with_soft_fail_skips_and_logs_why(self, api, logs):
         api([pod("a", status="TERMINATED")])
         with pytest.raises(AirflowSkipException):
             sensor(deferrable=True, soft_fail=True).execute(context())
+        assert any("a: pod is TERMINATED" in e["event"] for e in logs if "Skipping the task" in e["event"])
 
     def test_transient_error_at_the_first_check_still_defers(self, api):
         api(PrimeTransientError("429"))
@@ -321,7 +385,10 @@ class TestExecuteComplete:
                 context(), {"status": "timeout", "message": "not ready by the deadline"}
             )
 
-    @pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "success"])
+    @pytest.mark.parametrize(
+        "event",
+        [None, {}, {"status": "weird"}, "success", {"status": "failed", "message": "no error_type"}],
+    )
     def test_unexpected_event_is_a_clear_error(self, event):
         with pytest.raises(PrimeError, match="does not understand"):
             sensor().execute_complete(context(), event)
@@ -333,9 +400,12 @@ class TestExecuteComplete:
             {"status": "failed", "error_type": "PrimePodFailedError", "message": "a: pod is ERROR"},
         ],
     )
-    def test_soft_fail_skips_on_resume(self, event):
+    def test_soft_fail_skips_on_resume_and_logs_why(self, event, logs):
         with pytest.raises(AirflowSkipException):
             sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, context())
+        skips = [e["event"] for e in logs if "Skipping the task" in e["event"]]
+        assert len(skips) == 1
+        assert skips[0].endswith(event["message"])
 
     def test_resume_without_soft_fail_fails(self):
         event = {"status": "failed", "error_type": "PrimePodFailedError", "message": "a: pod is ERROR"}

@@ -143,7 +143,7 @@ def test_trailing_slash_redirects_to_the_canonical_path(sim: PrimeSimulator, htt
 
 
 def test_unknown_paths_get_404_json_and_other_methods_405(http: httpx.Client) -> None:
-    missing = http.get("/api/v1/pods/nope")
+    missing = http.get("/api/v1/nope")
     assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
     wrong_method = http.post(STATUS_PATH)
     assert wrong_method.status_code == 405

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from airflow_provider_prime.testing import (
+    PODS_PATH,
     STATUS_PATH,
     Fault,
     PrimeSimulator,
@@ -152,3 +153,13 @@ def test_a_client_can_steer_an_in_process_simulator_too(sim: PrimeSimulator) -> 
     assert sim.pod_status("a") is not None
     assert client.pods()[0]["podId"] == "a"
     client.close()
+
+
+def test_a_process_with_a_read_only_key_refuses_its_writes_and_reports_billing() -> None:
+    with PrimeSimulatorProcess("lifecycle", read_only_keys=("ro",)) as sim:
+        body = {"pod": {"name": "x", "cloudId": "sim-h100-80gb-1x", "gpuType": "H100_80GB"}, "provider": {}}
+        answer = httpx.post(sim.base_url + PODS_PATH, json=body, headers={"Authorization": "Bearer ro"})
+        assert answer.status_code == 403
+        billing = sim.billing()
+        assert billing["created"] == {}
+        assert set(billing["billing"]) == {"trainer-single", "trainer-cluster", "trainer-booting"}

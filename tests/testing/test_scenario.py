@@ -13,15 +13,18 @@ from airflow_provider_prime.readiness import Outcome, Requirements, assess_pod
 from airflow_provider_prime.testing import (
     BUILTIN_SCENARIOS,
     DEFAULT_INSTALLATION_FAILURE,
+    CreateLifecycle,
     ManualClock,
     Phase,
     PodScript,
     Scenario,
     builtin_scenario,
     bulk_scenario,
+    default_offers,
     failing_pod,
     fixed_pod,
     install_failure_pod,
+    provisioned_pod,
     ready_pod,
     resolve_scenario,
     stopped_pod,
@@ -250,3 +253,65 @@ def test_pod_book_visibility_per_key_and_pinning() -> None:
     assert book.report(["mine"], "a")[0]["status"] == "ERROR"
     with pytest.raises(KeyError):
         book.pin("unknown", Phase(status="ERROR"))
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"offers": [{"cloud_id": "a", "gpu_type": "H100", "gpu_count": 1}] * 2}, "appears twice"),
+        ({"offers": [{"cloud_id": "a", "gpu_type": "H100", "gpu_count": 0}]}, "gpu_count"),
+        ({"lifecycle": {"active_after": 5, "installed_after": 2}}, "installed_after"),
+        ({"lifecycle": {"active_after": 5, "ssh_after": [1]}}, "ssh_after"),
+        ({"deleted_pods": "vanish"}, "deleted_pods"),
+    ],
+)
+def test_invalid_offers_and_lifecycles_are_rejected_with_the_culprit_named(
+    data: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        Scenario.from_dict(data)
+
+
+def test_a_scenario_sells_the_built_in_offers_unless_it_declares_its_own() -> None:
+    assert [offer.cloud_id for offer in Scenario().offers] == [offer.cloud_id for offer in default_offers()]
+    own = Scenario.from_dict({"offers": [{"cloud_id": "mine", "gpu_type": "L40S", "gpu_count": 2}]})
+    assert [offer.cloud_id for offer in own.offers] == ["mine"]
+    assert own.offer("mine") is not None
+    assert Scenario.from_dict(own.to_dict()) == own
+
+
+def test_a_provisioned_pod_follows_its_lifecycle() -> None:
+    lifecycle = CreateLifecycle(active_after=10, installed_after=30, ssh_after=(20, 40))
+    pod = provisioned_pod("p", lifecycle, nodes=2)
+    assert pod.report(9.9)["status"] == "PROVISIONING"
+    at_active = pod.report(10.0)
+    assert (at_active["status"], at_active["installationProgress"], at_active["sshConnection"]) == (
+        "ACTIVE",
+        0,
+        [None, None],
+    )
+    assert pod.report(20.0)["installationProgress"] == 50
+    assert pod.report(20.0)["sshConnection"][1] is None
+    finished = pod.report(30.0)
+    assert (finished["installationStatus"], finished["installationProgress"]) == ("FINISHED", 100)
+    assert finished["sshConnection"][1] is None  # the late node
+    assert None not in pod.report(40.0)["sshConnection"]
+
+
+def test_a_deleted_pod_reports_deleting_then_leaves_the_status_answers() -> None:
+    clock = ManualClock()
+    book = PodBook(clock)
+    book.load(Scenario.of([fixed_pod("p", deleted_at=5.0, deleting_for=2.0, price_hr=3.6)]))
+    clock.advance(5.0)
+    assert book.report(["p"])[0]["status"] == "DELETING"
+    clock.advance(2.0)
+    assert book.report(["p"]) == []
+    assert book.pod("p") is not None
+    assert book.pod("p", terminated=False) is None
+    (billed,) = book.billed()
+    assert (billed.seconds, billed.cost, billed.billing, billed.deleted) == (
+        7.0,
+        pytest.approx(0.007),
+        False,
+        False,
+    )

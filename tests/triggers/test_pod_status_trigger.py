@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 
+from airflow_provider_prime import events as events_module
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeConfigError,
@@ -62,6 +63,7 @@ class TestSerialization:
             require_ssh=False,
             missing_grace=12,
             missing_since={"b": 1_899_999_999.0},
+            first_answer_by=1_899_999_995.0,
             not_before=1_899_999_990.0,
         )
         classpath, kwargs = original.serialize()
@@ -77,6 +79,7 @@ class TestSerialization:
             "require_ssh": False,
             "missing_grace": 12.0,
             "missing_since": {"b": 1_899_999_999.0},
+            "first_answer_by": 1_899_999_995.0,
             "not_before": 1_899_999_990.0,
         }
 
@@ -102,6 +105,22 @@ class TestSerialization:
         assert trigger(["a", "a", "b"]).pod_ids == ["a", "b"]
         with pytest.raises(PrimeConfigError, match="empty"):
             trigger([])
+
+    def test_a_bare_string_is_one_pod_id(self):
+        # Regression: the trigger used to iterate it, waiting on ['p', 'o', 'd', '-', 'a', 'b', 'c'].
+        t = PodStatusTrigger(pod_ids="pod-abc", deadline=time.time() + 5)
+        assert t.pod_ids == ["pod-abc"]
+        assert t.serialize()[1]["pod_ids"] == ["pod-abc"]
+
+    @pytest.mark.parametrize("bad", ["", "a,b", ["a", 3], None])
+    def test_bad_ids_get_the_sensors_message(self, bad):
+        from airflow_provider_prime.pod_ids import validate_pod_ids
+
+        with pytest.raises(PrimeConfigError) as expected:
+            validate_pod_ids(bad)
+        with pytest.raises(PrimeConfigError) as caught:
+            PodStatusTrigger(pod_ids=bad, deadline=time.time() + 5)
+        assert str(caught.value) == str(expected.value)
 
 
 class TestRun:
@@ -187,9 +206,21 @@ class TestRun:
         event = await the_event(trigger(["a"]))
         assert event["status"] == "success"
         assert len(api.calls) == 3
-        warnings = [entry for entry in logs if entry["log_level"] == "warning"]
-        assert len(warnings) == 1  # the same error twice is logged once
-        assert "429 Too Many Requests" in warnings[0]["event"]
+        warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+        assert warnings == ["Cannot reach the Prime API, will keep trying: 429 Too Many Requests"]
+        recovered = [entry["event"] for entry in logs if entry["event"].startswith("Prime API reachable")]
+        assert recovered == ["Prime API reachable again after 2 failed attempts over 0 s"]
+
+    async def test_a_timeout_after_api_errors_names_the_last_one(self, api):
+        api.set(pod("a", status="PROVISIONING"))
+        t = trigger(["a"], timeout=0.6)
+        waiting = asyncio.create_task(the_event(t))
+        await until(lambda: len(api.calls) >= 2)
+        api.errors += [PrimeTransientError("503 Service Unavailable", http_status=503)] * 100
+        event = await waiting
+        assert event["status"] == "timeout"
+        assert "a: pod is PROVISIONING" in event["message"]
+        assert "the last API call failed: 503 Service Unavailable" in event["message"]
 
     @pytest.mark.parametrize(
         "error",
@@ -201,12 +232,12 @@ class TestRun:
     async def test_errors_no_wait_can_fix_fail_at_once(self, api, error):
         api.errors.append(error)
         event = await the_event(trigger(["a"]))
-        assert event == {
-            "status": "failed",
-            "error_type": type(error).__name__,
-            "message": str(error),
-            "pods": {},
-        }
+        assert event == events_module.build_failed(error)
+        assert (event["status"], event["error_type"], event["message"]) == (
+            "failed",
+            type(error).__name__,
+            str(error),
+        )
         assert len(api.calls) == 1
 
     async def test_unusable_connection_fails_with_its_message(self, api):

@@ -252,3 +252,53 @@ def test_interval_has_a_floor():
             return active_pollers()[0].interval
 
     assert asyncio.run(run()) == polling.MIN_INTERVAL
+
+
+async def test_a_round_names_the_pods_that_changed_or_are_new(api):
+    async with subscribe(api, ["a", "c"]) as sub:
+        first = await sub.next(WAIT)
+        assert first is not None
+        assert first.changed == {"a", "c"}  # covered for the first time
+        unchanged = await sub.next(WAIT)
+        assert unchanged is not None
+        assert unchanged.changed == frozenset()
+        api.set(pod("c"))
+        while (snapshot := await sub.next(WAIT)) is not None and not snapshot.changed:
+            pass
+        assert snapshot is not None
+        assert snapshot.changed == {"c"}
+
+
+async def test_news_is_told_only_to_the_subscribers_of_the_changed_pods(api):
+    async with subscribe(api, ["a"]) as of_a, subscribe(api, ["c"]) as of_c:
+        await of_a.next(WAIT)
+        await of_c.next(WAIT)
+        assert of_a.take_news()
+        assert of_c.take_news()
+        await of_a.next(WAIT)
+        await of_c.next(WAIT)
+        assert not of_a.take_news()
+        assert not of_c.take_news()
+        api.set(pod("c"))
+        while (snapshot := await of_c.next(WAIT)) is not None and not snapshot.changed:
+            pass
+        await of_a.next(WAIT)
+        assert of_c.take_news()
+        assert not of_a.take_news()
+
+
+async def test_news_survives_a_snapshot_replaced_unread_and_a_failed_round(api):
+    async with subscribe(api, ["c"]) as sub:
+        await sub.next(WAIT)
+        sub.take_news()
+        (poller,) = active_pollers()
+        api.set(pod("c"))
+        rounds = poller.rounds
+        await until(lambda: poller.rounds > rounds)  # news, in a round this subscriber does not read
+        api.errors.append(PrimeTransientError("503", http_status=503))
+        rounds = poller.rounds
+        await until(lambda: poller.rounds > rounds)  # then a failed round, replacing it unread
+        snapshot = await sub.next(WAIT)
+        assert snapshot is not None
+        assert sub.take_news()  # kept until taken
+        assert not sub.take_news()

@@ -34,12 +34,12 @@ def on_first_delivery(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], N
     delivered = 0
     original = Subscription._deliver
 
-    def counting(self: Subscription, snapshot: Snapshot) -> None:
+    def counting(self: Subscription, snapshot: Snapshot, news: bool = False) -> None:
         nonlocal delivered
         if delivered == 0:
             loop.call_soon(lambda: action(delivered))
         delivered += 1
-        original(self, snapshot)
+        original(self, snapshot, news)
 
     monkeypatch.setattr(Subscription, "_deliver", counting)
 
@@ -80,9 +80,9 @@ async def test_subscribers_whose_pods_changed_are_woken_first(api, monkeypatch):
     rounds: dict[int, list[Subscription]] = {}  # snapshot id -> subscribers in delivery order
     original = Subscription._deliver
 
-    def recording(self: Subscription, snapshot: Snapshot) -> None:
+    def recording(self: Subscription, snapshot: Snapshot, news: bool = False) -> None:
         rounds.setdefault(id(snapshot), []).append(self)
-        original(self, snapshot)
+        original(self, snapshot, news)
 
     monkeypatch.setattr(Subscription, "_deliver", recording)
     async with contextlib.AsyncExitStack() as stack:

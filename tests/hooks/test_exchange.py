@@ -1,21 +1,16 @@
-"""The I/O-free half of the hook: ids, requests, retry policy, error bodies, identities."""
+"""The I/O-free half of the hook (``_exchange``): requests, retry policy, error bodies, identities."""
 
 from __future__ import annotations
 
 import email.utils
 import json
 import random
+import ssl
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError
-from airflow_provider_prime.hooks._transport import (
-    CHUNK_SIZE,
-    ApiResponse,
-    Exchange,
-    Retry,
+from airflow_provider_prime.exceptions import PrimeConnectionError, PrimeResponseError
+from airflow_provider_prime.hooks._exchange import (
     RetryPolicy,
     _error_details,
     _excerpt,
@@ -23,44 +18,25 @@ from airflow_provider_prime.hooks._transport import (
     default_headers,
     describe_pods,
     parse_identity,
-    parse_pod_statuses,
     parse_retry_after,
     status_request,
+    transport_failure,
 )
 from airflow_provider_prime.hooks.prime import PrimeApiSettings
-from airflow_provider_prime.models import PodStatus
 from tests.hooks.fakes import KEY, ids
 
 
-def test_chunks_are_deduplicated_ordered_and_at_most_100() -> None:
-    requested = ids(250) + ids(30)  # 30 duplicates
-    chunks = chunk_pod_ids(requested)
+def test_chunks_are_ordered_and_at_most_100() -> None:
+    chunks = chunk_pod_ids(ids(250))
     assert [len(c) for c in chunks] == [100, 100, 50]
     assert [i for c in chunks for i in c] == ids(250)
-    assert CHUNK_SIZE == 100
-
-
-@pytest.mark.parametrize(
-    ("pod_ids", "fragment"),
-    [
-        ([], "No pod ids given"),
-        ("pod-1", "not a single string"),
-        (["pod-1", ""], "non-empty string"),
-        (["pod-1", "   "], "non-empty string"),
-        (["pod-1", None], "non-empty string"),
-        ([42], "non-empty string"),
-    ],
-)
-def test_bad_ids_are_a_config_error(pod_ids: object, fragment: str) -> None:
-    with pytest.raises(PrimeConfigError, match=fragment):
-        chunk_pod_ids(pod_ids)  # type: ignore[arg-type]
 
 
 def test_status_request_uses_repeated_keys_and_names_the_pods() -> None:
     settings = PrimeApiSettings(base_url="https://api.primeintellect.ai/api/v1/", api_key=KEY)
     request = status_request(settings, ["a", "b"])
     assert request.url == "https://api.primeintellect.ai/api/v1/pods/status"
-    assert request.params == (("pod_ids", "a"), ("pod_ids", "b"))
+    assert (request.method, request.params) == ("GET", (("pod_ids", "a"), ("pod_ids", "b")))
     assert request.action == "reading the status of pods a, b"
     assert KEY not in repr(request)
 
@@ -110,19 +86,21 @@ def test_retry_after_wins_over_backoff_but_is_capped() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (b'{"errors": [{"param": "pod_ids", "details": "too many"}]}', ["pod_ids: too many"]),
-        (b'{"detail": "Not authenticated"}', ["Not authenticated"]),
+        (b'{"errors": [{"param": "pod_ids", "details": "too many"}]}', [("pod_ids", "too many")]),
+        (b'{"detail": "Not authenticated"}', [(None, "Not authenticated")]),
         (
             b'{"detail": [{"loc": ["query", "pod_ids", 0], "msg": "bad id", "type": "x"}]}',
-            ["query.pod_ids.0: bad id"],
+            [("query.pod_ids.0", "bad id")],
         ),
-        (b'{"message": "slow down"}', ["slow down"]),
+        (b'{"message": "slow down"}', [(None, "slow down")]),
         (b"<html>Bad Gateway</html>", []),
         (b"[1, 2]", []),
         (b"[" * 100_000, []),
     ],
 )
-def test_error_bodies_of_both_shapes_are_understood(body: bytes, expected: list[str]) -> None:
+def test_error_bodies_of_both_shapes_are_understood(
+    body: bytes, expected: list[tuple[str | None, str]]
+) -> None:
     assert _error_details(body) == expected
 
 
@@ -130,7 +108,7 @@ def test_error_details_are_bounded() -> None:
     body = json.dumps({"errors": [{"param": f"p{n}", "details": "d"} for n in range(50)]}).encode()
     details = _error_details(body)
     assert len(details) == 6
-    assert details[-1] == "and 45 more"
+    assert details[-1] == (None, "and 45 more")
 
 
 def test_excerpt_drops_markup_and_is_short() -> None:
@@ -148,7 +126,15 @@ def test_excerpt_drops_markup_and_is_short() -> None:
     [
         ({"data": {"name": "Ada", "email": "ada@example.com"}}, "Ada <ada@example.com>"),
         ({"email": "ada@example.com"}, "ada@example.com"),
-        ({"data": {"id": "u1"}}, None),
+        ({"data": {"id": "u1"}}, "u1"),
+        (
+            {"data": {"name": "Ada", "scope": {"instances": {"read": True, "write": True}, "disks": None}}},
+            "Ada (scopes: disks: none; instances: read, write)",
+        ),
+        (
+            {"data": {"scope": {"availability": {"read": True, "write": False}}}},
+            "this key (scopes: availability: read)",
+        ),
         ({"data": None}, None),
         ([1], None),
         ("x", None),
@@ -158,52 +144,25 @@ def test_identity_is_read_from_whoami_when_present(payload: object, expected: st
     assert parse_identity(payload) == expected
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=20,
-)
-pod_like = st.fixed_dictionaries(
-    {"podId": st.text(max_size=8), "providerType": st.text(max_size=8), "status": st.text(max_size=8)},
-    optional={
-        "sshConnection": json_values,
-        "ip": json_values,
-        "installationStatus": json_values,
-        "installationFailure": json_values,
-        "installationProgress": json_values,
-    },
-)
-bodies = st.one_of(
-    st.binary(max_size=200),
-    json_values.map(lambda v: json.dumps(v).encode()),
-    st.lists(pod_like | json_values, max_size=3).map(lambda d: json.dumps({"data": d}).encode()),
-)
-
-
-@settings(max_examples=150, deadline=None)
-@given(status=st.integers(100, 599), body=bodies, retry_after=st.none() | st.text(max_size=30))
-def test_any_answer_is_a_result_a_retry_or_a_provider_error(
-    status: int, body: bytes, retry_after: str | None
-) -> None:
-    api_settings = PrimeApiSettings(base_url="", api_key=KEY, retry_after_max=5)
-    exchange = Exchange(api_settings, status_request(api_settings, ["p1"]), parse_pod_statuses)
-    headers = {} if retry_after is None else {"retry-after": retry_after}
-    outcome = _settle(
-        exchange, ApiResponse(status, headers, (body + KEY.encode()) if status >= 400 else body)
+def test_a_plain_http_answer_to_tls_is_named_and_http_suggested_only_for_loopback() -> None:
+    wrong_version = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1020)")
+    local = transport_failure(
+        wrong_version, "https://localhost:8080/api/v1/pods/status", timeout=False, sent=True
     )
-    if isinstance(outcome, PrimeAPIError):  # the only exception that may escape
-        assert KEY not in str(outcome)
-        assert not outcome.retryable
-    elif isinstance(outcome, Retry):
-        assert status in (408, 429) or status >= 500
-        assert 0.0 <= outcome.delay <= 5.0
-    else:
-        assert 200 <= status < 300
-        assert all(isinstance(pod.pod_id, str) for pod in outcome)
-
-
-def _settle(exchange: Exchange[list[PodStatus]], response: ApiResponse) -> object:
-    try:
-        return exchange.settle(response)
-    except PrimeAPIError as exc:
-        return exc
+    assert (local.error, local.sent) == (PrimeResponseError, False)
+    assert "set the connection host to http://localhost:8080" in local.hint
+    remote = transport_failure(
+        wrong_version, "https://api.example.com/api/v1/pods/status", timeout=False, sent=True
+    )
+    assert remote.hint == "The server may speak plain HTTP, not HTTPS."
+    stalled = transport_failure(
+        TimeoutError("_ssl.c:1003: The handshake operation timed out"),
+        "https://127.0.0.1:9/x",
+        timeout=True,
+        sent=True,
+    )
+    assert stalled.error is PrimeConnectionError  # a slow server is possible: worth another try
+    refused = transport_failure(
+        ConnectionRefusedError(111, "refused"), "https://127.0.0.1:9/x", timeout=False, sent=False
+    )
+    assert (refused.error, refused.hint, refused.sent) == (PrimeConnectionError, "", False)

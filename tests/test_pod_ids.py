@@ -1,0 +1,74 @@
+"""The one pod-id validator: what it accepts, and the message for everything it refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_prime.exceptions import PrimeConfigError
+from airflow_provider_prime.pod_ids import NOTHING_RENDERED, unique_ids, validate_pod_ids
+
+
+class TestRequestedPodIds:
+    def test_one_id(self):
+        assert validate_pod_ids("abc") == ["abc"]
+
+    def test_list_is_deduplicated_in_order_and_trimmed(self):
+        assert validate_pod_ids(["b", " a\n", "b", "a"]) == ["b", "a"]
+
+    @pytest.mark.parametrize("text", ["['a', 'b', 'a']", '["a", "b"]', "  ['a', 'b']\n"])
+    def test_list_rendered_as_text_is_read_back(self, text):
+        assert validate_pod_ids(text) == ["a", "b"]
+
+    def test_tuple_is_accepted(self):
+        assert validate_pod_ids(("a", "b")) == ["a", "b"]
+
+    @pytest.mark.parametrize(
+        ("value", "words"),
+        [
+            ([], "empty"),
+            ("", "blank"),
+            ("   ", "blank"),
+            (["a", " "], "pod_ids[1] is blank"),
+            (["a", 7], "pod_ids[1] must be a string, not int"),
+            ([None], "pod_ids[0] is None"),
+            (42, "not int"),
+            ({"a": 1}, "not dict"),
+            ("[a, b]", "render_template_as_native_obj"),
+            ("[1, 2]", "pod_ids[0] must be a string, not int"),
+            ("[]", "empty"),
+            ("['a', '']", "pod_ids[1] is blank"),
+            ("a,b", "not a pod id"),
+            (["a b"], "pod_ids[0] is not a pod id"),
+        ],
+    )
+    def test_bad_values_are_clear_errors(self, value, words):
+        with pytest.raises(PrimeConfigError, match="pod_ids") as caught:
+            validate_pod_ids(value)
+        assert words in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("value", "where"),
+        [
+            (None, "pod_ids is None"),
+            ("None", "pod_ids is 'None'"),
+            ("None\n", "pod_ids is 'None\\n'"),
+            ("null", "pod_ids is 'null'"),
+            ("", "pod_ids is blank"),
+            ("[]", "pod_ids is empty"),
+            ([], "pod_ids is empty"),
+            (["a", None], "pod_ids[1] is None"),
+            (["a", "None"], "pod_ids[1] is 'None'"),
+            ("['a', None]", "pod_ids[1] is None"),
+            ('["null"]', "pod_ids[0] is 'null'"),
+        ],
+    )
+    def test_the_rendering_of_nothing_names_the_likely_cause(self, value, where):
+        with pytest.raises(PrimeConfigError) as caught:
+            validate_pod_ids(value)
+        message = str(caught.value)
+        assert where in message
+        assert NOTHING_RENDERED in message
+        assert "xcom_pull that found no value" in message
+
+    def test_unique_ids_keeps_first_seen_order(self):
+        assert unique_ids(["c", "a", "c", "b", "a"]) == ["c", "a", "b"]
