@@ -81,9 +81,12 @@ def test_ready_pods_hand_their_ssh_targets_over(
     assert set(handover) == {single, cluster}
     for pod_id, nodes in ((single, 1), (cluster, 2)):
         entry = handover[pod_id]
-        assert set(entry) == {"status", "installation_status", "provider_type", "ssh_connections", "ips"}
+        assert set(entry) == {"status", "installation_status", "provider_type", "nodes"} | {
+            "ssh_connections",
+            "ips",
+        }
         assert entry["ssh_connections"] == as_list(reported[pod_id]["sshConnection"])
-        assert len(entry["ssh_connections"]) == len(entry["ips"]) == nodes
+        assert len(entry["ssh_connections"]) == len(entry["ips"]) == len(entry["nodes"]) == nodes
         assert (entry["status"], entry["installation_status"]) == ("ACTIVE", "FINISHED")
 
 
