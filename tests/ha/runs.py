@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from airflow_provider_prime.testing import STATUS_PATH
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
-from airflow_provider_prime.testing.routes import STATUS_PATH
 from scripts.airflow_api import FINISHED_RUN_STATES
 from scripts.airflow_stack import AirflowStack, wait_until
 
