@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from airflow import __version__ as _airflow_version
 from airflow.sdk.exceptions import AirflowException
+from packaging.version import Version
 
 try:  # Airflow >= 3.2 moved the task-control exceptions into the Task SDK
     from airflow.sdk.exceptions import (
@@ -25,6 +27,11 @@ except ImportError:  # Airflow 3.1
         AirflowSensorTimeout,
         AirflowSkipException,
     )
+
+
+#: Whether the triggerer can start a task itself (``start_from_trigger``) with its templated fields
+#: rendered there: Airflow 3.3 renders them for the trigger; 3.1 and 3.2 would hand it the raw template.
+START_FROM_TRIGGER = Version(Version(_airflow_version).base_version) >= Version("3.3.0")
 
 
 class _ConnectionSource(Protocol):
@@ -93,6 +100,7 @@ async def amask_secret(secret: str) -> None:
 
 
 __all__ = [
+    "START_FROM_TRIGGER",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",

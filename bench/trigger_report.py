@@ -300,12 +300,13 @@ def render(run: BenchmarkRun) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_into(path: Path, section: str) -> None:
-    """Replace the generated section of ``path`` (or append it when the markers are missing)."""
+def write_into(path: Path, section: str, begin: str = BEGIN, end_marker: str = END) -> None:
+    """Replace the generated section of ``path`` between ``begin`` and ``end_marker`` (or append it
+    when the markers are missing); ``bench.production`` has its own markers in the same file."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_marker)
     if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(END) :].lstrip("\n")
+        text = text[:start] + section + text[end + len(end_marker) :].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")

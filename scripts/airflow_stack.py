@@ -196,6 +196,8 @@ class AirflowStack:
     triggerer_heartbeat: float = 2.0
     triggerer_health_threshold: float = 10.0
     triggerer_capacity: int | None = None
+    #: Seconds the REST client waits for one answer (a loaded api-server on Postgres can be slow).
+    api_timeout: float = 30.0
     components: dict[str, Component] = field(default_factory=dict, init=False)
     _api: AirflowApi | None = field(default=None, init=False)
     #: Every triggerer job id ever matched to a component: a new process's job is the one not in here.
@@ -223,7 +225,7 @@ class AirflowStack:
     def api(self) -> AirflowApi:
         """A REST client for the api-server (created once it is up)."""
         if self._api is None:
-            self._api = AirflowApi(self.base_url)
+            self._api = AirflowApi(self.base_url, timeout=self.api_timeout)
         return self._api
 
     def __enter__(self) -> AirflowStack:
@@ -435,13 +437,22 @@ class AirflowStack:
         Until it has, a trigger that fires at once races the scheduler: the deferring process's
         stale "success" can fail the resumed task (apache/airflow#66374, #67287, #72716). Tests that
         decide when a trigger fires wait for this first. Read from the scheduler's log, the only
-        place that says it.
+        place that says it: "TaskInstance Finished ... state=deferred". On Postgres the scheduler
+        skips a task instance whose row another process holds locked, and then logs only that it
+        received the event: gone unhandled, it cannot race anything either.
         """
-        finished = re.compile(
-            rf"TaskInstance Finished: dag_id={re.escape(dag_id)}, task_id={re.escape(task_id)}, "
-            rf"run_id={re.escape(run_id)}, .*?, state=deferred, executor="
+        ti = rf"dag_id={re.escape(dag_id)}, task_id={re.escape(task_id)}, run_id={re.escape(run_id)},"
+        key = rf"dag_id='{re.escape(dag_id)}', task_id='{re.escape(task_id)}', run_id='{re.escape(run_id)}',"
+        log = (self.log_dir / "scheduler.log").read_text(errors="replace")
+        finished = re.findall(rf"TaskInstance Finished: {ti} .*?, state=(\w+), executor=", log)
+        if finished:
+            return "deferred" in finished
+        return (
+            re.search(
+                rf"Received executor event with state \w+ for task instance TaskInstanceKey\({key}", log
+            )
+            is not None
         )
-        return finished.search((self.log_dir / "scheduler.log").read_text(errors="replace")) is not None
 
     def kill(self, name: str) -> None:
         """SIGKILL one component's process group, as a crash would."""

@@ -93,6 +93,11 @@ class PostgresServer:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{self.database}"
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def log_path(self) -> Path:
         return self._dir / "server.log"
 

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.configuration import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_prime import events
-from airflow_provider_prime._compat import AirflowFailException, AirflowSensorTimeout
+from airflow_provider_prime._compat import START_FROM_TRIGGER, AirflowFailException, AirflowSensorTimeout
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
@@ -30,7 +31,7 @@ from airflow_provider_prime.readiness import (
     Step,
     describe_api,
 )
-from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.pod_status import DEFER_TIMEOUT_MARGIN, PodStatusTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -46,10 +47,6 @@ DEFAULT_TIMEOUT = 45 * 60.0
 #: not resolve, a port nothing listens on or a TLS mismatch never heals by itself; five minutes
 #: rides out a brief network blip at the start yet stops a typo long before the 45-minute timeout.
 DEFAULT_UNREACHABLE_TIMEOUT = 5 * 60.0
-#: Seconds Airflow's own deferral timeout leaves the trigger beyond the deadline, so the trigger's
-#: timeout event (which says what each pod lacked) arrives first; Airflow's is the backstop for a
-#: triggerer that is down.
-DEFER_TIMEOUT_MARGIN = 60.0
 #: Seconds a check made at the deadline may take (one request), so that the timeout it raises is
 #: based on a fresh answer rather than on the previous poke's.
 LAST_CHECK_TIME = 15.0
@@ -90,10 +87,20 @@ class PodStatusSensor(BaseSensorOperator):
     :param timeout: seconds before the wait times out (default 45 minutes).
     :param deferrable: wait in the triggerer instead of a worker slot; defaults to Airflow's
         ``[operators] default_deferrable``.
+    :param start_from_trigger: start the wait in the triggerer, with no first check on a worker
+        (implies ``deferrable``): a fan-out of a thousand waits then starts no worker process until
+        the waits end. ``pod_ids`` is rendered in the triggerer (without the DAG's user macros).
+        Airflow 3.3+ only, and not for mapped tasks (Airflow cannot start those in the triggerer
+        yet); elsewhere the wait starts as with ``deferrable=True``. Arguments changed after the
+        sensor is built (by a cluster policy, say) do not reach a wait started this way.
     """
 
     template_fields: Sequence[str] = ("pod_ids",)
     ui_color = "#d9f0e3"
+    # What Airflow reads to start a task in the triggerer; set per instance by __init__. A mapped
+    # task sees these class values, so it always starts on a worker.
+    start_trigger_args: StartTriggerArgs | None = None
+    start_from_trigger: bool = False
 
     def __init__(
         self,
@@ -107,6 +114,7 @@ class PodStatusSensor(BaseSensorOperator):
         poke_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
@@ -122,7 +130,24 @@ class PodStatusSensor(BaseSensorOperator):
         self.unreachable_timeout = None if unreachable_timeout is None else float(unreachable_timeout)
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
-        self.deferrable = deferrable
+        self.deferrable = deferrable or start_from_trigger
+        if start_from_trigger and START_FROM_TRIGGER:
+            self.start_from_trigger = True
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=f"{PodStatusTrigger.__module__}.{PodStatusTrigger.__qualname__}",
+                trigger_kwargs={
+                    "pod_ids": pod_ids,  # as written: the triggerer renders it
+                    "deadline": None,  # the trigger's: Airflow's timeout less DEFER_TIMEOUT_MARGIN
+                    "timeout": self.timeout,
+                    "unreachable_timeout": self.unreachable_timeout,
+                    "prime_conn_id": prime_conn_id,
+                    "poll_interval": self.poke_interval,
+                    **self.requirements.to_kwargs(),
+                },
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN),
+            )
         self._wait: PodWait | None = None
 
     @cached_property

@@ -8,6 +8,13 @@ sensor's ``poke`` takes) and fires exactly one event of :mod:`airflow_provider_p
 or it never answered within ``first_answer_by``: no waiting can fix any of these) or ``timeout``
 once the absolute ``deadline`` passes.
 
+A wait can also start here without a worker (``start_from_trigger``, Airflow 3.3+): the sensor's
+``start_trigger_args`` then give ``pod_ids`` as the DAG wrote them, its ``timeout`` and no
+deadline. The triggerer renders ``pod_ids`` (as text: a rendered list is read back by the
+validator; the DAG's user macros are not shipped there), :meth:`PodStatusTrigger.run` validates
+them, and the deadline is Airflow's own trigger timeout less :data:`DEFER_TIMEOUT_MARGIN`: set once,
+when the task deferred, and kept in the database, so a wait that moves to another triggerer keeps it.
+
 The trigger is read-only and owns nothing: it can be cancelled at any point, moved to another
 triggerer, or run twice, and it never touches the pods. Its kwargs are plain values (ids, conn id,
 numbers, an epoch deadline); the API key is fetched by the hook inside :meth:`run` and never
@@ -20,11 +27,13 @@ import asyncio
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_prime import events
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks.prime import PrimeApiSettings, PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
@@ -40,6 +49,10 @@ from airflow_provider_prime.triggers import polling
 DEFAULT_POLL_INTERVAL = 15.0
 #: Seconds a connection's looked-up settings serve triggers that start on the same event loop.
 SETTINGS_TTL = 60.0
+#: Seconds Airflow's own deferral timeout leaves the trigger beyond the deadline, so the trigger's
+#: timeout event (which says what each pod lacked) arrives first; Airflow's is the backstop for a
+#: triggerer that is down.
+DEFER_TIMEOUT_MARGIN = 60.0
 
 _settings_lookups: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[PrimeApiSettings]]]
@@ -73,6 +86,9 @@ class PodStatusTrigger(BaseTrigger):
     :param pod_ids: the pods to wait for (validated and de-duplicated like the sensor's).
     :param deadline: absolute wall-clock deadline, epoch seconds. Set once by the sensor, so a
         triggerer restart resumes with the original deadline instead of starting a new timeout.
+        ``None`` for a wait started in the triggerer (see the module docstring): ``pod_ids`` is
+        then unrendered, and ``timeout`` and ``unreachable_timeout`` (seconds) stand for the
+        absolute ``deadline`` and ``first_answer_by``.
     :param prime_conn_id: the Airflow connection to read the API key and base URL from.
     :param poll_interval: seconds between status requests (shared with other triggers on the
         same connection; never longer than this because of sharing).
@@ -95,7 +111,7 @@ class PodStatusTrigger(BaseTrigger):
         self,
         *,
         pod_ids: str | Iterable[str],
-        deadline: float,
+        deadline: float | None,
         prime_conn_id: str = "prime_default",
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         wait_for_installation: bool = True,
@@ -104,10 +120,16 @@ class PodStatusTrigger(BaseTrigger):
         missing_since: Mapping[str, float] | None = None,
         first_answer_by: float | None = None,
         not_before: float | None = None,
+        timeout: float | None = None,
+        unreachable_timeout: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.pod_ids = validate_pod_ids(pod_ids)
-        self.deadline = float(deadline)
+        self.starts_here = deadline is None
+        # Started in the triggerer: Airflow renders pod_ids after __init__; run() validates them.
+        self.pod_ids: Any = pod_ids if self.starts_here else validate_pod_ids(pod_ids)
+        self.deadline = 0.0 if deadline is None else float(deadline)
+        self.timeout = None if timeout is None else float(timeout)
+        self.unreachable_timeout = None if unreachable_timeout is None else float(unreachable_timeout)
         self.prime_conn_id = prime_conn_id
         self.poll_interval = float(poll_interval)
         self.requirements = Requirements(
@@ -124,14 +146,15 @@ class PodStatusTrigger(BaseTrigger):
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "pod_ids": list(self.pod_ids),
-                "deadline": self.deadline,
+                "pod_ids": self.pod_ids,
+                "deadline": None if self.starts_here else self.deadline,
                 "prime_conn_id": self.prime_conn_id,
                 "poll_interval": self.poll_interval,
                 **self.requirements.to_kwargs(),
                 "missing_since": dict(self.missing_since),
                 "first_answer_by": self.first_answer_by,
                 "not_before": self.not_before,
+                **self._start_kwargs(),
             },
         )
 
@@ -139,7 +162,32 @@ class PodStatusTrigger(BaseTrigger):
         """Yield exactly one event (see the module docstring), then return."""
         yield TriggerEvent(await self._wait())  # type: ignore[no-untyped-call]
 
+    def _start_kwargs(self) -> dict[str, Any]:
+        """The kwargs only a wait started in the triggerer has (none for one a worker deferred)."""
+        if self.timeout is None:
+            return {}
+        return {"timeout": self.timeout, "unreachable_timeout": self.unreachable_timeout}
+
+    def _start_here(self) -> None:
+        """A wait started in the triggerer: its rendered ids, and its deadlines from Airflow's
+        trigger timeout (``timeout_after``, which the triggerer sets before running it)."""
+        timeout_after: datetime | None = getattr(self, "timeout_after", None)
+        if timeout_after is None or self.timeout is None:
+            raise PrimeConfigError("PodStatusTrigger started with neither a deadline nor a timeout")
+        if timeout_after.tzinfo is None:
+            timeout_after = timeout_after.replace(tzinfo=timezone.utc)
+        self.pod_ids = validate_pod_ids(self.pod_ids)
+        self.deadline = timeout_after.timestamp() - DEFER_TIMEOUT_MARGIN
+        if self.unreachable_timeout is not None:
+            self.first_answer_by = self.deadline - self.timeout + self.unreachable_timeout
+        self.starts_here = False
+
     async def _wait(self) -> events.Event:
+        if self.starts_here:
+            try:
+                self._start_here()
+            except PrimeError as exc:
+                return events.build_failed(exc)
         if self.deadline <= time.time():  # e.g. the triggerer was down past the deadline
             return self._late_start()
         try:

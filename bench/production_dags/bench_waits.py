@@ -1,0 +1,49 @@
+"""The DAGs of bench/production.py: ``WIDTH`` pod waits per run, started one of two ways.
+
+``bench_waits_triggerer`` starts every wait in the triggerer (``start_from_trigger=True``: no
+worker process until it resumes, on Airflow 3.3+); ``bench_waits_worker`` defers them the classic
+way, after a first poke on a worker. A run waits for pods ``<prefix>-000`` to ``<prefix>-<WIDTH-1>``
+(``prefix`` is the run's param), so a case of N waits is N / WIDTH runs over N distinct pods.
+
+Waits are separate tasks, not one mapped task: Airflow cannot start mapped tasks in the triggerer
+yet. A run is kept to ``WIDTH`` tasks because Airflow hands the whole serialized DAG to the
+triggerer with every wait it starts there (to render its templates), so the cost of starting a wait
+grows with the size of its DAG.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_prime.sensors.pod_status import PodStatusSensor
+
+#: Waits per run.
+WIDTH = 50
+#: Seconds between two polls (the benchmark's interval; its environment may change it).
+POKE_INTERVAL = float(os.environ.get("BENCH_POKE_INTERVAL", "5"))
+TIMEOUT = 3600.0
+HAS_START_FROM_TRIGGER = "start_from_trigger" in inspect.signature(PodStatusSensor).parameters
+
+
+def pod_id(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:03d}"
+
+
+for start in ("triggerer", "worker"):
+    options: dict[str, Any] = {"poke_interval": POKE_INTERVAL, "timeout": TIMEOUT, "deferrable": True}
+    if HAS_START_FROM_TRIGGER:
+        options["start_from_trigger"] = start == "triggerer"
+    with DAG(
+        f"bench_waits_{start}",
+        schedule=None,
+        params={"prefix": Param("bench", type="string")},
+        max_active_runs=1000,
+        max_active_tasks=1000,
+    ):
+        for index in range(WIDTH):
+            pod_ids = pod_id("{{ params.prefix }}", index)
+            PodStatusSensor(task_id=f"wait_{index:03d}", pod_ids=pod_ids, **options)
