@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from scripts.airflow_api import RunWatcher, log_line
+from scripts.airflow_api import AirflowApiError, RunWatcher, log_line
 from scripts.airflow_stack import SENSOR_POLICY, AirflowStack, Component, wait_until
 from scripts.demo import real_api_settings
 
@@ -102,6 +102,33 @@ def test_watcher_says_when_the_run_ended_before_the_awaited_condition() -> None:
         watcher.wait(
             lambda w: "deferred" in w.states("wait"), timeout=5, interval=0, what="the sensor deferred"
         )
+
+
+class NotYetVisible(FakeApi):
+    """The first ``misses`` reads of the run answer 404, as a just-triggered run once did on 3.1."""
+
+    def __init__(self, polls: list[tuple[str, dict[str, str | None]]], misses: int) -> None:
+        super().__init__(polls)
+        self.misses = misses
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        if self.misses:
+            self.misses -= 1
+            raise AirflowApiError(404, "The DagRun was not found")
+        return super().dag_run(dag_id, run_id)
+
+
+def test_watcher_waits_out_a_new_run_not_visible_yet_but_not_a_run_that_vanished() -> None:
+    watcher = RunWatcher(NotYetVisible([("success", {"wait": "success"})], misses=2), "dag", "run")  # type: ignore[arg-type]
+    watcher.wait(timeout=5, interval=0)
+    assert watcher.state == "success"
+
+    vanished = NotYetVisible([("running", {"wait": "running"})], misses=0)
+    watcher = RunWatcher(vanished, "dag", "run")  # type: ignore[arg-type]
+    watcher.poll()
+    vanished.misses = 1  # seen once, then gone: an error at once
+    with pytest.raises(AirflowApiError, match="not found"):
+        watcher.poll()
 
 
 def test_wait_until_returns_the_first_truthy_value_or_times_out() -> None:
