@@ -6,7 +6,6 @@
 #   make lint                  ruff + mypy --strict
 #   make bench                 the performance benchmark, results to docs/benchmarks.md
 #   make test-lowest           the suite on the lowest supported Airflow and Python
-#   make test-ha-scale         the production tier's fan-out, failover and 429 tests (heavy)
 #   make docs                  build the documentation site (mkdocs --strict) into site/
 #   make ci                    what .ci/run does: lint, docs, newest and lowest
 
@@ -25,7 +24,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: demo test lint docs bench test-lowest test-ha-scale ci clean
+.PHONY: demo test lint docs bench test-lowest ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,11 +51,6 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.triggers
-
-# The production tier's heavy part (200 mapped waits, a triggerer SIGKILLed, a 429 storm): minutes
-# of CPU, so not in `make test` yet (see tests/ha/test_scale_and_failover.py).
-test-ha-scale: $(STAMP)
-	PRIME_HA_SCALE=1 $(BIN)/python -m pytest -m ha tests/ha $(PYTEST_ARGS)
 
 test-lowest:
 	$(MAKE) test VENV=.venv-lowest PYTHON_VERSION=3.10 AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION) \

@@ -57,6 +57,10 @@ SOAK_EXTRA = {
 }
 
 
+#: Seconds a task still running after every wait was cancelled gets to finish before it counts
+#: as left behind (the read timeout above bounds anything the provider has in flight).
+LEFTOVER_GRACE = 2.0
+
 #: Distinct never-seen pod ids each churn connection cycles through (reused, so nothing piles up).
 GHOST_IDS = 20
 
@@ -113,6 +117,7 @@ class SoakResult:
     cpu_seconds: float = 0.0
     requests: int | None = None
     leftover_tasks: int = 0
+    leftover_names: list[str] = field(default_factory=list)
     leftover_pollers: int = 0
 
     @property
@@ -152,6 +157,7 @@ class SoakResult:
             "max_lag_warm_up_ms": round(self.max_lag_warm_up * 1000, 1),
             "max_lag_ms": round(self.max_lag * 1000, 1),
             "leftover_tasks": self.leftover_tasks,
+            "leftover_names": self.leftover_names,
             "leftover_pollers": self.leftover_pollers,
         }
 
@@ -337,8 +343,16 @@ async def run_soak(
         gc.unfreeze()
         if tracing:
             tracemalloc.stop()
+    # A task that finishes on its own moments after the cancel (a shared connection lookup still
+    # in flight, a client closing its sockets) is not left behind; one still running after
+    # LEFTOVER_GRACE is, and its name is kept for the report.
     current = asyncio.current_task()
-    result.leftover_tasks = sum(1 for t in asyncio.all_tasks() if t is not current and not t.done())
+    others = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if others:
+        await asyncio.wait(others, timeout=LEFTOVER_GRACE)
+    leftovers = [t.get_name() for t in others if not t.done()]
+    result.leftover_tasks = len(leftovers)
+    result.leftover_names = leftovers
     result.leftover_pollers = len(active_pollers())
     result.waits_started = soak.waits_started
     result.events = dict(soak.events)

@@ -194,7 +194,7 @@ def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
     make_ready(e2e_simulator, pod_id)
     watcher.wait(timeout=STEP_TIMEOUT)
 
-    assert watcher.state == "success", watcher.history
+    assert watcher.state == "success", (watcher.history, last_try_log(airflow_stack, watcher, CREATE))
     assert ("up_for_retry" if CRASHED_TASKS_RETRY else "failed") in watcher.states(CREATE)
     assert creates_of(e2e_simulator, name) == 1
     assert_none_billing(e2e_simulator, [pod_id])
@@ -317,6 +317,12 @@ def kill_task_process(watcher: RunWatcher, task_id: str) -> None:
     pid = int(watcher.ti(task_id)["pid"])
     assert os.path.exists(f"/proc/{pid}"), f"the task process {pid} is not running"
     os.kill(pid, signal.SIGKILL)
+
+
+def last_try_log(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> str:
+    """The log of the task's latest try, for a failure message (its tail is what tells why)."""
+    try_number = int(watcher.ti(task_id)["try_number"])
+    return f"try {try_number}: ..." + run_log(stack, watcher, task_id, try_number)[-4000:]
 
 
 def wait_for_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int, text: str) -> str:

@@ -22,11 +22,14 @@ from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_stack import AirflowStack
 from scripts.postgres import PostgresNotFound, PostgresServer
 from tests.e2e.conftest import _interrupt
-from tests.ha.wait_options import START_MODES
+from tests.ha.wait_options import FAN_OUTS, START_MODES, fan_out_dag_id
 
 DAGS = Path(__file__).resolve().parent / "dags"
 AIRFLOW_VERSION = tuple(int(part) for part in airflow_version.split(".")[:2])
-DAG_IDS = ("ha_fan_out", *(f"ha_{name}_{start}" for name in ("wait", "timeout") for start in START_MODES))
+DAG_IDS = (
+    *map(fan_out_dag_id, FAN_OUTS),
+    *(f"ha_{name}_{start}" for name in ("wait", "timeout") for start in START_MODES),
+)
 TRIGGERERS = 2
 #: Triggers one triggerer may run: a 200-wait fan-out cannot fit in one, a 40-wait one can.
 CAPACITY = 150

@@ -1,18 +1,16 @@
-"""Production shape on real processes: a mapped fan-out over two triggerers, a triggerer killed
+"""Production shape on real processes: a 200-wait fan-out over two triggerers, a triggerer killed
 mid-wait, and the API rate-limiting everyone.
 
 What only this tier shows: that the shared poller's promise (one request per interval per 100
 distinct pods) holds per triggerer process when Airflow spreads the triggers over several; that a
 wait survives its triggerer dying, not restarting, with the other one taking it over; and that a
-429 storm slows every triggerer down as the API asks instead of failing waits. The fan-outs are
-mapped tasks, which Airflow cannot start from the triggerer yet (see docs/production.md), so they
-defer from a worker.
+429 storm slows every triggerer down as the API asks instead of failing waits. The fan-outs start
+in the triggerer (``tests/ha/dags/ha_fan_out.py`` says why they are not mapped tasks).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from datetime import timedelta
 
@@ -25,29 +23,18 @@ from tests.e2e.test_example_dags_e2e import add_booting_pods, make_ready, timest
 from tests.ha.conftest import TRIGGERERS
 from tests.ha.runs import (
     STEP_TIMEOUT,
-    mapped_tis,
     requests_floor,
     settle,
     status_requests,
     triggerer_of,
     wait_all_deferred,
     wait_finished,
+    wait_tis,
 )
-from tests.ha.wait_options import POKE_INTERVAL, TIMEOUT
+from tests.ha.wait_options import POKE_INTERVAL, TIMEOUT, fan_out_dag_id, wait_task_id
 
-pytestmark = [
-    pytest.mark.ha,
-    # Not yet part of `make test`: a classic 200-wait fan-out starts about 400 worker processes
-    # (0.73 CPU s each, bench/production.py), and on this project's shared 2-core machines the
-    # fan-out has not finished deferring before Airflow reset its task instances. Run it alone
-    # with `make test-ha-scale` (PRIME_HA_SCALE=1) on a machine with spare cores.
-    pytest.mark.skipif(
-        os.environ.get("PRIME_HA_SCALE") != "1",
-        reason="the 200-wait fan-out, failover and 429 tiers run with PRIME_HA_SCALE=1 (make test-ha-scale)",
-    ),
-]
+pytestmark = pytest.mark.ha
 
-FAN_OUT = "ha_fan_out"
 #: Poll intervals counted in a steady-state window.
 WINDOW_INTERVALS = 5
 
@@ -55,10 +42,10 @@ WINDOW_INTERVALS = 5
 def start_fan_out(
     stack: AirflowStack, simulator: PrimeSimulatorProcess, prefix: str, waits: int, pods: int
 ) -> tuple[str, list[str]]:
-    """``waits`` mapped waits over ``pods`` booting pods (wait ``i`` on pod ``i mod pods``)."""
+    """A run of ``ha_fan_out_<waits>`` over ``pods`` booting pods (wait ``i`` on pod ``i mod pods``)."""
     pod_ids = [f"{prefix}-{i}" for i in range(pods)]
     add_booting_pods(simulator, dict.fromkeys(pod_ids, 1))
-    watcher = stack.trigger(FAN_OUT, {"pod_ids": [pod_ids[i % pods] for i in range(waits)]})
+    watcher = stack.trigger(fan_out_dag_id(waits), {"pod_ids": [pod_ids[i % pods] for i in range(waits)]})
     return watcher.run_id, pod_ids
 
 
@@ -67,15 +54,15 @@ def pods_by_triggerer(tis: list[dict[str, object]], waits: list[str]) -> dict[in
     for ti in tis:
         triggerer = triggerer_of(ti)
         assert triggerer is not None
-        held.setdefault(triggerer, set()).add(waits[int(str(ti["map_index"]))])
+        held.setdefault(triggerer, set()).add(waits[int(str(ti["task_id"]).removeprefix("wait_"))])
     return held
 
 
 def assert_all_succeeded_in_time(stack: AirflowStack, run_id: str, count: int) -> None:
-    run = stack.api.dag_run(FAN_OUT, run_id)
+    run = stack.api.dag_run(fan_out_dag_id(count), run_id)
     assert run["state"] == "success"
     deadline = timestamp(run["start_date"]) + timedelta(seconds=TIMEOUT)
-    tis = mapped_tis(stack, FAN_OUT, run_id)
+    tis = wait_tis(stack, fan_out_dag_id(count), run_id)
     assert len(tis) == count
     assert {ti["state"] for ti in tis} == {"success"}
     assert {ti["try_number"] for ti in tis} == {1}  # nothing was retried
@@ -94,7 +81,7 @@ def test_a_fan_out_over_two_triggerers_polls_once_per_interval_per_triggerer(
     ha_simulator.reset()
     run_id, pod_ids = start_fan_out(ha_stack, ha_simulator, pod_prefix, waits=200, pods=50)
     waits = [pod_ids[i % 50] for i in range(200)]
-    tis = wait_all_deferred(ha_stack, FAN_OUT, run_id, 200)
+    tis = wait_all_deferred(ha_stack, fan_out_dag_id(200), run_id, 200)
     held = pods_by_triggerer(tis, waits)
     # More waits than one triggerer's capacity: Airflow spread them over both.
     assert set(held) == {c.job_id for c in ha_stack.triggerer_components.values()}
@@ -118,13 +105,9 @@ def test_a_fan_out_over_two_triggerers_polls_once_per_interval_per_triggerer(
 
     for pod_id in pod_ids:
         make_ready(ha_simulator, pod_id, 1)
-    assert wait_finished(ha_stack, FAN_OUT, run_id) == "success"
+    assert wait_finished(ha_stack, fan_out_dag_id(200), run_id) == "success"
     assert_all_succeeded_in_time(ha_stack, run_id, 200)
-    handover = ha_stack.api.request(
-        "GET",
-        f"/dags/{FAN_OUT}/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value",
-        params={"map_index": 7},
-    )["value"]
+    handover = ha_stack.api.xcom(fan_out_dag_id(200), run_id, wait_task_id(7))
     assert set(handover) == {waits[7]}
     assert handover[waits[7]]["status"] == "ACTIVE"
     assert len(handover[waits[7]]["ssh_connections"]) == 1
@@ -136,7 +119,7 @@ def test_waits_survive_their_triggerer_dying_and_move_to_the_other(
 ) -> None:
     ha_simulator.reset()
     run_id, pod_ids = start_fan_out(ha_stack, ha_simulator, pod_prefix, waits=20, pods=10)
-    tis = wait_all_deferred(ha_stack, FAN_OUT, run_id, 20)
+    tis = wait_all_deferred(ha_stack, fan_out_dag_id(20), run_id, 20)
     counts: dict[int, int] = {}
     for ti in tis:
         job = triggerer_of(ti)
@@ -153,7 +136,10 @@ def test_waits_survive_their_triggerer_dying_and_move_to_the_other(
     try:
         # Once the dead job's heartbeat is stale, the survivor adopts every one of its triggers.
         wait_until(
-            lambda: {triggerer_of(ti) for ti in mapped_tis(ha_stack, FAN_OUT, run_id)} == {survivor.job_id},
+            lambda: (
+                {triggerer_of(ti) for ti in wait_tis(ha_stack, fan_out_dag_id(20), run_id)}
+                == {survivor.job_id}
+            ),
             STEP_TIMEOUT,
             f"{survivor.name} taking over {victim.name}'s triggers",
             1.0,
@@ -166,7 +152,7 @@ def test_waits_survive_their_triggerer_dying_and_move_to_the_other(
         )
         for pod_id in pod_ids:
             make_ready(ha_simulator, pod_id, 1)
-        assert wait_finished(ha_stack, FAN_OUT, run_id) == "success"
+        assert wait_finished(ha_stack, fan_out_dag_id(20), run_id) == "success"
         assert_all_succeeded_in_time(ha_stack, run_id, 20)
         assert_read_only(ha_simulator)
     finally:
@@ -179,7 +165,7 @@ def test_a_rate_limited_api_slows_every_triggerer_down_and_no_wait_fails(
     retry_after, duration = 3 * POKE_INTERVAL, 8 * POKE_INTERVAL
     ha_simulator.reset()
     run_id, pod_ids = start_fan_out(ha_stack, ha_simulator, pod_prefix, waits=10, pods=5)
-    tis = wait_all_deferred(ha_stack, FAN_OUT, run_id, 10)
+    tis = wait_all_deferred(ha_stack, fan_out_dag_id(10), run_id, 10)
     pollers = len({triggerer_of(ti) for ti in tis})
     settle(2 * POKE_INTERVAL)
 
@@ -187,7 +173,7 @@ def test_a_rate_limited_api_slows_every_triggerer_down_and_no_wait_fails(
     ha_simulator.inject(Fault.rate_limited(retry_after=retry_after, times=None, duration=duration))
     for pod_id in pod_ids:  # ready now, but the API only says 429 until the fault is over
         make_ready(ha_simulator, pod_id, 1)
-    assert wait_finished(ha_stack, FAN_OUT, run_id) == "success"
+    assert wait_finished(ha_stack, fan_out_dag_id(10), run_id) == "success"
 
     assert_all_succeeded_in_time(ha_stack, run_id, 10)
     during = [r for r in status_requests(ha_simulator, fault_at) if r["time"] < fault_at + duration]
@@ -200,5 +186,5 @@ def test_a_rate_limited_api_slows_every_triggerer_down_and_no_wait_fails(
     after = [r for r in status_requests(ha_simulator, fault_at + duration)]
     assert any(r["status"] == 200 for r in after)  # it recovered...
     # ...and only then did the waits learn the pods were ready.
-    for ti in mapped_tis(ha_stack, FAN_OUT, run_id):
+    for ti in wait_tis(ha_stack, fan_out_dag_id(10), run_id):
         assert timestamp(ti["end_date"]).timestamp() >= fault_at + duration

@@ -62,6 +62,6 @@ async def test_memory_stays_flat_over_hundreds_of_poll_cycles(
     assert result.waits_started > SHORT.connections * SHORT.waits_per_connection  # churn happened
     assert set(result.events) == {"timeout"}  # only the churn waits ended, each on its deadline
     assert result.traced_growth < GROWTH_BOUND, (result.summary(), [s.traced_bytes for s in result.samples])
-    assert result.leftover_tasks == 0
+    assert result.leftover_tasks == 0, result.leftover_names
     assert result.leftover_pollers == 0
     observations.add(request, kind="soak", polls=polls(), bound_kib=GROWTH_BOUND // 1024, **result.summary())

@@ -1,23 +1,28 @@
-"""The production tier's mapped fan-out: one wait per id of the run's ``pod_ids`` (ids may repeat).
+"""The production tier's fan-outs: one wait task per id of the run's ``pod_ids`` (ids may repeat).
 
-Mapped waits defer from a worker: Airflow cannot start mapped tasks in the triggerer yet
-(apache/airflow GH-52141), so this DAG is the same whatever the sensor supports. Its own file keeps
-the DAG parse that every one of its worker processes makes small.
+``ha_fan_out_<n>`` has ``n`` sensors ``wait_000``... started from the triggerer
+(``start_from_trigger=True``), each rendering its own id there from the run's ``pod_ids``: no wait
+takes a worker slot, so a 200-wait fan-out costs no worker processes at all. The tasks are written
+out by a loop instead of mapped because Airflow cannot start mapped tasks in the triggerer yet
+(apache/airflow GH-52141, Airflow 3.3.2); a mapped fan-out would start two worker processes per
+wait to defer from, which is what ``bench/production.py`` measures and docs/production.md advises
+against at this scale. The tier runs on Airflow 3.3+, where the option exists.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG
 
 from airflow_provider_prime.sensors.pod_status import PodStatusSensor
-from tests.ha.wait_options import TIMEOUT, params, sensor_options
+from tests.ha.wait_options import FAN_OUTS, TIMEOUT, fan_out_dag_id, params, sensor_options, wait_task_id
 
-with DAG("ha_fan_out", schedule=None, params=params(), max_active_tasks=1024):
-
-    @task
-    def pod_list(**context: Any) -> list[str]:
-        return list(context["params"]["pod_ids"])
-
-    PodStatusSensor.partial(task_id="wait", timeout=TIMEOUT, **sensor_options()).expand(pod_ids=pod_list())
+for waits in FAN_OUTS:
+    # max_active_tasks: deferred waits count as active; the default 16 would hold the rest back.
+    with DAG(fan_out_dag_id(waits), schedule=None, params=params(), max_active_tasks=4 * waits):
+        for index in range(waits):
+            PodStatusSensor(
+                task_id=wait_task_id(index),
+                pod_ids=f"{{{{ params.pod_ids[{index}] }}}}",
+                timeout=TIMEOUT,
+                **sensor_options("triggerer"),
+            )
