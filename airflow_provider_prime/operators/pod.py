@@ -105,7 +105,8 @@ class PrimeCreatePodOperator(BaseOperator):
     try's); a pod adopted under ``name`` that was created after this DAG run started. A pod named
     by the user that existed before the run is left alone unless ``terminate_preexisting=True``.
 
-    :param timeout: seconds the wait may take (default 45 minutes), counted from the pod's creation.
+    :param timeout: seconds the wait may take (default 45 minutes), counted from when this try created
+        or adopted the pod (per try, like a sensor's ``timeout`` in poke mode).
     :param poll_interval: seconds between two status checks (default 15).
     """
 

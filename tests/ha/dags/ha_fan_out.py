@@ -2,11 +2,12 @@
 
 ``ha_fan_out_<n>`` has ``n`` sensors ``wait_000``... started from the triggerer
 (``start_from_trigger=True``), each rendering its own id there from the run's ``pod_ids``: no wait
-takes a worker slot, so a 200-wait fan-out costs no worker processes at all. The tasks are written
-out by a loop instead of mapped because Airflow cannot start mapped tasks in the triggerer yet
-(apache/airflow GH-52141, Airflow 3.3.2); a mapped fan-out would start two worker processes per
-wait to defer from, which is what ``bench/production.py`` measures and docs/production.md advises
-against at this scale. The tier runs on Airflow 3.3+, where the option exists.
+takes a worker slot while it waits (each resumes on a worker for a moment once its pod is ready).
+The tasks are written out by a loop instead of mapped because Airflow cannot start mapped tasks in
+the triggerer yet (apache/airflow#48009, the GH-52141 TODO in Airflow 3.3.2's MappedOperator); a
+mapped fan-out would also start a worker process per wait just to defer, which
+``bench/production.py`` measures and docs/production.md advises against at this scale. The tier
+runs on Airflow 3.3+, where the option exists.
 """
 
 from __future__ import annotations
