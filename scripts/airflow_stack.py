@@ -431,7 +431,7 @@ class AirflowStack:
         folder = self.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         return {path.name: path.read_text(errors="replace") for path in sorted(folder.glob("*.log"))}
 
-    def deferral_processed(self, dag_id: str, run_id: str, task_id: str) -> bool:
+    def deferral_processed(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> bool:
         """Whether the scheduler has taken note that the worker process which deferred the task ended.
 
         Until it has, a trigger that fires at once races the scheduler: the deferring process's
@@ -441,8 +441,14 @@ class AirflowStack:
         skips a task instance whose row another process holds locked, and then logs only that it
         received the event: gone unhandled, it cannot race anything either.
         """
-        ti = rf"dag_id={re.escape(dag_id)}, task_id={re.escape(task_id)}, run_id={re.escape(run_id)},"
-        key = rf"dag_id='{re.escape(dag_id)}', task_id='{re.escape(task_id)}', run_id='{re.escape(run_id)}',"
+        ti = (
+            rf"dag_id={re.escape(dag_id)}, task_id={re.escape(task_id)}, run_id={re.escape(run_id)}, "
+            rf"map_index={map_index},"
+        )
+        key = (
+            rf"dag_id='{re.escape(dag_id)}', task_id='{re.escape(task_id)}', run_id='{re.escape(run_id)}', "
+            rf"try_number=\d+, map_index={map_index}\)"
+        )
         log = (self.log_dir / "scheduler.log").read_text(errors="replace")
         finished = re.findall(rf"TaskInstance Finished: {ti} .*?, state=(\w+), executor=", log)
         if finished:

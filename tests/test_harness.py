@@ -153,11 +153,11 @@ def test_log_lines_keep_the_message_and_its_own_fields_only() -> None:
     assert log_line("plain text") == "plain text"
 
 
-def finished_line(state: str, *, ti_id: bool = True, run_id: str = "r+1") -> str:
+def finished_line(state: str, *, ti_id: bool = True, run_id: str = "r+1", map_index: int = -1) -> str:
     """The scheduler's "TaskInstance Finished" line as Airflow 3.3 (with ti_id) or 3.1 writes it."""
     ident = "ti_id=u, " if ti_id else ""
     return (
-        f"TaskInstance Finished: dag_id=d, task_id=wait, run_id={run_id}, map_index=-1, {ident}"
+        f"TaskInstance Finished: dag_id=d, task_id=wait, run_id={run_id}, map_index={map_index}, {ident}"
         f"run_start_date=s, run_end_date=None, run_duration=None, state={state}, "
         "executor=LocalExecutor, executor_state=success"
     )
@@ -179,6 +179,18 @@ def test_deferral_processed_reads_the_schedulers_log(tmp_path: Path, line: str, 
     (stack.log_dir / "scheduler.log").write_text(f"2026-01-01 [info] {line} [airflow.jobs]\n")
 
     assert stack.deferral_processed("d", "r+1", "wait") is processed
+
+
+def test_deferral_processed_tells_mapped_task_instances_apart(tmp_path: Path) -> None:
+    stack = AirflowStack(home=tmp_path, dags_folder=tmp_path)
+    stack.log_dir.mkdir()
+    lines = [finished_line("deferred", map_index=0), finished_line("queued", map_index=2)]
+    (stack.log_dir / "scheduler.log").write_text("".join(f"[info] {line}\n" for line in lines))
+
+    assert stack.deferral_processed("d", "r+1", "wait", map_index=0) is True
+    assert stack.deferral_processed("d", "r+1", "wait", map_index=2) is False  # the stale event came late
+    assert stack.deferral_processed("d", "r+1", "wait", map_index=1) is False  # nothing seen yet
+    assert stack.deferral_processed("d", "r+1", "wait") is False  # not a mapped index at all
 
 
 def test_sensor_policy_sets_the_overrides_on_sensors_only() -> None:

@@ -56,6 +56,7 @@ from airflow_provider_prime.triggers.pod_lifecycle import (
     PodTerminationTrigger,
     termination_state,
 )
+from airflow_provider_prime.triggers.pod_status import first_poll_after_deferral
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -225,7 +226,7 @@ class PrimeCreatePodOperator(BaseOperator):
                 deadline=deadline,
                 prime_conn_id=self.prime_conn_id,
                 poll_interval=self.poll_interval,
-                not_before=time.time() + self.poll_interval,
+                not_before=first_poll_after_deferral(self.poll_interval),
                 terminate_on_kill=self._owned and self.terminate_on_failure,
                 **self.requirements.to_kwargs(),
             )
@@ -529,6 +530,7 @@ class PrimeTerminatePodOperator(BaseOperator):
                     deadline=time.time() + self.timeout,
                     prime_conn_id=self.prime_conn_id,
                     poll_interval=self.poll_interval,
+                    not_before=first_poll_after_deferral(0.0),
                 ),
                 method_name="execute_complete",
                 kwargs={"before": before, "failures": failures},

@@ -31,7 +31,11 @@ from airflow_provider_prime.readiness import (
     Step,
     describe_api,
 )
-from airflow_provider_prime.triggers.pod_status import DEFER_TIMEOUT_MARGIN, PodStatusTrigger
+from airflow_provider_prime.triggers.pod_status import (
+    DEFER_TIMEOUT_MARGIN,
+    PodStatusTrigger,
+    first_poll_after_deferral,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -250,7 +254,7 @@ class PodStatusSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 missing_since=wait.missing_since,
                 first_answer_by=wait.first_answer_by,
-                not_before=now + self.poke_interval,
+                not_before=first_poll_after_deferral(self.poke_interval),
                 **self.requirements.to_kwargs(),
             ),
             method_name="execute_complete",

@@ -66,16 +66,27 @@ class PodTerminationTrigger(BaseTrigger):
     One event of :mod:`airflow_provider_prime.events`: ``success`` with ``pods`` =
     ``{id: {"status", "terminated_at", "final"}}``, ``timeout`` with the same ``pods`` (the last
     known state), or ``failed`` when the API refuses.
+
+    ``not_before`` (epoch seconds) holds the first check back: a deleted pod is often gone at once,
+    and a trigger firing moments after its deferral races the scheduler (see
+    :data:`~airflow_provider_prime.triggers.pod_status.SETTLE_AFTER_DEFERRAL`).
     """
 
     def __init__(
-        self, *, pod_ids: str | Iterable[str], deadline: float, prime_conn_id: str, poll_interval: float
+        self,
+        *,
+        pod_ids: str | Iterable[str],
+        deadline: float,
+        prime_conn_id: str,
+        poll_interval: float,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.pod_ids = validate_pod_ids(pod_ids)
         self.deadline = float(deadline)
         self.prime_conn_id = prime_conn_id
         self.poll_interval = float(poll_interval)
+        self.not_before = None if not_before is None else float(not_before)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -85,6 +96,7 @@ class PodTerminationTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "prime_conn_id": self.prime_conn_id,
                 "poll_interval": self.poll_interval,
+                "not_before": self.not_before,
             },
         )
 
@@ -94,6 +106,8 @@ class PodTerminationTrigger(BaseTrigger):
     async def _wait(self) -> dict[str, Any]:
         hook = PrimeHook(self.prime_conn_id)
         ends: dict[str, dict[str, Any]] = {}
+        if self.not_before is not None:
+            await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
         while True:
             for pod_id in [p for p in self.pod_ids if p not in ends or not ends[p]["final"]]:
                 try:
@@ -108,11 +122,7 @@ class PodTerminationTrigger(BaseTrigger):
                 return dict(events.build_success(ends, "every pod terminated"))
             if time.time() + self.poll_interval > self.deadline:
                 waiting = ", ".join(p for p in self.pod_ids if not ends.get(p, {}).get("final"))
-                return {
-                    "status": "timeout",
-                    "pods": ends,
-                    "message": f"pods not terminated in time: {waiting}",
-                }
+                return dict(events.build_timeout(f"pods not terminated in time: {waiting}", ends))
             await asyncio.sleep(self.poll_interval)
 
 

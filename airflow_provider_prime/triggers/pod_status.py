@@ -54,6 +54,19 @@ SETTINGS_TTL = 60.0
 #: triggerer that is down.
 DEFER_TIMEOUT_MARGIN = 60.0
 
+#: Seconds after a deferral before the first poll, at least (a shorter poll interval does not
+#: shorten it). A trigger that fires within a second or two of the deferral races the scheduler's
+#: bookkeeping of the worker process that deferred: its stale "success" then fails the resumed task
+#: with "TI was not in the running state" (apache/airflow#66374, #67287, #72716). Nothing is lost by
+#: waiting: the deferring task has just checked, and a pod takes minutes to boot.
+SETTLE_AFTER_DEFERRAL = 5.0
+
+
+def first_poll_after_deferral(interval: float) -> float:
+    """The ``not_before`` of a trigger deferred now that would next poll after ``interval`` seconds."""
+    return time.time() + max(interval, SETTLE_AFTER_DEFERRAL)
+
+
 _settings_lookups: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[PrimeApiSettings]]]
 ] = weakref.WeakKeyDictionary()
@@ -101,7 +114,8 @@ class PodStatusTrigger(BaseTrigger):
         ``None`` when it has already (or for no such bound). Set by the sensor from its
         ``unreachable_timeout``; past it, a wait that never got an answer fails.
     :param not_before: epoch second before which the trigger does not poll. The sensor sets it to
-        one poke interval after its own check: nothing new is due before then, and a trigger that
+        one poke interval after its own check (:func:`first_poll_after_deferral`, at least
+        :data:`SETTLE_AFTER_DEFERRAL`): nothing new is due before then, and a trigger that
         fires within a second or two of the deferral can race the scheduler's bookkeeping of the
         worker that deferred (Airflow then marks the resumed task failed). Absolute, so a
         triggerer restart does not delay the wait again.

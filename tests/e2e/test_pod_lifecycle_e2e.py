@@ -72,17 +72,27 @@ def wait_state(watcher: RunWatcher, task_id: str, state: str) -> None:
     watcher.wait(lambda w: w.states(task_id)[-1:] == [state], timeout=STEP_TIMEOUT, what=f"{task_id} {state}")
 
 
-def wait_deferred(stack: AirflowStack, watcher: RunWatcher, task_id: str = CREATE) -> None:
+def wait_deferred(
+    stack: AirflowStack, watcher: RunWatcher, task_id: str = CREATE, map_index: int = -1
+) -> None:
     """Deferred, held by a triggerer, and the deferring worker's end processed by the scheduler."""
-    watcher.wait(
-        lambda w: (
-            w.states(task_id)[-1:] == ["deferred"]
-            and (w.ti(task_id).get("trigger") or {}).get("triggerer_id") is not None
-            and stack.deferral_processed(w.dag_id, w.run_id, task_id)
-        ),
-        timeout=STEP_TIMEOUT,
-        what=f"{task_id} deferred to a triggerer",
-    )
+
+    def ti(w: RunWatcher) -> dict[str, Any]:
+        if map_index < 0:
+            return w.ti(task_id)
+        path = f"/dags/{w.dag_id}/dagRuns/{w.run_id}/taskInstances/{task_id}/{map_index}"
+        found: dict[str, Any] = stack.api.request("GET", path)
+        return found
+
+    def deferred(w: RunWatcher) -> bool:
+        current = ti(w)
+        return (
+            current.get("state") == "deferred"
+            and (current.get("trigger") or {}).get("triggerer_id") is not None
+            and stack.deferral_processed(w.dag_id, w.run_id, task_id, map_index)
+        )
+
+    watcher.wait(deferred, timeout=STEP_TIMEOUT, what=f"{task_id}[{map_index}] deferred to a triggerer")
 
 
 def deferred_lifecycle(stack: AirflowStack, conf: dict[str, Any] | None = None) -> tuple[RunWatcher, str]:
@@ -266,6 +276,8 @@ def test_a_mapped_create_with_one_broken_pod_trains_two_and_deletes_all_three(
     create, train, terminate = "branch.create_pod", "branch.train", "branch.terminate_pod"
     pod_ids = [pod_id_of(airflow_stack, watcher, create, index) for index in range(3)]
     assert len(set(pod_ids)) == 3
+    for index in range(3):  # only then may the triggers fire (see AirflowStack.deferral_processed)
+        wait_deferred(airflow_stack, watcher, create, index)
     e2e_simulator.set_pod_state(pod_ids[1], "ERROR")
     for pod_id in (pod_ids[0], pod_ids[2]):
         make_ready(e2e_simulator, pod_id)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from airflow_provider_prime.events import parse_event
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.operators.pod import (
     PrimeCreatePodOperator,
@@ -15,6 +17,7 @@ from airflow_provider_prime.operators.pod import (
 )
 from airflow_provider_prime.testing import Fault
 from airflow_provider_prime.triggers.pod_lifecycle import PodTerminationTrigger
+from airflow_provider_prime.triggers.pod_status import SETTLE_AFTER_DEFERRAL
 from tests.operators.conftest import (
     SLOW_BOOT,
     TaskDeferred,
@@ -106,6 +109,12 @@ def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
         operator.execute(make_context())
     trigger = caught.value.trigger
     assert isinstance(trigger, PodTerminationTrigger)
+    # Its first check waits out the scheduler's bookkeeping of the deferral (SETTLE_AFTER_DEFERRAL),
+    # and a restarted triggerer keeps that moment; the test then lets it check at once.
+    assert trigger.not_before is not None
+    assert trigger.not_before - time.time() > SETTLE_AFTER_DEFERRAL - 2
+    assert trigger.serialize()[1]["not_before"] == trigger.not_before
+    trigger.not_before = time.time()
 
     async def first() -> dict[str, Any]:
         async for event in trigger.run():
@@ -116,3 +125,25 @@ def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
     report = operator.execute_complete(make_context(), event, **caught.value.kwargs)
     assert {entry["status"] for entry in report.values()} == {"TERMINATED"}
     assert billing_pods(sim) == []
+
+
+def test_a_termination_that_outlives_the_deadline_is_a_timeout_event_the_operator_reads(lifecycle_sim):
+    lifecycle_sim(SLOW_BOOT)
+    pod_ids = created_pods(1)
+    operator = terminate(pod_ids, deferrable=True)
+    with pytest.raises(TaskDeferred) as caught:
+        operator.execute(make_context())
+    trigger = caught.value.trigger
+    assert isinstance(trigger, PodTerminationTrigger)
+    trigger.deadline = trigger.not_before = time.time()  # deleted, not yet TERMINATED: out of time
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first())
+    assert parse_event(event)["status"] == "timeout"
+    assert pod_ids[0] in event["message"]
+    with pytest.raises(PrimeError, match=f"not terminated within .*{pod_ids[0]}"):
+        operator.execute_complete(make_context(), event, **caught.value.kwargs)

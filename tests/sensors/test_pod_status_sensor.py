@@ -26,7 +26,7 @@ from airflow_provider_prime.sensors.pod_status import (
     PodStatusSensor,
 )
 from airflow_provider_prime.ssh import node_entry
-from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.pod_status import SETTLE_AFTER_DEFERRAL, PodStatusTrigger
 from tests.statuses import SSH, pod
 
 try:
@@ -335,6 +335,15 @@ class TestDeferrable:
             30,
         )
         assert list(kwargs["missing_since"]) == ["b"]  # b was missing at the first check
+        assert before + 7 <= kwargs["not_before"] <= time.time() + 7  # the next poke is due then
+
+    def test_a_short_poke_interval_still_lets_the_scheduler_note_the_deferral_first(self, api):
+        api([pod("a", status="PENDING")])
+        before = time.time()
+        with pytest.raises(TaskDeferred) as caught:
+            sensor(["a"], deferrable=True, poke_interval=1).execute(context())
+        _, kwargs = caught.value.trigger.serialize()
+        assert before + SETTLE_AFTER_DEFERRAL <= kwargs["not_before"] <= time.time() + SETTLE_AFTER_DEFERRAL
 
     def test_ready_at_the_first_check_returns_without_deferring(self, api):
         api(READY)
