@@ -35,6 +35,17 @@ def terminate(pod_ids: Any, **kwargs: Any) -> PrimeTerminatePodOperator:
     return PrimeTerminatePodOperator(task_id="terminate_pod", pod_ids=pod_ids, **kwargs)
 
 
+def first_event(trigger: PodTerminationTrigger) -> dict[str, Any]:
+    """The trigger's one event, run as a triggerer would."""
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    return asyncio.run(first())
+
+
 def created_pods(count: int) -> list[str]:
     ids = []
     for index in range(count):
@@ -116,12 +127,7 @@ def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
     assert trigger.serialize()[1]["not_before"] == trigger.not_before
     trigger.not_before = time.time()
 
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    event = asyncio.run(first())
+    event = first_event(trigger)
     report = operator.execute_complete(make_context(), event, **caught.value.kwargs)
     assert {entry["status"] for entry in report.values()} == {"TERMINATED"}
     assert billing_pods(sim) == []
@@ -137,12 +143,7 @@ def test_a_termination_that_outlives_the_deadline_is_a_timeout_event_the_operato
     assert isinstance(trigger, PodTerminationTrigger)
     trigger.deadline = trigger.not_before = time.time()  # deleted, not yet TERMINATED: out of time
 
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    event = asyncio.run(first())
+    event = first_event(trigger)
     assert parse_event(event)["status"] == "timeout"
     assert pod_ids[0] in event["message"]
     with pytest.raises(PrimeError, match=f"not terminated within .*{pod_ids[0]}"):
