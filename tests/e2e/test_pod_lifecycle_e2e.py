@@ -79,7 +79,7 @@ def wait_deferred(
 
     def ti(w: RunWatcher) -> dict[str, Any]:
         if map_index < 0:
-            return w.ti(task_id)
+            return w.task_instances.get(task_id, {})  # nothing yet on the run's first polls
         path = f"/dags/{w.dag_id}/dagRuns/{w.run_id}/taskInstances/{task_id}/{map_index}"
         found: dict[str, Any] = stack.api.request("GET", path)
         return found
