@@ -81,7 +81,10 @@ def wait_deferred(
         if map_index < 0:
             return w.task_instances.get(task_id, {})  # nothing yet on the run's first polls
         path = f"/dags/{w.dag_id}/dagRuns/{w.run_id}/taskInstances/{task_id}/{map_index}"
-        found: dict[str, Any] = stack.api.request("GET", path)
+        try:
+            found: dict[str, Any] = stack.api.request("GET", path)
+        except AirflowApiError:
+            return {}  # not expanded yet
         return found
 
     def deferred(w: RunWatcher) -> bool:
