@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from airflow_provider_prime.exceptions import PrimeTransientError
 from airflow_provider_prime.hooks.prime import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
 
@@ -17,6 +18,7 @@ class FakeApi:
         self.clients: list[FakeClient] = []
         self.errors: list[BaseException] = []  # raised by the next calls, one per call
         self.stall: asyncio.Event | None = None  # when set, calls wait for it
+        self.swallow_cancel = False  # a cancelled call raises a transient error instead
 
     def set(self, *pods: PodStatus) -> None:
         self.pods.update((p.pod_id, p) for p in pods)
@@ -49,6 +51,8 @@ class FakeClient:
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.cancelled += 1
+            if self.api.swallow_cancel:  # as code that turns a cancel into its own timeout would
+                raise PrimeTransientError("timed out (the cancel was swallowed)") from None
             raise
         if self.api.errors:
             raise self.api.errors.pop(0)

@@ -302,3 +302,22 @@ async def test_news_survives_a_snapshot_replaced_unread_and_a_failed_round(api):
         assert snapshot is not None
         assert sub.take_news()  # kept until taken
         assert not sub.take_news()
+
+
+async def test_a_stopped_loop_ends_even_when_its_cancel_is_swallowed_mid_request(api):
+    api.stall, api.swallow_cancel = asyncio.Event(), True
+
+    async def waiter() -> None:
+        async with subscribe(api, ["a"]) as sub:
+            await sub.next(WAIT)
+
+    task = asyncio.create_task(waiter())
+    await until(lambda: bool(api.calls))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert api.clients[0].cancelled == 1
+    await until(lambda: asyncio.all_tasks() == {asyncio.current_task()})  # the loop did not go on
+    assert api.clients[0].closed
+    assert len(api.calls) == 1  # and polled for nobody
+    assert active_pollers() == []
