@@ -35,6 +35,16 @@ def terminate(pod_ids: Any, **kwargs: Any) -> PrimeTerminatePodOperator:
     return PrimeTerminatePodOperator(task_id="terminate_pod", pod_ids=pod_ids, **kwargs)
 
 
+def deferred_termination(pod_ids: list[str]) -> tuple[PrimeTerminatePodOperator, Any, PodTerminationTrigger]:
+    """A deferrable terminate of ``pod_ids`` run until it deferred: operator, deferral, trigger."""
+    operator = terminate(pod_ids, deferrable=True)
+    with pytest.raises(TaskDeferred) as caught:
+        operator.execute(make_context())
+    trigger = caught.value.trigger
+    assert isinstance(trigger, PodTerminationTrigger)
+    return operator, caught.value, trigger
+
+
 def first_event(trigger: PodTerminationTrigger) -> dict[str, Any]:
     """The trigger's one event, run as a triggerer would."""
 
@@ -115,11 +125,7 @@ def test_a_pod_that_cannot_be_deleted_fails_the_task_after_the_others_are_delete
 def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
     sim = lifecycle_sim(SLOW_BOOT)
     pod_ids = created_pods(2)
-    operator = terminate(pod_ids, deferrable=True)
-    with pytest.raises(TaskDeferred) as caught:
-        operator.execute(make_context())
-    trigger = caught.value.trigger
-    assert isinstance(trigger, PodTerminationTrigger)
+    operator, deferred, trigger = deferred_termination(pod_ids)
     # Its first check waits out the scheduler's bookkeeping of the deferral (SETTLE_AFTER_DEFERRAL),
     # and a restarted triggerer keeps that moment; the test then lets it check at once.
     assert trigger.not_before is not None
@@ -128,23 +134,23 @@ def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
     trigger.not_before = time.time()
 
     event = first_event(trigger)
-    report = operator.execute_complete(make_context(), event, **caught.value.kwargs)
+    report = operator.execute_complete(make_context(), event, **deferred.kwargs)
     assert {entry["status"] for entry in report.values()} == {"TERMINATED"}
     assert billing_pods(sim) == []
 
 
 def test_a_termination_that_outlives_the_deadline_is_a_timeout_event_the_operator_reads(lifecycle_sim):
-    lifecycle_sim(SLOW_BOOT)
+    sim = lifecycle_sim(SLOW_BOOT)
     pod_ids = created_pods(1)
-    operator = terminate(pod_ids, deferrable=True)
-    with pytest.raises(TaskDeferred) as caught:
-        operator.execute(make_context())
-    trigger = caught.value.trigger
-    assert isinstance(trigger, PodTerminationTrigger)
+    operator, deferred, trigger = deferred_termination(pod_ids)
     trigger.deadline = trigger.not_before = time.time()  # deleted, not yet TERMINATED: out of time
 
     event = first_event(trigger)
     assert parse_event(event)["status"] == "timeout"
     assert pod_ids[0] in event["message"]
     with pytest.raises(PrimeError, match=f"not terminated within .*{pod_ids[0]}"):
-        operator.execute_complete(make_context(), event, **caught.value.kwargs)
+        operator.execute_complete(make_context(), event, **deferred.kwargs)
+    end = time.monotonic() + 10
+    while billing_pods(sim) and time.monotonic() < end:  # deleted: it stops billing once terminated
+        time.sleep(0.1)
+    assert billing_pods(sim) == []
