@@ -1,0 +1,926 @@
+"""The model of the pod lifecycle: a hypothesis state machine over the real operators and triggers.
+
+Two Airflow deployments (``prod`` and ``staging``) share one Prime key and one DAG, ``train``, with
+the same ``scheduled__`` run ids. Each run has three create tasks: ``create`` (mapped over two
+indexes, with derived names or one static name), ``create_1`` (unmapped: its key in Airflow's
+task-state answer is the mapped ``create[1]``'s too) and ``named`` (a user's name, sometimes of a
+pod that existed before the run: a borrowed pod); a training task downstream uses their pods
+until the run ends, and the teardown ``terminate`` then gives them back.
+
+The rules are what happens to such a deployment: runs start, tasks run (in the worker or deferred),
+kills land at any point of a process (:mod:`.processes`), retries run, triggers tick, move to the
+other triggerer and restart, Airflow's deferral timeout fires, users mark tasks failed or clear
+them, runs end, are cleared or deleted, the reaper runs, the API loses, garbles and delays answers
+and its list lags, pods break, time passes.
+
+Checked after every step (:meth:`LifecycleModel.check`):
+
+1. at most one live pod per task instance per deployment;
+2. no pod whose task instance, or its downstream use, is alive is ever deleted (nor a borrowed pod);
+3. no API key or env secret in anything captured: logs, exceptions, trigger events and kwargs,
+   XCom, Variables, rendered fields, what was sent to Airflow;
+
+and at the end, once every task has ended and the backstop (the reaper) has run: 4. no pod bills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import structlog
+from airflow.sdk import DAG
+from airflow.sdk.api.datamodels._generated import DagRunState, TaskInstanceState
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from airflow_provider_prime.operators.pod import PrimeCreatePodOperator, PrimeTerminatePodOperator
+from airflow_provider_prime.operators.reaper import PrimeReapPodsOperator
+from airflow_provider_prime.testing import (
+    PODS_PATH,
+    STATUS_PATH,
+    CreateLifecycle,
+    Fault,
+    ManualClock,
+    PrimeSimulator,
+    Scenario,
+    ready_pod,
+)
+from tests.model.fake_airflow import TI as AirflowTI
+from tests.model.fake_airflow import Deployment, FakeComms, Run, TIKey
+from tests.model.processes import (
+    Deferral,
+    KillPlan,
+    ModelTI,
+    Outcome,
+    Triggerer,
+    Worker,
+    simulated_time,
+)
+from tests.model.secrets import SecretScanner
+from tests.simulated import FAST_TRANSPORT
+
+DAG_ID = "train"
+API_KEY = "pk-live-7Hq2ZxW9vLm4Rt8Kp3Nd6Fs1Bc5Yg0Ja"
+ENV_SECRETS = {"HF_TOKEN": "hf_Qm8VxT3wLr6Np2Kz9Bj4Hd7Cs", "WANDB_KEY": "wandb-5Tg8Mx2Lq7Vr4Nz1Kp6Hc3"}
+#: Created pods: ACTIVE after 2 pod seconds, installed after 5, TERMINATED 1 s after a DELETE.
+LIFECYCLE = CreateLifecycle(active_after=2.0, installed_after=5.0, deleting_for=1.0)
+#: The wait's own timeout (simulated seconds): long enough to get ready, short enough to run out.
+WAIT_TIMEOUT = 600.0
+POLL_INTERVAL = 1.0
+MAX_RUNS = 2
+RETRIES = 1
+
+KILLS = st.builds(
+    KillPlan,
+    kind=st.sampled_from(["none", "none", "sigterm", "timeout", "sigkill"]),
+    at=st.integers(1, 14),
+    grace=st.none() | st.integers(0, 4),
+    zombie=st.booleans(),
+)
+FAULTS: dict[str, Any] = {
+    "create answer lost": lambda: Fault.answer_lost(),
+    "create answered 502 after it took effect": lambda: Fault.server_error(
+        502, html=True, method="POST", path=PODS_PATH, after_effect=True
+    ),
+    "create refused 503": lambda: Fault.server_error(503, method="POST", path=PODS_PATH),
+    "list lags once": lambda: _empty_list(1),
+    "list lags three times": lambda: _empty_list(3),
+    "status garbled": lambda: Fault.malformed_json(path=STATUS_PATH),
+    "status lone 401": lambda: Fault.http_error(401, path=STATUS_PATH),
+    "status router 404": lambda: Fault.http_error(
+        404, body_shape="detail", message="Not Found", path=STATUS_PATH
+    ),
+    "delete fails twice": lambda: Fault.server_error(500, method="DELETE", path=PODS_PATH + "*", times=2),
+    "delete router 404": lambda: Fault.http_error(
+        404, body_shape="detail", message="Not Found", method="DELETE", path=PODS_PATH + "*"
+    ),
+    "get pod router 404": lambda: Fault.http_error(
+        404, body_shape="detail", message="Not Found", method="GET", path=PODS_PATH + "?*"
+    ),
+    "server echoes the key": lambda: Fault.http_error(401, message=f"invalid API key {API_KEY}"),
+    "server echoes the key past 200 characters": lambda: Fault.http_error(
+        400, message="x" * 190 + API_KEY, body_shape="detail"
+    ),
+    "server echoes an env secret": lambda: Fault.http_error(
+        422, message=f"envVars: value {ENV_SECRETS['HF_TOKEN']} is invalid", method="POST", path=PODS_PATH
+    ),
+    "slow answers": lambda: Fault.slow(0.05, times=3),
+    "connection dropped": lambda: Fault.drop(),
+}
+
+
+def _empty_list(times: int) -> Fault:
+    """``GET /pods/`` answers an empty list: a pod created a moment ago is not listed yet."""
+    body = {"total_count": 0, "offset": 0, "limit": 100, "data": []}
+    return Fault.json_reply(body, method="GET", path=PODS_PATH, times=times)
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """One create task of the DAG."""
+
+    task_id: str
+    map_count: int | None  # None: not mapped
+    naming: str  # derived | static (one user name for every map index) | user
+    deferrable: bool
+
+
+@dataclass
+class TIRecord:
+    """What the model knows of a task instance beyond Airflow's row."""
+
+    deferral: Deferral | None = None
+    zombie: bool = False
+
+
+@dataclass
+class Violation:
+    invariant: str
+    detail: str
+    signature: str
+
+
+class InvariantBroken(AssertionError):
+    pass
+
+
+#: Violations to record without failing, by signature prefix (``3@rendered fields``, ``2@reaper_runs``,
+#: ``4``...): how a survey of code with known bugs goes on to find the next kind.
+TOLERATED = tuple(t.strip() for t in os.environ.get("PRIME_MODEL_TOLERATE", "").split(",") if t.strip())
+
+
+def step(rule_method: Callable[..., None]) -> Callable[..., None]:
+    """Remember which rule runs, to name the violations it causes."""
+
+    @functools.wraps(rule_method)
+    def run(self: LifecycleModel, **kwargs: Any) -> None:
+        self.current_step = rule_method.__name__
+        rule_method(self, **kwargs)
+
+    return run
+
+
+@dataclass
+class World:
+    """Everything one example runs on."""
+
+    sim: PrimeSimulator
+    clock: ManualClock
+    epoch: float
+    comms: FakeComms
+    worker: Worker
+    deployments: list[Deployment]
+    triggerers: dict[str, list[Triggerer]]
+    records: dict[tuple[str, TIKey], TIRecord] = field(default_factory=dict)
+    borrowed: dict[str, str] = field(default_factory=dict)  # pod id -> name
+    deleted_seen: set[str] = field(default_factory=set)
+    log: list[str] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.epoch + self.clock(), tz=timezone.utc)
+
+
+class LifecycleModel(RuleBasedStateMachine):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stack = contextlib.ExitStack()
+        clock = ManualClock()
+        sim = PrimeSimulator(Scenario(lifecycle=LIFECYCLE), api_keys=(API_KEY,), clock=clock).start()
+        self._stack.callback(sim.stop)
+        comms = FakeComms()
+        deployments = [Deployment("prod", "prod-eu"), Deployment("staging", "staging-eu")]
+        self.world = World(
+            sim=sim,
+            clock=clock,
+            epoch=sim.pods._epoch,
+            comms=comms,
+            worker=Worker(comms),
+            deployments=deployments,
+            triggerers={},
+        )
+        self.specs: list[CreateSpec] = []
+        self.airflow_33 = True
+        self.scanner = SecretScanner([API_KEY, *ENV_SECRETS.values()])
+        self._logs = self._stack.enter_context(structlog.testing.capture_logs())
+        self._records = _LogRecords()
+        logging.getLogger().addHandler(self._records)
+        self._stack.callback(logging.getLogger().removeHandler, self._records)
+        self._stack.enter_context(_environment(sim))
+        self._stack.enter_context(simulated_time(clock, self.world.epoch))
+        self._stack.enter_context(self.world.worker.installed())
+        self._scanned_logs = 0
+        self._scanned_records = 0
+        self.violations: list[Violation] = []
+        self.steps = 0
+        self.current_step = "setup"
+
+    # -- setting up ----------------------------------------------------------------------------
+
+    @initialize(
+        mapped_naming=st.sampled_from(["derived", "derived", "static"]),
+        deferrable=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+        airflow_33=st.booleans(),
+    )
+    def setup(self, mapped_naming: str, deferrable: tuple[bool, bool, bool], airflow_33: bool) -> None:
+        self.specs = [
+            CreateSpec("create", 2, mapped_naming, deferrable[0]),
+            CreateSpec("create_1", None, "derived", deferrable[1]),
+            CreateSpec("named", None, "user", deferrable[2]),
+        ]
+        self.airflow_33 = airflow_33
+        for deployment in self.world.deployments:
+            self.world.triggerers[deployment.name] = [
+                Triggerer(deployment, n, self.world.comms, airflow_33=airflow_33) for n in range(2)
+            ]
+            self._stack.callback(_stop_all, self.world.triggerers[deployment.name])
+        self._note(
+            f"setup: create mapped x2 ({mapped_naming} names), deferrable={deferrable}, "
+            f"Airflow {'3.3' if airflow_33 else '3.1/3.2'} trigger on_kill"
+        )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    @rule(which=st.integers(0, 1), borrowed=st.booleans())
+    @step
+    def start_run(self, which: int, borrowed: bool) -> None:
+        deployment = self.world.deployments[which]
+        if len(self._run_ids_ever(deployment)) >= MAX_RUNS:
+            return
+        run_id = f"scheduled__2026-01-0{len(self._run_ids_ever(deployment)) + 1}T00:00:00+00:00"
+        self._ever.setdefault(deployment.name, []).append(run_id)
+        if borrowed:  # the user's own pod of that name exists already: the create adopts it
+            name = self._user_name(deployment, run_id, "named")
+            pod_id = f"borrowed-{deployment.name}-{len(self.world.borrowed)}"
+            self.world.sim.add_pod(ready_pod(pod_id, ready_at=0.0).model_copy(update={"name": name}))
+            self.world.borrowed[pod_id] = name
+        self.world.clock.advance(1.0)
+        deployment.runs[(DAG_ID, run_id)] = Run(DAG_ID, run_id, DagRunState.RUNNING, self.world.now())
+        for spec in self.specs:
+            for index in range(spec.map_count) if spec.map_count else [-1]:
+                key = TIKey(DAG_ID, run_id, spec.task_id, index)
+                deployment.tis[key] = AirflowTI(key, None, 0, RETRIES + 1)
+        self._note(
+            f"{deployment.name}: run {run_id} starts{' (the named pod exists already)' if borrowed else ''}"
+        )
+
+    @property
+    def _ever(self) -> dict[str, list[str]]:
+        if not hasattr(self, "_ever_runs"):
+            self._ever_runs: dict[str, list[str]] = {}
+        return self._ever_runs
+
+    def _run_ids_ever(self, deployment: Deployment) -> list[str]:
+        return self._ever.get(deployment.name, [])
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 99), plan=KILLS)
+    @step
+    def end_run(self, which: int, pick: int, plan: KillPlan) -> None:
+        """Training ends, the teardown gives the pods back, the run is over."""
+        deployment = self.world.deployments[which]
+        runs = [r for r in deployment.runs.values() if r.state == DagRunState.RUNNING]
+        runs = [r for r in runs if not any(ti.unfinished for ti in deployment.tis_of(r.dag_id, r.run_id))]
+        if not runs:
+            return
+        run = runs[pick % len(runs)]
+        run.training = False
+        self._teardown(deployment, run, plan)
+        tis = deployment.tis_of(run.dag_id, run.run_id)
+        success = all(ti.state == TaskInstanceState.SUCCESS for ti in tis)
+        run.state = DagRunState.SUCCESS if success else DagRunState.FAILED
+        self._note(f"{deployment.name}: run {run.run_id} ends {run.state.value}")
+
+    def _teardown(self, deployment: Deployment, run: Run, plan: KillPlan) -> Outcome:
+        pod_ids = [
+            value
+            for (key, xcom_key), value in deployment.xcom.items()
+            if xcom_key == "pod_id" and (key.dag_id, key.run_id) == (run.dag_id, run.run_id)
+        ]
+        key = TIKey(run.dag_id, run.run_id, "terminate")
+        with self._dag():
+            operator = PrimeTerminatePodOperator(
+                task_id="terminate",
+                pod_ids=pod_ids or None,
+                poll_interval=POLL_INTERVAL,
+                timeout=120,
+                deferrable=False,
+            )
+        context = self._context(deployment, key, 1, run)
+        outcome = self.world.worker.run(deployment, operator, lambda: operator.execute(context), plan)
+        self._scan_outcome(f"terminate {deployment.name} {run.run_id}", outcome)
+        self._note(f"{deployment.name}: teardown of {run.run_id} ({plan}): {_describe(outcome)}")
+        return outcome
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 99))
+    @step
+    def clear_run(self, which: int, pick: int) -> None:
+        """A user clears the whole run: every task will run again (a new try), training restarts."""
+        deployment = self.world.deployments[which]
+        runs = list(deployment.runs.values())
+        if not runs:
+            return
+        run = runs[pick % len(runs)]
+        for ti in deployment.tis_of(run.dag_id, run.run_id):
+            self._cancel_trigger(deployment, ti.key, user_action=True, new_state=None)
+            ti.state = None
+            self._record(deployment, ti.key).zombie = False
+        run.state, run.training = DagRunState.RUNNING, True
+        run.start_date = self.world.now()
+        self._note(f"{deployment.name}: run {run.run_id} cleared")
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 99))
+    @step
+    def delete_run(self, which: int, pick: int) -> None:
+        """A user deletes a run: its task instances are gone from Airflow, its triggers cancelled."""
+        deployment = self.world.deployments[which]
+        runs = list(deployment.runs.values())
+        if not runs:
+            return
+        run = runs[pick % len(runs)]
+        tis = deployment.tis_of(run.dag_id, run.run_id)
+        deployment.delete_run(run.dag_id, run.run_id)
+        for ti in tis:
+            self._cancel_trigger(deployment, ti.key, user_action=True, new_state="gone")
+        self._note(f"{deployment.name}: run {run.run_id} deleted")
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
+    @step
+    def run_task(self, which: int, pick: int, plan: KillPlan) -> None:
+        """The scheduler starts a try of a create task (first try, retry, or after a clear)."""
+        deployment = self.world.deployments[which]
+        ready = [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state in (None, TaskInstanceState.UP_FOR_RETRY)
+            and deployment.runs[(ti.key.dag_id, ti.key.run_id)].state == DagRunState.RUNNING
+        ]
+        if not ready:
+            return
+        ti = ready[pick % len(ready)]
+        ti.try_number += 1
+        ti.state = TaskInstanceState.RUNNING
+        deployment.clear_xcom(ti.key)
+        record = self._record(deployment, ti.key)
+        record.deferral, record.zombie = None, False
+        operator = self._create_operator(deployment, ti.key)
+        context = self._context(deployment, ti.key, ti.try_number)
+        self._render(deployment, ti.key, operator, context)
+        outcome = self.world.worker.run(
+            deployment, operator, lambda: operator.execute(context), plan, owner=ti.key
+        )
+        self._settle(deployment, ti, outcome, plan, "execute")
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
+    @step
+    def resume_task(self, which: int, pick: int, plan: KillPlan) -> None:
+        """A deferred task resumes in a worker: with its trigger's event, or to fail (``__fail__``)."""
+        deployment = self.world.deployments[which]
+        ready = [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.SCHEDULED
+            and self._record(deployment, ti.key).deferral is not None
+        ]
+        if not ready:
+            return
+        ti = ready[pick % len(ready)]
+        record = self._record(deployment, ti.key)
+        deferral = record.deferral
+        assert deferral is not None
+        assert deferral.event is not None
+        ti.state = TaskInstanceState.RUNNING
+        operator = self._create_operator(deployment, ti.key)
+        context = self._context(deployment, ti.key, ti.try_number)
+        event = deferral.event
+        if "__fail__" in event:
+            method, kwargs = TRIGGER_FAIL_REPR, {"error": event["__fail__"]}
+        else:
+            method, kwargs = deferral.method_name, {**deferral.method_kwargs, "event": event}
+        record.deferral = None
+        self._render(deployment, ti.key, operator, context)
+        outcome = self.world.worker.run(
+            deployment,
+            operator,
+            lambda: operator.resume_execution(method, kwargs, context),
+            plan,
+            owner=ti.key,
+        )
+        self._settle(deployment, ti, outcome, plan, f"resume ({method})")
+
+    def _settle(
+        self, deployment: Deployment, ti: AirflowTI, outcome: Outcome, plan: KillPlan, what: str
+    ) -> None:
+        """Airflow's bookkeeping after a task process ended."""
+        record = self._record(deployment, ti.key)
+        self._scan_outcome(f"{what.split()[0]} {deployment.name} {ti.key}", outcome)
+        if outcome.kind == "success":
+            ti.state = TaskInstanceState.SUCCESS
+            self._scan("return value", json.dumps(outcome.value, default=str))
+        elif outcome.kind == "deferred":
+            deferred = outcome.deferred
+            assert deferred is not None
+            classpath, kwargs = deferred.trigger.serialize()
+            self._scan("trigger kwargs", json.dumps(kwargs, default=str))
+            timeout_at = None
+            if deferred.timeout is not None:
+                timeout_at = self.world.epoch + self.world.clock() + deferred.timeout.total_seconds()
+            record.deferral = Deferral(
+                classpath, kwargs, deferred.method_name, dict(deferred.kwargs or {}), timeout_at
+            )
+            ti.state = TaskInstanceState.DEFERRED
+            self._start_trigger(deployment, ti, record.deferral, triggerer=ti.try_number % 2)
+        elif outcome.kind == "killed" and plan.zombie:
+            record.zombie = True  # Airflow still says running until it notices the lost worker
+        else:
+            self._fail_try(ti)
+        self._note(f"{deployment.name}: {ti.key} try {ti.try_number} {what} ({plan}): {_describe(outcome)}")
+
+    @staticmethod
+    def _fail_try(ti: AirflowTI) -> None:
+        ti.state = (
+            TaskInstanceState.UP_FOR_RETRY if ti.try_number < ti.max_tries else TaskInstanceState.FAILED
+        )
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
+    @step
+    def worker_loss_noticed(self, which: int, pick: int) -> None:
+        """The scheduler notices a lost worker (no heartbeat): the try fails."""
+        deployment = self.world.deployments[which]
+        zombies = [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.RUNNING and self._record(deployment, ti.key).zombie
+        ]
+        if zombies:
+            ti = zombies[pick % len(zombies)]
+            self._record(deployment, ti.key).zombie = False
+            self._fail_try(ti)
+            self._note(f"{deployment.name}: lost worker of {ti.key} noticed: {ti.state}")
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), clear=st.booleans())
+    @step
+    def user_acts_on_task(self, which: int, pick: int, clear: bool) -> None:
+        """A user marks a deferred or running task failed, or clears it."""
+        deployment = self.world.deployments[which]
+        candidates = [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state
+            in (TaskInstanceState.DEFERRED, TaskInstanceState.RUNNING, TaskInstanceState.SCHEDULED)
+        ]
+        if not candidates:
+            return
+        ti = candidates[pick % len(candidates)]
+        new_state = None if clear else TaskInstanceState.FAILED
+        self._cancel_trigger(deployment, ti.key, user_action=True, new_state=new_state)
+        ti.state = new_state
+        record = self._record(deployment, ti.key)
+        record.zombie, record.deferral = False, None
+        self._note(f"{deployment.name}: a user {'clears' if clear else 'marks failed'} {ti.key}")
+
+    # -- triggerers ----------------------------------------------------------------------------
+
+    def _start_trigger(
+        self, deployment: Deployment, ti: AirflowTI, deferral: Deferral, triggerer: int
+    ) -> None:
+        deferral.triggerer = triggerer
+        self.world.triggerers[deployment.name][triggerer].start(ti.key, deferral, ti.try_number)
+
+    def _cancel_trigger(
+        self, deployment: Deployment, key: TIKey, *, user_action: bool, new_state: Any
+    ) -> None:
+        """Airflow cancels the trigger of ``key`` (after changing the row to ``new_state``)."""
+        record = self._record(deployment, key)
+        if record.deferral is None:
+            return
+        ti = deployment.tis.get(key)
+        if ti is not None and new_state != "gone":
+            ti.state = new_state
+        triggerer = self.world.triggerers[deployment.name][record.deferral.triggerer]
+        triggerer.cancel(key, user_action=user_action)
+        self._scan_trigger_errors(triggerer)
+        record.deferral = None
+
+    @rule(
+        which=st.integers(0, 1),
+        number=st.integers(0, 1),
+        seconds=st.sampled_from([0.0, 1.0, 3.0, 10.0, 60.0]),
+    )
+    @step
+    def triggerer_runs(self, which: int, number: int, seconds: float) -> None:
+        """Time passes and a triggerer's loop runs: its shared poller polls twice."""
+        deployment = self.world.deployments[which]
+        self.world.clock.advance(seconds)
+        triggerer = self.world.triggerers[deployment.name][number]
+        fired = triggerer.tick(self.world.sim, polls=2)
+        self._scan_trigger_errors(triggerer)
+        for key, event in fired.items():
+            self._scan(f"trigger event {key}", json.dumps(event, default=str))
+            ti = deployment.tis.get(key)
+            record = self._record(deployment, key)
+            if ti is None or record.deferral is None:
+                continue
+            if "__crashed__" in event:
+                event = {"__fail__": "Trigger failure"}
+            record.deferral.event = event
+            ti.state = TaskInstanceState.SCHEDULED
+            self._note(f"{deployment.name}: trigger of {key} fired: {event.get('status', event)}")
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
+    @step
+    def trigger_moves(self, which: int, pick: int) -> None:
+        """A triggerer's heartbeat went stale: Airflow 3.3 cancels its triggers as if by a user
+        (``on_kill`` runs while the task is still deferred) and another triggerer takes them over."""
+        deployment = self.world.deployments[which]
+        deferred = [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.DEFERRED
+            and self._record(deployment, ti.key).deferral is not None
+        ]
+        if not deferred:
+            return
+        ti = deferred[pick % len(deferred)]
+        deferral = self._record(deployment, ti.key).deferral
+        assert deferral is not None
+        old = self.world.triggerers[deployment.name][deferral.triggerer]
+        old.cancel(ti.key, user_action=True)
+        self._scan_trigger_errors(old)
+        self._start_trigger(deployment, ti, deferral, triggerer=1 - deferral.triggerer)
+        self._note(f"{deployment.name}: trigger of {ti.key} moves to triggerer {deferral.triggerer}")
+
+    @rule(which=st.integers(0, 1), number=st.integers(0, 1))
+    @step
+    def triggerer_restarts(self, which: int, number: int) -> None:
+        """A triggerer restarts: its triggers are cancelled (no on_kill) and start again."""
+        deployment = self.world.deployments[which]
+        triggerer = self.world.triggerers[deployment.name][number]
+        keys = list(triggerer.running)
+        for key in keys:
+            triggerer.cancel(key, user_action=False)
+        for key in keys:
+            ti, record = deployment.tis.get(key), self._record(deployment, key)
+            if ti is not None and record.deferral is not None and record.deferral.event is None:
+                triggerer.start(key, record.deferral, ti.try_number)
+        if keys:
+            self._note(f"{deployment.name}: triggerer {number} restarts ({len(keys)} triggers)")
+
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
+    @step
+    def deferral_times_out(self, which: int, pick: int) -> None:
+        """Airflow's own deferral timeout: the trigger is cancelled, the task resumes with ``__fail__``."""
+        deployment = self.world.deployments[which]
+        now = self.world.epoch + self.world.clock()
+        due = [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.DEFERRED
+            and (d := self._record(deployment, ti.key).deferral) is not None
+            and d.timeout_at is not None
+            and d.timeout_at <= now
+        ]
+        if not due:
+            return
+        ti = due[pick % len(due)]
+        record = self._record(deployment, ti.key)
+        deferral = record.deferral
+        assert deferral is not None
+        triggerer = self.world.triggerers[deployment.name][deferral.triggerer]
+        triggerer.cancel(ti.key, user_action=False)
+        deferral.event = {"__fail__": "Trigger/execution timeout"}
+        ti.state = TaskInstanceState.SCHEDULED
+        self._note(f"{deployment.name}: deferral of {ti.key} timed out")
+
+    # -- the reaper, the API, time -------------------------------------------------------------
+
+    @rule(which=st.integers(0, 1), plan=KILLS)
+    @step
+    def reaper_runs(self, which: int, plan: KillPlan) -> None:
+        deployment = self.world.deployments[which]
+        self._reap(deployment, plan)
+
+    def _reap(self, deployment: Deployment, plan: KillPlan) -> Outcome:
+        with self._dag("maintenance"):
+            operator = PrimeReapPodsOperator(task_id="reap", dag_ids=[DAG_ID], min_age=0, dry_run=False)
+        key = TIKey("maintenance", "manual__reap", "reap")
+        context = self._context(deployment, key, 1)
+        outcome = self.world.worker.run(deployment, operator, lambda: operator.execute(context), plan)
+        self._scan_outcome(f"reaper {deployment.name}", outcome)
+        self._note(f"{deployment.name}: reaper ({plan}): {_describe(outcome)}")
+        return outcome
+
+    @rule(fault=st.sampled_from(sorted(FAULTS)))
+    @step
+    def api_misbehaves(self, fault: str) -> None:
+        self.world.sim.inject(FAULTS[fault]())
+        self._note(f"API: {fault}")
+
+    @rule(pick=st.integers(0, 999))
+    @step
+    def pod_breaks(self, pick: int) -> None:
+        """A live pod goes to ERROR (its installation failed)."""
+        pods = [
+            p
+            for p, info in self.world.sim.billing()["pods"].items()
+            if info["billing"] and not info["deleted"]
+        ]
+        pods = [p for p in pods if p not in self.world.borrowed]
+        if not pods:
+            return
+        pod_id = sorted(pods)[pick % len(pods)]
+        self.world.sim.set_pod_state(
+            pod_id, "ERROR", installation_status="ERROR", installation_failure="CUDA broke"
+        )
+        self._note(f"pod {pod_id} breaks")
+
+    @rule(seconds=st.sampled_from([1.0, 5.0, 30.0, 120.0, 700.0]))
+    @step
+    def time_passes(self, seconds: float) -> None:
+        self.world.clock.advance(seconds)
+
+    # -- the invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def check(self) -> None:
+        self.steps += 1
+        self._scan_logs()
+        self._scan_airflow()
+        self._check_pods()
+        if self.violations:
+            first = self.violations[0]
+            raise InvariantBroken(
+                f"[{first.signature}] {first.invariant}: {first.detail}\n\nhistory:\n  "
+                + "\n  ".join(self.world.log)
+            )
+
+    def _check_pods(self) -> None:
+        pods = self.world.sim.billing()["pods"]
+        in_use = self._pods_in_use()
+        for pod_id, info in pods.items():
+            if info["deleted"] and pod_id not in self.world.deleted_seen:
+                self.world.deleted_seen.add(pod_id)
+                if pod_id in in_use:
+                    self._violate(
+                        "2: no pod in use is deleted",
+                        f"pod {pod_id} ({info['name']}) deleted while {in_use[pod_id]}",
+                    )
+        live: dict[str, list[str]] = {}
+        for pod_id, info in pods.items():
+            if info["origin"] == "api" and info["billing"] and not info["deleted"]:
+                live.setdefault(info["name"], []).append(pod_id)
+        for name, pod_ids in live.items():
+            claimants = self.world.worker.claims.get(name, set())
+            if len(pod_ids) > max(1, len(claimants)):
+                who = ", ".join(f"{d}:{k}" for d, k in sorted(claimants, key=str)) or "nobody"
+                self._violate(
+                    "1: at most one live pod per task instance per deployment",
+                    f"{len(pod_ids)} live pods named {name} ({', '.join(sorted(pod_ids))}) for {who}",
+                )
+
+    def _pods_in_use(self) -> dict[str, str]:
+        """Pod id -> who uses it: a live task instance's pod, a running training's, a borrowed one."""
+        in_use = {pod_id: "it was borrowed (the user's own pod)" for pod_id in self.world.borrowed}
+        for deployment in self.world.deployments:
+            for key, ti in deployment.tis.items():
+                pod_id = deployment.xcom.get((key, "pod_id"))
+                if not isinstance(pod_id, str):
+                    continue
+                record = self._record(deployment, key)
+                run = deployment.runs.get((key.dag_id, key.run_id))
+                alive = ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED) or (
+                    ti.state == TaskInstanceState.SCHEDULED and record.deferral is not None
+                )
+                if alive:
+                    in_use[pod_id] = f"{deployment.name}: {key} is {ti.state.value if ti.state else None}"
+                elif ti.state == TaskInstanceState.SUCCESS and run is not None and run.training:
+                    in_use[pod_id] = f"{deployment.name}: {key} succeeded and its run still trains on it"
+        return in_use
+
+    def _violate(self, invariant: str, detail: str, where: str | None = None) -> None:
+        signature = f"{invariant.split(':')[0]}@{where or self.current_step}"
+        if any(signature.startswith(t) for t in TOLERATED):
+            if signature not in LifecycleModel.tolerated:
+                LifecycleModel.examples[signature] = f"{invariant}: {detail}\n  " + "\n  ".join(
+                    self.world.log
+                )
+            LifecycleModel.tolerated[signature] += 1
+            return
+        self.violations.append(Violation(invariant, detail, signature))
+
+    def teardown(self) -> None:
+        try:
+            if not self.violations and self.specs:
+                self.current_step = "the end"
+                self._end_everything()
+                self._check_pods()
+                self._scan_logs()
+                self._scan_airflow()
+                billing = self.world.sim.billing()["pods"]
+                left = sorted(
+                    f"{pod_id} ({info['name']}, {info['status']})"
+                    for pod_id, info in billing.items()
+                    if info["billing"] and pod_id not in self.world.borrowed
+                )
+                if left:
+                    self._violate(
+                        "4: every task ended and the reaper ran, yet pods bill", ", ".join(left), "the end"
+                    )
+                if self.violations:
+                    first = self.violations[0]
+                    raise InvariantBroken(
+                        f"[{first.signature}] {first.invariant}: {first.detail}\n\nhistory:\n  "
+                        + "\n  ".join(self.world.log)
+                    )
+        finally:
+            LifecycleModel.total_steps += self.steps
+            self._stack.close()
+
+    total_steps = 0
+    #: Tolerated violations seen, by signature, and the first history of each.
+    tolerated: ClassVar[Counter[str]] = Counter()
+    examples: ClassVar[dict[str, str]] = {}
+
+    def _end_everything(self) -> None:
+        """Every task ends (users mark what still runs failed), every run ends, the reaper runs."""
+        self.world.sim.clear_faults()
+        self._note("-- the end: every task ends, every run ends, the reaper runs --")
+        for deployment in self.world.deployments:
+            for ti in list(deployment.tis.values()):
+                if ti.unfinished:
+                    self._cancel_trigger(
+                        deployment, ti.key, user_action=True, new_state=TaskInstanceState.FAILED
+                    )
+                    ti.state = TaskInstanceState.FAILED
+                    self._record(deployment, ti.key).deferral = None
+            for run in list(deployment.runs.values()):
+                if run.state == DagRunState.RUNNING:
+                    run.training = False
+                    self._teardown(deployment, run, KillPlan())
+                    run.state = DagRunState.FAILED
+            self._check_pods()
+        for deployment in self.world.deployments:
+            self._reap(deployment, KillPlan())
+        self.world.clock.advance(10.0)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _record(self, deployment: Deployment, key: TIKey) -> TIRecord:
+        return self.world.records.setdefault((deployment.name, key), TIRecord())
+
+    def _note(self, line: str) -> None:
+        self.world.log.append(line)
+
+    @contextlib.contextmanager
+    def _dag(self, dag_id: str = DAG_ID) -> Iterator[DAG]:
+        with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc)) as dag:
+            yield dag
+
+    def _user_name(self, deployment: Deployment, run_id: str, task_id: str) -> str:
+        return f"job-{deployment.name}-{run_id[11:21]}-{task_id}"
+
+    def _create_operator(self, deployment: Deployment, key: TIKey) -> PrimeCreatePodOperator:
+        spec = next(s for s in self.specs if s.task_id == key.task_id)
+        name = None
+        if spec.naming == "user":
+            name = self._user_name(deployment, key.run_id, key.task_id)
+        elif spec.naming == "static":
+            name = f"static-{deployment.name}-{key.run_id[11:21]}"
+        with self._dag():
+            return PrimeCreatePodOperator(
+                task_id=spec.task_id,
+                gpu_type="H100_80GB",
+                gpu_count=1,
+                name=name,
+                env_vars=dict(ENV_SECRETS),
+                poll_interval=POLL_INTERVAL,
+                timeout=WAIT_TIMEOUT,
+                deferrable=spec.deferrable,
+                retries=RETRIES,
+            )
+
+    def _context(
+        self, deployment: Deployment, key: TIKey, try_number: int, run: Run | None = None
+    ) -> dict[str, Any]:
+        run = run or deployment.runs.get((key.dag_id, key.run_id))
+        ti = ModelTI(deployment, key, try_number)
+        start = run.start_date if run is not None else self.world.now()
+        return {
+            "ti": ti,
+            "task_instance": ti,
+            "dag_run": _DagRun(key.run_id, start),
+            "run_id": key.run_id,
+            "logical_date": start,
+        }
+
+    def _render(self, deployment: Deployment, key: TIKey, operator: Any, context: dict[str, Any]) -> None:
+        """Render the templated fields and store them as the Task SDK does (the Rendered Template view)."""
+        from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
+
+        operator.render_template_fields(context)
+        self._scan(f"rendered fields of {key}", json.dumps(_serialize_rendered_fields(operator), default=str))
+
+    # -- secrets -------------------------------------------------------------------------------
+
+    def _scan(self, where: str, text: str) -> None:
+        """``where`` starts with the kind of thing scanned (``rendered fields of ...``)."""
+        found = self.scanner.find(text)
+        if found:
+            kind = " ".join(w for w in where.split()[:2] if w not in ("of", "the"))
+            self._violate("3: no secret in anything captured", f"{found} in {where}: {text[:300]!r}", kind)
+
+    def _scan_outcome(self, where: str, outcome: Outcome) -> None:
+        error = outcome.error
+        seen = 0
+        while error is not None and seen < 10:
+            self._scan(f"exception of {where}", f"{error!s} {error!r}")
+            error = error.__cause__ or error.__context__
+            seen += 1
+
+    def _scan_trigger_errors(self, triggerer: Triggerer) -> None:
+        for error in triggerer.on_kill_errors:
+            self._scan("on_kill error of a trigger", f"{error!s} {error!r}")
+        triggerer.on_kill_errors.clear()
+
+    def _scan_logs(self) -> None:
+        for entry in self._logs[self._scanned_logs :]:
+            self._scan("log event", repr(entry))
+        self._scanned_logs = len(self._logs)
+        for line in self._records.lines[self._scanned_records :]:
+            self._scan("log line", line)
+        self._scanned_records = len(self._records.lines)
+
+    def _scan_airflow(self) -> None:
+        for deployment in self.world.deployments:
+            self._scan(
+                f"{deployment.name} XCom",
+                json.dumps({str(k): v for k, v in deployment.xcom.items()}, default=str),
+            )
+            self._scan(f"Variables of {deployment.name}", json.dumps(deployment.variables, default=str))
+        sent = self.world.comms.requests
+        for msg in sent:
+            if type(msg).__name__ != "MaskSecret":  # how a secret gets masked: it must carry it
+                self._scan("request to Airflow", msg.model_dump_json())
+        sent.clear()
+
+
+class _DagRun:
+    def __init__(self, run_id: str, start_date: datetime) -> None:
+        self.run_id, self.start_date = run_id, start_date
+        self.logical_date = start_date
+
+
+class _LogRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _environment(sim: PrimeSimulator) -> Iterator[None]:
+    """The connection both deployments use: one key, fast transport."""
+    connection = {"conn_type": "prime", "host": sim.base_url, "password": API_KEY, "extra": FAST_TRANSPORT}
+    previous = os.environ.get("AIRFLOW_CONN_PRIME_DEFAULT")
+    os.environ["AIRFLOW_CONN_PRIME_DEFAULT"] = json.dumps(connection)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("AIRFLOW_CONN_PRIME_DEFAULT", None)
+        else:
+            os.environ["AIRFLOW_CONN_PRIME_DEFAULT"] = previous
+
+
+def _stop_all(triggerers: list[Triggerer]) -> None:
+    for triggerer in triggerers:
+        with contextlib.suppress(Exception):
+            triggerer.stop()
+
+
+def _describe(outcome: Outcome) -> str:
+    if outcome.kind == "failed" and outcome.error is not None:
+        return f"failed: {type(outcome.error).__name__}: {str(outcome.error)[:160]}"
+    if outcome.kind == "killed":
+        return f"killed after {outcome.points} points{' (on_kill ran)' if outcome.on_kill_called else ''}"
+    if outcome.kind == "deferred":
+        return "deferred"
+    return outcome.kind
+
+
+_ = timedelta

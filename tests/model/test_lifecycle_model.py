@@ -1,0 +1,38 @@
+"""The model test of the pod lifecycle (see :mod:`tests.model.machine`).
+
+Bounded profile (in ``make test``): a fixed list of examples, derandomized, so it never flakes.
+Long profile (``make test-model``): ``PRIME_MODEL_EXAMPLES`` examples of up to ``PRIME_MODEL_STEPS``
+steps each, random seeds; it prints how many steps ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+from tests.model.machine import LifecycleModel
+
+EXAMPLES = int(os.environ.get("PRIME_MODEL_EXAMPLES", "0") or 0)
+LONG = EXAMPLES > 0
+
+PROFILE = settings(
+    max_examples=EXAMPLES if LONG else 25,
+    stateful_step_count=int(os.environ.get("PRIME_MODEL_STEPS", "40" if LONG else "25")),
+    derandomize=not LONG,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def test_the_lifecycle_keeps_its_promises() -> None:
+    LifecycleModel.total_steps = 0
+    try:
+        LifecycleModel.TestCase.settings = PROFILE
+        LifecycleModel.TestCase().runTest()
+    finally:
+        print(f"\nmodel: {LifecycleModel.total_steps} steps checked")
+        for signature, count in LifecycleModel.tolerated.most_common():
+            print(f"\ntolerated {signature} x{count}, first seen:\n  {LifecycleModel.examples[signature]}")
