@@ -30,18 +30,19 @@ import functools
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from airflow.sdk import DAG
 from airflow.sdk.api.datamodels._generated import DagRunState, TaskInstanceState
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator, PrimeTerminatePodOperator
 from airflow_provider_prime.operators.reaper import PrimeReapPodsOperator
@@ -68,6 +69,8 @@ from tests.model.processes import (
 )
 from tests.model.secrets import SecretScanner
 from tests.simulated import FAST_TRANSPORT
+
+T = TypeVar("T")
 
 DAG_ID = "train"
 API_KEY = "pk-live-7Hq2ZxW9vLm4Rt8Kp3Nd6Fs1Bc5Yg0Ja"
@@ -165,7 +168,12 @@ def step(rule_method: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(rule_method)
     def run(self: LifecycleModel, **kwargs: Any) -> None:
         self.current_step = rule_method.__name__
-        rule_method(self, **kwargs)
+        started = time.perf_counter()
+        try:
+            rule_method(self, **kwargs)
+        finally:
+            LifecycleModel.timings[rule_method.__name__] += time.perf_counter() - started
+            LifecycleModel.counts[rule_method.__name__] += 1
 
     return run
 
@@ -252,12 +260,14 @@ class LifecycleModel(RuleBasedStateMachine):
 
     # -- runs ----------------------------------------------------------------------------------
 
+    @precondition(lambda self: any(len(self._run_ids_ever(d)) < MAX_RUNS for d in self.world.deployments))
     @rule(which=st.integers(0, 1), borrowed=st.booleans())
     @step
     def start_run(self, which: int, borrowed: bool) -> None:
-        deployment = self.world.deployments[which]
-        if len(self._run_ids_ever(deployment)) >= MAX_RUNS:
+        chosen = self._choose(lambda d: [d] if len(self._run_ids_ever(d)) < MAX_RUNS else [], which, 0)
+        if chosen is None:
             return
+        deployment = chosen[0]
         run_id = f"scheduled__2026-01-0{len(self._run_ids_ever(deployment)) + 1}T00:00:00+00:00"
         self._ever.setdefault(deployment.name, []).append(run_id)
         if borrowed:  # the user's own pod of that name exists already: the create adopts it
@@ -284,16 +294,15 @@ class LifecycleModel(RuleBasedStateMachine):
     def _run_ids_ever(self, deployment: Deployment) -> list[str]:
         return self._ever.get(deployment.name, [])
 
+    @precondition(lambda self: self._any(self._endable_runs))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 99), plan=KILLS)
     @step
     def end_run(self, which: int, pick: int, plan: KillPlan) -> None:
         """Training ends, the teardown gives the pods back, the run is over."""
-        deployment = self.world.deployments[which]
-        runs = [r for r in deployment.runs.values() if r.state == DagRunState.RUNNING]
-        runs = [r for r in runs if not any(ti.unfinished for ti in deployment.tis_of(r.dag_id, r.run_id))]
-        if not runs:
+        chosen = self._choose(self._endable_runs, which, pick)
+        if chosen is None:
             return
-        run = runs[pick % len(runs)]
+        deployment, run = chosen
         run.training = False
         self._teardown(deployment, run, plan)
         tis = deployment.tis_of(run.dag_id, run.run_id)
@@ -322,15 +331,15 @@ class LifecycleModel(RuleBasedStateMachine):
         self._note(f"{deployment.name}: teardown of {run.run_id} ({plan}): {_describe(outcome)}")
         return outcome
 
+    @precondition(lambda self: self._any(self._runs))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 99))
     @step
     def clear_run(self, which: int, pick: int) -> None:
         """A user clears the whole run: every task will run again (a new try), training restarts."""
-        deployment = self.world.deployments[which]
-        runs = list(deployment.runs.values())
-        if not runs:
+        chosen = self._choose(self._runs, which, pick)
+        if chosen is None:
             return
-        run = runs[pick % len(runs)]
+        deployment, run = chosen
         for ti in deployment.tis_of(run.dag_id, run.run_id):
             self._cancel_trigger(deployment, ti.key, user_action=True, new_state=None)
             ti.state = None
@@ -339,15 +348,15 @@ class LifecycleModel(RuleBasedStateMachine):
         run.start_date = self.world.now()
         self._note(f"{deployment.name}: run {run.run_id} cleared")
 
+    @precondition(lambda self: self._any(self._runs))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 99))
     @step
     def delete_run(self, which: int, pick: int) -> None:
         """A user deletes a run: its task instances are gone from Airflow, its triggers cancelled."""
-        deployment = self.world.deployments[which]
-        runs = list(deployment.runs.values())
-        if not runs:
+        chosen = self._choose(self._runs, which, pick)
+        if chosen is None:
             return
-        run = runs[pick % len(runs)]
+        deployment, run = chosen
         tis = deployment.tis_of(run.dag_id, run.run_id)
         deployment.delete_run(run.dag_id, run.run_id)
         for ti in tis:
@@ -356,20 +365,15 @@ class LifecycleModel(RuleBasedStateMachine):
 
     # -- tasks ---------------------------------------------------------------------------------
 
+    @precondition(lambda self: self._any(self._runnable))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
     @step
     def run_task(self, which: int, pick: int, plan: KillPlan) -> None:
         """The scheduler starts a try of a create task (first try, retry, or after a clear)."""
-        deployment = self.world.deployments[which]
-        ready = [
-            ti
-            for ti in deployment.tis.values()
-            if ti.state in (None, TaskInstanceState.UP_FOR_RETRY)
-            and deployment.runs[(ti.key.dag_id, ti.key.run_id)].state == DagRunState.RUNNING
-        ]
-        if not ready:
+        chosen = self._choose(self._runnable, which, pick)
+        if chosen is None:
             return
-        ti = ready[pick % len(ready)]
+        deployment, ti = chosen
         ti.try_number += 1
         ti.state = TaskInstanceState.RUNNING
         deployment.clear_xcom(ti.key)
@@ -383,20 +387,15 @@ class LifecycleModel(RuleBasedStateMachine):
         )
         self._settle(deployment, ti, outcome, plan, "execute")
 
+    @precondition(lambda self: self._any(self._resumable))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
     @step
     def resume_task(self, which: int, pick: int, plan: KillPlan) -> None:
         """A deferred task resumes in a worker: with its trigger's event, or to fail (``__fail__``)."""
-        deployment = self.world.deployments[which]
-        ready = [
-            ti
-            for ti in deployment.tis.values()
-            if ti.state == TaskInstanceState.SCHEDULED
-            and self._record(deployment, ti.key).deferral is not None
-        ]
-        if not ready:
+        chosen = self._choose(self._resumable, which, pick)
+        if chosen is None:
             return
-        ti = ready[pick % len(ready)]
+        deployment, ti = chosen
         record = self._record(deployment, ti.key)
         deferral = record.deferral
         assert deferral is not None
@@ -454,36 +453,28 @@ class LifecycleModel(RuleBasedStateMachine):
             TaskInstanceState.UP_FOR_RETRY if ti.try_number < ti.max_tries else TaskInstanceState.FAILED
         )
 
+    @precondition(lambda self: self._any(self._zombies))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
     @step
     def worker_loss_noticed(self, which: int, pick: int) -> None:
         """The scheduler notices a lost worker (no heartbeat): the try fails."""
-        deployment = self.world.deployments[which]
-        zombies = [
-            ti
-            for ti in deployment.tis.values()
-            if ti.state == TaskInstanceState.RUNNING and self._record(deployment, ti.key).zombie
-        ]
-        if zombies:
-            ti = zombies[pick % len(zombies)]
-            self._record(deployment, ti.key).zombie = False
-            self._fail_try(ti)
-            self._note(f"{deployment.name}: lost worker of {ti.key} noticed: {ti.state}")
+        chosen = self._choose(self._zombies, which, pick)
+        if chosen is None:
+            return
+        deployment, ti = chosen
+        self._record(deployment, ti.key).zombie = False
+        self._fail_try(ti)
+        self._note(f"{deployment.name}: lost worker of {ti.key} noticed: {ti.state}")
 
+    @precondition(lambda self: self._any(self._actionable))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 999), clear=st.booleans())
     @step
     def user_acts_on_task(self, which: int, pick: int, clear: bool) -> None:
         """A user marks a deferred or running task failed, or clears it."""
-        deployment = self.world.deployments[which]
-        candidates = [
-            ti
-            for ti in deployment.tis.values()
-            if ti.state
-            in (TaskInstanceState.DEFERRED, TaskInstanceState.RUNNING, TaskInstanceState.SCHEDULED)
-        ]
-        if not candidates:
+        chosen = self._choose(self._actionable, which, pick)
+        if chosen is None:
             return
-        ti = candidates[pick % len(candidates)]
+        deployment, ti = chosen
         new_state = None if clear else TaskInstanceState.FAILED
         self._cancel_trigger(deployment, ti.key, user_action=True, new_state=new_state)
         ti.state = new_state
@@ -514,6 +505,7 @@ class LifecycleModel(RuleBasedStateMachine):
         self._scan_trigger_errors(triggerer)
         record.deferral = None
 
+    @precondition(lambda self: self._any(self._deferred))
     @rule(
         which=st.integers(0, 1),
         number=st.integers(0, 1),
@@ -522,9 +514,11 @@ class LifecycleModel(RuleBasedStateMachine):
     @step
     def triggerer_runs(self, which: int, number: int, seconds: float) -> None:
         """Time passes and a triggerer's loop runs: its shared poller polls twice."""
-        deployment = self.world.deployments[which]
+        chosen = self._choose(self._busy_triggerers, which, number)
+        if chosen is None:
+            return
+        deployment, triggerer = chosen
         self.world.clock.advance(seconds)
-        triggerer = self.world.triggerers[deployment.name][number]
         fired = triggerer.tick(self.world.sim, polls=2)
         self._scan_trigger_errors(triggerer)
         for key, event in fired.items():
@@ -539,21 +533,16 @@ class LifecycleModel(RuleBasedStateMachine):
             ti.state = TaskInstanceState.SCHEDULED
             self._note(f"{deployment.name}: trigger of {key} fired: {event.get('status', event)}")
 
+    @precondition(lambda self: self._any(self._deferred))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
     @step
     def trigger_moves(self, which: int, pick: int) -> None:
         """A triggerer's heartbeat went stale: Airflow 3.3 cancels its triggers as if by a user
         (``on_kill`` runs while the task is still deferred) and another triggerer takes them over."""
-        deployment = self.world.deployments[which]
-        deferred = [
-            ti
-            for ti in deployment.tis.values()
-            if ti.state == TaskInstanceState.DEFERRED
-            and self._record(deployment, ti.key).deferral is not None
-        ]
-        if not deferred:
+        chosen = self._choose(self._deferred, which, pick)
+        if chosen is None:
             return
-        ti = deferred[pick % len(deferred)]
+        deployment, ti = chosen
         deferral = self._record(deployment, ti.key).deferral
         assert deferral is not None
         old = self.world.triggerers[deployment.name][deferral.triggerer]
@@ -562,12 +551,15 @@ class LifecycleModel(RuleBasedStateMachine):
         self._start_trigger(deployment, ti, deferral, triggerer=1 - deferral.triggerer)
         self._note(f"{deployment.name}: trigger of {ti.key} moves to triggerer {deferral.triggerer}")
 
+    @precondition(lambda self: self._any(self._deferred))
     @rule(which=st.integers(0, 1), number=st.integers(0, 1))
     @step
     def triggerer_restarts(self, which: int, number: int) -> None:
         """A triggerer restarts: its triggers are cancelled (no on_kill) and start again."""
-        deployment = self.world.deployments[which]
-        triggerer = self.world.triggerers[deployment.name][number]
+        chosen = self._choose(self._busy_triggerers, which, number)
+        if chosen is None:
+            return
+        deployment, triggerer = chosen
         keys = list(triggerer.running)
         for key in keys:
             triggerer.cancel(key, user_action=False)
@@ -576,26 +568,22 @@ class LifecycleModel(RuleBasedStateMachine):
             if ti is not None and record.deferral is not None and record.deferral.event is None:
                 triggerer.start(key, record.deferral, ti.try_number)
         if keys:
-            self._note(f"{deployment.name}: triggerer {number} restarts ({len(keys)} triggers)")
+            self._note(f"{deployment.name}: triggerer {triggerer.number} restarts ({len(keys)} triggers)")
 
+    @precondition(lambda self: self._any(self._deferred))
     @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
     @step
     def deferral_times_out(self, which: int, pick: int) -> None:
-        """Airflow's own deferral timeout: the trigger is cancelled, the task resumes with ``__fail__``."""
-        deployment = self.world.deployments[which]
-        now = self.world.epoch + self.world.clock()
-        due = [
-            ti
-            for ti in deployment.tis.values()
-            if ti.state == TaskInstanceState.DEFERRED
-            and (d := self._record(deployment, ti.key).deferral) is not None
-            and d.timeout_at is not None
-            and d.timeout_at <= now
-        ]
-        if not due:
+        """Airflow's own deferral timeout (time passes until it is due): the trigger is cancelled
+        without ``on_kill`` and the task resumes with ``__fail__``."""
+        chosen = self._choose(self._deferred, which, pick)
+        if chosen is None:
             return
-        ti = due[pick % len(due)]
+        deployment, ti = chosen
         record = self._record(deployment, ti.key)
+        if record.deferral is not None and record.deferral.timeout_at is not None:
+            now = self.world.epoch + self.world.clock()
+            self.world.clock.advance(max(0.0, record.deferral.timeout_at - now))
         deferral = record.deferral
         assert deferral is not None
         triggerer = self.world.triggerers[deployment.name][deferral.triggerer]
@@ -622,22 +610,32 @@ class LifecycleModel(RuleBasedStateMachine):
         self._note(f"{deployment.name}: reaper ({plan}): {_describe(outcome)}")
         return outcome
 
-    @rule(fault=st.sampled_from(sorted(FAULTS)))
+    @rule(
+        change=st.sampled_from(["fault"] * 4 + ["pod breaks", "time passes"]),
+        fault=st.sampled_from(sorted(FAULTS)),
+        pick=st.integers(0, 999),
+        seconds=st.sampled_from([1.0, 5.0, 30.0, 120.0, 700.0]),
+    )
     @step
-    def api_misbehaves(self, fault: str) -> None:
-        self.world.sim.inject(FAULTS[fault]())
-        self._note(f"API: {fault}")
+    def world_changes(self, change: str, fault: str, pick: int, seconds: float) -> None:
+        """The API misbehaves (at most a few faults armed at once), a pod breaks, or time passes."""
+        if change == "fault":
+            if len(self.world.sim.faults) >= 3:
+                self.world.sim.clear_faults()
+            self.world.sim.inject(FAULTS[fault]())
+            self._note(f"API: {fault}")
+        elif change == "pod breaks":
+            self._pod_breaks(pick)
+        else:
+            self.world.clock.advance(seconds)
 
-    @rule(pick=st.integers(0, 999))
-    @step
-    def pod_breaks(self, pick: int) -> None:
+    def _pod_breaks(self, pick: int) -> None:
         """A live pod goes to ERROR (its installation failed)."""
         pods = [
             p
             for p, info in self.world.sim.billing()["pods"].items()
-            if info["billing"] and not info["deleted"]
+            if info["billing"] and not info["deleted"] and p not in self.world.borrowed
         ]
-        pods = [p for p in pods if p not in self.world.borrowed]
         if not pods:
             return
         pod_id = sorted(pods)[pick % len(pods)]
@@ -646,10 +644,22 @@ class LifecycleModel(RuleBasedStateMachine):
         )
         self._note(f"pod {pod_id} breaks")
 
-    @rule(seconds=st.sampled_from([1.0, 5.0, 30.0, 120.0, 700.0]))
-    @step
-    def time_passes(self, seconds: float) -> None:
-        self.world.clock.advance(seconds)
+    # The work itself happens more often than any one mishap: hypothesis picks a rule uniformly.
+
+    @precondition(lambda self: self._any(self._runnable))
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
+    def run_another_task(self, which: int, pick: int, plan: KillPlan) -> None:
+        self.run_task(which=which, pick=pick, plan=plan)
+
+    @precondition(lambda self: self._any(self._resumable))
+    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
+    def resume_another_task(self, which: int, pick: int, plan: KillPlan) -> None:
+        self.resume_task(which=which, pick=pick, plan=plan)
+
+    @precondition(lambda self: self._any(self._deferred))
+    @rule(which=st.integers(0, 1), number=st.integers(0, 1), seconds=st.sampled_from([1.0, 3.0, 10.0]))
+    def triggerers_run_again(self, which: int, number: int, seconds: float) -> None:
+        self.triggerer_runs(which=which, number=number, seconds=seconds)
 
     # -- the invariants ------------------------------------------------------------------------
 
@@ -752,6 +762,9 @@ class LifecycleModel(RuleBasedStateMachine):
     #: Tolerated violations seen, by signature, and the first history of each.
     tolerated: ClassVar[Counter[str]] = Counter()
     examples: ClassVar[dict[str, str]] = {}
+    #: Seconds spent in each rule, and how often it ran (``make test-model`` prints them).
+    timings: ClassVar[Counter[str]] = Counter()
+    counts: ClassVar[Counter[str]] = Counter()
 
     def _end_everything(self) -> None:
         """Every task ends (users mark what still runs failed), every run ends, the reaper runs."""
@@ -765,15 +778,81 @@ class LifecycleModel(RuleBasedStateMachine):
                     )
                     ti.state = TaskInstanceState.FAILED
                     self._record(deployment, ti.key).deferral = None
+            self.current_step = "end_run (the end)"
             for run in list(deployment.runs.values()):
                 if run.state == DagRunState.RUNNING:
                     run.training = False
                     self._teardown(deployment, run, KillPlan())
                     run.state = DagRunState.FAILED
             self._check_pods()
+        self.current_step = "reaper_runs (the end)"
         for deployment in self.world.deployments:
             self._reap(deployment, KillPlan())
         self.world.clock.advance(10.0)
+
+    # -- what is eligible for a rule (preconditions: hypothesis picks only rules that do something)
+
+    def _any(self, eligible: Callable[[Deployment], list[Any]]) -> bool:
+        return bool(self.specs) and any(eligible(d) for d in self.world.deployments)
+
+    def _choose(
+        self, eligible: Callable[[Deployment], list[T]], which: int, pick: int
+    ) -> tuple[Deployment, T] | None:
+        """One eligible item: of deployment ``which`` if it has any, else of the other one."""
+        for deployment in (self.world.deployments[which], self.world.deployments[1 - which]):
+            items = eligible(deployment)
+            if items:
+                return deployment, items[pick % len(items)]
+        return None
+
+    def _busy_triggerers(self, deployment: Deployment) -> list[Triggerer]:
+        return [t for t in self.world.triggerers.get(deployment.name, []) if t.running]
+
+    def _runs(self, deployment: Deployment) -> list[Run]:
+        return list(deployment.runs.values())
+
+    def _endable_runs(self, deployment: Deployment) -> list[Run]:
+        return [
+            r
+            for r in deployment.runs.values()
+            if r.state == DagRunState.RUNNING
+            and not any(ti.unfinished for ti in deployment.tis_of(r.dag_id, r.run_id))
+        ]
+
+    def _runnable(self, deployment: Deployment) -> list[AirflowTI]:
+        return [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state in (None, TaskInstanceState.UP_FOR_RETRY)
+            and deployment.runs[(ti.key.dag_id, ti.key.run_id)].state == DagRunState.RUNNING
+        ]
+
+    def _resumable(self, deployment: Deployment) -> list[AirflowTI]:
+        return [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.SCHEDULED
+            and self._record(deployment, ti.key).deferral is not None
+        ]
+
+    def _deferred(self, deployment: Deployment) -> list[AirflowTI]:
+        return [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.DEFERRED
+            and self._record(deployment, ti.key).deferral is not None
+        ]
+
+    def _zombies(self, deployment: Deployment) -> list[AirflowTI]:
+        return [
+            ti
+            for ti in deployment.tis.values()
+            if ti.state == TaskInstanceState.RUNNING and self._record(deployment, ti.key).zombie
+        ]
+
+    def _actionable(self, deployment: Deployment) -> list[AirflowTI]:
+        live = (TaskInstanceState.DEFERRED, TaskInstanceState.RUNNING, TaskInstanceState.SCHEDULED)
+        return [ti for ti in deployment.tis.values() if ti.state in live]
 
     # -- helpers -------------------------------------------------------------------------------
 

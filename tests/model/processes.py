@@ -27,6 +27,7 @@ import types
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from airflow.sdk.execution_time import task_runner
@@ -71,21 +72,40 @@ class SimTime(types.ModuleType):
         return getattr(real_time, name)
 
 
+def sim_datetime(fake: SimTime) -> type[datetime]:
+    """``datetime`` whose ``now()`` is the simulator's wall time (everything else is datetime's)."""
+
+    class SimDateTime(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> SimDateTime:
+            return cls.fromtimestamp(fake.time(), tz)
+
+        @classmethod
+        def utcnow(cls) -> SimDateTime:
+            return cls.fromtimestamp(fake.time(), timezone.utc).replace(tzinfo=None)
+
+    return SimDateTime
+
+
 @contextlib.contextmanager
 def simulated_time(clock: ManualClock, epoch: float) -> Iterator[SimTime]:
-    """Every provider module (not the simulator's) that imported ``time`` sees :class:`SimTime`."""
+    """Every provider module (not the simulator's) sees :class:`SimTime` as ``time`` and a
+    ``datetime`` whose ``now()`` is the simulator's."""
     fake = SimTime(clock, epoch)
-    patched = []
+    replacements = {"time": (real_time, fake), "datetime": (datetime, sim_datetime(fake))}
+    patched: list[tuple[types.ModuleType, str, Any]] = []
     for name, module in list(sys.modules.items()):
-        ours = name.startswith("airflow_provider_prime.") and ".testing" not in name
-        if ours and getattr(module, "time", None) is real_time:
-            patched.append(module)
-            module.time = fake  # type: ignore[attr-defined]
+        if not name.startswith("airflow_provider_prime.") or ".testing" in name:
+            continue
+        for attribute, (real, replacement) in replacements.items():
+            if getattr(module, attribute, None) is real:
+                patched.append((module, attribute, real))
+                setattr(module, attribute, replacement)
     try:
         yield fake
     finally:
-        for module in patched:
-            module.time = real_time  # type: ignore[attr-defined]
+        for module, attribute, real in patched:
+            setattr(module, attribute, real)
 
 
 # -- workers ---------------------------------------------------------------------------------------

@@ -34,5 +34,7 @@ def test_the_lifecycle_keeps_its_promises() -> None:
         LifecycleModel.TestCase().runTest()
     finally:
         print(f"\nmodel: {LifecycleModel.total_steps} steps checked")
+        for name, seconds in LifecycleModel.timings.most_common():
+            print(f"  {name}: {LifecycleModel.counts[name]} times, {seconds:.1f} s")
         for signature, count in LifecycleModel.tolerated.most_common():
             print(f"\ntolerated {signature} x{count}, first seen:\n  {LifecycleModel.examples[signature]}")
