@@ -143,8 +143,8 @@ def every_page(
     return items
 
 
-def get_pod(settings: PrimeApiSettings, pod_id: str) -> Plan[Pod]:
-    pod: Pod = yield Exchange(settings, pod_request(settings, pod_id), parse_pod)
+def get_pod(settings: PrimeApiSettings, pod_id: str, deadline: float | None = None) -> Plan[Pod]:
+    pod: Pod = yield Exchange(settings, pod_request(settings, pod_id), parse_pod, deadline)
     return pod
 
 
@@ -174,17 +174,23 @@ def create_pod(settings: PrimeApiSettings, request: PodRequest) -> Plan[Pod]:
     return adopted
 
 
-def delete_pod(settings: PrimeApiSettings, pod_id: str) -> Plan[None]:
-    """Delete; a pod already gone (404), or refused and then found TERMINATED/DELETING, is done."""
+def delete_pod(settings: PrimeApiSettings, pod_id: str, deadline: float | None = None) -> Plan[None]:
+    """Delete; a pod already gone (404), or refused and then found TERMINATED/DELETING, is done.
+
+    ``deadline`` (epoch seconds) bounds both requests (the DELETE and the read after a refusal):
+    no retry sleeps past it and each attempt's timeouts are cut to the time left.
+    """
     try:
-        yield Exchange(settings, delete_request(settings, pod_id), parse_ignored, parse_empty=_nothing)
+        yield Exchange(
+            settings, delete_request(settings, pod_id), parse_ignored, deadline, parse_empty=_nothing
+        )
         return
     except PrimeNotFoundError:
         return
     except PrimeRequestError as exc:
         refused = exc
     try:
-        pod = yield from get_pod(settings, pod_id)
+        pod = yield from get_pod(settings, pod_id, deadline)
     except PrimeNotFoundError:
         return
     if pod.status not in GONE:

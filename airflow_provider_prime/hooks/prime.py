@@ -150,18 +150,22 @@ class PrimeHook(BaseHook):
         """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
         return await self._arun(_plans.create_pod, _pod_request(request))
 
-    def delete_pod(self, pod_id: str) -> None:
+    def delete_pod(self, pod_id: str, *, deadline: float | None = None) -> None:
         """Delete a pod (``DELETE /pods/{id}``); idempotent: a pod already gone or going is success.
 
-        A 404, or a refusal for a pod that is then found ``TERMINATED``/``DELETING`` (or not found),
-        returns normally. Errors: ``PrimeAuthError`` (the key needs "Instances → Read and write"),
+        A 404 naming the pod, or a refusal for a pod that is then found ``TERMINATED``/``DELETING``
+        (or not found), returns normally. ``deadline`` (epoch seconds), as for
+        :meth:`get_pods_status`: no retry or Retry-After wait sleeps past it and each attempt's
+        timeouts are cut to the time left, so ``on_kill`` can make one short bounded attempt
+        (``delete_pod(pod_id, deadline=time.time() + 3)``); past it, ``PrimeTransientError``.
+        Errors: ``PrimeAuthError`` (the key needs "Instances → Read and write"),
         ``PrimeRequestError`` (refused for a live pod), transient errors after the retries.
         """
-        self._run(_plans.delete_pod, _one_pod_id(pod_id))
+        self._run(_plans.delete_pod, _one_pod_id(pod_id), deadline)
 
-    async def adelete_pod(self, pod_id: str) -> None:
-        """Async :meth:`delete_pod`."""
-        await self._arun(_plans.delete_pod, _one_pod_id(pod_id))
+    async def adelete_pod(self, pod_id: str, *, deadline: float | None = None) -> None:
+        """Async :meth:`delete_pod` (the same ``deadline``)."""
+        await self._arun(_plans.delete_pod, _one_pod_id(pod_id), deadline)
 
     def list_gpu_offers(
         self,
