@@ -17,6 +17,7 @@ poller keeps one client per connection); they are not part of the documented API
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from airflow_provider_prime.hooks._settings import (
     missing_key_error,
     settings_from_connection,
     settings_from_environment,
+    unparsable_connection_error,
 )
 from airflow_provider_prime.hooks._settings import PrimeApiSettings as PrimeApiSettings
 from airflow_provider_prime.models import GpuOffer, Pod, PodRequest, PodStatus
@@ -150,18 +152,22 @@ class PrimeHook(BaseHook):
         """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
         return await self._arun(_plans.create_pod, _pod_request(request))
 
-    def delete_pod(self, pod_id: str) -> None:
+    def delete_pod(self, pod_id: str, *, deadline: float | None = None) -> None:
         """Delete a pod (``DELETE /pods/{id}``); idempotent: a pod already gone or going is success.
 
-        A 404, or a refusal for a pod that is then found ``TERMINATED``/``DELETING`` (or not found),
-        returns normally. Errors: ``PrimeAuthError`` (the key needs "Instances → Read and write"),
+        A 404 naming the pod, or a refusal for a pod that is then found ``TERMINATED``/``DELETING``
+        (or not found), returns normally. ``deadline`` (epoch seconds), as for
+        :meth:`get_pods_status`: no retry or Retry-After wait sleeps past it and each attempt's
+        timeouts are cut to the time left, so ``on_kill`` can make one short bounded attempt
+        (``delete_pod(pod_id, deadline=time.time() + 3)``); past it, ``PrimeTransientError``.
+        Errors: ``PrimeAuthError`` (the key needs "Instances → Read and write"),
         ``PrimeRequestError`` (refused for a live pod), transient errors after the retries.
         """
-        self._run(_plans.delete_pod, _one_pod_id(pod_id))
+        self._run(_plans.delete_pod, _one_pod_id(pod_id), deadline)
 
-    async def adelete_pod(self, pod_id: str) -> None:
-        """Async :meth:`delete_pod`."""
-        await self._arun(_plans.delete_pod, _one_pod_id(pod_id))
+    async def adelete_pod(self, pod_id: str, *, deadline: float | None = None) -> None:
+        """Async :meth:`delete_pod` (the same ``deadline``)."""
+        await self._arun(_plans.delete_pod, _one_pod_id(pod_id), deadline)
 
     def list_gpu_offers(
         self,
@@ -244,12 +250,16 @@ class PrimeHook(BaseHook):
             return await client.run(plan(settings, *args))
 
     def _settings_from(self, conn: ConnectionLike | None) -> PrimeApiSettings:
+        """The connection's settings; only when it is truly absent, the environment's (logged)."""
         if conn is not None:
             return settings_from_connection(conn)
+        unparsable = unparsable_connection_error(self.prime_conn_id)
+        if unparsable is not None:
+            raise unparsable
         settings = settings_from_environment()
         if settings is None:
             raise missing_key_error(self.prime_conn_id)
-        self.log.info(
+        self.log.warning(
             "Connection %r is not defined; using %s and the base URL %s from the environment "
             "(%s, then %s), as the prime CLI does.",
             self.prime_conn_id,
@@ -278,6 +288,15 @@ def _pod_request(value: object) -> PodRequest:
             "create_pod takes a PodRequest (e.g. PodRequest.from_offer(offer, name=...)), "
             f"not {type(value).__name__}"
         )
+    try:
+        # Before any request: a body the HTTP library cannot send (inf or nan in a built-around
+        # model) would fail after the create "may have been sent", a misleading transient error.
+        json.dumps(value.to_body(), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PrimeConfigError(
+            f"create_pod: the request for pod {value.name!r} cannot be sent as JSON ({exc}); check "
+            "max_price and the sizes (finite numbers)."
+        ) from None
     return value
 
 

@@ -29,6 +29,7 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_prime import events
 from airflow_provider_prime._compat import AirflowSensorTimeout
+from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
     PrimeError,
@@ -282,7 +283,7 @@ class PrimeCreatePodOperator(BaseOperator):
         if self._request_name():
             return self._request_name() or ""
         ti = context["ti"]
-        return derived_pod_name(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        return derived_pod_name(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, deployment=deployment_id())
 
     def _request_name(self) -> str | None:
         if isinstance(self.request, PodRequest):
