@@ -17,8 +17,9 @@ Checked after every step (:meth:`LifecycleModel.check`):
 
 1. at most one live pod per task instance per deployment;
 2. no pod whose task instance, or its downstream use, is alive is ever deleted (nor a borrowed pod);
-3. no API key or env secret in anything captured: logs, exceptions, trigger events and kwargs,
-   XCom, Variables, rendered fields, what was sent to Airflow;
+3. no API key or env secret in anything captured: logs and exceptions (as Airflow's masker leaves
+   them: that is what a user sees), trigger events and kwargs, XCom, Variables, rendered fields
+   (as the Task SDK stores them), what was sent to Airflow;
 
 and at the end, once every task has ended and the backstop (the reaper) has run: 4. no pod bills.
 """
@@ -921,10 +922,11 @@ class LifecycleModel(RuleBasedStateMachine):
             self._violate("3: no secret in anything captured", f"{found} in {where}: {text[:300]!r}", kind)
 
     def _scan_outcome(self, where: str, outcome: Outcome) -> None:
+        """A task's exception reaches the user through its log, which Airflow redacts first."""
         error = outcome.error
         seen = 0
         while error is not None and seen < 10:
-            self._scan(f"exception of {where}", f"{error!s} {error!r}")
+            self._scan(f"exception of {where}", _redact(f"{error!s} {error!r}"))
             error = error.__cause__ or error.__context__
             seen += 1
 
@@ -935,10 +937,10 @@ class LifecycleModel(RuleBasedStateMachine):
 
     def _scan_logs(self) -> None:
         for entry in self._logs[self._scanned_logs :]:
-            self._scan("log event", repr(entry))
+            self._scan("log event", _redact(repr(entry)))
         self._scanned_logs = len(self._logs)
         for line in self._records.lines[self._scanned_records :]:
-            self._scan("log line", line)
+            self._scan("log line", _redact(line))
         self._scanned_records = len(self._records.lines)
 
     def _scan_airflow(self) -> None:
@@ -953,6 +955,15 @@ class LifecycleModel(RuleBasedStateMachine):
             if type(msg).__name__ != "MaskSecret":  # how a secret gets masked: it must carry it
                 self._scan("request to Airflow", msg.model_dump_json())
         sent.clear()
+
+
+def _redact(text: str) -> str:
+    """What Airflow's secrets masker leaves of a log line (the values registered with mask_secret)."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact
+    except ImportError:  # Airflow 3.1
+        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef]
+    return str(redact(text))
 
 
 class _DagRun:
