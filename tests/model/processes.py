@@ -89,10 +89,14 @@ def sim_datetime(fake: SimTime) -> type[datetime]:
 
 @contextlib.contextmanager
 def simulated_time(clock: ManualClock, epoch: float) -> Iterator[SimTime]:
-    """Every provider module (not the simulator's) sees :class:`SimTime` as ``time`` and a
-    ``datetime`` whose ``now()`` is the simulator's."""
+    """Every provider module (not the simulator's) sees :class:`SimTime` as ``time``, its sleep as
+    the sync client's ``_sleep``, and a ``datetime`` whose ``now()`` is the simulator's."""
     fake = SimTime(clock, epoch)
-    replacements = {"time": (real_time, fake), "datetime": (datetime, sim_datetime(fake))}
+    replacements = {
+        "time": (real_time, fake),
+        "datetime": (datetime, sim_datetime(fake)),
+        "_sleep": (real_time.sleep, fake.sleep),  # the clients' backoff and look-again pauses
+    }
     patched: list[tuple[types.ModuleType, str, Any]] = []
     for name, module in list(sys.modules.items()):
         if not name.startswith("airflow_provider_prime.") or ".testing" in name:
