@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from airflow_provider_prime.deployment import derived_deployment_id
 from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing.connection import airflow_connection_env
 from airflow_provider_prime.testing.process import SimulatorClient
@@ -290,7 +291,9 @@ def give_back(console: Console, stack: AirflowStack, run: list[RunWatcher], real
     from airflow_provider_prime.hooks.prime import PrimeHook
 
     hook = PrimeHook()
-    name = derived_pod_name(LIFECYCLE, run[0].run_id, WAITING_TASK[LIFECYCLE], -1)
+    # the deployment identity Airflow derives from the stack's airflow.cfg (execution_api_server_url)
+    deployment = derived_deployment_id(f"{stack.base_url}/execution/", stack.base_url)
+    name = derived_pod_name(LIFECYCLE, run[0].run_id, WAITING_TASK[LIFECYCLE], -1, deployment=deployment)
     try:
         for pod in hook.find_pods_by_name(name):
             hook.delete_pod(pod.id)

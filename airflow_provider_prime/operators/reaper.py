@@ -28,12 +28,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import Pod
 from airflow_provider_prime.operators._values import seconds, timestamp
 from airflow_provider_prime.operators.pod import GONE_STATES
-from airflow_provider_prime.operators.pod_names import dag_hash, dag_hash_of, derived_pod_name
+from airflow_provider_prime.operators.pod_names import (
+    dag_tag,
+    deployment_tag,
+    derived_pod_name,
+    parse_derived_name,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -75,7 +81,9 @@ class Reaping:
         return {"deleted": dict(self.deleted), "spared": dict(self.spared), "ignored": dict(self.ignored)}
 
 
-def task_instance_names(dag_id: str, states: Mapping[str, Mapping[str, Any]]) -> dict[str, Owner]:
+def task_instance_names(
+    dag_id: str, states: Mapping[str, Mapping[str, Any]], deployment: str
+) -> dict[str, Owner]:
     """Every pod name the task instances of one DAG may have used, with its owner.
 
     The Task SDK keys a mapped task instance ``<task_id>_<map_index>``; such a key is read both
@@ -85,10 +93,12 @@ def task_instance_names(dag_id: str, states: Mapping[str, Mapping[str, Any]]) ->
     for run_id, tasks in states.items():
         for key, state in tasks.items():
             owner = Owner(dag_id, run_id, key, state)
-            names[derived_pod_name(dag_id, run_id, key, -1)] = owner
+            names[derived_pod_name(dag_id, run_id, key, -1, deployment=deployment)] = owner
             mapped = re.fullmatch(r"(.+)_(\d+)", key)
             if mapped:
-                names[derived_pod_name(dag_id, run_id, mapped[1], int(mapped[2]))] = owner
+                names[derived_pod_name(dag_id, run_id, mapped[1], int(mapped[2]), deployment=deployment)] = (
+                    owner
+                )
     return names
 
 
@@ -100,16 +110,21 @@ def decide(
     *,
     now: datetime,
     min_age: float,
+    deployment: str,
 ) -> tuple[Reaping, list[Pod]]:
     """Sort the pods into deleted (the second value: the pods to delete), spared and ignored."""
-    dags = {dag_hash(dag_id): dag_id for dag_id in dag_ids}
+    dags = {dag_tag(dag_id): dag_id for dag_id in dag_ids}
+    ours = deployment_tag(deployment)
     reaping, doomed = Reaping(), []
     names: dict[str, dict[str, Owner]] = {}
     for pod in pods:
-        marker = dag_hash_of(pod.name)
-        if marker is None or pod.status in GONE_STATES:
+        derived = parse_derived_name(pod.name)
+        if derived is None or pod.status in GONE_STATES:
             continue  # not ours to judge, or on its way out already
-        dag_id = dags.get(marker)
+        if derived.deployment_tag != ours:
+            reaping.ignored[pod.id] = f"{pod.name}: another deployment"
+            continue
+        dag_id = dags.get(derived.dag_tag)
         if dag_id is None:
             reaping.ignored[pod.id] = f"{pod.name}: from a DAG not in dag_ids"
             continue
@@ -118,7 +133,7 @@ def decide(
             reaping.spared[pod.id] = f"{pod.name}: younger than {min_age:.0f}s"
             continue
         if dag_id not in names:
-            names[dag_id] = task_instance_names(dag_id, task_states(dag_id))
+            names[dag_id] = task_instance_names(dag_id, task_states(dag_id), deployment)
         owner = names[dag_id].get(pod.name or "")
         verdict = _verdict(owner, run_state)
         if verdict.startswith("alive"):
@@ -211,6 +226,7 @@ class PrimeReapPodsOperator(BaseOperator):
             _sdk_run_state,
             now=datetime.now(timezone.utc),
             min_age=min_age,
+            deployment=deployment_id(),
         )
         for pod_id, why in reaping.spared.items():
             self.log.info("Sparing pod %s: %s", pod_id, why)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_prime._compat import AirflowSensorTimeout
+from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
     PrimeError,
@@ -33,7 +34,7 @@ from tests.operators.conftest import (
 from tests.simulated import connection_env
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
-NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1)
+NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
 
 
 def create(**kwargs: Any) -> PrimeCreatePodOperator:

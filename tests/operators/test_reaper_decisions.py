@@ -25,7 +25,7 @@ def pod(pod_id: str, name: str | None, *, age: float = 3600, status: str = "ACTI
 
 
 def name_of(run_id: str, task_id: str = "create", map_index: int = -1, dag_id: str = DAG) -> str:
-    return derived_pod_name(dag_id, run_id, task_id, map_index)
+    return derived_pod_name(dag_id, run_id, task_id, map_index, deployment="prod")
 
 
 class Airflow:
@@ -46,7 +46,9 @@ class Airflow:
 
 
 def judge(pods: list[Pod], airflow: Airflow, *, min_age: float = 0.0) -> tuple[dict[str, Any], list[str]]:
-    reaping, doomed = decide(pods, [DAG], airflow.task_states, airflow.run_state, now=NOW, min_age=min_age)
+    reaping, doomed = decide(
+        pods, [DAG], airflow.task_states, airflow.run_state, now=NOW, min_age=min_age, deployment="prod"
+    )
     return reaping.as_dict(), [p.id for p in doomed]
 
 
