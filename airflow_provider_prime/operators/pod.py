@@ -440,7 +440,8 @@ class PrimeCreatePodOperator(BaseOperator):
         """
         if self._me is None or self._me.map_index < 0:
             return
-        mapped = self.dag.task_dict.get(self.task_id) if self.has_dag() else None
+        dag = getattr(self, "_dag", None)  # the DAG this task belongs to, if any
+        mapped = dag.task_dict.get(self.task_id) if dag is not None else None
         partial = getattr(mapped, "partial_kwargs", None)
         if not isinstance(partial, Mapping):
             return
@@ -576,7 +577,8 @@ class PrimeCreatePodOperator(BaseOperator):
         if not self.gpu_type and not self.cloud_id:
             raise PrimeConfigError("Give gpu_type (and gpu_count), a cloud_id, or a full request")
         gpu_count = whole_number(self.gpu_count, "gpu_count") or 1
-        sizes = {arg: whole_number(getattr(self, arg), arg) for arg in ("disk_size", "vcpus", "memory")}
+        disk_size = whole_number(self.disk_size, "disk_size")
+        vcpus, memory = whole_number(self.vcpus, "vcpus"), whole_number(self.memory, "memory")
         regions = (self.regions,) if isinstance(self.regions, str) else tuple(self.regions or ())
         wish = OfferWish(
             gpu_type=self.gpu_type,
@@ -599,7 +601,9 @@ class PrimeCreatePodOperator(BaseOperator):
             offer,
             name=name,
             image=self.image,
-            **sizes,
+            disk_size=disk_size,
+            vcpus=vcpus,
+            memory=memory,
             env_vars=self.env_vars or None,  # type: ignore[arg-type]
             team_id=self.team_id or None,
             max_price=wish.max_price,
