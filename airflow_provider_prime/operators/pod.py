@@ -325,6 +325,7 @@ class PrimeCreatePodOperator(BaseOperator):
                 "this task instance's own" if self._owned else "borrowed",
                 self._fate(),
             )
+            self._raise_if_killed(pod.id)  # never hand over, or defer, a pod on_kill deleted
             if not self.wait_for_ready:
                 status = pod.to_status()
                 return with_price({pod.id: handover_entry(status)}, pod.id, pod.price_hr)
