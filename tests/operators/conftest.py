@@ -90,6 +90,7 @@ class TaskInstance:
 class DagRun:
     def __init__(self, start_date: datetime) -> None:
         self.start_date = start_date
+        self.conf: dict[str, Any] = {}
 
 
 def make_context(ti: TaskInstance | None = None, started: datetime | None = None) -> dict[str, Any]:
