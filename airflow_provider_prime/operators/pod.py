@@ -305,6 +305,7 @@ class PrimeCreatePodOperator(BaseOperator):
         self.mask_secrets()  # also when a caller runs execute without Airflow's rendering
         self._know_task_instance(context)
         name = self._pod_name(context)
+        self._check_arguments()
         self._raise_if_killed(name)
         pod, action = self._adopt(name), "adopted"
         if pod is None:
@@ -570,6 +571,13 @@ class PrimeCreatePodOperator(BaseOperator):
             with self._logged("could not write the ownership record of pod " + pod.id):
                 self.owner_records.put(replace(self._me, name=name, pod_id=pod.id))
         return pod
+
+    def _check_arguments(self) -> None:
+        """Refuse a bad number before any request, naming the argument (templates give text)."""
+        if self.request is None:
+            for argument in ("gpu_count", "disk_size", "vcpus", "memory"):
+                whole_number(getattr(self, argument), argument)
+            price(self.max_price, "max_price")
 
     def _build_request(self, name: str) -> PodRequest:
         if self.request is not None:
