@@ -19,6 +19,7 @@ left out of its ``repr`` and out of every error message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -404,6 +405,15 @@ class PodRequest(BaseModel):
             raise PrimeConfigError(
                 "name: a pod needs a non-empty name (it identifies the pod across retries)"
             )
+        return value
+
+    @field_validator("max_price")
+    @classmethod
+    def _finite_price(cls, value: float | None) -> float | None:
+        # inf passes gt=0 and nan passes nothing yet fails nothing: refuse both here, before any
+        # request (the body could not even be sent as JSON).
+        if value is not None and not math.isfinite(value):
+            raise PrimeConfigError(f"max_price must be a finite price per hour in USD, got {value!r}")
         return value
 
     @model_validator(mode="after")

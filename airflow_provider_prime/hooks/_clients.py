@@ -42,7 +42,7 @@ from airflow_provider_prime.hooks._exchange import (
     too_many_redirects,
     transport_failure,
 )
-from airflow_provider_prime.hooks._plans import Plan
+from airflow_provider_prime.hooks._plans import Pause, Plan
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
 
@@ -98,11 +98,16 @@ class PrimeClient:
             _sleep(outcome.delay)
 
     def run(self, plan: Plan[T]) -> T:
-        """Run ``plan`` (see :mod:`._plans`): each exchange it yields is called, its result sent back."""
+        """Run ``plan`` (see :mod:`._plans`): each exchange it yields is called, its result sent back;
+        each :class:`~._plans.Pause` is slept (``_sleep``, which tests replace)."""
         step = next(plan)
         while True:
             try:
-                result, error = self.call(step), None
+                if isinstance(step, Pause):
+                    _sleep(step.seconds)
+                    result, error = None, None
+                else:
+                    result, error = self.call(step), None
             except (PrimeAPIError, DeliveryUnknown) as exc:
                 result, error = None, exc
             try:  # outside the except block: a plan's own errors get no __context__ from ours
@@ -145,13 +150,15 @@ class PrimeClient:
         except requests.TooManyRedirects as exc:
             return too_many_redirects(exc)
         except requests.ConnectTimeout as exc:
-            return transport_failure(exc, request.url, timeout=True, sent=False)
+            return transport_failure(exc, request.url, timeout=True, sent=False, secret=self.settings.api_key)
         except requests.Timeout as exc:
-            return transport_failure(exc, request.url, timeout=True, sent=True)
+            return transport_failure(exc, request.url, timeout=True, sent=True, secret=self.settings.api_key)
         except requests.RequestException as exc:
             # urllib3 reports "no connection was made" (refused, DNS) as NewConnectionError, nested.
             never_sent = isinstance(exc, requests.ConnectionError) and _nested(exc, NewConnectionError)
-            return transport_failure(exc, request.url, timeout=False, sent=not never_sent)
+            return transport_failure(
+                exc, request.url, timeout=False, sent=not never_sent, secret=self.settings.api_key
+            )
 
 
 class AsyncPrimeClient:
@@ -199,7 +206,11 @@ class AsyncPrimeClient:
         step = next(plan)
         while True:
             try:
-                result, error = await self.call(step), None
+                if isinstance(step, Pause):
+                    await _asleep(step.seconds)
+                    result, error = None, None
+                else:
+                    result, error = await self.call(step), None
             except (PrimeAPIError, DeliveryUnknown) as exc:
                 result, error = None, exc
             try:
@@ -270,12 +281,16 @@ class AsyncPrimeClient:
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # No connection was made (refused, DNS, TLS handshake, no free slot): nothing was sent.
             return transport_failure(
-                exc, request.url, timeout=isinstance(exc, httpx.TimeoutException), sent=False
+                exc,
+                request.url,
+                timeout=isinstance(exc, httpx.TimeoutException),
+                sent=False,
+                secret=self.settings.api_key,
             )
         except httpx.TimeoutException as exc:
-            return transport_failure(exc, request.url, timeout=True, sent=True)
+            return transport_failure(exc, request.url, timeout=True, sent=True, secret=self.settings.api_key)
         except httpx.HTTPError as exc:
-            return transport_failure(exc, request.url, timeout=False, sent=True)
+            return transport_failure(exc, request.url, timeout=False, sent=True, secret=self.settings.api_key)
 
 
 def _nested(exc: BaseException, kind: type[BaseException]) -> bool:

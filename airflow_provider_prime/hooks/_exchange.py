@@ -43,7 +43,8 @@ from airflow_provider_prime.exceptions import (
     PrimeTransientError,
     is_transient,
 )
-from airflow_provider_prime.hooks._settings import PrimeApiSettings, is_loopback
+from airflow_provider_prime.hooks._secrets import scrub
+from airflow_provider_prime.hooks._settings import DEFAULT_BASE_URL, PrimeApiSettings, is_loopback
 from airflow_provider_prime.models import PodStatus, PodStatusPage, WhoAmI
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,10 @@ class ApiRequest:
 
     ``idempotent`` is False for a request that must not be sent twice (create): when it may have
     reached the server without an answer coming back, the exchange says so (:class:`DeliveryUnknown`)
-    instead of resending it. ``permission`` is what a 401/403 names; ``missing`` what a 404 means
-    (``None``: the base URL is wrong).
+    instead of resending it. ``permission`` is what a 401/403 names. ``missing`` is what a 404
+    means when the API itself says ``pod_id`` was not found (:func:`says_pod_not_found`); any other
+    404 (``missing`` None, or a router's bare "Not Found", HTML, no JSON) means the base URL or
+    path is wrong. ``answer_ignored``: any 2xx is success whatever its body (a delete).
     """
 
     method: str
@@ -88,6 +91,8 @@ class ApiRequest:
     idempotent: bool = True
     permission: str = READ
     missing: str | None = None
+    pod_id: str | None = None
+    answer_ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,14 +338,17 @@ class Exchange(Generic[T]):
         """
         secret = self.settings.api_key
         clean = type(error)(
-            _scrub(str(error), secret),
+            scrub(str(error), secret),
             http_status=error.http_status,
-            details=[_scrub(detail, secret) for detail in error.details],
+            details=[scrub(detail, secret) for detail in error.details],
         )
         cause = error.__cause__
         clean.__cause__ = self.scrubbed(cause) if isinstance(cause, PrimeAPIError) else None
         clean.__suppress_context__ = True
         return clean
+
+    def _excerpt(self, body: bytes) -> str:
+        return _excerpt(body, self.settings.api_key)
 
     def _gave_up(self, error: PrimeAPIError, what: str) -> PrimeTransientError:
         final = PrimeTransientError(f"{what}: {error}", http_status=error.http_status)
@@ -351,6 +359,10 @@ class Exchange(Generic[T]):
         status = response.status
         if not 200 <= status < 300:
             raise self._status_error(response)
+        if self.request.answer_ignored:
+            # A delete's answer is read by nobody (the CLI ignores it too): a 200 whose body is
+            # HTML, text or broken JSON still says the delete was accepted.
+            return self.parse(None)
         if not response.body.strip() and self.parse_empty is not None:
             return self.parse_empty()
         # Errors are raised outside the except blocks: the decoder's and the parser's exceptions hold
@@ -359,7 +371,7 @@ class Exchange(Generic[T]):
         if payload is _NOT_JSON:
             raise PrimeResponseError(
                 f"The Prime Intellect API answered HTTP {status} with a body that is not JSON while "
-                f"{self.request.action} (is the API base URL right?): {_excerpt(response.body)}",
+                f"{self.request.action} (is the API base URL right?): {self._excerpt(response.body)}",
                 http_status=status,
             )
         try:
@@ -374,9 +386,9 @@ class Exchange(Generic[T]):
 
     def _status_error(self, response: ApiResponse) -> PrimeAPIError:
         status = response.status
-        found = _error_details(response.body)
+        found = _error_details(response.body, self.settings.api_key)
         details = [f"{where}: {text}" if where else text for where, text in found]
-        said = "; ".join(details) if details else _excerpt(response.body)
+        said = "; ".join(details) if details else self._excerpt(response.body)
         said_part = f" The API said: {said}" if said else ""
         where = f"while {self.request.action}"
         permission = self.request.permission
@@ -393,11 +405,22 @@ class Exchange(Generic[T]):
                 http_status=status,
             )
         if status == 404:
-            missing = self.request.missing or (
-                f"Nothing at {self.request.url}: check the connection's API base URL "
-                "(normally https://api.primeintellect.ai)"
+            request = self.request
+            if request.missing is not None and says_pod_not_found(response.body, request.pod_id):
+                return PrimeNotFoundError(
+                    f"{request.missing} (HTTP 404 {where}).{said_part}", http_status=status
+                )
+            about = (
+                f", and the answer does not say that pod {request.pod_id} was not found"
+                if request.pod_id
+                else ""
             )
-            return PrimeNotFoundError(f"{missing} (HTTP 404 {where}).{said_part}", http_status=status)
+            return PrimeResponseError(
+                f"HTTP 404 from {request.url} {where}{about}: the connection's API base URL or path looks "
+                f"wrong. Set its host to the API root (normally {DEFAULT_BASE_URL}, optionally ending in "
+                f"/api/v1, nothing else).{said_part}",
+                http_status=status,
+            )
         if status == 402:
             return PrimeBillingError(
                 f"The Prime Intellect API answered HTTP 402 Payment Required {where}: the account behind "
@@ -422,8 +445,34 @@ class Exchange(Generic[T]):
         return PrimeResponseError(f"Unexpected HTTP {status} {where}.{said_part}", http_status=status)
 
 
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
+#: Words of a 404 saying a thing does not exist (as opposed to a router that has no such path).
+_NOT_FOUND_WORDS = re.compile(r"not found|does not exist|doesn't exist|no such|unknown", re.IGNORECASE)
+_POD_WORD = re.compile(r"\bpods?\b", re.IGNORECASE)
+
+
+def says_pod_not_found(body: bytes, pod_id: str | None) -> bool:
+    """Whether a 404 body is the API saying *that pod* was not found (the rule of docs/hook.md).
+
+    It must be a JSON object whose ``detail``, ``message`` or ``errors[].details`` text says
+    something was not found ("not found", "does not exist", "no such", "unknown") and names the
+    pod: its id, or the word "pod" (the simulator says ``{"detail": "Pod <id> not found"}``). A
+    router's bare ``{"detail": "Not Found"}`` (FastAPI, Starlette), an HTML or text page, an empty
+    body or another JSON shape is not: it means the request went to a path the API does not have,
+    so "the pod is gone" must not be concluded from it.
+    """
+    payload = _decode_json(body)
+    if not isinstance(payload, Mapping):
+        return False
+    texts = [payload.get("detail"), payload.get("message")]
+    errors = payload.get("errors")
+    for item in errors if isinstance(errors, list) else []:
+        texts.append(item.get("details") if isinstance(item, Mapping) else item)
+    for text in texts:
+        if not isinstance(text, str) or not _NOT_FOUND_WORDS.search(text):
+            continue
+        if (pod_id and pod_id in text) or _POD_WORD.search(text):
+            return True
+    return False
 
 
 def check_declared_length(headers: Mapping[str, str]) -> None:
@@ -445,13 +494,20 @@ def too_many_redirects(exc: BaseException) -> TransportFailure:
     return TransportFailure(f"Too many redirects ({exc})", PrimeResponseError)
 
 
-def transport_failure(exc: BaseException, url: str, *, timeout: bool, sent: bool) -> TransportFailure:
+def transport_failure(
+    exc: BaseException, url: str, *, timeout: bool, sent: bool, secret: str = ""
+) -> TransportFailure:
     """Describe a library's transport exception; a TLS failure says what is likely wrong.
 
     ``sent`` is the client's judgement (from its library's exception class) of whether the request
-    may have reached the server; a TLS failure always happened before it.
+    may have reached the server; a TLS failure always happened before it. ``secret`` (the API key)
+    is scrubbed from the library's text before it is shortened (a library may quote the header).
     """
     root = _root_cause(exc)
+
+    def _short(text: str, limit: int = 160) -> str:
+        return _shorten(scrub(text, secret), limit)
+
     if isinstance(root, ssl.SSLCertVerificationError):
         return TransportFailure(
             f"TLS certificate verification failed ({_short(str(root))})",
@@ -516,7 +572,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     return current
 
 
-def _short(text: str, limit: int = 160) -> str:
+def _shorten(text: str, limit: int = 160) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
@@ -532,16 +588,21 @@ def _decode_json(body: bytes) -> Any:
         return _NOT_JSON
 
 
-def _excerpt(body: bytes) -> str:
-    """A short, readable excerpt of a body (HTML tags dropped): enough to tell a proxy page from JSON."""
-    text = body[: _EXCERPT_CHARS * 8].decode("utf-8", errors="replace")
+def _excerpt(body: bytes, secret: str = "") -> str:
+    """A short, readable excerpt of a body (HTML tags dropped): enough to tell a proxy page from JSON.
+
+    The key is scrubbed from the whole body before anything is cut or reflowed: a key straddling
+    the cut would otherwise survive as a prefix (scrubbing finds only whole keys).
+    """
+    text = scrub(body.decode("utf-8", errors="replace"), secret)[: _EXCERPT_CHARS * 8]
     text = re.sub(r"<[^>]*>", " ", text)
-    return _short(text, _EXCERPT_CHARS) if text.strip() else "(empty body)"
+    return _shorten(text, _EXCERPT_CHARS) if text.strip() else "(empty body)"
 
 
-def _error_details(body: bytes) -> list[tuple[str | None, str]]:
+def _error_details(body: bytes, secret: str = "") -> list[tuple[str | None, str]]:
     """(field, text) pairs from ``{"errors": [{param, details}]}``, ``{"detail": str | [{loc, msg}]}``
-    or ``{"message": str}``; bounded, so a huge error body cannot make a huge message."""
+    or ``{"message": str}``; bounded, so a huge error body cannot make a huge message. Each text
+    is scrubbed of the key before it is shortened."""
     payload = _decode_json(body)
     if not isinstance(payload, Mapping):
         return []
@@ -564,7 +625,10 @@ def _error_details(body: bytes) -> list[tuple[str | None, str]]:
     message = payload.get("message")
     if not found and isinstance(message, str):
         found.append((None, message))
-    shown = [(where, _short(text, 200)) for where, text in found[:_DETAILS_SHOWN]]
+    shown = [
+        (scrub(where, secret) if where else where, _shorten(scrub(text, secret), 200))
+        for where, text in found[:_DETAILS_SHOWN]
+    ]
     if len(found) > _DETAILS_SHOWN:
         shown.append((None, f"and {len(found) - _DETAILS_SHOWN} more"))
     return shown

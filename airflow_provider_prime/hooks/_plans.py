@@ -1,15 +1,26 @@
 """The pods API (LIFECYCLE.md) as plans: what each hook method sends, reads and decides, without I/O.
 
 A plan is a generator: it yields an :class:`~._exchange.Exchange`, gets back that exchange's
-result (or, thrown in, its error) and finally returns the method's result. The sync and async
-clients run plans (``PrimeClient.run`` / ``AsyncPrimeClient.run``), so each ``PrimeHook`` method
-and its async twin share one body: paging, adoption after an uncertain create, idempotent delete.
+result (or, thrown in, its error), or yields a :class:`Pause` (the client sleeps), and finally
+returns the method's result. The sync and async clients run plans (``PrimeClient.run`` /
+``AsyncPrimeClient.run``), so each ``PrimeHook`` method and its async twin share one body: paging,
+adoption after an uncertain create, idempotent delete.
+
+Two rules about the pod list (FACTS.md: "paging is not a promise", "eventual consistency"):
+
+* Paging advances the offset by the pods received, never by the page size asked for, so a server
+  that caps ``limit`` loses nothing; a pod seen twice (the list shifted) is kept once.
+* Absence is never concluded from one read: :func:`find_pods_by_name` reads the whole list until
+  two consecutive reads agree on the pods of the name (at most :data:`FIND_READS`), and after a
+  create whose answer was lost the lookup is repeated for :data:`ADOPTION_PAUSES` (about 30 s)
+  before saying the create may not have happened.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -32,8 +43,17 @@ from airflow_provider_prime.models import GpuOffer, OfferPage, Pod, PodPage, Pod
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Yields exchanges, is sent their results, returns a ``T``.
-Plan = Generator[Exchange[Any], Any, T]
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A plan step: the client sleeps ``seconds`` (with its injectable sleep), then sends back None."""
+
+    seconds: float
+
+
+#: Yields exchanges (is sent their results) and pauses, returns a ``T``.
+Plan = Generator[Exchange[Any] | Pause, Any, T]
 
 #: The list/create path with its trailing slash, as the docs call it (redirects are followed anyway).
 PODS_PATH = "/api/v1/pods/"
@@ -41,6 +61,13 @@ OFFERS_PATHS = {False: "/api/v1/availability/gpus", True: "/api/v1/availability/
 #: Items asked for per page of a list (the API's default and the CLI's); a list stops at MAX_PAGES.
 PAGE_SIZE = 100
 MAX_PAGES = 1000
+#: Most whole-list reads :func:`find_pods_by_name` makes waiting for two consecutive ones to agree.
+FIND_READS = 4
+#: After a create whose answer was lost and a lookup that found no pod of the name: the pauses
+#: (seconds) before each further lookup. The pod list may lag a create (FACTS.md); one empty
+#: lookup does not mean "not created". Five lookups over about 30 s, then the create is reported
+#: as one that may not have happened.
+ADOPTION_PAUSES = (2.0, 4.0, 8.0, 16.0)
 #: Pods that are gone or going: deleting them again is done, adopting them is not.
 GONE = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
 
@@ -54,15 +81,19 @@ def _no_such_pod(pod_id: str) -> str:
 
 
 def pod_request(settings: PrimeApiSettings, pod_id: str) -> ApiRequest:
-    """``GET /api/v1/pods/{id}``; a 404 names the pod."""
+    """``GET /api/v1/pods/{id}``; a 404 is "no such pod" only when the API says so (docs/hook.md)."""
     return ApiRequest(
-        "GET", _pod_url(settings, pod_id), f"reading pod {pod_id}", missing=_no_such_pod(pod_id)
+        "GET",
+        _pod_url(settings, pod_id),
+        f"reading pod {pod_id}",
+        missing=_no_such_pod(pod_id),
+        pod_id=pod_id,
     )
 
 
-def pods_page_request(settings: PrimeApiSettings, page: int) -> ApiRequest:
-    """Page ``page`` (from 0) of ``GET /api/v1/pods/?offset=&limit=``."""
-    params = (("offset", str(page * PAGE_SIZE)), ("limit", str(PAGE_SIZE)))
+def pods_page_request(settings: PrimeApiSettings, offset: int) -> ApiRequest:
+    """The page of ``GET /api/v1/pods/?offset=&limit=`` starting at ``offset`` (pods received so far)."""
+    params = (("offset", str(offset)), ("limit", str(PAGE_SIZE)))
     return ApiRequest("GET", settings.base_url + PODS_PATH, "listing pods", params=params)
 
 
@@ -79,13 +110,18 @@ def create_request(settings: PrimeApiSettings, pod: PodRequest) -> ApiRequest:
 
 
 def delete_request(settings: PrimeApiSettings, pod_id: str) -> ApiRequest:
-    """``DELETE /api/v1/pods/{id}``: safe to resend (a second delete finds the pod gone)."""
+    """``DELETE /api/v1/pods/{id}``: safe to resend (a second delete finds the pod gone).
+
+    Any 2xx is success whatever its body (JSON, none, or a proxy's text): nobody reads it.
+    """
     return ApiRequest(
         "DELETE",
         _pod_url(settings, pod_id),
         f"deleting pod {pod_id}",
         permission=READ_WRITE,
         missing=_no_such_pod(pod_id),
+        pod_id=pod_id,
+        answer_ignored=True,
     )
 
 
@@ -114,9 +150,10 @@ def parse_pod(payload: Any) -> Pod:
     return pod
 
 
-def parse_pod_page(payload: Any) -> tuple[list[Pod], int | None]:
+def parse_pod_page(payload: Any) -> tuple[list[Pod], int | None, int | None]:
+    """(pods, announced total, the ``limit`` the server says it applied)."""
     page: PodPage = validated(PodPage, payload)
-    return list(page.data), page.total_count
+    return list(page.data), page.total_count, page.limit
 
 
 def parse_offer_page(payload: Any) -> tuple[list[GpuOffer], int | None]:
@@ -149,21 +186,75 @@ def get_pod(settings: PrimeApiSettings, pod_id: str, deadline: float | None = No
 
 
 def list_pods(settings: PrimeApiSettings) -> Plan[list[Pod]]:
-    return (yield from every_page(settings, lambda page: pods_page_request(settings, page), parse_pod_page))
+    """One read of the whole list, page by page; each pod once (the first time it was seen).
+
+    The offset advances by the pods received: a server answering fewer than asked (a capped
+    ``limit``) loses nothing. It ends at an empty page, at the announced total, or (no total) at a
+    page shorter than the ``limit`` the server says it applied. One read of a list that changes
+    while it is read can still miss a pod: :func:`find_pods_by_name` reads until two agree.
+    """
+    pods: dict[str, Pod] = {}
+    offset = 0
+    for _ in range(MAX_PAGES):
+        got, total, limit = yield Exchange(settings, pods_page_request(settings, offset), parse_pod_page)
+        for pod in got:
+            pods.setdefault(pod.id, pod)
+        offset += len(got)
+        if not got:
+            break
+        if total is not None:
+            if offset >= total:
+                break
+        elif len(got) < min(PAGE_SIZE, limit or PAGE_SIZE):
+            break
+    return list(pods.values())
 
 
 def find_pods_by_name(settings: PrimeApiSettings, name: str) -> Plan[list[Pod]]:
-    return [pod for pod in (yield from list_pods(settings)) if pod.name == name]
+    """The pods named ``name``, from two consecutive whole-list reads that agree on them.
+
+    The list can change between pages (a pod deleted shifts the rest), so one read may miss a pod;
+    concluding "absent" from it would create a duplicate. After :data:`FIND_READS` reads without two
+    consecutive ones agreeing, ``PrimeTransientError``: nothing is concluded.
+    """
+    previous: list[str] | None = None
+    for _ in range(FIND_READS):
+        found = [pod for pod in (yield from list_pods(settings)) if pod.name == name]
+        ids = sorted(pod.id for pod in found)
+        if ids == previous:
+            return found
+        previous = ids
+    raise PrimeTransientError(
+        f"The pod list kept changing while looking for pods named {name!r}: {FIND_READS} reads in a "
+        "row disagreed on them, so whether one exists is unknown and nothing was concluded. Trying "
+        "again is safe."
+    )
 
 
 def create_pod(settings: PrimeApiSettings, request: PodRequest) -> Plan[Pod]:
-    """Create once; after an answer that leaves it unsure, adopt the one live pod of the name."""
+    """Create once; after an answer that leaves it unsure, adopt the one live pod of the name.
+
+    The list may show a new pod late: a lookup that finds no live pod of the name is repeated
+    after each of :data:`ADOPTION_PAUSES` before the create is reported as one that may not have
+    happened.
+    """
     try:
         pod: Pod = yield Exchange(settings, create_request(settings, request), parse_pod)
         return pod
     except DeliveryUnknown as unsure:
         uncertain = unsure
     found = yield from find_pods_by_name(settings, request.name)
+    for pause in ADOPTION_PAUSES:
+        if any(pod.status not in GONE for pod in found):
+            break
+        log.info(
+            "Creating pod %r got no usable answer and no live pod of that name is listed yet; "
+            "looking again in %g s (the list may lag a create).",
+            request.name,
+            pause,
+        )
+        yield Pause(pause)
+        found = yield from find_pods_by_name(settings, request.name)
     adopted = adopt(request.name, found, uncertain)
     log.warning(
         "Creating pod %r got no usable answer (%s); adopted the pod of that name: %s.",
@@ -229,9 +320,11 @@ def adopt(name: str, found: list[Pod], unsure: DeliveryUnknown) -> Pod:
         return live[0]
     error = unsure.error
     if not live:
+        waited = sum(ADOPTION_PAUSES)
         raise PrimeTransientError(
-            f"Creating pod {name!r} may not have happened: {error} No pod of that name exists, so none "
-            "was adopted and none was created twice; trying again is safe (it looks the name up first).",
+            f"Creating pod {name!r} may not have happened: {error} No pod of that name was listed in "
+            f"{waited:g} s of looking, so none was adopted and none was created twice; trying again is "
+            "safe (it looks the name up first).",
             http_status=error.http_status,
         ) from error
     raise PrimeConfigError(

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_prime.exceptions import PrimeConfigError
 from airflow_provider_prime.hooks._options import OPTIONS_BY_NAME, extra_values
+from airflow_provider_prime.hooks._secrets import key_problem
 
 DEFAULT_BASE_URL = "https://api.primeintellect.ai"
 API_PREFIX = "/api/v1"
@@ -70,6 +71,14 @@ class PrimeApiSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key.strip():
             raise PrimeConfigError("The Prime Intellect API key is empty.")
+        problem = key_problem(self.api_key)
+        if problem is not None:
+            # Such a key cannot travel in a header, and the HTTP libraries would quote it escaped
+            # in their errors, where scrubbing may miss it: refused, without showing any of it.
+            raise PrimeConfigError(
+                f"The Prime Intellect API key is unusable: {problem}. Copy the key again from the "
+                "Prime Intellect dashboard, without line breaks or spaces."
+            )
         object.__setattr__(self, "base_url", normalise_base_url(self.base_url))
         for name, option in OPTIONS_BY_NAME.items():
             try:
@@ -168,6 +177,34 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> Prime
         return PrimeApiSettings(base_url=base_url, api_key=key)
     except PrimeConfigError as exc:
         raise PrimeConfigError(f"From the environment ({ENV_API_KEY} and its base URL): {exc}") from None
+
+
+def connection_env_var(conn_id: str) -> str:
+    """The environment variable Airflow reads a connection from: ``AIRFLOW_CONN_<ID>``."""
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def unparsable_connection_error(
+    conn_id: str, environ: Mapping[str, str] | None = None
+) -> PrimeConfigError | None:
+    """The error for a connection Airflow reported as not defined although it is: None if truly absent.
+
+    Airflow's lookup swallows a secrets backend's failure to parse a connection and then says the
+    connection "isn't defined". Falling back to ``PRIME_API_KEY`` then would silently use another
+    key, perhaps another account. The one source this can be told from is the environment: an
+    ``AIRFLOW_CONN_<ID>`` that is set means the connection exists and could not be parsed. The
+    message never shows the variable's value (it holds the key).
+    """
+    env = os.environ if environ is None else environ
+    name = connection_env_var(conn_id)
+    if not env.get(name, "").strip():
+        return None
+    return PrimeConfigError(
+        f"The Airflow connection {conn_id!r} is defined in {name} but Airflow could not parse it, so it "
+        f"was not used (nor {ENV_API_KEY} in its place). Fix {name}: a JSON object such as "
+        '\'{"conn_type": "prime", "password": "<API key>", "extra": {...}}\' (valid JSON, a whole-number '
+        "port) or a URI such as prime://:<API key>@api.primeintellect.ai."
+    )
 
 
 def missing_key_error(conn_id: str) -> PrimeConfigError:

@@ -17,6 +17,7 @@ poller keeps one client per connection); they are not part of the documented API
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from airflow_provider_prime.hooks._settings import (
     missing_key_error,
     settings_from_connection,
     settings_from_environment,
+    unparsable_connection_error,
 )
 from airflow_provider_prime.hooks._settings import PrimeApiSettings as PrimeApiSettings
 from airflow_provider_prime.models import GpuOffer, Pod, PodRequest, PodStatus
@@ -248,12 +250,16 @@ class PrimeHook(BaseHook):
             return await client.run(plan(settings, *args))
 
     def _settings_from(self, conn: ConnectionLike | None) -> PrimeApiSettings:
+        """The connection's settings; only when it is truly absent, the environment's (logged)."""
         if conn is not None:
             return settings_from_connection(conn)
+        unparsable = unparsable_connection_error(self.prime_conn_id)
+        if unparsable is not None:
+            raise unparsable
         settings = settings_from_environment()
         if settings is None:
             raise missing_key_error(self.prime_conn_id)
-        self.log.info(
+        self.log.warning(
             "Connection %r is not defined; using %s and the base URL %s from the environment "
             "(%s, then %s), as the prime CLI does.",
             self.prime_conn_id,
@@ -282,6 +288,15 @@ def _pod_request(value: object) -> PodRequest:
             "create_pod takes a PodRequest (e.g. PodRequest.from_offer(offer, name=...)), "
             f"not {type(value).__name__}"
         )
+    try:
+        # Before any request: a body the HTTP library cannot send (inf or nan in a built-around
+        # model) would fail after the create "may have been sent", a misleading transient error.
+        json.dumps(value.to_body(), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PrimeConfigError(
+            f"create_pod: the request for pod {value.name!r} cannot be sent as JSON ({exc}); check "
+            "max_price and the sizes (finite numbers)."
+        ) from None
     return value
 
 

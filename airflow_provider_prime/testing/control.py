@@ -15,6 +15,8 @@ never hit by faults. Every endpoint maps onto a :class:`SimulatorState` method:
 ``POST /_sim/pods``                      a pod script or a list of them; timelines start now
 ``DELETE /_sim/pods/ID``                 the pod vanishes
 ``POST /_sim/pods/ID/state``             pin the pod's state: ``{"status": "ERROR", ...}``
+``GET /_sim/settings``                   page cap, payment_required, the create lifecycle
+``POST /_sim/settings``                  change them, pods kept: ``{"page_cap": 50, "list_lag": 5}``
 ``GET /_sim/scenario``                   the scenario last loaded
 ``POST /_sim/scenario``                  a scenario object, or a string: built-in name, bulk:N, file
 =======================================  ==========================================================
@@ -78,6 +80,8 @@ class ControlApi:
             ("POST", "pods"): self._add_pods,
             ("DELETE", "pods"): self._remove_pod,
             ("POST", "pods", "state"): self._pin,
+            ("GET", "settings"): lambda _r, _p: self._state.settings(),
+            ("POST", "settings"): self._configure,
             ("GET", "scenario"): lambda _r, _p: self._state.scenario.to_dict(),
             ("POST", "scenario"): self._set_scenario,
         }
@@ -149,6 +153,15 @@ class ControlApi:
         except KeyError:
             raise _Problem(404, "no such pod") from None
         return phase.model_dump(mode="json", exclude_unset=True)
+
+    def _configure(self, request: Request, _parts: list[str]) -> Any:
+        changes = self._body(request)
+        if not isinstance(changes, dict):
+            raise _Problem(400, "expected an object of settings")
+        lifecycle = changes.pop("lifecycle", None) or {}
+        if not isinstance(lifecycle, dict):
+            raise _Problem(400, "lifecycle must be an object of CreateLifecycle fields")
+        return self._state.configure(**changes, **lifecycle)
 
     def _set_scenario(self, request: Request, _parts: list[str]) -> Any:
         scenario = self._state.set_scenario(self._body(request))

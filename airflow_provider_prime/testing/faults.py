@@ -2,10 +2,11 @@
 
 A :class:`Fault` says *what* goes wrong (``kind`` and its shaping fields) and *when*: the next
 ``times`` matching requests (None: all of them), with a ``probability``, inside a time window
-(``after`` / ``duration`` seconds on the simulator's clock, counted from injection), optionally
-only for one ``method``, ``path`` (``*`` matches any run of characters: ``/api/v1/pods/*``),
-``api_key`` or requested ``pod_id``. Faults never touch ``/_sim/`` control requests. When several
-match, the one injected first wins.
+(``after`` / ``duration`` seconds on the simulator's clock, i.e. pod seconds: the clock times
+``time_scale``, counted from injection), optionally only for one ``method``, ``path`` (``*``
+matches any run of characters: ``/api/v1/pods/*``), ``api_key`` or requested ``pod_id`` (a
+``pod_ids`` query value, or the id of ``/pods/{id}``: GET and DELETE). Faults never touch
+``/_sim/`` control requests. When several match, the one injected first wins.
 
 A fault strikes before the request is carried out (as a gateway in front of the API would), unless
 ``after_effect`` is set: then the API does its work (the pod is created, the delete happens) and
@@ -22,6 +23,7 @@ staged. Build them with the class methods::
     Fault.answer_lost()                           # POST /pods/ creates the pod, then drops the line
     Fault.answer_lost(hang=True)                  # ... or never answers (past the client's timeout)
     Fault.server_error(502, method="POST", path=PODS_PATH, after_effect=True)
+    Fault.pod_deleted("pod-3")                    # after the next list page is read, pod-3 goes
 
 or as JSON (``POST /_sim/faults``): ``{"kind": "http_error", "status": 503, "times": 2}``.
 """
@@ -78,6 +80,7 @@ class FaultKind(str, Enum):
     RAW = "raw"  # ``status`` with ``text`` as a body of ``content_type``
     PODS = "pods"  # the normal answer with ``pod_fields`` set and ``drop_fields`` removed per pod
     OVERSIZED = "oversized"  # a valid 200 JSON body of ``size`` bytes
+    DELETE_POD = "delete_pod"  # the normal answer, and pod ``target`` is deleted (a concurrent delete)
 
 
 class Fault(BaseModel):
@@ -111,11 +114,16 @@ class Fault(BaseModel):
     pod_fields: dict[str, Any] = Field(default_factory=dict)
     drop_fields: tuple[str, ...] = ()
     size: int = Field(default=OVERSIZED_DEFAULT_BYTES, ge=0)
+    #: delete_pod: the pod deleted, and whether it leaves the list at once (else DELETING first).
+    target: str | None = None
+    unlisted: bool = True
 
     @model_validator(mode="after")
     def _complete(self) -> Fault:
         if self.kind is FaultKind.HTTP_ERROR and self.status is None:
             raise ValueError("an http_error fault needs a status")
+        if self.kind is FaultKind.DELETE_POD and not self.target:
+            raise ValueError("a delete_pod fault needs a target pod id")
         return self
 
     # builders ------------------------------------------------------------------------------------
@@ -174,6 +182,34 @@ class Fault(BaseModel):
         """The request takes effect (by default: a create), then the connection drops or stalls."""
         kind = FaultKind.HANG if hang else FaultKind.DROP
         return cls(kind=kind, method=method, path=path, after_effect=True, **when)
+
+    @classmethod
+    def pod_deleted(
+        cls,
+        target: str,
+        *,
+        unlisted: bool = True,
+        method: str = "GET",
+        path: str = PODS_PATH,
+        after_effect: bool = True,
+        **when: Any,
+    ) -> Fault:
+        """Someone else deletes pod ``target`` while this request is served; the answer is normal.
+
+        By default after the next ``GET /pods/`` page has been read, so the list shifts between
+        pages; ``unlisted`` (default) makes the pod TERMINATED and gone from the list at once
+        (False: DELETING for the lifecycle's ``deleting_for`` first). ``after_effect=False``: the
+        pod goes before this answer is built.
+        """
+        return cls(
+            kind=FaultKind.DELETE_POD,
+            target=target,
+            unlisted=unlisted,
+            method=method,
+            path=path,
+            after_effect=after_effect,
+            **when,
+        )
 
     @classmethod
     def malformed_json(cls, **when: Any) -> Fault:

@@ -223,4 +223,5 @@ def provisioned_pod(
     phases = [phase(t) for t in breakpoints]
     if active > 0.0:
         phases.insert(0, Phase(at=0.0, status=_PROVISIONING, installation_status=_INSTALL_PENDING))
+    options.setdefault("listed_from", lifecycle.list_lag)
     return PodScript(pod_id=pod_id, nodes=nodes, timeline=tuple(phases), **options)

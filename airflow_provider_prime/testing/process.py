@@ -104,6 +104,15 @@ class SimulatorClient:
         result: list[dict[str, Any]] = self._call("GET", "pods")["data"]
         return result
 
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """``SimulatorState.configure``: ``page_cap``, ``payment_required``, CreateLifecycle fields."""
+        result: dict[str, Any] = self._call("POST", "settings", changes)
+        return result
+
+    def settings(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "settings")
+        return result
+
     def set_scenario(self, scenario: Scenario | Mapping[str, Any] | str) -> dict[str, Any]:
         """Serve another scenario: an object, plain data, or a name / ``bulk:N`` / server-side path."""
         body = scenario.to_dict() if isinstance(scenario, Scenario) else scenario

@@ -150,19 +150,29 @@ class PrimeApi:
         api_key = _bearer(request) or NO_KEY
         state = self._state
         strike = state.fault_book.strike
-        fault = strike(request.path, api_key, pod_ids, state.clock(), method=request.method)
+        # A fault's pod_id filters the requests that ask for that pod: by query, or by path.
+        path_pod = resolve(request.path)[1]
+        asked = [*pod_ids, path_pod] if path_pod else pod_ids
+        fault = strike(request.path, api_key, asked, state.sim_time(), method=request.method)
         reply = fault.reply() if fault is not None else None
         if reply is None:
+            self._side_effect(fault)
             reply = self._route(request, api_key, pod_ids, fault)
             if 200 <= reply.status < 300 and state.fault_book:
                 late = strike(
-                    request.path, api_key, pod_ids, state.clock(), method=request.method, after_effect=True
+                    request.path, api_key, asked, state.sim_time(), method=request.method, after_effect=True
                 )
                 if late is not None:
+                    self._side_effect(late)
                     reply = late.reply() or dataclasses.replace(reply, delay=late.delay, note=late.kind.value)
         status = NO_RESPONSE if reply.action != "send" else reply.status
         state.stats.record(request.method, request.path, pod_ids, api_key, status, reply.note)
         return reply
+
+    def _side_effect(self, fault: Fault | None) -> None:
+        """What a ``delete_pod`` fault does besides the normal answer: its ``target`` is deleted."""
+        if fault is not None and fault.kind is FaultKind.DELETE_POD and fault.target:
+            self._state.delete_pod(fault.target, deleting_for=0.0 if fault.unlisted else None)
 
     def _route(self, request: Request, api_key: str, pod_ids: list[str], fault: Fault | None) -> Reply:
         route, pod_id, redirect = resolve(request.path)
@@ -200,7 +210,7 @@ class PrimeApi:
         return Reply(200, _ENVELOPE_HEAD + b", ".join(fragments) + _ENVELOPE_TAIL)
 
     def _list(self, call: _Call) -> Reply:
-        return _page(call.request, self._state.pods.listed(call.api_key))
+        return _page(call.request, self._state.pods.listed(call.api_key), self._state.page_cap)
 
     def _history(self, call: _Call) -> Reply:
         params = call.request.params()
@@ -211,7 +221,8 @@ class PrimeApi:
         if order not in ("asc", "desc"):
             raise _Invalid("sort_order", "must be asc or desc")
         items = self._state.pods.history(call.api_key)
-        return _page(call.request, sorted(items, key=lambda item: item[sort_by], reverse=order == "desc"))
+        ordered = sorted(items, key=lambda item: item[sort_by], reverse=order == "desc")
+        return _page(call.request, ordered, self._state.page_cap)
 
     def _get(self, call: _Call) -> Reply:
         pod_id = call.pod_id
@@ -294,9 +305,15 @@ class PrimeApi:
         return problems
 
 
-def _page(request: Request, items: list[dict[str, Any]]) -> Reply:
-    """One page of the pod list or history, in their snake_case envelope."""
+def _page(request: Request, items: list[dict[str, Any]], cap: int | None = None) -> Reply:
+    """One page of the pod list or history, in their snake_case envelope.
+
+    ``cap``: a server that honours at most that many items a page, whatever ``limit`` asked; the
+    envelope's ``limit`` says what was applied.
+    """
     offset, limit = _paging(request, "offset", 0, "limit", 100, start=0)
+    if cap is not None:
+        limit = min(limit, cap)
     page = {
         "total_count": len(items),
         "offset": offset,

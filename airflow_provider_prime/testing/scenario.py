@@ -83,6 +83,9 @@ class PodScript(BaseModel):
     api_keys: tuple[str, ...] | None = None
     #: Pod time before which the pod is absent from answers (eventual consistency after create).
     visible_from: float = Field(default=0.0, ge=0.0)
+    #: Pod time before which ``GET /pods/`` leaves the pod out although every other answer has it
+    #: (a list that lags creates; ``CreateLifecycle.list_lag``).
+    listed_from: float = Field(default=0.0, ge=0.0)
     #: Pod time from which the pod is absent from answers, without a trace (moved to another account).
     vanish_at: float | None = Field(default=None, ge=0.0)
     #: Pod time of its deletion: DELETING from then, TERMINATED (and in the history) ``deleting_for`` later.
@@ -133,7 +136,7 @@ class PodScript(BaseModel):
 
     def visible_at(self, t: float) -> bool:
         """Whether the API lists the pod at pod time ``t`` (deleting counts; terminated does not)."""
-        return self.visible_from <= t < self.billed_until()
+        return max(self.visible_from, self.listed_from) <= t < self.billed_until()
 
     def position(self, t: float) -> tuple[int, int | None]:
         """(index of the phase in force at pod time ``t``, installation progress at ``t``)."""
@@ -216,7 +219,9 @@ class CreateLifecycle(BaseModel):
     rising), installation FINISHED at ``installed_after`` (or ERROR with ``installation_failure``
     when that is set). SSH appears per node at ``ssh_after[node]`` (the last entry repeats; empty:
     every node at ``installed_after``), so a late node can lag behind the installation. A DELETE
-    shows DELETING for ``deleting_for`` seconds, then TERMINATED.
+    shows DELETING for ``deleting_for`` seconds, then TERMINATED. ``list_lag``: for that many pod
+    seconds after the create, ``GET /pods/`` does not list the new pod yet (an eventually consistent
+    list; ``GET /pods/{id}`` and the status endpoint have it at once).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -226,6 +231,7 @@ class CreateLifecycle(BaseModel):
     ssh_after: tuple[float, ...] = ()
     installation_failure: str | None = None
     deleting_for: float = Field(default=2.0, ge=0.0)
+    list_lag: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> CreateLifecycle:
@@ -247,7 +253,9 @@ class Scenario(BaseModel):
 
     ``deleted_pods`` is what ``GET /pods/{id}`` answers for a terminated pod (the API's choice is
     not documented): the pod with status TERMINATED, or 404. ``payment_required`` makes every
-    create answer 402, as for an account without funds.
+    create answer 402, as for an account without funds. ``page_cap``: the pod list and history
+    answer at most that many items per page whatever ``limit`` asked, and say so in ``limit`` (a
+    server that caps paging; FACTS.md "paging is not a promise").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -259,6 +267,7 @@ class Scenario(BaseModel):
     lifecycle: CreateLifecycle = CreateLifecycle()
     payment_required: bool = False
     deleted_pods: Literal["terminated", "not_found"] = "terminated"
+    page_cap: int | None = Field(default=None, ge=1)
 
     @field_validator("pods")
     @classmethod

@@ -30,6 +30,7 @@ __all__ = ["DEFAULT_API_KEY", "DEFAULT_MAX_POD_IDS", "ScenarioSpec", "SimulatorS
 DEFAULT_API_KEY = "test-key"
 #: Most pod ids one status request may carry before the simulator answers 422.
 DEFAULT_MAX_POD_IDS = 100
+_KEEP = object()
 
 
 class SimulatorState:
@@ -67,6 +68,8 @@ class SimulatorState:
         self.create_lifecycle: CreateLifecycle = scenario.lifecycle
         #: Whether creates answer 402 (the scenario's ``payment_required``, until changed).
         self.payment_required: bool = scenario.payment_required
+        #: Most items a page of the pod list or history holds (the scenario's ``page_cap``, until changed).
+        self.page_cap: int | None = scenario.page_cap
 
     @property
     def api_key(self) -> str:
@@ -81,6 +84,42 @@ class SimulatorState:
     @property
     def time_scale(self) -> float:
         return self.pods.time_scale
+
+    def sim_time(self) -> float:
+        """The simulator's clock in pod seconds (clock times ``time_scale``); faults' windows run on it."""
+        return self.clock() * self.pods.time_scale
+
+    def configure(
+        self,
+        *,
+        page_cap: object = _KEEP,
+        payment_required: bool | None = None,
+        **lifecycle: Any,
+    ) -> dict[str, Any]:
+        """Change how the server behaves from now on, pods kept; returns the settings in force.
+
+        ``page_cap`` (None: no cap), ``payment_required``, and any :class:`CreateLifecycle` field
+        (``list_lag``, ``deleting_for``, ``active_after``...) for pods created from now on.
+        """
+        if page_cap is not _KEEP:
+            if page_cap is not None and (not isinstance(page_cap, int) or page_cap < 1):
+                raise ValueError("page_cap must be a positive whole number or null")
+            self.page_cap = page_cap if isinstance(page_cap, int) else None
+        if payment_required is not None:
+            self.payment_required = bool(payment_required)
+        if lifecycle:
+            self.create_lifecycle = CreateLifecycle.model_validate(
+                {**self.create_lifecycle.model_dump(), **lifecycle}
+            )
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        """What :meth:`configure` sets, as plain data (``GET /_sim/settings``)."""
+        return {
+            "page_cap": self.page_cap,
+            "payment_required": self.payment_required,
+            "lifecycle": self.create_lifecycle.model_dump(mode="json"),
+        }
 
     # pods ------------------------------------------------------------------------------------------
 
@@ -153,9 +192,15 @@ class SimulatorState:
         assert created is not None
         return created
 
-    def delete_pod(self, pod_id: str, api_key: str | None = None) -> str | None:
-        """Delete a pod as ``DELETE /pods/{id}`` does: its status afterwards, None if unknown."""
-        return self.pods.delete(pod_id, self.create_lifecycle.deleting_for, api_key)
+    def delete_pod(
+        self, pod_id: str, api_key: str | None = None, *, deleting_for: float | None = None
+    ) -> str | None:
+        """Delete a pod as ``DELETE /pods/{id}`` does: its status afterwards, None if unknown.
+
+        ``deleting_for`` overrides the lifecycle's DELETING time (0: terminated and unlisted at once).
+        """
+        wait = self.create_lifecycle.deleting_for if deleting_for is None else deleting_for
+        return self.pods.delete(pod_id, wait, api_key)
 
     def billing(self) -> dict[str, Any]:
         """Who was created, deleted, still bills, and for how long: one call for lifecycle tests.
@@ -196,8 +241,11 @@ class SimulatorState:
     # faults ------------------------------------------------------------------------------------------
 
     def inject(self, *faults: Fault | Mapping[str, Any]) -> list[int]:
-        """Arm faults (objects or their JSON form); returns their ids, in order."""
-        now = self.clock()
+        """Arm faults (objects or their JSON form); returns their ids, in order.
+
+        Their ``after`` / ``duration`` windows start now and run on :meth:`sim_time`.
+        """
+        now = self.sim_time()
         return [self.fault_book.arm(Fault.model_validate(fault), now) for fault in faults]
 
     def clear_faults(self, fault_id: int | None = None) -> None:

@@ -20,7 +20,6 @@ from airflow_provider_prime.exceptions import (
     PrimeAPIError,
     PrimeAuthError,
     PrimeBillingError,
-    PrimeNotFoundError,
     PrimeRequestError,
     PrimeResponseError,
     PrimeTransientError,
@@ -165,7 +164,11 @@ def test_persistent_timeouts_give_up_with_the_cause(mocked: Caller, api: Scripte
             ["HTTP 401", '"Instances → Read" permission', "Invalid API key", "pod p1"],
         ),
         (Reply(403, b""), PrimeAuthError, ["HTTP 403", "Instances → Read"]),
-        (Reply(404, b"Not Found"), PrimeNotFoundError, ["HTTP 404", "https://api.prime.test/api/v1/pods/"]),
+        (
+            Reply(404, b"Not Found"),
+            PrimeResponseError,
+            ["HTTP 404", "https://api.prime.test/api/v1/pods/", "base URL"],
+        ),
         (Reply(402, {"detail": "Insufficient"}), PrimeBillingError, ["402", "billing", "Insufficient"]),
         (
             Reply(422, {"errors": [{"param": "pod_ids", "details": "invalid id"}]}),

@@ -18,6 +18,7 @@ from airflow_provider_prime.exceptions import (
     PrimeRequestError,
     PrimeTransientError,
 )
+from airflow_provider_prime.hooks._plans import ADOPTION_PAUSES
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import GpuOffer, PodRequest
 from tests.hooks.conftest import FAST_EXTRA, Twin
@@ -90,12 +91,14 @@ def test_a_create_whose_answer_was_lost_adopts_the_pod_it_made(
 
 @pytest.mark.parametrize("lost", [Failure.DROP, Reply(503, b"")], ids=["dropped", "503"])
 def test_a_create_that_may_not_have_happened_says_so(
-    twin: Twin, backend: PodsBackend, api: ScriptedApi, lost: Reply | Failure
+    twin: Twin, backend: PodsBackend, api: ScriptedApi, lost: Reply | Failure, delays: list[float]
 ) -> None:
     backend.faults[CREATE] = [lost]  # lost before the pod was made
     with pytest.raises(PrimeTransientError, match="Creating pod 'train-c' may not have happened") as caught:
         twin("create_pod", request_for("train-c"))
     assert "trying again is safe" in str(caught.value)
+    assert "30 s of looking" in str(caught.value)
+    assert delays == list(ADOPTION_PAUSES)  # the list may lag a create: looked again, bounded
     assert len(posts(api)) == 1
     assert backend.created == 0
 

@@ -275,7 +275,7 @@ def test_fault_kinds_are_all_exercised() -> None:
     exercised = {
         Fault.rate_limited().kind, Fault.slow(1).kind, Fault.drop().kind, Fault.hang().kind,
         Fault.malformed_json().kind, Fault.null_data().kind, Fault.raw("").kind, Fault.extra_fields().kind,
-        Fault.oversized().kind,
+        Fault.oversized().kind, Fault.pod_deleted("a").kind,
     }  # fmt: skip
     assert exercised == set(FaultKind)
 
