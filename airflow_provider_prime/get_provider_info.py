@@ -69,6 +69,28 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "config": {
+            "prime": {
+                "description": "Options of the Prime Intellect provider.",
+                "options": {
+                    "deployment_id": {
+                        "description": (
+                            "This Airflow deployment's identity in the names of the pods it creates and in "
+                            "their ownership records: pods of another deployment sharing the Prime API key "
+                            "are never adopted or reaped. 1 to 32 characters of a-z, 0-9 and '-'. When "
+                            "empty, a hash of [core] execution_api_server_url (or of [api] base_url when "
+                            "that is unset). Set it explicitly when two deployments share a key and could "
+                            "share that address (both on localhost, say), and keep it when the deployment "
+                            "moves: pods created under another identity are not this deployment's.\n"
+                        ),
+                        "version_added": None,
+                        "type": "string",
+                        "example": "prod",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_prime.hooks.prime.PrimeHook",

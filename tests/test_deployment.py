@@ -54,3 +54,20 @@ def test_a_process_without_execution_api_server_url_derives_it_from_base_url_lik
 def test_base_url_decides_when_execution_api_server_url_is_unset(airflow_env: pytest.MonkeyPatch) -> None:
     airflow_env.setenv("AIRFLOW__API__BASE_URL", "http://airflow.internal:8080")
     assert deployment_id() == derived_deployment_id("http://airflow.internal:8080/execution/", "")
+
+
+def test_the_option_is_declared_in_the_provider_info_as_airflow_validates_it() -> None:
+    import json
+    from pathlib import Path
+
+    import airflow
+    import jsonschema
+
+    from airflow_provider_prime.get_provider_info import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    option = info["config"]["prime"]["options"]["deployment_id"]
+    assert option["default"] == ""
+    assert "execution_api_server_url" in option["description"]
