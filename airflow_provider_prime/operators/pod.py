@@ -360,10 +360,10 @@ class PrimeCreatePodOperator(BaseOperator):
         owned: bool = False,
     ) -> Any:
         """The trigger's event: the pod's handover, or its deletion and the wait's error."""
-        self._know_task_instance(context)
-        self._pod_name(context)
         self._pod_id, self._owned = pod_id, owned
         with self._delete_on_failure():
+            self._know_task_instance(context)
+            self._pod_name(context)
             parsed = events.parse_event(event)
             if parsed["status"] != "success":
                 raise events.event_error(parsed)
@@ -722,8 +722,6 @@ class PrimeCreatePodOperator(BaseOperator):
 
     def _recall_pod(self, context: Context) -> None:
         """After ``__fail__``: this try's pod id and ownership from XCom (the name's rules without it)."""
-        self._know_task_instance(context)
-        self._pod_name(context)
         ti = context["ti"]
         pod_id = ti.xcom_pull(task_ids=ti.task_id, key=POD_ID_KEY, map_indexes=ti.map_index)
         if not isinstance(pod_id, str):
@@ -732,9 +730,12 @@ class PrimeCreatePodOperator(BaseOperator):
         verdict = ti.xcom_pull(task_ids=ti.task_id, key=POD_OWNED_KEY, map_indexes=ti.map_index)
         if isinstance(verdict, Mapping) and isinstance(verdict.get(pod_id), bool):
             self._owned = bool(verdict[pod_id])
-            return
-        with self._logged("could not read the ownership record of " + str(self._name)):
-            record = self._record()
+        with self._logged("could not tell the name and ownership record of pod " + pod_id):
+            self._know_task_instance(context)
+            self._pod_name(context)
+            if isinstance(verdict, Mapping) and isinstance(verdict.get(pod_id), bool):
+                return
+            record = self._record()  # an XCom written before this version: the name's rules
             self._owned = self._derived or (
                 record is not None
                 and self._me is not None
