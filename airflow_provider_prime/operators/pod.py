@@ -264,6 +264,8 @@ class PrimeCreatePodOperator(BaseOperator):
         self._derived = False
         self._me: PodOwner | None = None  # this task instance, as an ownership record would name it
         self._foreign: set[str] = set()  # live pods of the name that are not this task instance's
+        self._in_on_kill = False  # inside the SIGTERM handler: no Task SDK calls (see on_kill)
+        self._records_left: set[str] = set()  # pods deleted in on_kill whose record is still to delete
 
     @cached_property
     def hook(self) -> PrimeHook:
@@ -393,10 +395,17 @@ class PrimeCreatePodOperator(BaseOperator):
         """
         self._killed = self._killed or "the task was killed (SIGTERM or execution_timeout)"
         deadline = time.time() + ON_KILL_BUDGET
-        if self._pod_id is not None:
-            self._delete_owned(self._killed, deadline=deadline)
-        elif self._creating is not None:
-            self._delete_by_name(self._creating, self._killed + " while its create was in flight", deadline)
+        # The handler may interrupt the task inside a call to the supervisor, whose channel lock is
+        # not reentrant: ownership records (Variables) wait for the task's own failure path.
+        self._in_on_kill = True
+        try:
+            if self._pod_id is not None:
+                self._delete_owned(self._killed, deadline=deadline)
+            elif self._creating is not None:
+                why = self._killed + " while its create was in flight"
+                self._delete_by_name(self._creating, why, deadline)
+        finally:
+            self._in_on_kill = False
 
     # -- the pod -----------------------------------------------------------------------------
 
@@ -644,13 +653,21 @@ class PrimeCreatePodOperator(BaseOperator):
     def _raise_if_killed(self, what: str) -> None:
         """After ``on_kill`` the task goes on where the signal interrupted it: stop it here."""
         if self._killed is not None:
+            self._forget_records_left()
             raise AirflowException(f"Pod {what}: stopped, {self._killed}; nothing more is created")
+
+    def _forget_records_left(self) -> None:
+        """Delete the ownership records of the pods ``on_kill`` deleted (outside the handler)."""
+        for pod_id in sorted(self._records_left):
+            self._forget_record(pod_id)
+        self._records_left.clear()
 
     @contextlib.contextmanager
     def _delete_on_failure(self) -> Iterator[None]:
         try:
             yield
         except BaseException as exc:
+            self._forget_records_left()
             bounded = self._killed is not None or not isinstance(exc, Exception)
             self._delete_owned(
                 f"{type(exc).__name__}: {exc}", deadline=time.time() + ON_KILL_BUDGET if bounded else None
@@ -679,7 +696,10 @@ class PrimeCreatePodOperator(BaseOperator):
             self._deleted.discard(pod_id)  # a later path (the failure after on_kill) may try again
             self.log.error("Could not delete pod %s: %s. %s", pod_id, exc, self._backstop("pod " + pod_id))
             return False
-        self._forget_record(pod_id)
+        if self._in_on_kill:
+            self._records_left.add(pod_id)
+        else:
+            self._forget_record(pod_id)
         return True
 
     def _forget_record(self, pod_id: str | None) -> None:

@@ -164,3 +164,38 @@ def test_a_kill_before_the_deferral_deletes_the_pod_instead_of_deferring(lifecyc
     with pytest.raises(AirflowException, match="killed"):  # a TaskDeferred would escape this
         operator.execute(make_context(ti))
     assert billing_after_deletes(sim) == []
+
+
+class NoCallsInTheHandler:
+    """Ownership records that fail the test when used inside ``on_kill`` (the supervisor's lock)."""
+
+    def __init__(self, records: Any, operator: PrimeCreatePodOperator) -> None:
+        self.records, self.operator = records, operator
+
+    def __getattr__(self, method: str) -> Any:
+        if self.operator._in_on_kill:
+            raise AssertionError(f"owner_records.{method} called inside on_kill")
+        return getattr(self.records, method)
+
+
+def test_on_kill_makes_no_task_sdk_call_and_the_record_goes_when_the_task_stops(
+    lifecycle_sim, monkeypatch, owner_records
+):
+    """The handler can interrupt a Variable call holding the supervisor channel's lock."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    operator = create(name="my-box")
+    operator.owner_records = NoCallsInTheHandler(owner_records, operator)  # type: ignore[assignment]
+    real_status = operator.hook.get_pods_status
+
+    def status_then_sigterm(*args: Any, **kwargs: Any) -> Any:
+        statuses = real_status(*args, **kwargs)
+        operator.on_kill()
+        assert owner_records.get(deployment_id(), "my-box") is not None  # not yet
+        return statuses
+
+    monkeypatch.setattr(operator.hook, "get_pods_status", status_then_sigterm)
+    with pytest.raises(AirflowException, match="killed"):
+        operator.execute(make_context())
+    assert owner_records.get(deployment_id(), "my-box") is None
+    assert account(sim)["deleted"] == {"my-box": 1}
+    assert billing_after_deletes(sim) == []
