@@ -7,11 +7,12 @@
     ├── PrimeAPIError                 talking to the API failed (.http_status, .details)
     │   ├── PrimeRejectedError        the API answered and said no: waiting will not help
     │   │   ├── PrimeAuthError        401/403: wrong or revoked key, or a missing permission
-    │   │   ├── PrimeNotFoundError    404: an unknown pod, or a wrong base URL
+    │   │   ├── PrimeNotFoundError    404 saying that pod does not exist (or is not visible)
     │   │   └── PrimeRequestError     422 and other 4xx: the request was refused (.details)
     │   │       └── PrimeBillingError 402: the account cannot pay for this
     │   ├── PrimeResponseError        an answer that could not be used: not JSON, the wrong shape,
-    │   │                             too large, too many redirects, a TLS certificate failure
+    │   │                             too large, too many redirects, a TLS certificate failure,
+    │   │                             a 404 from a path the API does not have (wrong base URL)
     │   └── PrimeTransientError       waiting may help: 408, 429, 5xx outlasting the retries
     │       └── PrimeConnectionError  no answer at all: DNS, refused, reset, timed out
     ├── PrimeNoOfferError             no GPU offer matches what was asked (lists the nearest ones)
@@ -66,7 +67,11 @@ class PrimeAuthError(PrimeRejectedError):
 
 
 class PrimeNotFoundError(PrimeRejectedError):
-    """404: the pod does not exist (or is not visible to the key), or the base URL is wrong."""
+    """404 whose body says that pod does not exist (or is not visible to the key).
+
+    Only then: a router's bare "Not Found" (a wrong base URL or path) is a
+    :class:`PrimeResponseError`, so "the pod is gone" is never concluded from it (docs/hook.md).
+    """
 
 
 class PrimeRequestError(PrimeRejectedError):

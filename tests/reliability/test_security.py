@@ -332,3 +332,51 @@ async def test_oversized_bodies_are_refused_without_being_held_in_memory(
         async_peak_kib=async_peak // 1024,
         message=str(caught.value),
     )
+
+
+#: A key split by a character no key has: each half must stay out of everything (issue 19, 18).
+HALVES = ("pk-LEFT-CANARY-91f0c2", "RIGHT-CANARY-4e6b7d")
+
+
+@pytest.mark.parametrize(
+    "inner", ["\n", "\r\n", " ", "\t", "\x00"], ids=["lf", "crlf", "space", "tab", "nul"]
+)
+async def test_a_key_with_a_break_inside_leaks_through_nothing(
+    prime_simulator_factory: Callable[..., PrimeSimulator],
+    prime_connect: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    inner: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim = prime_simulator_factory([fixed_pod(POD)])
+    prime_connect(sim, api_key=inner.join(HALVES))
+    evidence = Evidence()
+    with structlog.testing.capture_logs() as structured:
+        ok, message = PrimeHook().test_connection()
+        evidence.add(message)
+        poke_until_done_or_error(PodStatusSensor(task_id="broken", pod_ids=[POD], deferrable=False), evidence)
+        evidence.add(await trigger_event("prime_default", [POD], seconds=0.8))
+    captured = capfd.readouterr()
+    evidence.add(captured.out, captured.err, *(str(entry) for entry in structured))
+    evidence.add(*(record.getMessage() for record in caplog.records))
+    blob = evidence.blob()
+    assert not ok
+    assert "API key is unusable" in blob
+    assert not any(half in blob or half[:10] in blob for half in HALVES)
+    assert sim.stats.by_path[STATUS_PATH] == 0  # refused before any request
+
+
+async def test_a_key_echoed_across_the_cut_of_an_error_leaves_no_prefix(
+    leaky_sim: PrimeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    evidence = Evidence()
+    for shape in ("detail", "text", "html"):
+        leaky_sim.inject(Fault.http_error(422, body_shape=shape, message="x" * 185 + SECRET, times=2))  # type: ignore[arg-type]
+        poke_until_done_or_error(PodStatusSensor(task_id="cut", pod_ids=[POD], deferrable=False), evidence)
+        evidence.add(await trigger_event("prime_default", [POD], seconds=5))
+    evidence.add(*(record.getMessage() for record in caplog.records))
+    blob = evidence.blob()
+    assert "HTTP 422" in blob
+    assert SECRET[:8] not in blob  # "pk-LEAK-": not even the start of the key
