@@ -1,12 +1,18 @@
 """Triggers of the pod lifecycle operators: the readiness wait of a pod the task owns, and the end.
 
 :class:`OwnedPodTrigger` is :class:`~airflow_provider_prime.triggers.pod_status.PodStatusTrigger`
-(the same shared poller, readiness rules and events) plus one thing: when a user marks the
-deferred task failed, clears it or marks it successful, Airflow 3.3 calls the trigger's
-``on_kill`` and the pod is deleted there. Airflow 3.1 and 3.2 have no such hook and delete nothing
-(the teardown and the reaper cover that path; see ``docs/lifecycle.md``). ``cleanup`` is not
-touched: it also runs when a triggerer restarts or hands the trigger to another one, and the pod
-must live on then.
+(the same shared poller, readiness rules and events) plus one thing: Airflow 3.3 calls a trigger's
+``on_kill`` when the triggerer drops it with its "user action" cancel, and the pod may be deleted
+there. That cancel comes after a user marks the deferred task failed or successful or clears it,
+but also when a live triggerer whose heartbeat went stale loses its triggers to another one, which
+goes on waiting. So ``on_kill`` first asks Airflow about its own task instance
+(:mod:`airflow_provider_prime.triggers.task_state`) and deletes only when Airflow says the wait was
+stopped (failed, cleared, up for retry...); while the task instance is still deferred, resumed,
+successful, or when no answer can be had, the pod is kept and the reaper is the backstop. The
+delete itself is one short attempt per pod, all at once, well within Airflow's
+``[triggerer] on_kill_timeout``. Airflow 3.1 and 3.2 never call ``on_kill`` (the teardown and the
+reaper cover that path; see ``docs/lifecycle.md``). ``cleanup`` is not touched: it also runs when a
+triggerer restarts or hands the trigger to another one, and the pod must live on then.
 
 :class:`PodTerminationTrigger` waits until deleted pods are ``TERMINATED`` or gone, for
 :class:`~airflow_provider_prime.operators.pod.PrimeTerminatePodOperator` in deferrable mode.
@@ -27,20 +33,39 @@ from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodState
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.task_state import ask_own_state
 
-#: Seconds an ``on_kill`` deletion may take; Airflow 3.3 gives ``on_kill`` 30 s by default.
-ON_KILL_TIMEOUT = 20.0
+#: Seconds ``on_kill`` waits for Airflow's answer about the task instance, at most.
+STATE_QUESTION_TIMEOUT = 5.0
+#: Seconds the one delete attempt of each pod in ``on_kill`` may take, at most (all pods at once).
+ON_KILL_DELETE_TIMEOUT = 10.0
+#: Airflow 3.3's default ``[triggerer] on_kill_timeout``: the whole ``on_kill`` must end within it.
+DEFAULT_ON_KILL_TIMEOUT = 30.0
+
+
+def on_kill_budget() -> tuple[float, float]:
+    """Seconds for the question to Airflow and for the deletes: together half of ``on_kill_timeout``.
+
+    A deployment that lowers ``[triggerer] on_kill_timeout`` below the defaults' 15 s gets
+    proportionally shorter bounds, so Airflow never cancels ``on_kill`` midway.
+    """
+    from airflow.configuration import conf
+
+    limit = conf.getfloat("triggerer", "on_kill_timeout", fallback=DEFAULT_ON_KILL_TIMEOUT)
+    return min(STATE_QUESTION_TIMEOUT, limit / 6), min(ON_KILL_DELETE_TIMEOUT, limit / 3)
 
 
 class OwnedPodTrigger(PodStatusTrigger):
-    """Wait for pods this task owns; delete them when a user kills the deferred task (Airflow 3.3).
+    """Wait for pods this task owns; delete them when a user stops the deferred task (Airflow 3.3).
 
-    :param terminate_on_kill: delete the pods in ``on_kill``; the operator sets it only for pods it
-        owns and when ``terminate_on_failure`` is on. Every other argument is the status trigger's.
+    :param terminate_on_kill: delete the pods in ``on_kill`` (when Airflow confirms the task was
+        stopped); the operator sets it only for pods it owns and when ``terminate_on_failure`` is
+        on. Every other argument is the status trigger's; ``answered`` defaults to True, since the
+        API has just created (or shown) the pod with this connection.
     """
 
-    def __init__(self, *, terminate_on_kill: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, terminate_on_kill: bool = True, answered: bool = True, **kwargs: Any) -> None:
+        super().__init__(answered=answered, **kwargs)
         self.terminate_on_kill = bool(terminate_on_kill)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -48,16 +73,52 @@ class OwnedPodTrigger(PodStatusTrigger):
         return classpath, {**kwargs, "terminate_on_kill": self.terminate_on_kill}
 
     async def on_kill(self) -> None:
-        """Delete the pods: the user stopped the task that owns them (never called on a restart)."""
+        """Delete the pods if Airflow says the task was stopped; keep them if it is still waiting.
+
+        Never raises: whatever goes wrong is logged with what the reaper (the backstop) will do.
+        """
         if not self.terminate_on_kill:
             return
+        ask_for, delete_for = on_kill_budget()
+        task_instance = getattr(self, "task_instance", None)
+        state = await ask_own_state(task_instance, timeout=ask_for)
+        pods = ", ".join(self.pod_ids)
+        if not state.stopped:
+            spare = self.log.info if state.known else self.log.warning
+            spare(
+                "Trigger cancelled while its task is not stopped (Airflow: %s): keeping pod(s) %s. "
+                "A trigger that moved to another triggerer is cancelled here and goes on waiting there; "
+                "a resumed or new try uses the pod. Should nothing use it again, the teardown or the "
+                "reaper (the backstop) must delete it.",
+                state.said,
+                pods,
+            )
+            return
+        self.log.warning("Task stopped while waiting (Airflow: %s): deleting pod(s) %s", state.said, pods)
         hook = PrimeHook(self.prime_conn_id)
-        for pod_id in self.pod_ids:
-            self.log.warning("Task killed by a user while waiting: deleting its pod %s", pod_id)
-            try:
-                await asyncio.wait_for(hook.adelete_pod(pod_id), ON_KILL_TIMEOUT)
-            except Exception as exc:  # logged, never raised: Airflow would only log it less clearly
-                self.log.error("Could not delete pod %s (the reaper will): %s", pod_id, exc)
+        await asyncio.gather(*(self._delete(hook, pod_id, delete_for) for pod_id in self.pod_ids))
+
+    async def _delete(self, hook: PrimeHook, pod_id: str, seconds: float) -> None:
+        """One bounded delete attempt; its failure is logged for the reaper, never raised."""
+        try:
+            # The hook's deadline bounds retries and timeouts; wait_for also bounds the connection
+            # lookup before the request, and a hook that overran its deadline.
+            await asyncio.wait_for(hook.adelete_pod(pod_id, deadline=time.time() + seconds), seconds + 1.0)
+        except Exception as exc:  # logged, never raised: Airflow would only log it less clearly
+            self.log.error(
+                "Could not delete pod %s within %.0f s: %s. It bills until the reaper (the backstop) "
+                "deletes it; run the maintenance DAG or delete it by hand.",
+                pod_id,
+                seconds,
+                describe_error(exc),
+            )
+        else:
+            self.log.info("Deleted pod %s", pod_id)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``str(exc)``, or the class name for errors that say nothing (a bare ``TimeoutError``)."""
+    return str(exc) or type(exc).__name__
 
 
 class PodTerminationTrigger(BaseTrigger):
