@@ -168,7 +168,7 @@ class PodTerminationTrigger(BaseTrigger):
         hook = PrimeHook(self.prime_conn_id)
         ends: dict[str, dict[str, Any]] = {}
         if self.not_before is not None:
-            await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
+            await _sleep(max(0.0, min(self.not_before, self.deadline) - _now()))
         while True:
             for pod_id in [p for p in self.pod_ids if p not in ends or not ends[p]["final"]]:
                 try:
@@ -181,10 +181,16 @@ class PodTerminationTrigger(BaseTrigger):
                     self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
             if all(ends.get(p, {}).get("final") for p in self.pod_ids):
                 return dict(events.build_success(ends, "every pod terminated"))
-            if time.time() + self.poll_interval > self.deadline:
+            now = _now()
+            if now >= self.deadline:  # the last check was made at the deadline, not an interval before
                 waiting = ", ".join(p for p in self.pod_ids if not ends.get(p, {}).get("final"))
                 return dict(events.build_timeout(f"pods not terminated in time: {waiting}", ends))
-            await asyncio.sleep(self.poll_interval)
+            await _sleep(min(self.poll_interval, self.deadline - now))
+
+
+#: The termination wait's clock and sleep (module names, so a test can run it on a manual clock).
+_now = time.time
+_sleep = asyncio.sleep
 
 
 def termination_state(pod: Any) -> dict[str, Any]:
