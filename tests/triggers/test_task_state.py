@@ -123,7 +123,7 @@ async def test_a_mapped_task_instance_asks_for_its_index_and_reads_its_key():
 
 
 async def test_an_error_frame_keeps_the_pod():
-    error = AirflowRuntimeError(ErrorResponse(error=ErrorType.PERMISSION_DENIED))
+    error = AirflowRuntimeError(ErrorResponse(error=ErrorType.GENERIC_ERROR))
     verdict = await ask_own_state(task_instance(), timeout=5, comms=FakeSupervisor(error))
     assert (verdict.stopped, verdict.known) == (False, False)
     assert "AirflowRuntimeError" in verdict.said
