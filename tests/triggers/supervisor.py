@@ -53,11 +53,14 @@ class FakeSupervisor:
     def __init__(self, answer: Any) -> None:
         self.answer = answer
         self.questions: list[Any] = []
+        self.gate: asyncio.Event | None = None  # when set, answers wait for it (a slow supervisor)
 
     async def asend(self, msg: Any) -> Any:
         self.questions.append(msg)
         if not isinstance(msg, GetTaskStates):
             return None
+        if self.gate is not None:
+            await self.gate.wait()
         if self.answer is NO_ANSWER:
             await asyncio.Event().wait()
         if isinstance(self.answer, BaseException):

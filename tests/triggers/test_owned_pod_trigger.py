@@ -28,6 +28,8 @@ from tests.triggers.supervisor import NO_ANSWER, ErrorResponse, airflow_told
 POLL = 0.05
 #: Airflow 3.3's default [triggerer] on_kill_timeout: on_kill is cancelled past it.
 ON_KILL_TIMEOUT = 30.0
+#: The message of Airflow 3.3's cancel of a trigger it drops (``_USER_ACTION_CANCEL_MSG``).
+USER_ACTION = "__airflow_user_action__"
 
 
 def owned(pod_ids: list[str], **kwargs: Any) -> OwnedPodTrigger:
@@ -218,9 +220,37 @@ async def test_one_short_attempt_per_pod_all_at_once_then_the_backstop_is_named(
     await until(lambda: billing(sim) == [])
 
 
+async def test_airflows_repeated_cancels_do_not_stop_on_kill_midway(simulator, connect, monkeypatch, logs):
+    """Airflow 3.3 cancels a dropped trigger's task again at every sync with its supervisor (about
+    once a second) until it has ended; a cancel reaching on_kill ends it silently. Seen end to end:
+    the answer took 4.4 s (a cold in-process API server), and the delete after it never ran."""
+    sim = simulator(fixed_pod("p", "PROVISIONING"))
+    connect(sim)
+    trigger = owned(["p"])
+    supervisor = airflow_told(monkeypatch, trigger, TaskInstanceState.FAILED)
+    supervisor.gate = asyncio.Event()
+
+    async def airflows_handler() -> None:  # run_trigger's, after the first "user action" cancel
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(trigger.on_kill(), ON_KILL_TIMEOUT)
+
+    handler = asyncio.ensure_future(airflows_handler())
+    await until(lambda: supervisor.asked_states)
+    handler.cancel(USER_ACTION)  # a sync while the supervisor is still answering
+    await asyncio.sleep(0)
+    supervisor.gate.set()
+    while not handler.done():  # and a sync at every turn until the trigger has ended
+        handler.cancel(USER_ACTION)
+        await asyncio.sleep(0.01)
+    assert deletes(sim) == ["p"]
+    assert any(e["event"] == "Deleted pod p" for e in logs)
+    await until(lambda: billing(sim) == [])
+
+
 def test_the_on_kill_budget_fits_well_within_airflows_on_kill_timeout(monkeypatch):
     ask, delete = pod_lifecycle.on_kill_budget()
-    assert ask + delete + 1.0 <= ON_KILL_TIMEOUT * 0.6  # + 1: the hard bound around each delete
+    assert ask >= 10  # a cold in-process API server took 5.2 s to answer in the end-to-end test
+    assert ask + delete + 1.0 <= ON_KILL_TIMEOUT * 0.75  # + 1: the hard bound around each delete
     monkeypatch.setenv("AIRFLOW__TRIGGERER__ON_KILL_TIMEOUT", "6")
     ask, delete = pod_lifecycle.on_kill_budget()
-    assert ask + delete <= 3.0
+    assert ask + delete <= 6 * 0.75
