@@ -32,6 +32,7 @@ from tests.operators.conftest import (
     make_context,
 )
 from tests.simulated import connection_env
+from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
@@ -267,10 +268,11 @@ def test_airflows_own_deferral_timeout_deletes_the_pod(lifecycle_sim):
     assert account(sim)["deleted"] == {NAME: 1}
 
 
-def test_the_triggers_on_kill_deletes_the_pod_and_a_restart_does_not(lifecycle_sim):
+def test_the_triggers_on_kill_deletes_the_pod_and_a_restart_does_not(lifecycle_sim, monkeypatch):
     sim = lifecycle_sim(SLOW_BOOT)
     ti = TaskInstance()
     trigger = deferral(create(deferrable=True), ti).trigger
+    airflow_told(monkeypatch, trigger, TaskInstanceState.FAILED)  # what on_kill asks first (3.3)
 
     async def cancelled_then(kill: bool) -> None:
         task = asyncio.ensure_future(run_trigger_async(trigger))
