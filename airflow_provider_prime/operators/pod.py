@@ -631,7 +631,16 @@ class PrimeCreatePodOperator(BaseOperator):
 
     def _wait_here(self, pod: Pod, deadline: float) -> dict[str, Any]:
         """The sensor's wait in this worker: one :class:`PodWait` step per answer or error."""
-        wait = PodWait([pod.id], self.requirements, self.log, deadline=deadline)
+        # answered: the create or the lookup just got a good answer from the API, so a lone bad
+        # status answer is trouble for a grace, not a verdict that deletes the pod.
+        wait = PodWait(
+            [pod.id],
+            self.requirements,
+            self.log,
+            deadline=deadline,
+            answered=True,
+            poll_interval=self.poll_interval,
+        )
         while True:
             self._raise_if_killed(pod.id)
             try:

@@ -164,6 +164,27 @@ def test_a_failed_installation_fails_with_the_reason_and_deletes_the_pod(lifecyc
     assert ti.xcom["pod_id"] in account(sim)["pods"]  # pushed before the wait, kept for the record
 
 
+@pytest.mark.parametrize(
+    "bad_answer",
+    [
+        Fault.malformed_json(path="/api/v1/pods/status"),
+        Fault.http_error(401, path="/api/v1/pods/status"),
+        Fault.http_error(404, body_shape="detail", message="Not Found", path="/api/v1/pods/status"),
+    ],
+    ids=["garbled 200", "lone 401", "lone 404"],
+)
+def test_one_bad_status_answer_does_not_fail_the_wait_in_the_worker(lifecycle_sim, bad_answer):
+    """The create just got a good answer; one bad status answer is trouble, not a verdict (before,
+    the worker's wait failed at once and deleted its healthy pod)."""
+    sim = lifecycle_sim()
+    sim.inject(bad_answer)
+    ti = TaskInstance()
+    handover = create().execute(make_context(ti))
+    assert handover[ti.xcom["pod_id"]]["status"] == "ACTIVE"
+    assert account(sim)["deleted"] == {}
+    assert billing_pods(sim) == [ti.xcom["pod_id"]]
+
+
 def test_a_wait_timeout_in_the_worker_deletes_the_pod(lifecycle_sim):
     sim = lifecycle_sim(SLOW_BOOT)
     with pytest.raises(AirflowSensorTimeout):
