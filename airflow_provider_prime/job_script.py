@@ -74,7 +74,7 @@ DEFAULT_KILL_GRACE = 10.0
 HEADER = "prime-job v1"
 #: How the kill script and a launch report ("prime-job error <why>") what they could not do.
 _ERROR = "prime-job error "
-_ABSENT = "prime-job absent"
+_ABSENT = "absent"
 _NO_SETSID = "setsid is not installed on this node (util-linux); it is needed to run the job detached"
 
 
@@ -265,7 +265,8 @@ def launch_script(
         + "else\n"
         + f"  printf '%s' {q(env_file(env))} > env.tmp && mv -f env.tmp env\n"
         + f'  printf \'%s\\n\' {q(text)} > "$phase.sh.tmp" && mv -f "$phase.sh.tmp" "$phase.sh"\n'
-        + f"  printf '%s' {q(_RUNNER)} > runner.sh\n"
+        # Replaced, not rewritten in place: bash reads a running script as it goes.
+        + f"  printf '%s' {q(_RUNNER)} > runner.sh.tmp && mv -f runner.sh.tmp runner.sh\n"
         + '  rm -f "$phase.pid" "$phase.exit" "$phase.killed" "$phase.started"\n'
         + '  echo $((LAUNCHES + 1)) > "$phase.launches"\n'
         + f"  touch {LOG_FILE}\n"
@@ -323,7 +324,8 @@ def probe_script(job_dir: str) -> str:
 
 
 def commit_script(job_dir: str, offset: int) -> str:
-    """Record that the log reached Airflow up to byte ``offset`` (read back as ``delivered``)."""
+    """Record that the log reached Airflow up to byte ``offset`` (read back as ``delivered``; only
+    ever raised, so a slower reader cannot move it back)."""
     return (
         "set -u\ncd || exit 0\n"
         + _enter(job_dir, create=False)
