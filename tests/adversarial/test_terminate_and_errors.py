@@ -47,7 +47,9 @@ def test_a_routers_404_on_delete_is_not_pod_gone(lifecycle_sim):
     sim.inject(Fault.http_error(404, body_shape="detail", message="Not Found", method="DELETE", times=None))
     with pytest.raises(PrimeError, match="pod-a"):
         terminate(["pod-a"]).execute(make_context())
-    sim.inject(Fault.http_error(404, body_shape="text", message="404 page not found", method="GET", times=None))
+    sim.inject(
+        Fault.http_error(404, body_shape="text", message="404 page not found", method="GET", times=None)
+    )
     with pytest.raises(PrimeError, match="pod-a"):
         terminate(["pod-a"]).execute(make_context())
     sim.clear_faults()
