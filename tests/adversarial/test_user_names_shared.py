@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from airflow.sdk.api.datamodels._generated import TaskInstanceState
 
+from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.models import Pod
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
+from airflow_provider_prime.operators.reaper import PrimeReapPodsOperator
 from airflow_provider_prime.testing import Fault
 from tests.operators.conftest import (
     SLOW_BOOT,
@@ -24,6 +27,7 @@ from tests.operators.conftest import (
     billing_after_deletes,
     make_context,
 )
+from tests.operators.fake_airflow import FakeAirflow
 
 try:
     from airflow.sdk.exceptions import AirflowTaskTimeout
@@ -154,6 +158,44 @@ def test_a_create_that_never_arrived_does_not_make_another_deployments_pod_ours(
         assert account(sim)["created"] == {NAME: 1}  # only staging's
         assert ti.xcom.get("pod_owned") != {theirs[0]: True}, "prod claimed staging's pod as its own"
         assert account(sim)["pods"][theirs[0]]["deleted"] is False, "prod deleted staging's pod"
+    finally:
+        live = [p for p, pod in account(sim)["pods"].items() if pod["billing"]]
+        cleanup(sim, *live)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BREAK: one ownership record per (deployment, name): a second task's create of the same "
+    "user name overwrites the first task's record before its POST, so the first task's pod loses "
+    "its backstop (the reaper spares it for good: 'its record names pod <other>') "
+    "(operators/ownership.py record_key; operators/pod.py _create puts without looking)",
+)
+def test_a_second_task_of_the_same_name_does_not_erase_the_first_tasks_backstop(
+    lifecycle_sim, monkeypatch, owner_records
+):
+    sim = lifecycle_sim(SLOW_BOOT)
+    first = TaskInstance(dag_id="other_dag", run_id="manual__7", task_id="make_box")
+    operator = create(name=NAME, wait_for_ready=False)
+    real_find = operator.hook.find_pods_by_name
+    theirs: list[str] = []
+
+    def other_task_creates_meanwhile(name: str) -> list[Pod]:
+        found = real_find(name)  # our lookup has read the list...
+        if not theirs:  # ...and the other DAG's task creates its pod of the name now
+            create(task_id="make_box", name=NAME, wait_for_ready=False).execute(make_context(first))
+            theirs.append(first.xcom["pod_id"])
+        return found
+
+    monkeypatch.setattr(operator.hook, "find_pods_by_name", other_task_creates_meanwhile)
+    operator.execute(make_context())
+
+    try:
+        # The other DAG's worker is SIGKILLed; its task instance fails. The backstop must judge its pod.
+        answers = FakeAirflow().ti("other_dag", "manual__7", "make_box", TaskInstanceState.FAILED)
+        reaper = PrimeReapPodsOperator(task_id="reap", dag_ids=["other_dag"], min_age=0)
+        reaper.airflow_states, reaper.owner_records = answers, owner_records
+        assert owner_records.get(deployment_id(), NAME) is not None
+        assert theirs[0] in reaper.execute(make_context())["deleted"], "the other task's pod has no backstop"
     finally:
         live = [p for p, pod in account(sim)["pods"].items() if pod["billing"]]
         cleanup(sim, *live)
