@@ -13,6 +13,16 @@ Rules (see ``docs/readiness.md``):
   is ``ERROR``/``TERMINATED`` or reports an ``installationFailure`` (when installation is waited
   for); a pod stayed missing from the API's answer for longer than the grace period.
 * waiting: everything else, including ``UNKNOWN`` and statuses this version does not know yet.
+
+API errors (:meth:`PodWait.trouble`) are about the whole request, never a verdict on a pod:
+
+* transient ones (429, 5xx, timeouts, no answer) are waited out, up to the deadline; a wait that
+  never got one answer fails at ``first_answer_by`` (a wrong URL never heals);
+* any other (401/403, 404, a garbled answer) fails at once while the wait has had no good answer
+  (a wrong key or path: fix the connection); after good answers it is trouble for
+  :func:`trouble_grace` seconds (the larger of :data:`TROUBLE_GRACE_POLLS` poll intervals and
+  :data:`MIN_TROUBLE_GRACE`), and the wait fails only if such errors go on that long with no good
+  answer in between. One bad answer from a proxy or the API fails no wait, and deletes no pod.
 """
 
 from __future__ import annotations
@@ -41,6 +51,10 @@ FAILED_POD_STATES = frozenset(
 FAILED_INSTALLATION_STATES = frozenset({InstallationState.ERROR.value, InstallationState.TERMINATED.value})
 #: Default seconds a requested pod may be absent from the API's answer before the wait fails.
 DEFAULT_MISSING_GRACE = 60.0
+#: Seconds, at least, that refusals or garbled answers may go on after good answers before a wait fails.
+MIN_TROUBLE_GRACE = 60.0
+#: Poll intervals that refusals or garbled answers may go on after good answers before a wait fails.
+TROUBLE_GRACE_POLLS = 3
 #: Pods named one by one in a progress line; the rest are counted, so a 500-pod wait logs one
 #: readable line rather than a page.
 SUMMARY_POD_LIMIT = 10
@@ -253,6 +267,12 @@ class Step:
         return self.verdict.handover() if self.verdict is not None else {}
 
 
+def trouble_grace(poll_interval: float | None) -> float:
+    """Seconds a wait that had good answers rides out non-transient errors: the larger of
+    :data:`TROUBLE_GRACE_POLLS` poll intervals and :data:`MIN_TROUBLE_GRACE`."""
+    return max(TROUBLE_GRACE_POLLS * (poll_interval or 0.0), MIN_TROUBLE_GRACE)
+
+
 class PodWait:
     """One wait for pods, from answer to answer: the step ``poke`` and the trigger share.
 
@@ -263,6 +283,9 @@ class PodWait:
     with a message about the connection; one that had answers and then lost the API waits on.
 
     :param api: how to name the API in messages, e.g. its base URL and connection id.
+    :param answered: the API already gave this wait a good answer (before a deferral, say), so a
+        refusal or a garbled answer is trouble to ride out (see :meth:`trouble`), not a verdict.
+    :param poll_interval: seconds between two requests of this wait; sets :func:`trouble_grace`.
     :param log_ready: log :data:`READY_LINE` at info (the sensor) or debug (the trigger, whose event
         is logged by Airflow and whose thousands of lines at once would be most of a burst's cost).
     """
@@ -277,6 +300,8 @@ class PodWait:
         api: str = "the Prime API",
         missing_since: Mapping[str, float] | None = None,
         first_answer_by: float | None = None,
+        answered: bool = False,
+        poll_interval: float | None = None,
         log_ready: bool = True,
     ) -> None:
         self.pod_ids = pod_ids
@@ -285,11 +310,14 @@ class PodWait:
         self.api = api
         self.missing_since = dict(missing_since or {})
         self.first_answer_by = first_answer_by
+        self.answered = answered
+        self.trouble_grace = trouble_grace(poll_interval)
         self.verdict: Verdict | None = None
         self._log = log
         self._log_ready = log.info if log_ready else log.debug
         self._progress = ProgressThrottle()
         self._trouble = ApiTrouble()
+        self._refused_since: float | None = None  # first non-transient error since the last answer
         self._line = ""
         self._waiting = Step(Outcome.WAITING)
 
@@ -304,6 +332,7 @@ class PodWait:
         if recovered:
             self._log.info("%s", recovered)
         self.first_answer_by = None
+        self.answered, self._refused_since = True, None
         if news or self.verdict is None or self.missing_since:
             found = [statuses[pid] for pid in self.pod_ids if pid in statuses]
             self.missing_since = track_missing(self.missing_since, self.pod_ids, found, now)
@@ -323,18 +352,41 @@ class PodWait:
         return self._waiting
 
     def trouble(self, error: Exception, now: float) -> Step:
-        """Take a failed API call: wait on if waiting can help (logged at a bounded rate), else fail."""
-        if not is_transient(error):
+        """Take a failed API call: wait on if waiting can help (logged at a bounded rate), else fail.
+
+        A failed request says nothing about any one pod. Transient errors are waited out (until
+        ``first_answer_by`` while there was never an answer). Others fail the wait at once only
+        before any good answer; after one, they fail it when they have gone on for
+        :attr:`trouble_grace` seconds without a good answer in between.
+        """
+        transient = is_transient(error)
+        if not transient and not self.answered:
             return Step(Outcome.FAILED, self.verdict, error)
         line = self._trouble.failed(error, now)
         if line:
             self._log.warning("%s", line)
+        if not transient:
+            since = self._refused_since = now if self._refused_since is None else self._refused_since
+            if now - since >= self.trouble_grace:
+                self._log.warning(
+                    "The Prime API has refused or garbled every request for %.0f s (the grace after "
+                    "good answers is %.0f s): giving up",
+                    now - since,
+                    self.trouble_grace,
+                )
+                return Step(Outcome.FAILED, self.verdict, error)
+            return self._waiting
         if self.first_answer_by is not None:
             if not got_no_answer(error):
                 self.first_answer_by = None  # an HTTP answer, even a 503: something is listening
             elif now >= self.first_answer_by:
                 return Step(Outcome.FAILED, self.verdict, PrimeConnectionError(self._unreachable(error)))
         return self._waiting
+
+    @property
+    def refusing(self) -> bool:
+        """Whether the API has refused or garbled requests since the last good answer (a grace runs)."""
+        return self._refused_since is not None
 
     def handover(self) -> dict[str, dict[str, Any]]:
         """What the last answer said about the pods (empty before any answer)."""

@@ -10,7 +10,9 @@
    teardown at work.
 3. ``terminate_pod`` is a teardown: it runs once training is done, succeeded or failed, deletes the
    pod, waits until it is gone and logs what it cost. (A teardown does not run when its setup
-   failed: that is why ``create_pod`` cleans up after itself.)
+   failed: that is why ``create_pod`` cleans up after itself.) Had ``create_pod`` only borrowed a
+   pod (a ``name=`` of a pod that existed before), it would say so in XCom (``pod_owned``) and the
+   teardown would keep that pod.
 
 What is left for pods nothing above can delete (a worker killed hard): ``example_prime_reaper``.
 Nothing here touches the network or a connection until a task runs.

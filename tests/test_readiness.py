@@ -9,7 +9,9 @@ import pytest
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeConnectionError,
+    PrimeNotFoundError,
     PrimePodFailedError,
+    PrimeResponseError,
     PrimeTransientError,
 )
 from airflow_provider_prime.readiness import (
@@ -22,6 +24,7 @@ from airflow_provider_prime.readiness import (
     got_no_answer,
     handover_entry,
     track_missing,
+    trouble_grace,
 )
 from tests.statuses import SSH, pod
 
@@ -388,6 +391,74 @@ class TestPodWait:
         assert wait.timeout_message().endswith("a: pod is PENDING; the last API call failed: HTTP 503")
         wait.answer(answer(pod("a", status="PENDING")), now=3)
         assert wait.timeout_message().endswith("a: pod is PENDING")
+
+
+#: Whole-request errors that waiting does not fix, as one status request of a poller gets them.
+BAD_ANSWERS = [
+    PrimeResponseError("The Prime API sent a response that is not valid JSON (HTTP 200)", http_status=200),
+    PrimeAuthError("HTTP 401: the API key was rejected", http_status=401),
+    PrimeNotFoundError("HTTP 404: Not Found", http_status=404),
+]
+
+
+class TestTroubleAfterAnswers:
+    """A failed request is not a verdict on each pod: after good answers it is ridden out for a grace."""
+
+    @pytest.mark.parametrize("interval", [0.05, 5, 15, 20])
+    def test_the_grace_is_three_intervals_or_a_minute_whichever_is_longer(self, interval):
+        assert trouble_grace(interval) == max(3 * interval, 60)
+        assert trouble_grace(None) == 60
+        assert pod_wait(poll_interval=interval)[0].trouble_grace == max(3 * interval, 60)
+
+    @pytest.mark.parametrize("error", BAD_ANSWERS, ids=lambda e: type(e).__name__)
+    def test_one_bad_answer_after_good_ones_fails_nothing(self, error):
+        wait, log = pod_wait()
+        wait.answer(answer(pod("a", status="PENDING")), now=0)
+        assert wait.trouble(error, now=15).outcome is Outcome.WAITING
+        assert wait.refusing
+        assert wait.answer(answer(pod("a")), now=30).outcome is Outcome.READY
+        assert not wait.refusing
+        assert log.lines[1] == ("warning", f"Cannot reach the Prime API, will keep trying: {error}")
+
+    @pytest.mark.parametrize("error", BAD_ANSWERS, ids=lambda e: type(e).__name__)
+    def test_bad_answers_that_persist_past_the_grace_fail_with_the_error(self, error):
+        wait, log = pod_wait(poll_interval=15)
+        wait.answer(answer(pod("a", status="PENDING")), now=0)
+        for now in (15, 30, 45, 60, 74):
+            assert wait.trouble(error, now).outcome is Outcome.WAITING
+        step = wait.trouble(error, now=75)  # 60 s after the first: the grace is over
+        assert step.outcome is Outcome.FAILED
+        assert step.error is error
+        assert step.handover["a"]["status"] == "PENDING"
+        assert "refused or garbled every request for 60 s" in log.lines[-1][1]
+
+    def test_transient_errors_in_between_do_not_restart_the_grace(self):
+        wait, _ = pod_wait()
+        wait.answer(answer(pod("a", status="PENDING")), now=0)
+        assert wait.trouble(BAD_ANSWERS[1], now=10).outcome is Outcome.WAITING
+        assert wait.trouble(PrimeTransientError("HTTP 503"), now=40).outcome is Outcome.WAITING
+        assert wait.trouble(BAD_ANSWERS[1], now=70).outcome is Outcome.FAILED
+
+    def test_a_good_answer_in_between_restarts_the_grace(self):
+        wait, _ = pod_wait()
+        wait.answer(answer(pod("a", status="PENDING")), now=0)
+        assert wait.trouble(BAD_ANSWERS[0], now=10).outcome is Outcome.WAITING
+        wait.answer(answer(pod("a", status="PENDING")), now=69)
+        assert wait.trouble(BAD_ANSWERS[0], now=70).outcome is Outcome.WAITING
+        assert wait.trouble(BAD_ANSWERS[0], now=129).outcome is Outcome.WAITING
+        assert wait.trouble(BAD_ANSWERS[0], now=130).outcome is Outcome.FAILED
+
+    @pytest.mark.parametrize("error", BAD_ANSWERS, ids=lambda e: type(e).__name__)
+    def test_before_any_answer_they_fail_at_once_as_a_wrong_key_or_url_does(self, error):
+        wait, _ = pod_wait()
+        step = wait.trouble(error, now=1)
+        assert step.outcome is Outcome.FAILED
+        assert step.error is error
+
+    def test_a_wait_answered_before_it_was_handed_over_has_the_grace_from_the_start(self):
+        wait, _ = pod_wait(answered=True)  # e.g. a trigger after the sensor's first check
+        assert wait.trouble(BAD_ANSWERS[1], now=1).outcome is Outcome.WAITING
+        assert wait.trouble(BAD_ANSWERS[1], now=61).outcome is Outcome.FAILED
 
 
 class TestNoAnswer:

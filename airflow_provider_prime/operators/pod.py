@@ -1,34 +1,45 @@
 """Rent a pod, wait until it is really ready, give it back: the create and terminate operators.
 
-The create operator owns the pod it makes and deletes it on every way its task can end without
-success; the terminate operator is the natural teardown. The exit paths and which mechanism covers
-each on which Airflow version are in ``docs/lifecycle.md``; in short:
+The create operator deletes the pod it owns on every way its task can end without success; the
+terminate operator is the natural teardown. The exit paths, which mechanism covers each on which
+Airflow version and the test that shows it are in ``docs/lifecycle.md``; in short:
 
 * the wait fails or times out (any mode), an error after the pod exists: ``execute`` /
   ``execute_complete`` delete it before raising;
-* the worker is told to stop (SIGTERM, ``execution_timeout``): ``on_kill``;
+* the worker is told to stop (SIGTERM, ``execution_timeout``): ``on_kill`` makes one short bounded
+  attempt, also while the create request is in flight (it looks the name up), and the task never
+  creates after a kill; a create that returns after the kill is deleted at once;
 * the deferral times out, or the trigger crashes: ``resume_execution`` (Airflow calls it with
-  ``__fail__`` instead of ``execute_complete``);
+  ``__fail__`` instead of ``execute_complete``), with the ownership the task published in XCom;
 * a user marks the deferred task failed or clears it: the trigger's ``on_kill`` on Airflow 3.3;
   on 3.1/3.2 nothing runs in the task, the reaper (:mod:`.reaper`) deletes the pod;
 * a triggerer restart or a trigger moving to another triggerer: nothing is deleted.
+
+**Ownership.** A pod is this task instance's own when it carries the derived name (deployment,
+DAG, run, task and map index are in it, :mod:`.pod_names`) or, for a name the user chose, when the
+ownership record the operator wrote before creating it names this task instance
+(:mod:`.ownership`). Only own pods are deleted (or a borrowed one with
+``terminate_preexisting=True``); the create publishes the verdict in XCom (key ``pod_owned``,
+``{pod_id: bool}``) and the terminate operator skips borrowed pods by it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, TypeVar
 
 from airflow.configuration import conf
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_prime import events
-from airflow_provider_prime._compat import AirflowSensorTimeout
+from airflow_provider_prime._compat import AirflowException, AirflowSensorTimeout, mask_secret
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
@@ -38,10 +49,18 @@ from airflow_provider_prime.exceptions import (
     is_transient,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import Pod, PodRequest, PodState
+from airflow_provider_prime.models import InstallationState, Pod, PodRequest, PodState
 from airflow_provider_prime.offers import OfferWish, choose_offer
-from airflow_provider_prime.operators._values import seconds, timestamp
-from airflow_provider_prime.operators.pod_names import derived_pod_name
+from airflow_provider_prime.operators._values import (
+    env_values,
+    price,
+    request_secrets,
+    seconds,
+    timestamp,
+    whole_number,
+)
+from airflow_provider_prime.operators.ownership import OwnerRecords, PodOwner, VariableOwnerRecords
+from airflow_provider_prime.operators.pod_names import derived_pod_name, parse_derived_name
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
@@ -62,13 +81,22 @@ from airflow_provider_prime.triggers.pod_status import first_poll_after_deferral
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+T = TypeVar("T")
+
 #: XCom key of the pod id, pushed before any wait.
 POD_ID_KEY = "pod_id"
+#: XCom key of the ownership verdict, ``{pod_id: True}`` for this task instance's own pod and
+#: ``{pod_id: False}`` for a borrowed one (a user-named pod it only adopted); pushed with the id.
+POD_OWNED_KEY = "pod_owned"
 #: Seconds Airflow's deferral timeout is set past the trigger's own deadline, so the trigger's
 #: timeout event (handled by ``execute_complete``, which deletes the pod) normally comes first.
 DEFERRAL_GRACE = 60.0
+#: Seconds ``on_kill`` spends on its one attempt: Airflow sends SIGKILL about 5 s after SIGTERM.
+ON_KILL_BUDGET = 3.0
 #: Pod statuses after which a pod with our name is history, not something to adopt.
 GONE_STATES = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
+#: Pod statuses of a pod that will never become ready: an own pod in one is replaced, not adopted.
+BROKEN_STATES = frozenset({PodState.ERROR.value, PodState.STOPPED.value})
 #: Default seconds the terminate operator waits for every pod to be TERMINATED or gone.
 DEFAULT_TERMINATION_TIMEOUT = 10 * 60.0
 #: Default seconds between two termination checks.
@@ -79,6 +107,36 @@ def _default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
+def broken(pod: Pod) -> bool:
+    """Whether ``pod`` can never become ready: ERROR or STOPPED, or its installation failed."""
+    return pod.status in BROKEN_STATES or pod.installation_status == InstallationState.ERROR.value
+
+
+def within(deadline: float, call: Callable[[], T]) -> T:
+    """``call()``, given up at ``deadline`` (epoch seconds): ``TimeoutError`` then.
+
+    For ``on_kill``'s name lookup, which has no deadline of its own: SIGKILL follows SIGTERM within
+    seconds, and a lookup that outlives it helps nobody. The call goes on in a daemon thread.
+    """
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="prime-on-kill", daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.time(), 0.0))
+    if failure:
+        raise failure[0]
+    if not result:
+        raise TimeoutError("no answer in time")
+    return result[0]
+
+
 class PrimeCreatePodOperator(BaseOperator):
     """Create (or adopt) a pod, wait until it is ready, and delete it if the task does not succeed.
 
@@ -87,25 +145,34 @@ class PrimeCreatePodOperator(BaseOperator):
     ``cloud_id``, or by ``gpu_type`` and ``gpu_count`` plus ``regions``, ``socket``, ``security`` and
     ``max_price``; the cheapest match wins (``multi_node=True`` looks at multi-node offers and gives
     one pod with several nodes). ``image``, ``disk_size``, ``vcpus``, ``memory``, ``env_vars`` and
-    ``team_id`` complete it (the offer's defaults otherwise). Many pods: dynamic task mapping.
+    ``team_id`` complete it (the offer's defaults otherwise). Many pods: dynamic task mapping. The
+    environment's values are masked in Airflow's logs and in its Rendered Template view.
 
-    **Idempotent.** The pod is named after the task instance (``(dag_id, run_id, task_id,
-    map_index)``, see :mod:`.pod_names`) unless ``name`` is given. Before creating, a live pod of
-    that name is adopted (``if_exists="adopt"``) or the task fails (``"fail"``), so a retry or a
-    re-run of the same try never rents a second pod.
+    **Idempotent.** The pod is named after the task instance and this deployment (``(deployment,
+    dag_id, run_id, task_id, map_index)``, see :mod:`.pod_names`) unless ``name`` is given. Before
+    creating, the live pods of that name are looked up. This task instance's own (any pod of the
+    derived name, or a user-named pod whose ownership record names this task instance) is adopted
+    whatever ``if_exists`` says, so a retry never rents a second pod; own pods beyond the first are
+    deleted and own pods that can never become ready (ERROR, STOPPED, failed installation) are
+    deleted and replaced by a fresh one. A live pod of the name that is not this task instance's is
+    adopted as borrowed (``if_exists="adopt"``) or the task fails (``"fail"``). A static ``name`` on a
+    mapped task is refused (every map index would share one pod): map over ``name``, template it
+    with ``{{ ti.map_index }}``, or leave it unset.
 
-    **Handover.** The pod id goes to XCom (key ``pod_id``) and to the log before any wait. The
-    return value is the sensor's (``{pod_id: {"status", "installation_status", "provider_type",
-    "ssh_connections", "ips"}}``) plus ``"price_hr"`` in the pod's entry.
+    **Handover.** The pod id goes to XCom (key ``pod_id``) and to the log before any wait, with the
+    ownership verdict (key ``pod_owned``, ``{pod_id: bool}``). The return value is the sensor's
+    (``{pod_id: {"status", "installation_status", "provider_type", "ssh_connections", "ips"}}``)
+    plus ``"price_hr"`` in the pod's entry.
 
     **Waiting** (``wait_for_ready=True``): the readiness rules, requirements and fail-fast of
     :class:`~airflow_provider_prime.sensors.pod_status.PodStatusSensor`, in the worker or deferred
     to the triggerer (``deferrable``, default ``[operators] default_deferrable``) on the shared poller.
 
-    **Never left billing** (``terminate_on_failure=True``): the pod is deleted on every exit but
-    success. Owned are: a pod this task created; a pod adopted under the derived name (an earlier
-    try's); a pod adopted under ``name`` that was created after this DAG run started. A pod named
-    by the user that existed before the run is left alone unless ``terminate_preexisting=True``.
+    **Never left billing** (``terminate_on_failure=True``): the own pod is deleted on every exit but
+    success, with its ownership record. A borrowed pod is left alone unless
+    ``terminate_preexisting=True``. For a user-named pod it creates, the operator writes an
+    ownership record (before the create request, then with the pod id) that the reaper reads as
+    its backstop; ``terminate_on_failure=False`` writes none (nothing deletes that pod but you).
 
     :param timeout: seconds the wait may take (default 45 minutes), counted from when this try created
         or adopted the pod (per try, like a sensor's ``timeout`` in poke mode).
@@ -149,7 +216,7 @@ class PrimeCreatePodOperator(BaseOperator):
         disk_size: int | str | None = None,
         vcpus: int | str | None = None,
         memory: int | str | None = None,
-        env_vars: Mapping[str, str] | None = None,
+        env_vars: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
         team_id: str | None = None,
         if_exists: Literal["adopt", "fail"] = "adopt",
         wait_for_ready: bool = True,
@@ -187,36 +254,81 @@ class PrimeCreatePodOperator(BaseOperator):
         self.poll_interval = seconds(poll_interval)
         self.timeout = seconds(timeout)
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        # The pod this process is responsible for (set once it exists), for on_kill and failures.
-        self._pod_id: str | None = None
-        self._owned = False
-        self._deleted = False
+        # What this process knows, for on_kill and the failure paths.
+        self._pod_id: str | None = None  # the pod it is responsible for, once known
+        self._owned = False  # whether that pod is this task instance's own
+        self._deleted: set[str] = set()  # pods it deleted (or is deleting)
+        self._killed: str | None = None  # why on_kill was called, once it was
+        self._creating: str | None = None  # the name of a create that may be in flight
+        self._name: str | None = None  # the pod's name and whether it is the derived one
+        self._derived = False
+        self._me: PodOwner | None = None  # this task instance, as an ownership record would name it
+        self._foreign: set[str] = set()  # live pods of the name that are not this task instance's
+        self._in_on_kill = False  # inside the SIGTERM handler: no Task SDK calls (see on_kill)
+        self._records_left: set[str] = set()  # pods deleted in on_kill whose record is still to delete
 
     @cached_property
     def hook(self) -> PrimeHook:
         return PrimeHook(prime_conn_id=self.prime_conn_id)
 
+    @cached_property
+    def owner_records(self) -> OwnerRecords:
+        """Where the ownership records of user-named pods are kept (Airflow Variables)."""
+        return VariableOwnerRecords()
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: Any,
+        seen_oids: set[int],
+    ) -> None:
+        """Render, then register every env value (and the Jupyter password) with the secret masker.
+
+        Airflow stores the rendered fields for its Rendered Template view right after rendering,
+        before ``execute`` runs, redacting what the masker knows: masking in ``execute`` would be
+        too late. This method, not ``render_template_fields``, is the one both an unmapped task and
+        a mapped task's expansion call.
+        """
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        self.mask_secrets()
+
+    def mask_secrets(self) -> None:
+        """Hand every env value of ``env_vars`` and ``request`` (dict or list form) to the masker."""
+        for secret in (*env_values(self.env_vars), *request_secrets(self.request)):
+            mask_secret(secret)
+
     # -- execute -----------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        self.mask_secrets()  # also when a caller runs execute without Airflow's rendering
+        self._know_task_instance(context)
         name = self._pod_name(context)
-        pod, action = self._adopt(name, context), "adopted"
+        self._check_arguments()
+        self._raise_if_killed(name)
+        pod, action = self._adopt(name), "adopted"
         if pod is None:
             pod, action = self._create(name), "created"
-            self._pod_id, self._owned = pod.id, True
         deadline = time.time() + self.timeout
         with self._delete_on_failure():
+            self._raise_if_killed(name)  # killed while the create was in flight: delete, never wait
             context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
+            context["ti"].xcom_push(key=POD_OWNED_KEY, value={pod.id: self._owned})
             self.log.info(
-                "Pod %s (name %s, %s x%s, %s/h) %s; it is deleted if this task does not succeed%s.",
+                "Pod %s (name %s, %s x%s, %s/h) %s, %s; %s.",
                 pod.id,
                 pod.name,
                 pod.gpu_name,
                 pod.gpu_count,
                 pod.price_hr,
                 action,
-                "" if self._owned and self.terminate_on_failure else " — no: " + self._why_kept(),
+                "this task instance's own" if self._owned else "borrowed",
+                self._fate(),
             )
+            self._raise_if_killed(pod.id)  # never hand over, or defer, a pod on_kill deleted
             if not self.wait_for_ready:
                 status = pod.to_status()
                 return with_price({pod.id: handover_entry(status)}, pod.id, pod.price_hr)
@@ -228,7 +340,7 @@ class PrimeCreatePodOperator(BaseOperator):
                 prime_conn_id=self.prime_conn_id,
                 poll_interval=self.poll_interval,
                 not_before=first_poll_after_deferral(self.poll_interval),
-                terminate_on_kill=self._owned and self.terminate_on_failure,
+                terminate_on_kill=self._deletes(),
                 **self.requirements.to_kwargs(),
             )
         self._defer(trigger, pod, deadline)
@@ -252,6 +364,8 @@ class PrimeCreatePodOperator(BaseOperator):
         """The trigger's event: the pod's handover, or its deletion and the wait's error."""
         self._pod_id, self._owned = pod_id, owned
         with self._delete_on_failure():
+            self._know_task_instance(context)
+            self._pod_name(context)
             parsed = events.parse_event(event)
             if parsed["status"] != "success":
                 raise events.event_error(parsed)
@@ -261,7 +375,9 @@ class PrimeCreatePodOperator(BaseOperator):
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also delete the pod when Airflow fails the deferred task itself (deferral timeout, trigger crash).
 
-        Airflow then resumes the task with ``__fail__`` and never calls ``execute_complete``.
+        Airflow then resumes the task with ``__fail__`` (and its own ``next_kwargs``: the
+        deferral's are gone) and never calls ``execute_complete``. The pod and its ownership come
+        from this task instance's XCom, so no failed read can disown the pod.
         """
         if next_method != TRIGGER_FAIL_REPR:
             return super().resume_execution(next_method, next_kwargs, context)
@@ -270,20 +386,54 @@ class PrimeCreatePodOperator(BaseOperator):
             return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
-        """The worker is told to stop (SIGTERM, ``execution_timeout``): delete the pod this task owns."""
-        self._delete_owned("the task was killed")
+        """The worker is told to stop (SIGTERM, ``execution_timeout``): one short attempt at the pod.
+
+        Records the kill first, so the task never creates afterwards and deletes a pod whose create
+        returns after it. Then, within :data:`ON_KILL_BUDGET` seconds (SIGKILL follows SIGTERM
+        within about 5): deletes the pod it owns, or, while a create is in flight, looks the name
+        up and deletes every own live pod of it. What it cannot do in time is logged with who must.
+        """
+        self._killed = self._killed or "the task was killed (SIGTERM or execution_timeout)"
+        deadline = time.time() + ON_KILL_BUDGET
+        # The handler may interrupt the task inside a call to the supervisor, whose channel lock is
+        # not reentrant: ownership records (Variables) wait for the task's own failure path.
+        self._in_on_kill = True
+        try:
+            if self._pod_id is not None:
+                self._delete_owned(self._killed, deadline=deadline)
+            elif self._creating is not None:
+                why = self._killed + " while its create was in flight"
+                self._delete_by_name(self._creating, why, deadline)
+        finally:
+            self._in_on_kill = False
 
     # -- the pod -----------------------------------------------------------------------------
 
-    def _pod_name(self, context: Context) -> str:
-        if self.name is not None:
-            if not isinstance(self.name, str) or not self.name.strip():
-                raise PrimeConfigError(f"name must be a non-empty string, not {self.name!r}")
-            return self.name.strip()
-        if self._request_name():
-            return self._request_name() or ""
+    def _know_task_instance(self, context: Context) -> None:
         ti = context["ti"]
-        return derived_pod_name(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, deployment=deployment_id())
+        index = -1 if ti.map_index is None else int(ti.map_index)
+        self._me = PodOwner(deployment_id(), ti.dag_id, ti.run_id, ti.task_id, index, name="-")
+
+    def _pod_name(self, context: Context) -> str:
+        """The pod's name (derived unless given), after refusing one that map indexes would share."""
+        given = self.name if self.name is not None else self._request_name()
+        if given is None:
+            ti = context["ti"]
+            deployment = self._deployment
+            name = derived_pod_name(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, deployment=deployment)
+            self._name, self._derived = name, True
+            return name
+        if not isinstance(given, str) or not given.strip():
+            raise PrimeConfigError(f"name must be a non-empty string, not {given!r}")
+        self._name, self._derived = given.strip(), False
+        self._refuse_a_shared_name(self._name)
+        return self._name
+
+    @property
+    def _deployment(self) -> str:
+        if self._me is None:
+            raise RuntimeError("the task instance is not known yet")
+        return self._me.deployment
 
     def _request_name(self) -> str | None:
         if isinstance(self.request, PodRequest):
@@ -292,48 +442,151 @@ class PrimeCreatePodOperator(BaseOperator):
             return str(self.request["name"])
         return None
 
-    def _adopt(self, name: str, context: Context) -> Pod | None:
-        """The live pod of that name (the oldest if several), owned or not; None if there is none."""
-        live = [p for p in self.hook.find_pods_by_name(name) if p.status not in GONE_STATES]
-        if not live:
+    def _refuse_a_shared_name(self, name: str) -> None:
+        """A mapped task whose ``name`` (or request name) is the same for every map index is refused.
+
+        One pod shared by map indexes is deleted by one index's failure under another's training.
+        Static means given to ``partial()`` without a template; a template that renders the same
+        for two indexes is caught by the ownership record of the other index.
+        """
+        if self._me is None or self._me.map_index < 0:
+            return
+        dag = getattr(self, "_dag", None)  # the DAG this task belongs to, if any
+        mapped = dag.task_dict.get(self.task_id) if dag is not None else None
+        partial = getattr(mapped, "partial_kwargs", None)
+        if not isinstance(partial, Mapping):
+            return
+        given = partial.get("name")
+        if given is None and isinstance(partial.get("request"), Mapping):
+            given = partial["request"].get("name")
+        elif given is None and isinstance(partial.get("request"), PodRequest):
+            given = partial["request"].name
+        if isinstance(given, str) and "{{" not in given and "{%" not in given:
+            raise PrimeConfigError(
+                f"{self.task_id} is mapped but its pod name {name!r} is the same for every map index: "
+                "they would share one pod, and one index's failure would delete it under another's "
+                "training. Map over name (expand(name=[...])), template it with {{ ti.map_index }}, "
+                "or leave it unset for a derived name per map index."
+            )
+
+    def _owns(self, pod: Pod, record: PodOwner | None) -> bool:
+        """Whether a live pod of this task's name is provably this task instance's own."""
+        if self._derived:
+            return True  # the deployment and the task instance are in the name
+        if record is None or self._me is None or not record.same_task_instance(self._me):
+            return False
+        return record.pod_id is None or record.pod_id == pod.id
+
+    def _record(self) -> PodOwner | None:
+        """The ownership record of the user-given name, if any (derived names have none)."""
+        if self._derived or self._name is None:
             return None
+        return self.owner_records.get(self._deployment, self._name)
+
+    def _adopt(self, name: str) -> Pod | None:
+        """The live pod of that name to use, or None when one is to be created.
+
+        This task instance's own pods come first: the oldest healthy one is adopted whatever
+        ``if_exists`` says, the others of a derived name are deleted (they can only be this task
+        instance's, from a create whose answer was lost), and broken ones are deleted so that a
+        fresh pod replaces them. Otherwise the oldest pod of the name is borrowed, or refused.
+        """
+        live = [p for p in self.hook.find_pods_by_name(name) if p.status not in GONE_STATES]
         live.sort(key=lambda p: p.created_at or "")
-        pod = live[0]
+        record = self._record()
+        if record is not None and self._sibling(record):
+            raise PrimeConfigError(
+                f"Pod name {name!r} belongs to map index {record.map_index} of {record.task_id} in this "
+                "run already: give each map index its own name (or leave name unset)"
+            )
+        own = [p for p in live if self._owns(p, record)]
+        self._foreign = {p.id for p in live if p not in own}
+        for pod in [p for p in own if broken(p)]:
+            state = f"{pod.status}, installation {pod.installation_status}"
+            self._delete_pod(pod.id, f"it is broken ({state}): a fresh pod replaces it")
+            own.remove(pod)
+        if own:
+            pod = own[0]
+            if self.if_exists == "fail":
+                self.log.info("if_exists='fail' refuses only pods that are not this task instance's own")
+            for extra in own[1:]:
+                if self._derived:
+                    why = f"another live pod of {name}, this task instance's; {pod.id} is kept"
+                    self._delete_pod(extra.id, why)
+                else:
+                    self.log.warning("Another live pod is named %s: %s (%s)", name, extra.id, extra.status)
+            self._pod_id, self._owned = pod.id, True
+            self.log.info("Adopting pod %s named %s (%s), this task instance's own", pod.id, name, pod.status)
+            return pod
+        foreign = [p for p in live if p.id in self._foreign]
+        if not foreign:
+            return None
+        pod = foreign[0]
         if self.if_exists == "fail":
             raise PrimeConfigError(
-                f"A pod named {name!r} exists already ({pod.id}, {pod.status}) and if_exists='fail'"
+                f"A pod named {name!r} exists already ({pod.id}, {pod.status}) and is not this task "
+                f"instance's; if_exists='fail' refuses it: choose another name, or if_exists='adopt'"
             )
-        self._pod_id, self._owned = pod.id, self._owns(pod, name, context)
-        for extra in live[1:]:
+        for extra in foreign[1:]:
             self.log.warning("Another live pod is named %s: %s (%s)", name, extra.id, extra.status)
-        self.log.info("Adopting the existing pod %s named %s (%s)", pod.id, name, pod.status)
+        self._pod_id, self._owned = pod.id, False
+        self.log.info("Borrowing the existing pod %s named %s (%s)", pod.id, name, pod.status)
         return pod
 
-    def _owns(self, pod: Pod, name: str, context: Context) -> bool:
-        """Whether a pod found by name is this task's: see the class docstring."""
-        if self.terminate_preexisting or (self.name is None and self._request_name() is None):
-            return True
-        created, started = timestamp(pod.created_at), context["dag_run"].start_date
-        return created is not None and started is not None and created >= started
+    def _sibling(self, record: PodOwner) -> bool:
+        """Whether ``record`` names another map index of this very task in this run."""
+        me = self._me
+        if me is None or record.same_task_instance(me):
+            return False
+        return (record.dag_id, record.run_id, record.task_id) == (me.dag_id, me.run_id, me.task_id)
 
-    def _why_kept(self) -> str:
+    def _fate(self) -> str:
+        """What happens to the pod if this task does not succeed, as the log says it."""
+        if self._deletes():
+            return "it is deleted if this task does not succeed"
         if not self.terminate_on_failure:
-            return "terminate_on_failure=False"
-        return "it existed before this DAG run (terminate_preexisting=True would delete it)"
+            return "it is kept if this task fails (terminate_on_failure=False)"
+        return "it is kept if this task fails (borrowed: terminate_preexisting=True would delete it)"
+
+    def _deletes(self) -> bool:
+        """Whether this task deletes its pod when it does not succeed."""
+        return self.terminate_on_failure and (self._owned or self.terminate_preexisting)
 
     def _create(self, name: str) -> Pod:
         request = self._build_request(name)
+        self._raise_if_killed(name)
+        if not self._derived and self.terminate_on_failure and self._me is not None:
+            self.owner_records.put(replace(self._me, name=name))  # before the POST
         self.log.info(
             "Creating pod %s: %s x%s on %s", name, request.gpu_type, request.gpu_count, request.cloud_id
         )
+        self._raise_if_killed(name)
+        self._creating = name
         try:
             pod = self.hook.create_pod(request)
         except PrimeRejectedError:
-            raise  # refused: nothing was created
-        except Exception:
-            self._delete_by_name(name)  # the answer was lost and the hook could not find the pod either
+            self._forget_record(None)  # refused: nothing was created
             raise
+        except BaseException as exc:
+            # The answer was lost (the hook could not find the pod either) or the task was
+            # interrupted mid-request: whatever reached the server is deleted.
+            budget = None if isinstance(exc, Exception) else time.time() + ON_KILL_BUDGET
+            self._delete_by_name(name, f"its create failed ({type(exc).__name__})", budget)
+            raise
+        finally:
+            self._creating = None
+        self._pod_id, self._owned = pod.id, True
+        if not self._derived and self.terminate_on_failure and self._me is not None:
+            with self._logged("could not write the ownership record of pod " + pod.id):
+                self.owner_records.put(replace(self._me, name=name, pod_id=pod.id))
         return pod
+
+    def _check_arguments(self) -> None:
+        """Refuse a bad number before any request, naming the argument (templates give text)."""
+        if self.request is None:
+            for argument in ("gpu_count", "disk_size", "vcpus", "memory"):
+                whole_number(getattr(self, argument), argument)
+            price(self.max_price, "max_price")
 
     def _build_request(self, name: str) -> PodRequest:
         if self.request is not None:
@@ -341,20 +594,23 @@ class PrimeCreatePodOperator(BaseOperator):
             return PodRequest.model_validate({**fields, "name": name})
         if not self.gpu_type and not self.cloud_id:
             raise PrimeConfigError("Give gpu_type (and gpu_count), a cloud_id, or a full request")
+        gpu_count = whole_number(self.gpu_count, "gpu_count") or 1
+        disk_size = whole_number(self.disk_size, "disk_size")
+        vcpus, memory = whole_number(self.vcpus, "vcpus"), whole_number(self.memory, "memory")
         regions = (self.regions,) if isinstance(self.regions, str) else tuple(self.regions or ())
         wish = OfferWish(
             gpu_type=self.gpu_type,
-            gpu_count=int(self.gpu_count),
+            gpu_count=gpu_count,
             cloud_id=self.cloud_id,
             regions=regions,
             socket=self.socket,
             security=self.security,
-            max_price=None if self.max_price in (None, "") else float(self.max_price),
+            max_price=price(self.max_price, "max_price"),
             multi_node=self.multi_node,
         )
         offers = self.hook.list_gpu_offers(
             gpu_type=self.gpu_type,
-            gpu_count=int(self.gpu_count),
+            gpu_count=gpu_count,
             regions=list(regions) or None,
             multi_node=self.multi_node,
         )
@@ -363,10 +619,10 @@ class PrimeCreatePodOperator(BaseOperator):
             offer,
             name=name,
             image=self.image,
-            disk_size=None if self.disk_size in (None, "") else int(self.disk_size),
-            vcpus=None if self.vcpus in (None, "") else int(self.vcpus),
-            memory=None if self.memory in (None, "") else int(self.memory),
-            env_vars=dict(self.env_vars) if self.env_vars else None,
+            disk_size=disk_size,
+            vcpus=vcpus,
+            memory=memory,
+            env_vars=self.env_vars or None,  # type: ignore[arg-type]
             team_id=self.team_id or None,
             max_price=wish.max_price,
         )
@@ -375,8 +631,18 @@ class PrimeCreatePodOperator(BaseOperator):
 
     def _wait_here(self, pod: Pod, deadline: float) -> dict[str, Any]:
         """The sensor's wait in this worker: one :class:`PodWait` step per answer or error."""
-        wait = PodWait([pod.id], self.requirements, self.log, deadline=deadline)
+        # answered: the create or the lookup just got a good answer from the API, so a lone bad
+        # status answer is trouble for a grace, not a verdict that deletes the pod.
+        wait = PodWait(
+            [pod.id],
+            self.requirements,
+            self.log,
+            deadline=deadline,
+            answered=True,
+            poll_interval=self.poll_interval,
+        )
         while True:
+            self._raise_if_killed(pod.id)
             try:
                 statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
             except PrimeError as exc:
@@ -393,54 +659,126 @@ class PrimeCreatePodOperator(BaseOperator):
 
     # -- clean-up ----------------------------------------------------------------------------
 
+    def _raise_if_killed(self, what: str) -> None:
+        """After ``on_kill`` the task goes on where the signal interrupted it: stop it here."""
+        if self._killed is not None:
+            self._forget_records_left()
+            raise AirflowException(f"Pod {what}: stopped, {self._killed}; nothing more is created")
+
+    def _forget_records_left(self) -> None:
+        """Delete the ownership records of the pods ``on_kill`` deleted (outside the handler)."""
+        for pod_id in sorted(self._records_left):
+            self._forget_record(pod_id)
+        self._records_left.clear()
+
     @contextlib.contextmanager
     def _delete_on_failure(self) -> Iterator[None]:
         try:
             yield
         except BaseException as exc:
-            self._delete_owned(f"{type(exc).__name__}: {exc}")
+            self._forget_records_left()
+            bounded = self._killed is not None or not isinstance(exc, Exception)
+            self._delete_owned(
+                f"{type(exc).__name__}: {exc}", deadline=time.time() + ON_KILL_BUDGET if bounded else None
+            )
             raise
 
-    def _delete_owned(self, why: str) -> None:
-        """Delete the pod if this task owns it and is to clean up; never raises (the cause matters more)."""
+    def _delete_owned(self, why: str, deadline: float | None = None) -> None:
+        """Delete the pod if this task is to clean it up; never raises (the cause matters more)."""
         pod_id = self._pod_id
-        if pod_id is None or self._deleted:
+        if pod_id is None or pod_id in self._deleted:
             return
-        if not (self._owned and self.terminate_on_failure):
-            self.log.warning("Leaving pod %s running (%s): %s", pod_id, self._why_kept(), why)
+        if not self._deletes():
+            self.log.warning("Leaving pod %s running (%s): %s", pod_id, self._fate(), why)
             return
-        self._deleted = True
-        self.log.warning("Deleting pod %s: the task did not succeed (%s)", pod_id, why)
-        try:
-            self.hook.delete_pod(pod_id)
-        except Exception as exc:
-            self.log.error("Could not delete pod %s (a teardown or the reaper must): %s", pod_id, exc)
+        self._delete_pod(pod_id, f"the task did not succeed ({why})", deadline)
 
-    def _delete_by_name(self, name: str) -> None:
+    def _delete_pod(self, pod_id: str, why: str, deadline: float | None = None) -> bool:
+        """Delete one pod of this task's name, and its ownership record; never raises."""
+        if pod_id in self._deleted:
+            return True
+        self._deleted.add(pod_id)
+        self.log.warning("Deleting pod %s (name %s): %s", pod_id, self._name, why)
+        try:
+            self.hook.delete_pod(pod_id, deadline=deadline)
+        except Exception as exc:
+            self._deleted.discard(pod_id)  # a later path (the failure after on_kill) may try again
+            self.log.error("Could not delete pod %s: %s. %s", pod_id, exc, self._backstop("pod " + pod_id))
+            return False
+        if self._in_on_kill:
+            self._records_left.add(pod_id)
+        else:
+            self._forget_record(pod_id)
+        return True
+
+    def _forget_record(self, pod_id: str | None) -> None:
+        """Delete the ownership record of this task's user-given name if it names ``pod_id`` (or none)."""
+        if self._derived or self._name is None or self._me is None:
+            return
+        with self._logged("could not delete the ownership record of " + self._name):
+            record = self.owner_records.get(self._deployment, self._name)
+            if record is not None and record.same_task_instance(self._me) and record.pod_id in (None, pod_id):
+                self.owner_records.delete(self._deployment, self._name)
+
+    def _backstop(self, what: str) -> str:
+        """Who can still delete ``what`` now that this task could not; it promises nothing unsure."""
+        dag_id = self._me.dag_id if self._me is not None else "this DAG"
+        yourself = f"delete it yourself (prime pods list / prime pods terminate): {what}"
+        if self._derived or (self._owned and self.terminate_on_failure):
+            return (
+                f"It bills until the reaper (PrimeReapPodsOperator, if it runs with {dag_id!r} in its "
+                f"dag_ids) deletes it once this task instance has ended, or until you {yourself}"
+            )
+        return f"Nothing else will delete it: {yourself}"
+
+    def _delete_by_name(self, name: str, why: str, deadline: float | None = None) -> None:
+        """Delete every live pod of ``name`` that is this task instance's own, each reported."""
         if not self.terminate_on_failure:
             return
-        with contextlib.suppress(Exception):
-            for pod in self.hook.find_pods_by_name(name):
-                if pod.status not in GONE_STATES:
-                    self._pod_id, self._owned = pod.id, True
-                    self._delete_owned("its create call failed")
+
+        def lookup() -> list[Pod]:
+            return self.hook.find_pods_by_name(name)
+
+        try:
+            pods = lookup() if deadline is None else within(deadline, lookup)
+        except Exception as exc:
+            backstop = self._backstop("the pods named " + name)
+            self.log.error("Could not look up the pods named %s (%s): %s. %s", name, why, exc, backstop)
+            return
+        for pod in pods:
+            if pod.status not in GONE_STATES and pod.id not in self._foreign:
+                self._delete_pod(pod.id, why, deadline)
 
     def _recall_pod(self, context: Context) -> None:
-        """After ``__fail__``: the pod id from this try's XCom, its ownership from the pod itself."""
+        """After ``__fail__``: this try's pod id and ownership from XCom (the name's rules without it)."""
         ti = context["ti"]
         pod_id = ti.xcom_pull(task_ids=ti.task_id, key=POD_ID_KEY, map_indexes=ti.map_index)
         if not isinstance(pod_id, str):
             return
         self._pod_id = pod_id
+        verdict = ti.xcom_pull(task_ids=ti.task_id, key=POD_OWNED_KEY, map_indexes=ti.map_index)
+        if isinstance(verdict, Mapping) and isinstance(verdict.get(pod_id), bool):
+            self._owned = bool(verdict[pod_id])
+        with self._logged("could not tell the name and ownership record of pod " + pod_id):
+            self._know_task_instance(context)
+            self._pod_name(context)
+            if isinstance(verdict, Mapping) and isinstance(verdict.get(pod_id), bool):
+                return
+            record = self._record()  # an XCom written before this version: the name's rules
+            self._owned = self._derived or (
+                record is not None
+                and self._me is not None
+                and record.same_task_instance(self._me)
+                and record.pod_id in (None, pod_id)
+            )
+
+    @contextlib.contextmanager
+    def _logged(self, what: str) -> Iterator[None]:
+        """Log, not raise, an error of the bookkeeping around the pod (the pod matters more)."""
         try:
-            pod = self.hook.get_pod(pod_id)
-        except PrimeNotFoundError:
-            self._deleted = True  # gone already
-            return
-        except Exception:  # cannot look: decide from the name alone
-            self._owned = self.name is None and self._request_name() is None
-            return
-        self._owned = self._owns(pod, pod.name or "", context)
+            yield
+        except Exception as exc:
+            self.log.error("%s: %s", what, exc)
 
 
 def with_price(
@@ -468,6 +806,24 @@ def collect_pod_ids(value: Any) -> list[str]:
     return validate_pod_ids(value)
 
 
+def borrowed_pods(ti: Any, task_ids: list[str]) -> set[str]:
+    """The pods that the creates among ``task_ids`` reported as borrowed (and none as its own).
+
+    Reads their ``pod_owned`` XComs, every map index of each (Airflow's ``xcom_pull`` with a list
+    of task ids and no ``map_indexes``); tasks that pushed none count for nothing.
+    """
+    if not task_ids:
+        return set()
+    verdicts = ti.xcom_pull(task_ids=task_ids, key=POD_OWNED_KEY)
+    owned: dict[str, bool] = {}
+    for verdict in verdicts if isinstance(verdicts, list) else [verdicts]:
+        if isinstance(verdict, Mapping):
+            for pod_id, own in verdict.items():
+                if isinstance(pod_id, str) and isinstance(own, bool):
+                    owned[pod_id] = owned.get(pod_id, False) or own
+    return {pod_id for pod_id, own in owned.items() if not own}
+
+
 class PrimeTerminatePodOperator(BaseOperator):
     """Delete pods, wait until they are gone, and report what each one cost.
 
@@ -477,10 +833,21 @@ class PrimeTerminatePodOperator(BaseOperator):
 
         create >> train >> terminate.as_teardown(setups=create)
 
+    **Borrowed pods are kept.** A create that only adopted a user-named pod it does not own
+    publishes ``{pod_id: False}`` in XCom (key ``pod_owned``); this operator reads that key from its
+    upstream tasks (a create it takes ``pod_ids`` from, or a setup, is upstream) and keeps those pods
+    unless ``terminate_borrowed=True``. A plain id with no such verdict upstream is deleted: you
+    handed it over.
+
+    **Nothing to do must be said.** ``pod_ids`` that renders to ``None``, or to entries without any
+    id, fails the task (an upstream create that pushed no pod id is a bug to see, not a success);
+    an explicit empty list terminates nothing and succeeds.
+
     Returns and logs, per pod: ``{"name", "status", "created_at", "terminated_at", "hours",
     "price_hr", "cost"}`` (cost = ``priceHr`` times hours from creation to termination, ``None`` when
     the API did not say). Fails, after trying every pod, if one could not be deleted.
 
+    :param terminate_borrowed: also delete pods an upstream create reported as borrowed.
     :param wait_for_termination: wait until each pod is ``TERMINATED`` or gone (default).
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     """
@@ -493,6 +860,7 @@ class PrimeTerminatePodOperator(BaseOperator):
         *,
         pod_ids: Any,
         prime_conn_id: str = PrimeHook.default_conn_name,
+        terminate_borrowed: bool = False,
         wait_for_termination: bool = True,
         poll_interval: timedelta | float = DEFAULT_TERMINATION_INTERVAL,
         timeout: timedelta | float = DEFAULT_TERMINATION_TIMEOUT,
@@ -502,6 +870,7 @@ class PrimeTerminatePodOperator(BaseOperator):
         super().__init__(**kwargs)
         self.pod_ids = pod_ids
         self.prime_conn_id = prime_conn_id
+        self.terminate_borrowed = terminate_borrowed
         self.wait_for_termination = wait_for_termination
         self.poll_interval = seconds(poll_interval)
         self.timeout = seconds(timeout)
@@ -511,10 +880,24 @@ class PrimeTerminatePodOperator(BaseOperator):
     def hook(self) -> PrimeHook:
         return PrimeHook(prime_conn_id=self.prime_conn_id)
 
+    @cached_property
+    def owner_records(self) -> OwnerRecords:
+        """Where the ownership records of user-named pods are kept (deleted with their pods)."""
+        return VariableOwnerRecords()
+
     def execute(self, context: Context) -> Any:
         pod_ids = collect_pod_ids(self.pod_ids)
         if not pod_ids:
-            self.log.info("No pods to terminate")
+            if isinstance(self.pod_ids, (list, tuple)) and not self.pod_ids:
+                self.log.info("No pods to terminate: pod_ids is an empty list")
+                return {}
+            raise PrimeConfigError(
+                f"pod_ids is {self.pod_ids!r}: no pod id to terminate. An upstream create that pushed no "
+                "pod id, or a template that renders to nothing, would leave its pod billing; check what "
+                "pod_ids refers to (pass pod_ids=[] to terminate nothing on purpose)"
+            )
+        pod_ids = self._without_borrowed(pod_ids, context)
+        if not pod_ids:
             return {}
         before: dict[str, dict[str, Any]] = {}
         failures: list[str] = []
@@ -553,6 +936,19 @@ class PrimeTerminatePodOperator(BaseOperator):
             failures.append(parsed["message"])
         return self._report(dict(before or {}), parsed["pods"], failures)
 
+    def _without_borrowed(self, pod_ids: list[str], context: Context) -> list[str]:
+        """``pod_ids`` less the pods an upstream create reported as borrowed (each one logged)."""
+        if self.terminate_borrowed:
+            return pod_ids
+        borrowed = borrowed_pods(context["ti"], sorted(self.upstream_task_ids))
+        for pod_id in [p for p in pod_ids if p in borrowed]:
+            self.log.info(
+                "Keeping pod %s: the create that used it only borrowed it (a user-named pod that is not "
+                "its own); terminate_borrowed=True would delete it",
+                pod_id,
+            )
+        return [p for p in pod_ids if p not in borrowed]
+
     def _delete(self, pod_id: str) -> dict[str, Any]:
         """Delete one pod (gone already is fine); what is known of it beforehand."""
         try:
@@ -563,6 +959,7 @@ class PrimeTerminatePodOperator(BaseOperator):
         if pod.status != PodState.TERMINATED.value:
             self.hook.delete_pod(pod_id)
             self.log.info("Deleted pod %s (%s, was %s)", pod_id, pod.name, pod.status)
+        self._forget_record(pod)
         return {
             "name": pod.name,
             "status": pod.status,
@@ -570,6 +967,18 @@ class PrimeTerminatePodOperator(BaseOperator):
             "terminated_at": pod.terminated_at,
             "price_hr": pod.price_hr,
         }
+
+    def _forget_record(self, pod: Pod) -> None:
+        """Delete the ownership record of a deleted user-named pod (it names that pod, or none yet)."""
+        if not pod.name or parse_derived_name(pod.name) is not None:
+            return
+        try:
+            deployment = deployment_id()
+            record = self.owner_records.get(deployment, pod.name)
+            if record is not None and record.pod_id in (None, pod.id):
+                self.owner_records.delete(deployment, pod.name)
+        except Exception as exc:
+            self.log.error("Could not delete the ownership record of pod %s (%s): %s", pod.id, pod.name, exc)
 
     def _wait_here(self, pod_ids: list[str]) -> dict[str, dict[str, Any]]:
         deadline = time.time() + self.timeout

@@ -179,9 +179,10 @@ class PodStatusSensor(BaseSensorOperator):
             now = time.time()
             if now >= wait.deadline:  # our own timeout, so that it says what each pod still lacked
                 self._fail(AirflowSensorTimeout(wait.timeout_message()))
-            if wait.first_answer_by is None or not self._holding_for_first_answer():
+            if not self._holding(wait):
                 break
-            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now, wait.first_answer_by - now)))
+            first_answer_by = wait.first_answer_by if wait.first_answer_by is not None else wait.deadline
+            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now, first_answer_by - now)))
         if self.deferrable:
             self._defer(wait)
         return False
@@ -211,7 +212,7 @@ class PodStatusSensor(BaseSensorOperator):
             first_poke_at = context["ti"].get_first_reschedule_date(context)
         started = first_poke_at.timestamp() if first_poke_at else time.time()
         # A rescheduled poke exists only because an earlier one had an answer (see poke), so only
-        # the first poke of a wait is bound to get one in time.
+        # the first poke of a wait is bound to get one in time, and the others count as answered.
         bound = self.unreachable_timeout if first_poke_at is None else None
         return PodWait(
             pod_ids,
@@ -221,6 +222,8 @@ class PodStatusSensor(BaseSensorOperator):
             api=describe_api(self.hook.get_settings().base_url, self.prime_conn_id),
             missing_since=dict.fromkeys(pod_ids, started) if first_poke_at else None,
             first_answer_by=None if bound is None else started + bound,
+            answered=first_poke_at is not None,
+            poll_interval=self.poke_interval,
         )
 
     def _check(self, wait: PodWait) -> Step:
@@ -234,15 +237,20 @@ class PodStatusSensor(BaseSensorOperator):
             return wait.trouble(exc, time.time())
         return wait.answer({s.pod_id: s for s in statuses}, time.time())
 
-    def _holding_for_first_answer(self) -> bool:
-        """Reschedule mode keeps its first poke (and the worker slot) until the API has answered once.
+    def _holding(self, wait: PodWait) -> bool:
+        """Reschedule mode keeps its poke (and the worker slot) until the API has answered once, and
+        through a stretch of refusals or garbled answers after good ones.
 
         Each rescheduled poke is a new process and Airflow clears a task's XComs at every one, so
-        nothing would tell a later poke whether the wait ever had an answer. Holding the first poke
-        makes it a fact: every rescheduled poke follows an answer, and only the first poke can
-        fail for never reaching the API (after ``unreachable_timeout``).
+        nothing would tell a later poke whether the wait ever had an answer, or since when the API
+        has refused it. Holding the poke makes both facts: every rescheduled poke follows an
+        answer, only the first poke can fail for never reaching the API (after
+        ``unreachable_timeout``), and refusals fail the wait once they outlast the grace of
+        :meth:`~airflow_provider_prime.readiness.PodWait.trouble` (not never).
         """
-        return self.reschedule and not self.deferrable
+        if not self.reschedule or self.deferrable:
+            return False
+        return wait.first_answer_by is not None or wait.refusing
 
     def _defer(self, wait: PodWait) -> NoReturn:
         now = time.time()
@@ -254,6 +262,7 @@ class PodStatusSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 missing_since=wait.missing_since,
                 first_answer_by=wait.first_answer_by,
+                answered=wait.answered,
                 not_before=first_poll_after_deferral(self.poke_interval),
                 **self.requirements.to_kwargs(),
             ),

@@ -1,12 +1,18 @@
 """Triggers of the pod lifecycle operators: the readiness wait of a pod the task owns, and the end.
 
 :class:`OwnedPodTrigger` is :class:`~airflow_provider_prime.triggers.pod_status.PodStatusTrigger`
-(the same shared poller, readiness rules and events) plus one thing: when a user marks the
-deferred task failed, clears it or marks it successful, Airflow 3.3 calls the trigger's
-``on_kill`` and the pod is deleted there. Airflow 3.1 and 3.2 have no such hook and delete nothing
-(the teardown and the reaper cover that path; see ``docs/lifecycle.md``). ``cleanup`` is not
-touched: it also runs when a triggerer restarts or hands the trigger to another one, and the pod
-must live on then.
+(the same shared poller, readiness rules and events) plus one thing: Airflow 3.3 calls a trigger's
+``on_kill`` when the triggerer drops it with its "user action" cancel, and the pod may be deleted
+there. That cancel comes after a user marks the deferred task failed or successful or clears it,
+but also when a live triggerer whose heartbeat went stale loses its triggers to another one, which
+goes on waiting. So ``on_kill`` first asks Airflow about its own task instance
+(:mod:`airflow_provider_prime.triggers.task_state`) and deletes only when Airflow says the wait was
+stopped (failed, cleared, up for retry...); while the task instance is still deferred, resumed,
+successful, or when no answer can be had, the pod is kept and the reaper is the backstop. The
+delete itself is one short attempt per pod, all at once, well within Airflow's
+``[triggerer] on_kill_timeout``. Airflow 3.1 and 3.2 never call ``on_kill`` (the teardown and the
+reaper cover that path; see ``docs/lifecycle.md``). ``cleanup`` is not touched: it also runs when a
+triggerer restarts or hands the trigger to another one, and the pod must live on then.
 
 :class:`PodTerminationTrigger` waits until deleted pods are ``TERMINATED`` or gone, for
 :class:`~airflow_provider_prime.operators.pod.PrimeTerminatePodOperator` in deferrable mode.
@@ -27,20 +33,42 @@ from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodState
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.task_state import ask_own_state
 
-#: Seconds an ``on_kill`` deletion may take; Airflow 3.3 gives ``on_kill`` 30 s by default.
-ON_KILL_TIMEOUT = 20.0
+#: Seconds ``on_kill`` waits for Airflow's answer about the task instance, at most. The triggerer's
+#: supervisor starts its in-process API server on the first request that needs it: 5 s and more
+#: on a loaded machine (seen in the end-to-end test, where the answer came after 5.2 s).
+STATE_QUESTION_TIMEOUT = 12.0
+#: Seconds the one delete attempt of each pod in ``on_kill`` may take, at most (all pods at once).
+ON_KILL_DELETE_TIMEOUT = 8.0
+#: Airflow 3.3's default ``[triggerer] on_kill_timeout``: the whole ``on_kill`` must end within it.
+DEFAULT_ON_KILL_TIMEOUT = 30.0
+
+
+def on_kill_budget() -> tuple[float, float]:
+    """Seconds for the question to Airflow and for the deletes: together two thirds of
+    ``[triggerer] on_kill_timeout`` at most (12 s + 8 s of the default 30 s).
+
+    A deployment that lowers ``on_kill_timeout`` below 30 s gets proportionally shorter bounds, so
+    Airflow never cancels ``on_kill`` midway.
+    """
+    from airflow.configuration import conf
+
+    limit = conf.getfloat("triggerer", "on_kill_timeout", fallback=DEFAULT_ON_KILL_TIMEOUT)
+    return min(STATE_QUESTION_TIMEOUT, limit * 0.4), min(ON_KILL_DELETE_TIMEOUT, limit * 0.25)
 
 
 class OwnedPodTrigger(PodStatusTrigger):
-    """Wait for pods this task owns; delete them when a user kills the deferred task (Airflow 3.3).
+    """Wait for pods this task owns; delete them when a user stops the deferred task (Airflow 3.3).
 
-    :param terminate_on_kill: delete the pods in ``on_kill``; the operator sets it only for pods it
-        owns and when ``terminate_on_failure`` is on. Every other argument is the status trigger's.
+    :param terminate_on_kill: delete the pods in ``on_kill`` (when Airflow confirms the task was
+        stopped); the operator sets it only for pods it owns and when ``terminate_on_failure`` is
+        on. Every other argument is the status trigger's; ``answered`` defaults to True, since the
+        API has just created (or shown) the pod with this connection.
     """
 
-    def __init__(self, *, terminate_on_kill: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, terminate_on_kill: bool = True, answered: bool = True, **kwargs: Any) -> None:
+        super().__init__(answered=answered, **kwargs)
         self.terminate_on_kill = bool(terminate_on_kill)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -48,16 +76,69 @@ class OwnedPodTrigger(PodStatusTrigger):
         return classpath, {**kwargs, "terminate_on_kill": self.terminate_on_kill}
 
     async def on_kill(self) -> None:
-        """Delete the pods: the user stopped the task that owns them (never called on a restart)."""
+        """Delete the pods if Airflow says the task was stopped; keep them if it is still waiting.
+
+        Airflow 3.3 repeats its cancel at every sync of the triggerer with its supervisor (about
+        once a second) until the trigger has ended, and a cancel that reaches ``on_kill`` ends it
+        silently. So the work runs in a task of its own, bounded by :func:`on_kill_budget`, and
+        ``on_kill`` waits for it through those repeated cancels. Never raises: whatever goes wrong
+        is logged with what the backstop must do.
+        """
         if not self.terminate_on_kill:
             return
-        hook = PrimeHook(self.prime_conn_id)
-        for pod_id in self.pod_ids:
-            self.log.warning("Task killed by a user while waiting: deleting its pod %s", pod_id)
+        work = asyncio.ensure_future(self._stop_pods())
+        while True:
             try:
-                await asyncio.wait_for(hook.adelete_pod(pod_id), ON_KILL_TIMEOUT)
-            except Exception as exc:  # logged, never raised: Airflow would only log it less clearly
-                self.log.error("Could not delete pod %s (the reaper will): %s", pod_id, exc)
+                await asyncio.shield(work)
+                return
+            except asyncio.CancelledError:
+                if work.done():
+                    raise
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+                if uncancel is not None:
+                    uncancel()
+
+    async def _stop_pods(self) -> None:
+        ask_for, delete_for = on_kill_budget()
+        task_instance = getattr(self, "task_instance", None)
+        state = await ask_own_state(task_instance, timeout=ask_for)
+        pods = ", ".join(self.pod_ids)
+        if not state.stopped:
+            spare = self.log.info if state.known else self.log.warning
+            spare(
+                "Trigger cancelled while its task is not stopped (Airflow: %s): keeping pod(s) %s. "
+                "A trigger that moved to another triggerer is cancelled here and goes on waiting there; "
+                "a resumed or new try uses the pod. Should nothing use it again, the teardown or the "
+                "reaper (the backstop) must delete it.",
+                state.said,
+                pods,
+            )
+            return
+        self.log.warning("Task stopped while waiting (Airflow: %s): deleting pod(s) %s", state.said, pods)
+        hook = PrimeHook(self.prime_conn_id)
+        await asyncio.gather(*(self._delete(hook, pod_id, delete_for) for pod_id in self.pod_ids))
+
+    async def _delete(self, hook: PrimeHook, pod_id: str, seconds: float) -> None:
+        """One bounded delete attempt; its failure is logged for the reaper, never raised."""
+        try:
+            # The hook's deadline bounds retries and timeouts; wait_for also bounds the connection
+            # lookup before the request, and a hook that overran its deadline.
+            await asyncio.wait_for(hook.adelete_pod(pod_id, deadline=time.time() + seconds), seconds + 1.0)
+        except Exception as exc:  # logged, never raised: Airflow would only log it less clearly
+            self.log.error(
+                "Could not delete pod %s within %.0f s: %s. It bills until the reaper (the backstop) "
+                "deletes it; run the maintenance DAG or delete it by hand.",
+                pod_id,
+                seconds,
+                describe_error(exc),
+            )
+        else:
+            self.log.info("Deleted pod %s", pod_id)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``str(exc)``, or the class name for errors that say nothing (a bare ``TimeoutError``)."""
+    return str(exc) or type(exc).__name__
 
 
 class PodTerminationTrigger(BaseTrigger):
@@ -107,7 +188,7 @@ class PodTerminationTrigger(BaseTrigger):
         hook = PrimeHook(self.prime_conn_id)
         ends: dict[str, dict[str, Any]] = {}
         if self.not_before is not None:
-            await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
+            await _sleep(max(0.0, min(self.not_before, self.deadline) - _now()))
         while True:
             for pod_id in [p for p in self.pod_ids if p not in ends or not ends[p]["final"]]:
                 try:
@@ -120,10 +201,16 @@ class PodTerminationTrigger(BaseTrigger):
                     self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
             if all(ends.get(p, {}).get("final") for p in self.pod_ids):
                 return dict(events.build_success(ends, "every pod terminated"))
-            if time.time() + self.poll_interval > self.deadline:
+            now = _now()
+            if now >= self.deadline:  # the last check was made at the deadline, not an interval before
                 waiting = ", ".join(p for p in self.pod_ids if not ends.get(p, {}).get("final"))
                 return dict(events.build_timeout(f"pods not terminated in time: {waiting}", ends))
-            await asyncio.sleep(self.poll_interval)
+            await _sleep(min(self.poll_interval, self.deadline - now))
+
+
+#: The termination wait's clock and sleep (module names, so a test can run it on a manual clock).
+_now = time.time
+_sleep = asyncio.sleep
 
 
 def termination_state(pod: Any) -> dict[str, Any]:

@@ -4,9 +4,10 @@ It runs in the triggerer, waits on the shared poller of its connection (one requ
 for all the pods of all waiting triggers, see :mod:`airflow_provider_prime.triggers.polling`),
 takes every answer through :class:`airflow_provider_prime.readiness.PodWait` (the very step the
 sensor's ``poke`` takes) and fires exactly one event of :mod:`airflow_provider_prime.events`:
-``success`` with the handover, ``failed`` (a pod failed, the API refused the key or the request,
-or it never answered within ``first_answer_by``: no waiting can fix any of these) or ``timeout``
-once the absolute ``deadline`` passes.
+``success`` with the handover, ``failed`` (a pod failed; the API refused the key or the request
+before any good answer, or kept refusing it past the grace after good answers; or it never
+answered within ``first_answer_by``) or ``timeout`` once the absolute ``deadline`` passes. A
+failed request is one answer for every wait on the poller, never a verdict on each pod.
 
 A wait can also start here without a worker (``start_from_trigger``, Airflow 3.3+): the sensor's
 ``start_trigger_args`` then give ``pod_ids`` as the DAG wrote them, its ``timeout`` and no
@@ -113,6 +114,11 @@ class PodStatusTrigger(BaseTrigger):
     :param first_answer_by: epoch second by which the API must have answered this wait once;
         ``None`` when it has already (or for no such bound). Set by the sensor from its
         ``unreachable_timeout``; past it, a wait that never got an answer fails.
+    :param answered: the API has already given this wait a good answer (the sensor's first check,
+        the create operator's create). A refusal or a garbled answer of the shared status request
+        is then trouble to ride out for a grace period
+        (:func:`~airflow_provider_prime.readiness.trouble_grace`), not a verdict on the pods: it
+        would otherwise fail every wait of the poller at once.
     :param not_before: epoch second before which the trigger does not poll. The sensor sets it to
         one poke interval after its own check (:func:`first_poll_after_deferral`, at least
         :data:`SETTLE_AFTER_DEFERRAL`): nothing new is due before then, and a trigger that
@@ -136,6 +142,7 @@ class PodStatusTrigger(BaseTrigger):
         not_before: float | None = None,
         timeout: float | None = None,
         unreachable_timeout: float | None = None,
+        answered: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.starts_here = deadline is None
@@ -154,6 +161,7 @@ class PodStatusTrigger(BaseTrigger):
         self.missing_since = {str(k): float(v) for k, v in (missing_since or {}).items()}
         self.first_answer_by = None if first_answer_by is None else float(first_answer_by)
         self.not_before = None if not_before is None else float(not_before)
+        self.answered = bool(answered)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain values only; the API key is looked up again by :meth:`run`."""
@@ -168,6 +176,7 @@ class PodStatusTrigger(BaseTrigger):
                 "missing_since": dict(self.missing_since),
                 "first_answer_by": self.first_answer_by,
                 "not_before": self.not_before,
+                "answered": self.answered,
                 **self._start_kwargs(),
             },
         )
@@ -244,5 +253,7 @@ class PodStatusTrigger(BaseTrigger):
             api=api,
             missing_since=self.missing_since,
             first_answer_by=self.first_answer_by,
+            answered=self.answered,
+            poll_interval=self.poll_interval,
             log_ready=False,  # the sensor logs it when it resumes, Airflow logs the event
         )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from airflow.sdk.definitions._internal.types import NOTSET
 
+from airflow_provider_prime.operators import pod as pod_module
+from airflow_provider_prime.operators.ownership import MemoryOwnerRecords
 from airflow_provider_prime.testing import CreateLifecycle, PodScript, PrimeSimulator, Scenario
 from tests.simulated import connect, logs
 
@@ -16,7 +20,7 @@ try:
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import TaskDeferralTimeout, TaskDeferred  # type: ignore[attr-defined,no-redef]
 
-__all__ = ["TaskDeferralTimeout", "TaskDeferred", "connect", "logs"]
+__all__ = ["TaskDeferralTimeout", "TaskDeferred", "connect", "logs", "owner_records"]
 
 #: Created pods: ACTIVE after 1 pod second, installed after 2, gone 0.5 s after a DELETE.
 FAST_BOOT = CreateLifecycle(active_after=1.0, installed_after=2.0, deleting_for=0.5)
@@ -24,32 +28,83 @@ FAST_BOOT = CreateLifecycle(active_after=1.0, installed_after=2.0, deleting_for=
 SLOW_BOOT = CreateLifecycle(active_after=1.0, installed_after=36_000.0, deleting_for=0.5)
 
 
+class XComs:
+    """One DAG run's XComs as Airflow keeps them: ``(task_id, map_index, key) -> value``."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, int, str], Any] = {}
+
+
 class TaskInstance:
-    """The task instance a context hands an operator: its identity and an XCom store."""
+    """The task instance a context hands an operator: its identity and its run's XComs.
+
+    ``xcom_pull`` follows the Task SDK's rules (``RuntimeTaskInstance.xcom_pull``): one task id and
+    no ``map_indexes`` gives that task's value for this map index; a list of task ids without
+    ``map_indexes`` gives every map index's value of each, ``None`` for a task that has none.
+    """
 
     def __init__(
-        self, dag_id: str = "train_dag", run_id: str = "manual__1", task_id: str = "create_pod"
+        self,
+        dag_id: str = "train_dag",
+        run_id: str = "manual__1",
+        task_id: str = "create_pod",
+        map_index: int = -1,
+        xcoms: XComs | None = None,
     ) -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index = dag_id, run_id, task_id, -1
+        self.dag_id, self.run_id, self.task_id, self.map_index = dag_id, run_id, task_id, map_index
         self.try_number = 1
-        self.xcom: dict[str, Any] = {}
+        self.xcoms = xcoms if xcoms is not None else XComs()
+
+    @property
+    def xcom(self) -> dict[str, Any]:
+        """This task instance's own XComs by key."""
+        mine = (self.task_id, self.map_index)
+        return {
+            key: value for (task, index, key), value in self.xcoms.values.items() if (task, index) == mine
+        }
 
     def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
+        self.xcoms.values[(self.task_id, self.map_index, key)] = value
 
-    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **kwargs: Any) -> Any:
-        return self.xcom.get(key)
+    def xcom_pull(
+        self,
+        task_ids: str | list[str] | None = None,
+        key: str = "return_value",
+        *,
+        map_indexes: Any = NOTSET,
+        default: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        values = self.xcoms.values
+        if isinstance(task_ids, (list, tuple)) and map_indexes is NOTSET:
+            found: list[Any] = []
+            for task in task_ids:
+                per_index = [v for (t, _, k), v in sorted(values.items(), key=str) if t == task and k == key]
+                found.extend(per_index or [None])
+            return found
+        task = self.task_id if task_ids is None else task_ids
+        index = self.map_index if map_indexes is NOTSET or map_indexes is None else map_indexes
+        return values.get((str(task), int(index), key), default)
 
 
 class DagRun:
     def __init__(self, start_date: datetime) -> None:
         self.start_date = start_date
+        self.conf: dict[str, Any] = {}
 
 
 def make_context(ti: TaskInstance | None = None, started: datetime | None = None) -> dict[str, Any]:
     """A context as the operators read it: ``ti`` and ``dag_run`` (started a minute ago by default)."""
     started = started or datetime.now(timezone.utc) - timedelta(minutes=1)
     return {"ti": ti or TaskInstance(), "dag_run": DagRun(started)}
+
+
+@pytest.fixture(autouse=True)
+def owner_records(monkeypatch: pytest.MonkeyPatch) -> MemoryOwnerRecords:
+    """The ownership records every operator of the test reads and writes (Variables need a task)."""
+    records = MemoryOwnerRecords()
+    monkeypatch.setattr(pod_module, "VariableOwnerRecords", lambda: records, raising=False)
+    return records
 
 
 @pytest.fixture
@@ -78,3 +133,13 @@ def account(sim: PrimeSimulator) -> dict[str, Any]:
 
 def billing_pods(sim: PrimeSimulator) -> list[str]:
     return [pod_id for pod_id, pod in account(sim)["pods"].items() if pod["billing"]]
+
+
+def billing_after_deletes(sim: PrimeSimulator, within: float = 10.0) -> list[str]:
+    """The pods still billing once deleted ones have had time to terminate (DELETING lasts a moment)."""
+    end = time.monotonic() + within
+    while (pods := billing_pods(sim)) and time.monotonic() < end:
+        if all(account(sim)["pods"][pod_id]["deleted"] is False for pod_id in pods):
+            return pods  # nothing is on its way out: no reason to wait
+        time.sleep(0.05)
+    return pods

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from airflow_provider_prime.exceptions import (
 )
 from airflow_provider_prime.operators.pod import DEFERRAL_GRACE, PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
-from airflow_provider_prime.testing import CreateLifecycle, Fault
+from airflow_provider_prime.testing import CreateLifecycle, Fault, provisioned_pod, ready_pod
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
 from tests.operators.conftest import (
     SLOW_BOOT,
@@ -28,10 +27,12 @@ from tests.operators.conftest import (
     TaskDeferred,
     TaskInstance,
     account,
+    billing_after_deletes,
     billing_pods,
     make_context,
 )
 from tests.simulated import connection_env
+from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
@@ -90,12 +91,13 @@ def test_a_retry_adopts_the_pod_of_the_first_try(lifecycle_sim):
     assert account(sim)["created"] == {NAME: 1}
 
 
-def test_if_exists_fail_refuses_a_live_pod_of_that_name(lifecycle_sim):
+def test_if_exists_fail_refuses_a_live_pod_of_that_name_that_is_not_its_own(lifecycle_sim):
     sim = lifecycle_sim(SLOW_BOOT)
-    create(wait_for_ready=False).execute(make_context())
-    with pytest.raises(PrimeConfigError, match=NAME):
-        create(if_exists="fail").execute(make_context())
-    assert account(sim)["created"] == {NAME: 1}
+    sim.add_pod(ready_pod("pod-theirs", ready_at=0.0, name="shared-box"))
+    with pytest.raises(PrimeConfigError, match=r"shared-box.*pod-theirs.*not this task instance's"):
+        create(name="shared-box", if_exists="fail").execute(make_context())
+    assert account(sim)["created"] == {}
+    assert account(sim)["deleted"] == {}
 
 
 def test_a_full_request_is_created_as_given(lifecycle_sim):
@@ -162,6 +164,27 @@ def test_a_failed_installation_fails_with_the_reason_and_deletes_the_pod(lifecyc
     assert ti.xcom["pod_id"] in account(sim)["pods"]  # pushed before the wait, kept for the record
 
 
+@pytest.mark.parametrize(
+    "bad_answer",
+    [
+        Fault.malformed_json(path="/api/v1/pods/status"),
+        Fault.http_error(401, path="/api/v1/pods/status"),
+        Fault.http_error(404, body_shape="detail", message="Not Found", path="/api/v1/pods/status"),
+    ],
+    ids=["garbled 200", "lone 401", "lone 404"],
+)
+def test_one_bad_status_answer_does_not_fail_the_wait_in_the_worker(lifecycle_sim, bad_answer):
+    """The create just got a good answer; one bad status answer is trouble, not a verdict (before,
+    the worker's wait failed at once and deleted its healthy pod)."""
+    sim = lifecycle_sim()
+    sim.inject(bad_answer)
+    ti = TaskInstance()
+    handover = create().execute(make_context(ti))
+    assert handover[ti.xcom["pod_id"]]["status"] == "ACTIVE"
+    assert account(sim)["deleted"] == {}
+    assert billing_pods(sim) == [ti.xcom["pod_id"]]
+
+
 def test_a_wait_timeout_in_the_worker_deletes_the_pod(lifecycle_sim):
     sim = lifecycle_sim(SLOW_BOOT)
     with pytest.raises(AirflowSensorTimeout):
@@ -179,14 +202,16 @@ def test_terminate_on_failure_false_leaves_the_pod(lifecycle_sim):
 
 def test_a_user_named_pod_from_before_the_run_is_used_but_never_deleted(lifecycle_sim):
     sim = lifecycle_sim(SLOW_BOOT)
-    create(name="shared-box", wait_for_ready=False).execute(make_context())
-    later = make_context(started=datetime.now(timezone.utc) + timedelta(minutes=1))
+    sim.add_pod(
+        provisioned_pod("pod-shared", SLOW_BOOT, name="shared-box")
+    )  # never ready: the wait times out
     with pytest.raises(AirflowSensorTimeout):
-        create(name="shared-box", timeout=0.3).execute(later)
+        create(name="shared-box", timeout=0.3).execute(make_context())
     assert account(sim)["deleted"] == {}
     with pytest.raises(AirflowSensorTimeout):
-        create(name="shared-box", timeout=0.3, terminate_preexisting=True).execute(later)
+        create(name="shared-box", timeout=0.3, terminate_preexisting=True).execute(make_context())
     assert account(sim)["deleted"] == {"shared-box": 1}
+    assert billing_after_deletes(sim) == []
 
 
 def test_on_kill_deletes_the_pod_the_task_owns(lifecycle_sim):
@@ -264,10 +289,11 @@ def test_airflows_own_deferral_timeout_deletes_the_pod(lifecycle_sim):
     assert account(sim)["deleted"] == {NAME: 1}
 
 
-def test_the_triggers_on_kill_deletes_the_pod_and_a_restart_does_not(lifecycle_sim):
+def test_the_triggers_on_kill_deletes_the_pod_and_a_restart_does_not(lifecycle_sim, monkeypatch):
     sim = lifecycle_sim(SLOW_BOOT)
     ti = TaskInstance()
     trigger = deferral(create(deferrable=True), ti).trigger
+    airflow_told(monkeypatch, trigger, TaskInstanceState.FAILED)  # what on_kill asks first (3.3)
 
     async def cancelled_then(kill: bool) -> None:
         task = asyncio.ensure_future(run_trigger_async(trigger))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_prime.events import parse_event
-from airflow_provider_prime.exceptions import PrimeError
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.operators.pod import (
     PrimeCreatePodOperator,
     PrimeTerminatePodOperator,
@@ -108,9 +108,18 @@ def test_pod_ids_come_in_every_shape_a_dag_hands_over(value: Any, ids: list[str]
     assert collect_pod_ids(value) == ids
 
 
-def test_nothing_to_terminate_is_not_an_error(lifecycle_sim):
+def test_an_explicit_empty_list_terminates_nothing_and_succeeds(lifecycle_sim):
     lifecycle_sim()
-    assert terminate([None]).execute(make_context()) == {}
+    assert terminate([]).execute(make_context()) == {}
+
+
+@pytest.mark.parametrize("pod_ids", [None, [None], [None, None]])
+def test_pod_ids_that_give_no_id_fail_with_what_to_check(lifecycle_sim, pod_ids):
+    """Finding 23: ``pod_ids=None`` (an upstream create that pushed nothing) succeeded having done nothing."""
+    sim = lifecycle_sim()
+    with pytest.raises(PrimeConfigError, match=r"no pod id to terminate.*pod_ids=\[\]"):
+        terminate(pod_ids).execute(make_context())
+    assert not sim.stats.log
 
 
 def test_a_pod_that_cannot_be_deleted_fails_the_task_after_the_others_are_deleted(lifecycle_sim):

@@ -9,6 +9,7 @@ from unittest import mock
 
 import pytest
 
+from airflow_provider_prime import readiness
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeConfigError,
@@ -420,3 +421,47 @@ class TestExecuteComplete:
         event = {"status": "failed", "error_type": "PrimePodFailedError", "message": "a: pod is ERROR"}
         with pytest.raises(PrimePodFailedError):
             sensor().resume_execution("execute_complete", {"event": event}, context())
+
+
+class TestRefusalsAfterAnswers:
+    """A refused or garbled status request after good answers is ridden out in every mode (finding 4)."""
+
+    REFUSED = PrimeAuthError("401: the API key was rejected", http_status=401)
+
+    def test_poke_mode_rides_out_a_lone_refusal(self, api):
+        fake = api(PENDING, self.REFUSED, READY)
+        assert set(sensor().execute(context())) == {"a"}
+        assert len(fake.calls) == 3
+
+    def test_poke_mode_fails_when_refusals_outlast_the_grace(self, api, monkeypatch):
+        monkeypatch.setattr(readiness, "MIN_TROUBLE_GRACE", 0.05)
+        api(PENDING, self.REFUSED)
+        with pytest.raises(PrimeAuthError):
+            sensor().execute(context())
+
+    def test_a_rescheduled_poke_holds_through_a_refusal_and_hands_over(self, api):
+        fake = api(self.REFUSED, READY)  # earlier pokes had answers
+        first = datetime.now(timezone.utc) - timedelta(minutes=5)
+        result = sensor(mode="reschedule").poke(context(first_reschedule=first))
+        assert result.is_done
+        assert len(fake.calls) == 2
+
+    def test_a_rescheduled_poke_fails_when_refusals_outlast_the_grace(self, api, monkeypatch):
+        monkeypatch.setattr(readiness, "MIN_TROUBLE_GRACE", 0.05)
+        api(self.REFUSED)
+        first = datetime.now(timezone.utc) - timedelta(minutes=5)
+        with pytest.raises(PrimeAuthError):
+            sensor(mode="reschedule").poke(context(first_reschedule=first))
+
+    def test_the_first_check_refused_fails_at_once_as_a_wrong_key_does(self, api):
+        fake = api(self.REFUSED, READY)
+        with pytest.raises(PrimeAuthError):
+            sensor(mode="reschedule").execute(context())
+        assert len(fake.calls) == 1
+
+    @pytest.mark.parametrize(("first", "answered"), [(PENDING, True), (PrimeTransientError("429"), False)])
+    def test_the_trigger_knows_whether_the_first_check_had_an_answer(self, api, first, answered):
+        api(first)
+        with pytest.raises(TaskDeferred) as caught:
+            sensor(deferrable=True).execute(context())
+        assert caught.value.trigger.answered is answered

@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 
 from airflow_provider_prime import events as events_module
+from airflow_provider_prime import readiness
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeConfigError,
@@ -65,6 +66,7 @@ class TestSerialization:
             missing_since={"b": 1_899_999_999.0},
             first_answer_by=1_899_999_995.0,
             not_before=1_899_999_990.0,
+            answered=True,
         )
         classpath, kwargs = original.serialize()
         module, _, name = classpath.rpartition(".")
@@ -81,7 +83,13 @@ class TestSerialization:
             "missing_since": {"b": 1_899_999_999.0},
             "first_answer_by": 1_899_999_995.0,
             "not_before": 1_899_999_990.0,
+            "answered": True,
         }
+
+    def test_a_trigger_serialized_before_answered_existed_still_loads(self):
+        _, kwargs = trigger(["a"]).serialize()
+        del kwargs["answered"]
+        assert PodStatusTrigger(**kwargs).answered is False
 
     def test_kwargs_are_plain_json_values(self):
         _, kwargs = trigger(["a"]).serialize()
@@ -239,6 +247,29 @@ class TestRun:
             str(error),
         )
         assert len(api.calls) == 1
+
+    async def test_a_lone_refusal_after_answers_fails_no_wait(self, api):
+        api.set(pod("a", status="PROVISIONING"))
+        waiting = asyncio.create_task(the_event(trigger(["a"])))
+        await until(lambda: len(api.calls) >= 1)
+        api.errors.append(PrimeAuthError("401: the API key was rejected", http_status=401))
+        await until(lambda: len(api.calls) >= 3)
+        api.set(pod("a"))
+        assert (await waiting)["status"] == "success"
+
+    @pytest.mark.parametrize("answered", [True, False])
+    async def test_refusals_that_persist_past_the_grace_fail_the_wait(self, api, monkeypatch, answered):
+        monkeypatch.setattr(readiness, "MIN_TROUBLE_GRACE", 0.3)
+        error = PrimeAuthError("401: the API key was revoked", http_status=401)
+        api.errors += [error] * 1000
+        started = time.monotonic()
+        event = await the_event(trigger(["a"], answered=answered))
+        assert (event["status"], event["error_type"]) == ("failed", "PrimeAuthError")
+        if answered:  # handed over after good answers: ridden out for the grace, then failed
+            assert time.monotonic() - started >= 0.3
+            assert len(api.calls) > 2
+        else:  # never an answer: a wrong key, failed at the first refusal
+            assert len(api.calls) == 1
 
     async def test_unusable_connection_fails_with_its_message(self, api):
         problem = PrimeConfigError("Connection 'prime_default' has no API key")

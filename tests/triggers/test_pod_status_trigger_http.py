@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.testing import (
     DEFAULT_INSTALLATION_FAILURE,
     STATUS_PATH,
@@ -21,6 +22,7 @@ from airflow_provider_prime.testing import (
     ready_pod,
     vanishing_pod,
 )
+from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
 from tests.simulated import advance_per_request
@@ -178,3 +180,37 @@ async def test_each_connection_polls_separately(simulator, connect):
     for request in status_requests(sim):
         assert request.pod_ids == (("mine",) if request.api_key == "k-one" else ("theirs",))
     assert set(sim.stats.by_key) == {"k-one", "k-two"}
+
+
+@pytest.mark.parametrize(
+    "bad_answer",
+    [
+        Fault.malformed_json(path=STATUS_PATH),
+        Fault.http_error(401, path=STATUS_PATH),
+        Fault.http_error(404, body_shape="detail", message="Not Found", path=STATUS_PATH),
+    ],
+    ids=["garbled 200", "lone 401", "lone 404"],
+)
+async def test_one_bad_answer_to_the_shared_request_fails_none_of_five_deferred_creates(
+    simulator, connect, bad_answer
+):
+    """Five creates deferred on one poller; its one status request gets one bad answer. Before, all
+    five failed (and each create then deleted its healthy pod); now the poller asks again."""
+    clock = ManualClock()
+    ids = [f"pod-{i}" for i in range(5)]
+    sim = simulator(*(ready_pod(pid, ready_at=6) for pid in ids), clock=clock)
+    connect(sim)
+    sim.inject(bad_answer)
+    waits = [OwnedPodTrigger(pod_ids=[pid], deadline=time.time() + 20, poll_interval=POLL) for pid in ids]
+    async with driven(sim, clock, step=1):
+        results = await asyncio.gather(*(the_event(t) for t in waits))
+    assert [event["status"] for event in results] == ["success"] * 5
+    (struck,) = [r for r in status_requests(sim) if r.note]  # the bad answer was one shared request
+    assert sorted(struck.pod_ids) == ids
+    assert active_pollers() == []
+    assert not [r for r in sim.stats.log if r.method == "DELETE"]
+    hook = PrimeHook("prime_default")
+    for pid in ids:  # the creates hand the pods over; the teardown gives them back
+        hook.delete_pod(pid)
+    clock.advance(60)  # past the simulator's DELETING phase
+    assert [p for p, bill in sim.billing()["pods"].items() if bill["billing"]] == []
