@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, TypeVar
 
 import structlog
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 from airflow.sdk.api.datamodels._generated import DagRunState, TaskInstanceState
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
@@ -82,6 +83,7 @@ LIFECYCLE = CreateLifecycle(active_after=2.0, installed_after=5.0, deleting_for=
 WAIT_TIMEOUT = 600.0
 POLL_INTERVAL = 1.0
 MAX_RUNS = 2
+MAX_RUNS_EVER = 9
 RETRIES = 1
 
 KILLS = st.builds(
@@ -137,6 +139,52 @@ class CreateSpec:
     map_count: int | None  # None: not mapped
     naming: str  # derived | static (one user name for every map index) | user
     deferrable: bool
+
+
+@dataclass(frozen=True)
+class Move:
+    """One thing that happens: its ``kind`` (a method of :class:`LifecycleModel`) and the choices it
+    needs (which deployment first, which eligible item, the kill plan, how much time passes)."""
+
+    kind: str
+    which: int = 0
+    pick: int = 0
+    plan: KillPlan = field(default_factory=KillPlan)
+    seconds: float = 1.0
+    clear: bool = False
+
+
+def moves(*kinds: str) -> st.SearchStrategy[Move]:
+    """Moves of ``kinds`` (a kind named twice is drawn twice as often)."""
+    return st.builds(
+        Move,
+        kind=st.sampled_from(kinds),
+        which=st.integers(0, 1),
+        pick=st.integers(0, 999),
+        plan=KILLS,
+        seconds=st.sampled_from([0.0, 1.0, 3.0, 10.0, 60.0]),
+        clear=st.booleans(),
+    )
+
+
+#: Airflow's own work: workers run and resume tasks, triggerers poll, runs end, lost workers are
+#: noticed (the heartbeat timeout fails their try before any retry). Weighted toward the creates.
+WORK = (
+    "run_task",
+    "run_task",
+    "run_task",
+    "resume_task",
+    "resume_task",
+    "triggerer_runs",
+    "triggerer_runs",
+    "triggerer_runs",
+    "end_run",
+    "worker_loss_noticed",
+)
+#: What users do to tasks and runs.
+USER_ACTS = ("user_acts_on_task", "user_acts_on_task", "clear_run", "delete_run")
+#: What happens to triggerers and deferrals.
+TRIGGERER_TROUBLE = ("trigger_moves", "trigger_moves", "triggerer_restarts", "deferral_times_out")
 
 
 @dataclass
@@ -261,11 +309,11 @@ class LifecycleModel(RuleBasedStateMachine):
 
     # -- runs ----------------------------------------------------------------------------------
 
-    @precondition(lambda self: any(len(self._run_ids_ever(d)) < MAX_RUNS for d in self.world.deployments))
+    @precondition(lambda self: bool(self.specs) and any(self._can_start(d) for d in self.world.deployments))
     @rule(which=st.integers(0, 1), borrowed=st.booleans())
     @step
     def start_run(self, which: int, borrowed: bool) -> None:
-        chosen = self._choose(lambda d: [d] if len(self._run_ids_ever(d)) < MAX_RUNS else [], which, 0)
+        chosen = self._choose(lambda d: [d] if self._can_start(d) else [], which, 0)
         if chosen is None:
             return
         deployment = chosen[0]
@@ -295,8 +343,11 @@ class LifecycleModel(RuleBasedStateMachine):
     def _run_ids_ever(self, deployment: Deployment) -> list[str]:
         return self._ever.get(deployment.name, [])
 
-    @precondition(lambda self: self._any(self._endable_runs))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 99), plan=KILLS)
+    def _can_start(self, deployment: Deployment) -> bool:
+        """At most MAX_RUNS runs going at once, MAX_RUNS_EVER in all (deleted runs make room)."""
+        going = sum(1 for r in deployment.runs.values() if r.state == DagRunState.RUNNING)
+        return going < MAX_RUNS and len(self._run_ids_ever(deployment)) < MAX_RUNS_EVER
+
     @step
     def end_run(self, which: int, pick: int, plan: KillPlan) -> None:
         """Training ends, the teardown gives the pods back, the run is over."""
@@ -326,18 +377,19 @@ class LifecycleModel(RuleBasedStateMachine):
                 timeout=120,
                 deferrable=False,
             )
+            # The creates are upstream of their teardown: it reads their pod_owned verdicts.
+            for spec in self.specs:
+                EmptyOperator(task_id=spec.task_id) >> operator
         context = self._context(deployment, key, 1, run)
         outcome = self.world.worker.run(deployment, operator, lambda: operator.execute(context), plan)
         self._scan_outcome(f"terminate {deployment.name} {run.run_id}", outcome)
         self._note(f"{deployment.name}: teardown of {run.run_id} ({plan}): {_describe(outcome)}")
         return outcome
 
-    @precondition(lambda self: self._any(self._runs))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 99))
     @step
     def clear_run(self, which: int, pick: int) -> None:
         """A user clears the whole run: every task will run again (a new try), training restarts."""
-        chosen = self._choose(self._runs, which, pick)
+        chosen = self._choose(self._clearable_runs, which, pick)
         if chosen is None:
             return
         deployment, run = chosen
@@ -349,8 +401,6 @@ class LifecycleModel(RuleBasedStateMachine):
         run.start_date = self.world.now()
         self._note(f"{deployment.name}: run {run.run_id} cleared")
 
-    @precondition(lambda self: self._any(self._runs))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 99))
     @step
     def delete_run(self, which: int, pick: int) -> None:
         """A user deletes a run: its task instances are gone from Airflow, its triggers cancelled."""
@@ -366,8 +416,6 @@ class LifecycleModel(RuleBasedStateMachine):
 
     # -- tasks ---------------------------------------------------------------------------------
 
-    @precondition(lambda self: self._any(self._runnable))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
     @step
     def run_task(self, which: int, pick: int, plan: KillPlan) -> None:
         """The scheduler starts a try of a create task (first try, retry, or after a clear)."""
@@ -388,8 +436,6 @@ class LifecycleModel(RuleBasedStateMachine):
         )
         self._settle(deployment, ti, outcome, plan, "execute")
 
-    @precondition(lambda self: self._any(self._resumable))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
     @step
     def resume_task(self, which: int, pick: int, plan: KillPlan) -> None:
         """A deferred task resumes in a worker: with its trigger's event, or to fail (``__fail__``)."""
@@ -454,8 +500,6 @@ class LifecycleModel(RuleBasedStateMachine):
             TaskInstanceState.UP_FOR_RETRY if ti.try_number < ti.max_tries else TaskInstanceState.FAILED
         )
 
-    @precondition(lambda self: self._any(self._zombies))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
     @step
     def worker_loss_noticed(self, which: int, pick: int) -> None:
         """The scheduler notices a lost worker (no heartbeat): the try fails."""
@@ -467,8 +511,6 @@ class LifecycleModel(RuleBasedStateMachine):
         self._fail_try(ti)
         self._note(f"{deployment.name}: lost worker of {ti.key} noticed: {ti.state}")
 
-    @precondition(lambda self: self._any(self._actionable))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), clear=st.booleans())
     @step
     def user_acts_on_task(self, which: int, pick: int, clear: bool) -> None:
         """A user marks a deferred or running task failed, or clears it."""
@@ -506,12 +548,6 @@ class LifecycleModel(RuleBasedStateMachine):
         self._scan_trigger_errors(triggerer)
         record.deferral = None
 
-    @precondition(lambda self: self._any(self._deferred))
-    @rule(
-        which=st.integers(0, 1),
-        number=st.integers(0, 1),
-        seconds=st.sampled_from([0.0, 1.0, 3.0, 10.0, 60.0]),
-    )
     @step
     def triggerer_runs(self, which: int, number: int, seconds: float) -> None:
         """Time passes and a triggerer's loop runs: its shared poller polls twice."""
@@ -534,8 +570,6 @@ class LifecycleModel(RuleBasedStateMachine):
             ti.state = TaskInstanceState.SCHEDULED
             self._note(f"{deployment.name}: trigger of {key} fired: {event.get('status', event)}")
 
-    @precondition(lambda self: self._any(self._deferred))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
     @step
     def trigger_moves(self, which: int, pick: int) -> None:
         """A triggerer's heartbeat went stale: Airflow 3.3 cancels its triggers as if by a user
@@ -552,8 +586,6 @@ class LifecycleModel(RuleBasedStateMachine):
         self._start_trigger(deployment, ti, deferral, triggerer=1 - deferral.triggerer)
         self._note(f"{deployment.name}: trigger of {ti.key} moves to triggerer {deferral.triggerer}")
 
-    @precondition(lambda self: self._any(self._deferred))
-    @rule(which=st.integers(0, 1), number=st.integers(0, 1))
     @step
     def triggerer_restarts(self, which: int, number: int) -> None:
         """A triggerer restarts: its triggers are cancelled (no on_kill) and start again."""
@@ -571,8 +603,6 @@ class LifecycleModel(RuleBasedStateMachine):
         if keys:
             self._note(f"{deployment.name}: triggerer {triggerer.number} restarts ({len(keys)} triggers)")
 
-    @precondition(lambda self: self._any(self._deferred))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999))
     @step
     def deferral_times_out(self, which: int, pick: int) -> None:
         """Airflow's own deferral timeout (time passes until it is due): the trigger is cancelled
@@ -595,6 +625,7 @@ class LifecycleModel(RuleBasedStateMachine):
 
     # -- the reaper, the API, time -------------------------------------------------------------
 
+    @precondition(lambda self: bool(self._live_pods()))
     @rule(which=st.integers(0, 1), plan=KILLS)
     @step
     def reaper_runs(self, which: int, plan: KillPlan) -> None:
@@ -611,6 +642,9 @@ class LifecycleModel(RuleBasedStateMachine):
         self._note(f"{deployment.name}: reaper ({plan}): {_describe(outcome)}")
         return outcome
 
+    @precondition(
+        lambda self: self._any(self._runs) or not any(self._can_start(d) for d in self.world.deployments)
+    )
     @rule(
         change=st.sampled_from(["fault"] * 4 + ["pod breaks", "time passes"]),
         fault=st.sampled_from(sorted(FAULTS)),
@@ -630,37 +664,96 @@ class LifecycleModel(RuleBasedStateMachine):
         else:
             self.world.clock.advance(seconds)
 
-    def _pod_breaks(self, pick: int) -> None:
-        """A live pod goes to ERROR (its installation failed)."""
-        pods = [
+    def _live_pods(self) -> list[str]:
+        """The pods the API bills that tasks created (not the borrowed ones), by id."""
+        return sorted(
             p
             for p, info in self.world.sim.billing()["pods"].items()
             if info["billing"] and not info["deleted"] and p not in self.world.borrowed
-        ]
+        )
+
+    def _pod_breaks(self, pick: int) -> None:
+        """A live pod goes to ERROR (its installation failed)."""
+        pods = self._live_pods()
         if not pods:
             return
-        pod_id = sorted(pods)[pick % len(pods)]
+        pod_id = pods[pick % len(pods)]
         self.world.sim.set_pod_state(
             pod_id, "ERROR", installation_status="ERROR", installation_failure="CUDA broke"
         )
         self._note(f"pod {pod_id} breaks")
 
-    # The work itself happens more often than any one mishap: hypothesis picks a rule uniformly.
+    # -- the rules: hypothesis picks one valid rule at a time, uniformly, and turns some rules off
+    # for a whole example (swarm testing). So Airflow's work is one rule taking one to three moves,
+    # present twice; mishaps are grouped into a few rules. Each move runs the kind drawn if it can,
+    # else the next kind of its group that can.
 
-    @precondition(lambda self: self._any(self._runnable))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
-    def run_another_task(self, which: int, pick: int, plan: KillPlan) -> None:
-        self.run_task(which=which, pick=pick, plan=plan)
+    @precondition(lambda self: self._can_do(WORK))
+    @rule(work=st.lists(moves(*WORK), min_size=1, max_size=3))
+    def airflow_works(self, work: list[Move]) -> None:
+        for move in work:
+            self._do(move, WORK)
 
-    @precondition(lambda self: self._any(self._resumable))
-    @rule(which=st.integers(0, 1), pick=st.integers(0, 999), plan=KILLS)
-    def resume_another_task(self, which: int, pick: int, plan: KillPlan) -> None:
-        self.resume_task(which=which, pick=pick, plan=plan)
+    @precondition(lambda self: self._can_do(WORK))
+    @rule(work=st.lists(moves(*WORK), min_size=1, max_size=3))
+    def airflow_works_on(self, work: list[Move]) -> None:
+        """The same as :meth:`airflow_works` (an example that turned that rule off still has this)."""
+        for move in work:
+            self._do(move, WORK)
 
-    @precondition(lambda self: self._any(self._deferred))
-    @rule(which=st.integers(0, 1), number=st.integers(0, 1), seconds=st.sampled_from([1.0, 3.0, 10.0]))
-    def triggerers_run_again(self, which: int, number: int, seconds: float) -> None:
-        self.triggerer_runs(which=which, number=number, seconds=seconds)
+    @precondition(lambda self: self._can_do(USER_ACTS))
+    @rule(move=moves(*USER_ACTS))
+    def users_act(self, move: Move) -> None:
+        self._do(move, USER_ACTS)
+
+    @precondition(lambda self: self._can_do(TRIGGERER_TROUBLE))
+    @rule(move=moves(*TRIGGERER_TROUBLE))
+    def triggerers_trouble(self, move: Move) -> None:
+        self._do(move, TRIGGERER_TROUBLE)
+
+    def _eligible(self, kind: str) -> bool:
+        eligible: dict[str, Callable[[Deployment], list[Any]]] = {
+            "run_task": self._runnable,
+            "resume_task": self._resumable,
+            "triggerer_runs": self._deferred,
+            "end_run": self._endable_runs,
+            "worker_loss_noticed": self._zombies,
+            "user_acts_on_task": self._actionable,
+            "clear_run": self._clearable_runs,
+            "delete_run": self._runs,
+            "trigger_moves": self._deferred,
+            "triggerer_restarts": self._deferred,
+            "deferral_times_out": self._deferred,
+        }
+        return self._any(eligible[kind])
+
+    def _can_do(self, kinds: tuple[str, ...]) -> bool:
+        return any(self._eligible(kind) for kind in set(kinds))
+
+    def _do(self, move: Move, group: tuple[str, ...]) -> None:
+        """Run ``move`` (or the first kind of ``group`` after it that can run) with its choices."""
+        kinds = list(dict.fromkeys(group))
+        start = kinds.index(move.kind)
+        for kind in kinds[start:] + kinds[:start]:
+            if self._eligible(kind):
+                break
+        else:
+            return
+        which, pick, number = move.which, move.pick, move.pick % 2
+        calls: dict[str, Callable[[], None]] = {
+            "run_task": lambda: self.run_task(which=which, pick=pick, plan=move.plan),
+            "resume_task": lambda: self.resume_task(which=which, pick=pick, plan=move.plan),
+            "triggerer_runs": lambda: self.triggerer_runs(which=which, number=number, seconds=move.seconds),
+            "end_run": lambda: self.end_run(which=which, pick=pick, plan=move.plan),
+            "worker_loss_noticed": lambda: self.worker_loss_noticed(which=which, pick=pick),
+            "user_acts_on_task": lambda: self.user_acts_on_task(which=which, pick=pick, clear=move.clear),
+            "clear_run": lambda: self.clear_run(which=which, pick=pick),
+            "delete_run": lambda: self.delete_run(which=which, pick=pick),
+            "trigger_moves": lambda: self.trigger_moves(which=which, pick=pick),
+            "triggerer_restarts": lambda: self.triggerer_restarts(which=which, number=number),
+            "deferral_times_out": lambda: self.deferral_times_out(which=which, pick=pick),
+        }
+        calls[kind]()
 
     # -- the invariants ------------------------------------------------------------------------
 
@@ -711,9 +804,14 @@ class LifecycleModel(RuleBasedStateMachine):
                     continue
                 record = self._record(deployment, key)
                 run = deployment.runs.get((key.dag_id, key.run_id))
-                alive = ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED) or (
+                alive = ti.state == TaskInstanceState.DEFERRED or (
                     ti.state == TaskInstanceState.SCHEDULED and record.deferral is not None
                 )
+                if ti.state == TaskInstanceState.RUNNING and record.zombie:
+                    # Its worker is gone, but Airflow says "running" until the heartbeat timeout
+                    # fails it: to everyone else (the reaper) the pod is in use. Deleted by its own
+                    # process before it died (on_kill, the failure path), it was not in use.
+                    alive = (deployment.name, key) not in self.world.worker.deleted_by.get(pod_id, set())
                 if alive:
                     in_use[pod_id] = f"{deployment.name}: {key} is {ti.state.value if ti.state else None}"
                 elif ti.state == TaskInstanceState.SUCCESS and run is not None and run.training:
@@ -811,6 +909,14 @@ class LifecycleModel(RuleBasedStateMachine):
 
     def _runs(self, deployment: Deployment) -> list[Run]:
         return list(deployment.runs.values())
+
+    def _clearable_runs(self, deployment: Deployment) -> list[Run]:
+        """Runs with a task that has started: clearing a run nothing happened in changes nothing."""
+        return [
+            r
+            for r in deployment.runs.values()
+            if any(ti.try_number > 0 for ti in deployment.tis_of(r.dag_id, r.run_id))
+        ]
 
     def _endable_runs(self, deployment: Deployment) -> list[Run]:
         return [

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import selectors
 import sys
 import time as real_time
 import types
@@ -209,6 +210,8 @@ class Worker:
         self._original_send = _clients.PrimeClient._send
         #: pod name -> the (deployment, task instance) whose processes sent a create for it
         self.claims: dict[str, set[tuple[str, TIKey]]] = {}
+        #: pod id -> the (deployment, task instance) whose process sent a DELETE for it
+        self.deleted_by: dict[str, set[tuple[str, TIKey]]] = {}
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -222,6 +225,9 @@ class Worker:
                 if request.method == "POST" and isinstance(request.body, dict) and process.owner is not None:
                     name = (request.body.get("pod") or {}).get("name")
                     self.claims.setdefault(str(name), set()).add(process.owner)
+                if request.method == "DELETE" and process.owner is not None:
+                    pod_id = str(request.url).rstrip("/").rsplit("/", 1)[-1]
+                    self.deleted_by.setdefault(pod_id, set()).add(process.owner)
             answer = original(client, request, timeouts)
             if process is not None:
                 process.point(f"the answer to {request.method} {request.url}")
@@ -324,11 +330,25 @@ class ModelTI:
         self._deployment.xcom[(self.key, key)] = value
 
     def xcom_pull(
-        self, task_ids: str | None = None, key: str = "return_value", map_indexes: Any = None, **_: Any
+        self, task_ids: str | list[str] | None = None, key: str = "return_value", **kwargs: Any
     ) -> Any:
-        task_id = task_ids or self.task_id
-        index = self.map_index if map_indexes is None else map_indexes
-        return self._deployment.xcom.get((TIKey(self.dag_id, self.run_id, task_id, index), key))
+        """As the Task SDK pulls: one value for one task and map index; with a list of task ids and
+        no ``map_indexes``, every map index of each task, in order (``[None]`` for a task with none)."""
+        xcom = self._deployment.xcom
+        if isinstance(task_ids, list):
+            values: list[Any] = []
+            for task_id in task_ids:
+                task = (self.dag_id, self.run_id, task_id)
+                found = [
+                    (k.map_index, v)
+                    for (k, xcom_key), v in xcom.items()
+                    if xcom_key == key and (k.dag_id, k.run_id, k.task_id) == task
+                ]
+                values.extend([v for _, v in sorted(found, key=lambda item: item[0])] or [None])
+            return values
+        index = kwargs.get("map_indexes")
+        index = self.map_index if index is None else index
+        return xcom.get((TIKey(self.dag_id, self.run_id, task_ids or self.task_id, index), key))
 
 
 # -- triggerers ------------------------------------------------------------------------------------
@@ -347,6 +367,28 @@ class Deferral:
     event: dict[str, Any] | None = None
 
 
+#: How much faster than real time a triggerer's event loop runs: the shared poller's interval and
+#: every asyncio timeout pass this many times faster. Kept low enough that a loopback request on a
+#: loaded machine still answers well within the transport's (then shorter) read timeout.
+LOOP_SPEED = 5.0
+
+
+class _FastSelector(selectors.DefaultSelector):
+    def select(self, timeout: float | None = None) -> Any:
+        return super().select(None if timeout is None else timeout / LOOP_SPEED)
+
+
+class FastLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock runs :data:`LOOP_SPEED` times faster than real time (its waits
+    are that much shorter): a triggerer's polling takes a fraction of the wall time it would."""
+
+    def __init__(self) -> None:
+        super().__init__(_FastSelector())
+
+    def time(self) -> float:
+        return super().time() * LOOP_SPEED
+
+
 @dataclass
 class Running:
     trigger: Any
@@ -361,7 +403,7 @@ class Triggerer:
     number: int
     comms: FakeComms
     airflow_33: bool = True
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    loop: asyncio.AbstractEventLoop = field(default_factory=FastLoop)
     running: dict[TIKey, Running] = field(default_factory=dict)
     events: dict[TIKey, dict[str, Any]] = field(default_factory=dict)
     on_kill_errors: list[BaseException] = field(default_factory=list)
@@ -410,7 +452,7 @@ class Triggerer:
         with acting_for(self.deployment, self.comms):
             self.loop.run_until_complete(_settle(running.task))
 
-    def tick(self, sim: PrimeSimulator, polls: int, budget: float = 3.0) -> dict[TIKey, dict[str, Any]]:
+    def tick(self, sim: PrimeSimulator, polls: int, budget: float = 5.0) -> dict[TIKey, dict[str, Any]]:
         """Run until this triggerer made ``polls`` more status requests or every trigger is done."""
         if not self.running:
             return {}

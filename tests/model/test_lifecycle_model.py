@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.model.machine import LifecycleModel
 
@@ -17,9 +17,11 @@ EXAMPLES = int(os.environ.get("PRIME_MODEL_EXAMPLES", "0") or 0)
 LONG = EXAMPLES > 0
 
 PROFILE = settings(
-    max_examples=EXAMPLES if LONG else 25,
-    stateful_step_count=int(os.environ.get("PRIME_MODEL_STEPS", "40" if LONG else "25")),
+    max_examples=EXAMPLES if LONG else 40,
+    stateful_step_count=int(os.environ.get("PRIME_MODEL_STEPS", "40" if LONG else "30")),
     derandomize=not LONG,
+    # Bounded: no shrinking (it can take minutes); the failing example is reported as it ran.
+    phases=list(Phase) if LONG else [Phase.explicit, Phase.generate],
     database=None,
     deadline=None,
     print_blob=True,
