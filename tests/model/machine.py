@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -207,8 +208,18 @@ class InvariantBroken(AssertionError):
 
 
 #: Violations to record without failing, by signature prefix (``3@rendered fields``, ``2@reaper_runs``,
-#: ``4``...): how a survey of code with known bugs goes on to find the next kind.
+#: ``4``...) or tag (``#shared-name``): how a survey of code with known bugs goes on to find the next kind.
 TOLERATED = tuple(t.strip() for t in os.environ.get("PRIME_MODEL_TOLERATE", "").split(",") if t.strip())
+#: Known open bugs, by the tag their violations carry: tolerated in the bounded profile (``make test``)
+#: until their fix lands, reported by the long one. Remove an entry when its fix is merged.
+KNOWN_OPEN = {
+    "#verdict-lost": "a kill between the create's two XCom pushes (pod_id, then pod_owned) leaves a "
+    "borrowed pod's id without its verdict: the teardown deletes the user's pod (found by this model)",
+    "#shared-name": "B1-B6 of the adversary report: a user-chosen name that both deployments use "
+    "(the same DAG file in staging and prod) is judged as this deployment's (helper 'owners' fixes it)",
+}
+#: Names (user-chosen, shared by both deployments) that tag a violation ``#shared-name``.
+SHARED_NAME = re.compile(r"\b(job|static)-20\d\d-")
 
 
 def step(rule_method: Callable[..., None]) -> Callable[..., None]:
@@ -272,8 +283,12 @@ class LifecycleModel(RuleBasedStateMachine):
         self.scanner = SecretScanner([API_KEY, *ENV_SECRETS.values()])
         self._logs = self._stack.enter_context(structlog.testing.capture_logs())
         self._records = _LogRecords()
-        logging.getLogger().addHandler(self._records)
-        self._stack.callback(logging.getLogger().removeHandler, self._records)
+        root = logging.getLogger()
+        for printer in [h for h in root.handlers if isinstance(h, logging.StreamHandler)]:
+            root.removeHandler(printer)  # thousands of lines per example: scanned, not printed
+            self._stack.callback(root.addHandler, printer)
+        root.addHandler(self._records)
+        self._stack.callback(root.removeHandler, self._records)
         self._stack.enter_context(_environment(sim))
         self._stack.enter_context(simulated_time(clock, self.world.epoch))
         self._stack.enter_context(self.world.worker.installed())
@@ -289,8 +304,14 @@ class LifecycleModel(RuleBasedStateMachine):
         mapped_naming=st.sampled_from(["derived", "derived", "static"]),
         deferrable=st.tuples(st.booleans(), st.booleans(), st.booleans()),
         airflow_33=st.booleans(),
+        user_names=st.sampled_from(["per deployment", "per deployment", "shared"]),
     )
-    def setup(self, mapped_naming: str, deferrable: tuple[bool, bool, bool], airflow_33: bool) -> None:
+    def setup(
+        self, mapped_naming: str, deferrable: tuple[bool, bool, bool], airflow_33: bool, user_names: str
+    ) -> None:
+        """The DAG both deployments run. ``user_names="shared"``: the names a user chose are the same
+        in both (one DAG file deployed to staging and prod), as derived names never are."""
+        self.shared_names = user_names == "shared"
         self.specs = [
             CreateSpec("create", 2, mapped_naming, deferrable[0]),
             CreateSpec("create_1", None, "derived", deferrable[1]),
@@ -304,7 +325,7 @@ class LifecycleModel(RuleBasedStateMachine):
             self._stack.callback(_stop_all, self.world.triggerers[deployment.name])
         self._note(
             f"setup: create mapped x2 ({mapped_naming} names), deferrable={deferrable}, "
-            f"Airflow {'3.3' if airflow_33 else '3.1/3.2'} trigger on_kill"
+            f"Airflow {'3.3' if airflow_33 else '3.1/3.2'} trigger on_kill, user names {user_names}"
         )
 
     # -- runs ----------------------------------------------------------------------------------
@@ -779,7 +800,8 @@ class LifecycleModel(RuleBasedStateMachine):
                 if pod_id in in_use:
                     self._violate(
                         "2: no pod in use is deleted",
-                        f"pod {pod_id} ({info['name']}) deleted while {in_use[pod_id]}",
+                        f"pod {pod_id} ({info['name']}) deleted while {in_use[pod_id]}"
+                        + self._verdict_lost(pod_id),
                     )
         live: dict[str, list[str]] = {}
         for pod_id, info in pods.items():
@@ -818,9 +840,23 @@ class LifecycleModel(RuleBasedStateMachine):
                     in_use[pod_id] = f"{deployment.name}: {key} succeeded and its run still trains on it"
         return in_use
 
+    def _verdict_lost(self, pod_id: str) -> str:
+        """`` #verdict-lost`` when a create published ``pod_id`` but not its ``pod_owned`` verdict."""
+        for deployment in self.world.deployments:
+            for (key, xcom_key), value in deployment.xcom.items():
+                if xcom_key == "pod_id" and value == pod_id and (key, "pod_owned") not in deployment.xcom:
+                    return f" (#verdict-lost: {deployment.name}: {key} pushed pod_id but no pod_owned)"
+        return ""
+
     def _violate(self, invariant: str, detail: str, where: str | None = None) -> None:
         signature = f"{invariant.split(':')[0]}@{where or self.current_step}"
-        if any(signature.startswith(t) for t in TOLERATED):
+        if self.shared_names and SHARED_NAME.search(detail):
+            signature += "#shared-name"
+        signature += "".join(re.findall(r"#verdict-lost", detail))
+        tolerated = [t for t in TOLERATED if signature.startswith(t) or (t[0] == "#" and t in signature)]
+        if self.tolerate_known_open:
+            tolerated += [tag for tag in KNOWN_OPEN if tag in signature]
+        if tolerated:
             if signature not in LifecycleModel.tolerated:
                 LifecycleModel.examples[signature] = f"{invariant}: {detail}\n  " + "\n  ".join(
                     self.world.log
@@ -858,6 +894,9 @@ class LifecycleModel(RuleBasedStateMachine):
             self._stack.close()
 
     total_steps = 0
+    #: Whether violations of :data:`KNOWN_OPEN` bugs are tolerated (the bounded profile).
+    tolerate_known_open = False
+    shared_names = False
     #: Tolerated violations seen, by signature, and the first history of each.
     tolerated: ClassVar[Counter[str]] = Counter()
     examples: ClassVar[dict[str, str]] = {}
@@ -975,7 +1014,11 @@ class LifecycleModel(RuleBasedStateMachine):
             yield dag
 
     def _user_name(self, deployment: Deployment, run_id: str, task_id: str) -> str:
-        return f"job-{deployment.name}-{run_id[11:21]}-{task_id}"
+        return f"job-{self._name_part(deployment)}{run_id[11:21]}-{task_id}"
+
+    def _name_part(self, deployment: Deployment) -> str:
+        """What a user-chosen name says of its deployment: nothing when the names are shared."""
+        return "" if self.shared_names else f"{deployment.name}-"
 
     def _create_operator(self, deployment: Deployment, key: TIKey) -> PrimeCreatePodOperator:
         spec = next(s for s in self.specs if s.task_id == key.task_id)
@@ -983,7 +1026,7 @@ class LifecycleModel(RuleBasedStateMachine):
         if spec.naming == "user":
             name = self._user_name(deployment, key.run_id, key.task_id)
         elif spec.naming == "static":
-            name = f"static-{deployment.name}-{key.run_id[11:21]}"
+            name = f"static-{self._name_part(deployment)}{key.run_id[11:21]}"
         with self._dag():
             return PrimeCreatePodOperator(
                 task_id=spec.task_id,
