@@ -7,6 +7,7 @@ doubles or re-adopts a broken pod of its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from airflow_provider_prime._compat import AirflowSensorTimeout
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeTransientError
 from airflow_provider_prime.models import Pod
-from airflow_provider_prime.operators.ownership import MemoryOwnerRecords, PodOwner
+from airflow_provider_prime.operators.ownership import MemoryOwnerRecords, PodOwner, create_window
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing import Fault, provisioned_pod, ready_pod
@@ -48,6 +49,11 @@ def me(name: str, pod_id: str | None = None, **fields: Any) -> PodOwner:
     """The record the default task instance writes for ``name``."""
     identity = {"dag_id": "train_dag", "run_id": "manual__1", "task_id": "create_pod", "map_index": -1}
     return PodOwner(deployment=deployment_id(), name=name, pod_id=pod_id, **{**identity, **fields})
+
+
+def plain(record: PodOwner | None) -> PodOwner | None:
+    """``record`` without the times it carries (when it was written, its create's window)."""
+    return None if record is None else replace(record, written_at=None, window=None)
 
 
 # -- finding 6: the verdict goes to XCom with the id ---------------------------------------------
@@ -90,7 +96,11 @@ def test_a_user_named_pod_gets_its_record_before_the_create_and_loses_it_with_th
         operator.execute(make_context())
 
     (pod_id,) = account(sim)["pods"]
-    assert at_the_post[0] == me("my-box")  # written before the POST, the pod id not known yet
+    before = at_the_post[0]
+    assert before is not None
+    assert plain(before) == me("my-box")
+    assert before.written_at is not None
+    assert before.window == create_window(operator.hook.get_settings())
     assert owner_records.get(deployment_id(), "my-box") is None  # deleted with the pod
     assert account(sim)["deleted"] == {"my-box": 1}
     assert billing_after_deletes(sim) == []
@@ -101,7 +111,7 @@ def test_the_record_carries_the_pod_id_after_the_create(lifecycle_sim, owner_rec
     sim = lifecycle_sim(SLOW_BOOT)
     ti = TaskInstance()
     create(name="my-box", wait_for_ready=False).execute(make_context(ti))
-    assert owner_records.get(deployment_id(), "my-box") == me("my-box", ti.xcom["pod_id"])
+    assert plain(owner_records.get(deployment_id(), "my-box")) == me("my-box", ti.xcom["pod_id"])
     assert ti.xcom["pod_owned"] == {ti.xcom["pod_id"]: True}
     create(name="my-box", wait_for_ready=False).hook.delete_pod(ti.xcom["pod_id"])
     assert billing_after_deletes(sim) == []

@@ -241,8 +241,8 @@ def test_a_user_named_pod_with_a_record_of_this_deployment_is_judged_like_a_deri
     """Finding 7: user-named pods had no backstop at all."""
     records = MemoryOwnerRecords()
     records.put(record("failed-pod", state_of="r1", pod_id="p1"))
-    records.put(record("live-pod", state_of="r2"))
-    records.put(record("orphan-pod", state_of="deleted-run"))
+    records.put(record("live-pod", state_of="r2", pod_id="p2"))
+    records.put(record("orphan-pod", state_of="deleted-run", pod_id="p3"))
     airflow = FakeAirflow().ti(DAG, "r1", "create", TI.FAILED).ti(DAG, "r2", "create", TI.DEFERRED)
     pods = [pod("p1", "failed-pod"), pod("p2", "live-pod"), pod("p3", "orphan-pod")]
     report, doomed = judge(pods, airflow, records=records)
@@ -272,7 +272,7 @@ def test_a_user_named_pod_the_record_does_not_name_is_spared() -> None:
 
 def test_a_user_named_pod_of_a_succeeded_create_outlives_its_run() -> None:
     records = MemoryOwnerRecords()
-    records.put(record("keep-me"))
+    records.put(record("keep-me", pod_id="p1"))
     airflow = FakeAirflow().ti(DAG, "r1", "create", TI.SUCCESS).run(DAG, "r1", DagRunState.SUCCESS)
     report, doomed = judge([pod("p1", "keep-me")], airflow, records=records)
     assert doomed == []
