@@ -1132,13 +1132,20 @@ class PrimeTerminatePodOperator(BaseOperator):
         }
 
     def _forget_record(self, pod: Pod) -> None:
-        """Delete the ownership record of a deleted user-named pod (it names that pod, or none yet)."""
+        """Delete the ownership record of a deleted user-named pod when it is that pod's.
+
+        It names that pod, or none yet and the pod was created in its window: a record of another
+        create under way (its pod not made yet) stays.
+        """
         if not pod.name or parse_derived_name(pod.name) is not None:
             return
         try:
             deployment = deployment_id()
             record = self.owner_records.get(deployment, pod.name)
-            if record is not None and record.pod_id in (None, pod.id):
+            mine = record is not None and (
+                record.pod_id == pod.id or (record.pod_id is None and record.created_in_window(pod))
+            )
+            if record is not None and mine:
                 self.owner_records.delete(deployment, pod.name)
         except Exception as exc:
             self.log.error("Could not delete the ownership record of pod %s (%s): %s", pod.id, pod.name, exc)
