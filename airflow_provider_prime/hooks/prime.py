@@ -66,6 +66,9 @@ class PrimeHook(BaseHook):
     default_conn_name = "prime_default"
     conn_type = "prime"
     hook_name = "Prime Intellect"
+    #: Create requests this hook has started to send (:meth:`create_pod`): a caller interrupted
+    #: while the count had not moved knows its create provably never reached the server.
+    creates_sent = 0
 
     def __init__(self, prime_conn_id: str = default_conn_name, *, logger_name: str | None = None) -> None:
         super().__init__(logger_name=logger_name)
@@ -146,7 +149,9 @@ class PrimeHook(BaseHook):
         "Instances → Read and write"), ``PrimeRequestError`` (422 naming the field, a sold-out
         offer).
         """
-        return self._run(_plans.create_pod, _pod_request(request))
+        pod_request = _pod_request(request)
+        self.creates_sent += 1  # from here on the POST may reach the server
+        return self._run(_plans.create_pod, pod_request)
 
     async def acreate_pod(self, request: PodRequest) -> Pod:
         """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
