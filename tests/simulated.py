@@ -17,20 +17,21 @@ import structlog
 
 from airflow_provider_prime.testing import ManualClock, PrimeSimulator, Scenario
 
-#: Millisecond backoff and short timeouts, so retry paths cost nothing in tests.
-FAST_TRANSPORT = {
+#: The suite's one fast-retry connection extra: millisecond backoff and short timeouts, so retry
+#: paths cost nothing. A test that needs one value otherwise writes ``{**FAST_RETRY, "x": ...}``.
+FAST_RETRY: dict[str, float] = {
     "connect_timeout": 2,
     "read_timeout": 2,
     "max_retries": 2,
-    "backoff_base": 0.01,
-    "backoff_max": 0.02,
+    "backoff_base": 0.001,
+    "backoff_max": 0.002,
     "retry_after_max": 0.05,
 }
 
 
 def connection_env(base_url: str, api_key: str, conn_id: str = "prime_default") -> dict[str, str]:
-    """``AIRFLOW_CONN_<ID>`` for a Prime connection to ``base_url`` with :data:`FAST_TRANSPORT`."""
-    connection = {"conn_type": "prime", "host": base_url, "password": api_key, "extra": FAST_TRANSPORT}
+    """``AIRFLOW_CONN_<ID>`` for a Prime connection to ``base_url`` with :data:`FAST_RETRY`."""
+    connection = {"conn_type": "prime", "host": base_url, "password": api_key, "extra": FAST_RETRY}
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from airflow.serialization.serialized_objects import BaseSerialization
 
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.testing import Fault, PrimeSimulator, fixed_pod
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger

@@ -25,8 +25,7 @@ import requests
 import structlog
 
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeConfigError, PrimeError, PrimeResponseError
-from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
-from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
+from airflow_provider_prime.hooks._clients import MAX_RESPONSE_BYTES, AsyncPrimeClient, PrimeClient
 from airflow_provider_prime.hooks._settings import (
     PrimeApiSettings,
     settings_from_connection,

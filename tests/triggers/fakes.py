@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from airflow_provider_prime.exceptions import PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
 
 

@@ -16,7 +16,7 @@ from unittest import mock
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import pod_status, polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.statuses import pod

@@ -19,7 +19,7 @@ from airflow_provider_prime.exceptions import (
     PrimeRequestError,
     PrimeTransientError,
 )
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import pod_status, polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeAuthError, PrimeConfigError, PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import Snapshot, active_pollers, subscription
 from tests.statuses import pod

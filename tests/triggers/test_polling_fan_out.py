@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import Snapshot, Subscription, active_pollers, subscription
 from tests.statuses import pod
