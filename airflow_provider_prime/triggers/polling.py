@@ -206,6 +206,16 @@ class PodStatusPoller:
         return list(self._by_id)
 
     @property
+    def latest(self) -> Snapshot:
+        """The answer of the last round that did not fail (empty before the first one)."""
+        return self._latest
+
+    @property
+    def idle(self) -> bool:
+        """Whether the loop is asleep until its next round is due (no request in flight)."""
+        return self._wakeup is not None
+
+    @property
     def interval(self) -> float:
         """The tick period: the smallest interval among the subscribers."""
         return max(min(self._intervals, default=math.inf), MIN_INTERVAL)
@@ -399,8 +409,13 @@ _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, PodStat
 
 
 def active_pollers() -> list[PodStatusPoller]:
-    """The pollers running on the current event loop (for tests, benchmarks and diagnostics)."""
-    return list(_pollers.get(asyncio.get_running_loop(), {}).values())
+    """The pollers running on the current event loop, or on any loop when called outside one (for
+    tests, benchmarks and diagnostics)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return [poller for pollers in _pollers.values() for poller in pollers.values()]
+    return list(_pollers.get(loop, {}).values())
 
 
 @contextlib.asynccontextmanager
