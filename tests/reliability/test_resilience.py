@@ -24,7 +24,8 @@ from airflow_provider_prime.testing import Fault, PrimeSimulator, fixed_pod
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
 from tests.reliability.cases import EXTRA, POD, POLL_INTERVAL
-from tests.reliability.conftest import Observations, client_connections, leftover_tasks, until
+from tests.reliability.conftest import Observations, client_connections, leftover_tasks
+from tests.simulated import until
 
 #: Connection extra for requests that must stay in flight: a read timeout longer than any test.
 PATIENT = {**EXTRA, "read_timeout": 30}

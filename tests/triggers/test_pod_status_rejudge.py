@@ -19,8 +19,9 @@ from airflow_provider_prime.exceptions import PrimeTransientError
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import pod_status
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from tests.simulated import until
 from tests.statuses import pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key="pk-rejudge-test")
 

@@ -23,8 +23,9 @@ from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import pod_status
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
+from tests.simulated import until
 from tests.statuses import SSH, pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 KEY = "pk-SECRET-never-serialized-7c1e"
 SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)

@@ -12,8 +12,9 @@ from airflow_provider_prime.exceptions import PrimeAuthError, PrimeConfigError, 
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import Snapshot, active_pollers, subscription
+from tests.simulated import until
 from tests.statuses import pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 FAST = 0.05  # the poller's floor: ticks as often as it may
 SLOW = 30.0  # never ticks within a test: only join fetches happen
