@@ -23,8 +23,8 @@ from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import GpuOffer, PodRequest
 from tests.hooks.callers import Twin
 from tests.hooks.fakes import Failure, PodsBackend, Reply, ScriptedApi, Seen, pod_record
+from tests.payloads import make_offer
 from tests.simulated import FAST_RETRY
-from tests.test_models import make_offer
 
 CREATE = "POST /api/v1/pods/"
 
