@@ -64,6 +64,16 @@ class InstallationState(str, Enum):
     TERMINATED = "TERMINATED"
 
 
+#: Pod statuses of a pod that is gone or going: deleting it again is done, adopting it is not.
+GONE_STATES = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
+#: Pod statuses of a pod that is still there but broken: it will not become ready by itself.
+BROKEN_STATES = frozenset({PodState.ERROR.value, PodState.STOPPED.value})
+#: Pod statuses that no amount of waiting turns into ACTIVE: gone, going or broken.
+FAILED_POD_STATES = GONE_STATES | BROKEN_STATES
+#: Installation statuses that mean the image will never finish installing.
+FAILED_INSTALLATION_STATES = frozenset({InstallationState.ERROR.value, InstallationState.TERMINATED.value})
+
+
 # --- field types shared by the models -------------------------------------------------------------
 
 

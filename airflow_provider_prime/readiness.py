@@ -38,9 +38,9 @@ from airflow_provider_prime.exceptions import (
     PrimePodFailedError,
     is_transient,
 )
+from airflow_provider_prime.log_throttles import ApiTrouble, ProgressThrottle
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
 from airflow_provider_prime.pod_ids import unique_ids
-from airflow_provider_prime.progress import ApiTrouble, ProgressThrottle
 from airflow_provider_prime.ssh import node_entry
 
 #: Pod statuses that no amount of waiting turns into ACTIVE.

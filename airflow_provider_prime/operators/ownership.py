@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from airflow_provider_prime.models import Pod, PodState
-from airflow_provider_prime.operators._values import timestamp
+from airflow_provider_prime.operators._arguments import timestamp
 
 #: The prefix of every ownership record's Variable key.
 KEY_PREFIX = "prime_pod_owner__"

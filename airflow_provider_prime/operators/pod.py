@@ -51,7 +51,7 @@ from airflow_provider_prime.exceptions import (
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import InstallationState, Pod, PodRequest, PodState
 from airflow_provider_prime.offers import OfferWish, choose_offer
-from airflow_provider_prime.operators._values import (
+from airflow_provider_prime.operators._arguments import (
     env_values,
     price,
     request_secrets,

@@ -35,7 +35,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_prime import events
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings, PrimeHook
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,

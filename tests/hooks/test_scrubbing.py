@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeBillingError
-from tests.hooks.conftest import Caller
+from tests.hooks.callers import Caller
 from tests.hooks.fakes import KEY, Failure, Reply, ScriptedApi, always
 
 

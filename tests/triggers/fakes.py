@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from airflow_provider_prime.exceptions import PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
 
 
@@ -60,13 +60,3 @@ class FakeClient:
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait (briefly yielding) until ``condition()`` holds; fail the test if it never does."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)

@@ -19,12 +19,13 @@ from airflow_provider_prime.exceptions import (
     PrimeRequestError,
     PrimeTransientError,
 )
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
-from airflow_provider_prime.triggers import pod_status, polling
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.triggers import pod_status
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
+from tests.simulated import until
 from tests.statuses import SSH, pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 KEY = "pk-SECRET-never-serialized-7c1e"
 SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)
@@ -34,7 +35,7 @@ SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     """The API the trigger talks to; the hook's settings lookup is replaced by a mock."""
     fake = FakeApi()
-    monkeypatch.setattr(polling, "AsyncPrimeClient", fake.client)
+    monkeypatch.setattr(pod_status.PrimeHook, "async_status_client", fake.client)
     monkeypatch.setattr(pod_status.PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
     return fake
 
