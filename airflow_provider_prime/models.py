@@ -41,6 +41,10 @@ from airflow_provider_prime.exceptions import PrimeConfigError
 T = TypeVar("T")
 
 
+#: Shortest request value that is scrubbed from messages (Airflow's own masker's default).
+MIN_SECRET_LENGTH = 5
+
+
 class PodState(str, Enum):
     """Pod statuses documented by the API (``PodStatusEnum``); others may appear and are kept as text."""
 
@@ -406,6 +410,13 @@ class PodRequest(BaseModel):
     provider_type: str | None = Field(default=None, alias="providerType")
     team_id: str | None = Field(default=None, alias="teamId")
     disks: list[str] | None = None
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The values no message about this request may show: every env value and the Jupyter
+        password, from :data:`MIN_SECRET_LENGTH` characters on (shorter ones, like Airflow's
+        masker, are left: scrubbing ``1`` or ``true`` would garble every message)."""
+        values = [*self.env_vars.values(), self.jupyter_password or ""]
+        return tuple(value for value in values if len(value) >= MIN_SECRET_LENGTH)
 
     @field_validator("name")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from airflow_provider_prime.exceptions import PrimeConfigError
 
 #: Characters no pod id contains; finding one means a list was rendered into a string.
-_NOT_IN_IDS = frozenset(" \t\r\n,;[]()'\"")
+_NOT_IN_IDS = frozenset(" \t\r\n,;[](){}'\"")
 #: What a template renders when the value it read was not there (Jinja: ``None``; JSON: ``null``).
 _RENDERED_NOTHING = frozenset({"none", "null"})
 #: The likely cause of an id that is the rendering of nothing, for every message that finds one.
@@ -51,11 +51,13 @@ def validate_pod_ids(value: object) -> PodIds:
     before any request, naming the likely cause: a template whose ``xcom_pull`` found nothing.
     Surrounding whitespace (a template's trailing newline) is dropped. A list that a template
     rendered as text (``"['a', 'b']"``, the default unless the DAG renders native objects) is read
-    back as the list it was: no pod id starts with ``[``, so nothing else can be meant.
+    back as the list it was: no pod id starts with ``[``, so nothing else can be meant. A mapping
+    rendered as text (the create operator's return value, keyed by pod id) gives its keys: ``'{}'``
+    (an empty return value) is empty, and refused like ``'[]'``.
     """
     if isinstance(value, PodIds):
         return value
-    if isinstance(value, str) and value.strip().startswith("["):
+    if isinstance(value, str) and value.strip().startswith(("[", "{")):
         value = _rendered_list(value.strip())
     items = [value] if isinstance(value, str) or value is None else value
     if not isinstance(items, (list, tuple)):
@@ -108,11 +110,14 @@ def pod_ids_from(value: object) -> PodIds:
 
 
 def _rendered_list(text: str) -> object:
-    """The list a template rendered as text (Python or JSON notation), or a clear error."""
+    """The list a template rendered as text (Python or JSON notation; a mapping gives its keys), or
+    a clear error."""
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         value = None
+    if isinstance(value, dict):
+        value = list(value)
     if not isinstance(value, list):
         raise PrimeConfigError(
             f"pod_ids looks like a list but cannot be read as one: {reprlib.repr(text)}. Pass a list of "

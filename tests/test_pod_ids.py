@@ -129,3 +129,18 @@ class TestPodIdsFrom:
             with pytest.raises(PrimeConfigError) as validated:
                 validate_pod_ids(flat)
             assert str(collected.value) == str(validated.value)
+
+
+class TestRenderedMapping:
+    """A mapping rendered as text is the create operator's return value: its keys are the ids."""
+
+    def test_a_rendered_return_value_gives_its_pod_ids(self):
+        assert validate_pod_ids("{'pod-a': {'status': 'ACTIVE'}, 'pod-b': {}}") == ["pod-a", "pod-b"]
+
+    def test_an_empty_mapping_is_the_rendering_of_nothing(self):
+        with pytest.raises(PrimeConfigError, match="empty"):
+            validate_pod_ids("{}")
+
+    def test_a_brace_is_never_part_of_an_id(self):
+        with pytest.raises(PrimeConfigError, match="not a pod id"):
+            validate_pod_ids("pod{1}")

@@ -39,6 +39,9 @@ class ApiRequest:
     means when the API itself says ``pod_id`` was not found (:func:`says_pod_not_found`); any other
     404 (``missing`` None, or a router's bare "Not Found", HTML, no JSON) means the base URL or
     path is wrong. ``answer_ignored``: any 2xx is success whatever its body (a delete).
+    ``secrets``: values of the request that no message may show (a create's env values and Jupyter
+    password: an API that echoes them in an error body must not put them in the task log), scrubbed
+    like the key.
     """
 
     method: str
@@ -51,6 +54,7 @@ class ApiRequest:
     missing: str | None = None
     pod_id: str | None = None
     answer_ignored: bool = False
+    secrets: tuple[str, ...] = ()
 
 
 def chunk_pod_ids(pod_ids: list[str], size: int = CHUNK_SIZE) -> list[list[str]]:
@@ -115,6 +119,7 @@ def create_request(settings: PrimeApiSettings, pod: PodRequest) -> ApiRequest:
         body=pod.to_body(),
         idempotent=False,
         permission=READ_WRITE,
+        secrets=pod.secret_values(),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,7 +51,7 @@ class TransportFailure:
     hint: str = ""
 
 
-def status_error(request: ApiRequest, status: int, body: bytes, secret: str) -> PrimeAPIError:
+def status_error(request: ApiRequest, status: int, body: bytes, secret: str | Sequence[str]) -> PrimeAPIError:
     """The typed error of a non-2xx answer to ``request`` (``secret``, the key, is kept out of it)."""
     found = error_details(body, secret)
     details = [f"{where}: {text}" if where else text for where, text in found]
@@ -223,7 +223,7 @@ def _shorten(text: str, limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def excerpt(body: bytes, secret: str = "") -> str:
+def excerpt(body: bytes, secret: str | Sequence[str] = "") -> str:
     """A short, readable excerpt of a body (HTML tags dropped): enough to tell a proxy page from JSON.
 
     The key is scrubbed from the whole body before anything is cut or reflowed: a key straddling
@@ -234,7 +234,7 @@ def excerpt(body: bytes, secret: str = "") -> str:
     return _shorten(text, _EXCERPT_CHARS) if text.strip() else "(empty body)"
 
 
-def error_details(body: bytes, secret: str = "") -> list[tuple[str | None, str]]:
+def error_details(body: bytes, secret: str | Sequence[str] = "") -> list[tuple[str | None, str]]:
     """(field, text) pairs from ``{"errors": [{param, details}]}``, ``{"detail": str | [{loc, msg}]}``
     or ``{"message": str}``; bounded, so a huge error body cannot make a huge message. Each text
     is scrubbed of the key before it is shortened."""

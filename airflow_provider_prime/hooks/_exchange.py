@@ -191,6 +191,11 @@ class Exchange(Generic[T]):
         )
         return Retry(delay)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What no message may show: the key, and the request's own secrets (env values)."""
+        return (self.settings.api_key, *self.request.secrets)
+
     def fail(self, error: PrimeAPIError) -> NoReturn:
         """Raise ``error`` scrubbed: the one way an error leaves the exchange."""
         raise self.scrubbed(error)
@@ -201,7 +206,7 @@ class Exchange(Generic[T]):
         Only the provider's errors are kept in the chain: a library's exception may quote the body
         or the request, so it is never attached (and the copy suppresses ``__context__``).
         """
-        secret = self.settings.api_key
+        secret = self.secrets
         clean = type(error)(
             scrub(str(error), secret),
             http_status=error.http_status,
@@ -220,7 +225,7 @@ class Exchange(Generic[T]):
     def _judge(self, response: ApiResponse) -> T:
         status = response.status
         if not 200 <= status < 300:
-            raise status_error(self.request, status, response.body, self.settings.api_key)
+            raise status_error(self.request, status, response.body, self.secrets)
         if self.request.answer_ignored:
             # A delete's answer is read by nobody (the CLI ignores it too): a 200 whose body is
             # HTML, text or broken JSON still says the delete was accepted.
@@ -231,7 +236,7 @@ class Exchange(Generic[T]):
         # the raw body, which must not stay reachable from ours as __context__ (see validated()).
         payload = decode_json(response.body)
         if payload is NOT_JSON:
-            shown = excerpt(response.body, self.settings.api_key)
+            shown = excerpt(response.body, self.secrets)
             raise PrimeResponseError(
                 f"The Prime Intellect API answered HTTP {status} with a body that is not JSON while "
                 f"{self.request.action} (is the API base URL right?): {shown}",
