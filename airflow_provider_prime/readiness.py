@@ -362,7 +362,8 @@ class PodWait:
         unless a pod is missing (its grace period runs on the clock) or there is no verdict yet.
         """
         if isinstance(statuses, StatusAnswer):
-            statuses, news = statuses.statuses, statuses.news
+            news = statuses.news
+            statuses = statuses.statuses
         recovered = self._trouble.answered(now)
         if recovered:
             self._log.info("%s", recovered)
