@@ -405,8 +405,9 @@ class PodWait:
             since = self._refused_since = now if self._refused_since is None else self._refused_since
             if now - since >= self.trouble_grace:
                 self._log.warning(
-                    "The Prime API has refused or garbled every request for %.0f s (the grace after "
-                    "good answers is %.0f s): giving up",
+                    "%s has refused or garbled every request for %.0f s (the grace after good answers "
+                    "is %.0f s): giving up",
+                    self.api,
                     now - since,
                     self.trouble_grace,
                 )

@@ -249,8 +249,8 @@ class AsyncDriver(Generic[F, S]):
         async with self.source() as fetch:
             while True:
                 now = clock.time()
-                if now >= wait.deadline and (step is not None or self.interval is None):
-                    break  # a paced wait checks once even when it starts at its deadline
+                if self.interval is None and now >= wait.deadline:
+                    break  # a self-paced source is not waited on past the deadline
                 until = wait.deadline if self.interval is None else request_deadline(wait.deadline, now)
                 try:
                     facts = await fetch(until)
