@@ -242,8 +242,10 @@ async def test_airflows_repeated_cancels_do_not_stop_on_kill_midway(simulator, c
     while not handler.done():  # and a sync at every turn until the trigger has ended
         handler.cancel(USER_ACTION)
         await asyncio.sleep(0.01)
+    # On Python 3.10 asyncio.wait_for gives up on a cancel that its inner task swallows, so Airflow's
+    # handler may end first; the delete still runs to its end in on_kill's own task.
+    await until(lambda: any(e["event"] == "Deleted pod p" for e in logs))
     assert deletes(sim) == ["p"]
-    assert any(e["event"] == "Deleted pod p" for e in logs)
     await until(lambda: billing(sim) == [])
 
 
