@@ -46,7 +46,6 @@ from airflow_provider_prime.exceptions import (
     PrimeError,
     PrimeNotFoundError,
     PrimeRejectedError,
-    is_transient,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import InstallationState, Pod, PodRequest, PodState
@@ -74,15 +73,24 @@ from airflow_provider_prime.readiness import (
     Outcome,
     PodWait,
     Requirements,
+    Step,
+    by_id,
+    describe_api,
     handover_entry,
 )
-from airflow_provider_prime.sensors.pod_status import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT
-from airflow_provider_prime.triggers.pod_lifecycle import (
-    OwnedPodTrigger,
-    PodTerminationTrigger,
-    termination_state,
+from airflow_provider_prime.termination import GONE, TerminationWait, ask
+from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger
+from airflow_provider_prime.waiting import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TERMINATION_INTERVAL,
+    DEFAULT_TERMINATION_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DEFERRAL_MARGIN,
+    SYSTEM_CLOCK,
+    Clock,
+    SyncDriver,
+    first_check_after_deferral,
 )
-from airflow_provider_prime.triggers.pod_status import first_poll_after_deferral
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -94,19 +102,12 @@ POD_ID_KEY = "pod_id"
 #: XCom key of the ownership verdict, ``{pod_id: True}`` for this task instance's own pod and
 #: ``{pod_id: False}`` for a borrowed one (a user-named pod it only adopted); pushed with the id.
 POD_OWNED_KEY = "pod_owned"
-#: Seconds Airflow's deferral timeout is set past the trigger's own deadline, so the trigger's
-#: timeout event (handled by ``execute_complete``, which deletes the pod) normally comes first.
-DEFERRAL_GRACE = 60.0
 #: Seconds ``on_kill`` spends on its one attempt: Airflow sends SIGKILL about 5 s after SIGTERM.
 ON_KILL_BUDGET = 3.0
 #: Pod statuses after which a pod with our name is history, not something to adopt.
 GONE_STATES = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
 #: Pod statuses of a pod that will never become ready: an own pod in one is replaced, not adopted.
 BROKEN_STATES = frozenset({PodState.ERROR.value, PodState.STOPPED.value})
-#: Default seconds the terminate operator waits for every pod to be TERMINATED or gone.
-DEFAULT_TERMINATION_TIMEOUT = 10 * 60.0
-#: Default seconds between two termination checks.
-DEFAULT_TERMINATION_INTERVAL = 5.0
 
 
 def _default_deferrable() -> bool:
@@ -204,6 +205,8 @@ class PrimeCreatePodOperator(BaseOperator):
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"request": "json", "env_vars": "json"}
     ui_color = "#c9e7f5"
+    #: The clock of the wait in the worker (a test gives one that it moves by hand).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -232,7 +235,7 @@ class PrimeCreatePodOperator(BaseOperator):
         wait_for_installation: bool = True,
         require_ssh: bool = True,
         missing_grace: float = DEFAULT_MISSING_GRACE,
-        poll_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
+        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
         **kwargs: Any,
@@ -320,7 +323,7 @@ class PrimeCreatePodOperator(BaseOperator):
         pod, action = self._adopt(name), "adopted"
         if pod is None:
             pod, action = self._create(name), "created"
-        deadline = time.time() + self.timeout
+        deadline = self.clock.time() + self.timeout
         with self._delete_on_failure():
             self._raise_if_killed(name)  # killed while the create was in flight: delete, never wait
             context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
@@ -347,7 +350,7 @@ class PrimeCreatePodOperator(BaseOperator):
                 deadline=deadline,
                 prime_conn_id=self.prime_conn_id,
                 poll_interval=self.poll_interval,
-                not_before=first_poll_after_deferral(self.poll_interval),
+                not_before=first_check_after_deferral(self.clock.time(), self.poll_interval),
                 terminate_on_kill=self._deletes(),
                 **self.requirements.to_kwargs(),
             )
@@ -358,7 +361,7 @@ class PrimeCreatePodOperator(BaseOperator):
             trigger=trigger,
             method_name="execute_complete",
             kwargs={"pod_id": pod.id, "price_hr": pod.price_hr, "owned": self._owned},
-            timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + DEFERRAL_GRACE),
+            timeout=timedelta(seconds=max(deadline - self.clock.time(), 0.0) + DEFERRAL_MARGIN),
         )
 
     def execute_complete(
@@ -768,7 +771,7 @@ class PrimeCreatePodOperator(BaseOperator):
     # -- waiting in the worker ---------------------------------------------------------------
 
     def _wait_here(self, pod: Pod, deadline: float) -> dict[str, Any]:
-        """The sensor's wait in this worker: one :class:`PodWait` step per answer or error."""
+        """The sensor's wait in this worker: :class:`PodWait` on the sync driver."""
         # answered: the create or the lookup just got a good answer from the API, so a lone bad
         # status answer is trouble for a grace, not a verdict that deletes the pod.
         wait = PodWait(
@@ -776,24 +779,27 @@ class PrimeCreatePodOperator(BaseOperator):
             self.requirements,
             self.log,
             deadline=deadline,
+            api=describe_api(self.hook.get_settings().base_url, self.prime_conn_id),
             answered=True,
             poll_interval=self.poll_interval,
         )
-        while True:
+
+        def fetch(request_deadline: float) -> dict[str, Any]:
+            return by_id(self.hook.get_pods_status(wait.pod_ids, deadline=request_deadline))
+
+        def still_here() -> bool:
             self._raise_if_killed(pod.id)
-            try:
-                statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
-            except PrimeError as exc:
-                step = wait.trouble(exc, time.time())
-            else:
-                step = wait.answer({s.pod_id: s for s in statuses}, time.time())
-            if step.outcome is Outcome.READY:
-                return with_price(step.handover, pod.id, pod.price_hr)
-            if step.error is not None:
-                raise step.error
-            if time.time() >= deadline:
-                raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
-            time.sleep(min(self.poll_interval, max(deadline - time.time(), 0.0)))
+            return True
+
+        driver: SyncDriver[Any, Step] = SyncDriver(wait, fetch, interval=self.poll_interval, clock=self.clock)
+        ending = driver.run(hold=still_here)
+        self._raise_if_killed(pod.id)  # never hand over a pod on_kill deleted
+        step = ending.step
+        if step is not None and step.outcome is Outcome.READY:
+            return with_price(step.handover, pod.id, pod.price_hr)
+        if step is not None and step.error is not None:
+            raise step.error
+        raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
 
     # -- clean-up ----------------------------------------------------------------------------
 
@@ -1017,6 +1023,8 @@ class PrimeTerminatePodOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("pod_ids",)
     ui_color = "#f5d9c9"
+    #: The clock of the wait in the worker (a test gives one that it moves by hand).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -1074,14 +1082,14 @@ class PrimeTerminatePodOperator(BaseOperator):
             self.defer(
                 trigger=PodTerminationTrigger(
                     pod_ids=deleted,
-                    deadline=time.time() + self.timeout,
+                    deadline=self.clock.time() + self.timeout,
                     prime_conn_id=self.prime_conn_id,
                     poll_interval=self.poll_interval,
-                    not_before=first_poll_after_deferral(0.0),
+                    not_before=first_check_after_deferral(self.clock.time(), 0.0),
                 ),
                 method_name="execute_complete",
                 kwargs={"before": before, "failures": failures},
-                timeout=timedelta(seconds=self.timeout + DEFERRAL_GRACE),
+                timeout=timedelta(seconds=self.timeout + DEFERRAL_MARGIN),
             )
         ends = self._wait_here(deleted) if self.wait_for_termination else {}
         return self._report(before, ends, failures)
@@ -1118,7 +1126,7 @@ class PrimeTerminatePodOperator(BaseOperator):
             pod = self.hook.get_pod(pod_id)
         except PrimeNotFoundError:
             self.log.info("Pod %s is gone already", pod_id)
-            return {"name": None, "status": "GONE", "created_at": None, "price_hr": None}
+            return {"name": None, "status": GONE, "created_at": None, "price_hr": None}
         if pod.status != PodState.TERMINATED.value:
             self.hook.delete_pod(pod_id)
             self.log.info("Deleted pod %s (%s, was %s)", pod_id, pod.name, pod.status)
@@ -1151,21 +1159,18 @@ class PrimeTerminatePodOperator(BaseOperator):
             self.log.error("Could not delete the ownership record of pod %s (%s): %s", pod.id, pod.name, exc)
 
     def _wait_here(self, pod_ids: list[str]) -> dict[str, dict[str, Any]]:
-        deadline = time.time() + self.timeout
-        ends: dict[str, dict[str, Any]] = {}
-        while True:
-            for pod_id in [p for p in pod_ids if not ends.get(p, {}).get("final")]:
-                try:
-                    ends[pod_id] = termination_state(self.hook.get_pod(pod_id))
-                except PrimeNotFoundError:
-                    ends[pod_id] = {"status": "GONE", "terminated_at": None, "final": True}
-                except PrimeError as exc:
-                    if not is_transient(exc):
-                        raise
-                    self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
-            if all(ends.get(p, {}).get("final") for p in pod_ids) or time.time() >= deadline:
-                return ends
-            time.sleep(self.poll_interval)
+        """Wait in this worker until every pod is gone or the timeout passes: each pod's last known end."""
+        wait = TerminationWait(pod_ids, self.log, deadline=self.clock.time() + self.timeout)
+        driver = SyncDriver(
+            wait,
+            lambda _: ask(wait.pending, self.hook.get_pod),
+            interval=self.poll_interval,
+            clock=self.clock,
+        )
+        step = driver.run().step
+        if step is not None and step.error is not None:
+            raise step.error
+        return wait.ends
 
     def _report(
         self, before: dict[str, dict[str, Any]], ends: dict[str, dict[str, Any]], failures: list[str]
