@@ -40,16 +40,16 @@ from airflow_provider_prime.exceptions import (
     is_transient,
 )
 from airflow_provider_prime.log_throttles import ApiTrouble, ProgressThrottle
-from airflow_provider_prime.models import InstallationState, PodState, PodStatus
+from airflow_provider_prime.models import (
+    FAILED_INSTALLATION_STATES,
+    FAILED_POD_STATES,
+    InstallationState,
+    PodState,
+    PodStatus,
+)
 from airflow_provider_prime.pod_ids import unique_ids
 from airflow_provider_prime.ssh import node_entry
 
-#: Pod statuses that no amount of waiting turns into ACTIVE.
-FAILED_POD_STATES = frozenset(
-    {PodState.ERROR.value, PodState.TERMINATED.value, PodState.DELETING.value, PodState.STOPPED.value}
-)
-#: Installation statuses that mean the image will never finish installing.
-FAILED_INSTALLATION_STATES = frozenset({InstallationState.ERROR.value, InstallationState.TERMINATED.value})
 #: Default seconds a requested pod may be absent from the API's answer before the wait fails.
 DEFAULT_MISSING_GRACE = 60.0
 #: Seconds, at least, that refusals or garbled answers may go on after good answers before a wait fails.

@@ -48,7 +48,14 @@ from airflow_provider_prime.exceptions import (
     PrimeRejectedError,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import InstallationState, Pod, PodRequest, PodState
+from airflow_provider_prime.models import (
+    BROKEN_STATES,
+    GONE_STATES,
+    InstallationState,
+    Pod,
+    PodRequest,
+    PodState,
+)
 from airflow_provider_prime.offers import OfferWish, choose_offer
 from airflow_provider_prime.operators._arguments import (
     env_values,
@@ -104,10 +111,6 @@ POD_ID_KEY = "pod_id"
 POD_OWNED_KEY = "pod_owned"
 #: Seconds ``on_kill`` spends on its one attempt: Airflow sends SIGKILL about 5 s after SIGTERM.
 ON_KILL_BUDGET = 3.0
-#: Pod statuses after which a pod with our name is history, not something to adopt.
-GONE_STATES = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
-#: Pod statuses of a pod that will never become ready: an own pod in one is replaced, not adopted.
-BROKEN_STATES = frozenset({PodState.ERROR.value, PodState.STOPPED.value})
 
 
 def _default_deferrable() -> bool:

@@ -50,10 +50,9 @@ from airflow.sdk import BaseOperator
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import Pod
+from airflow_provider_prime.models import GONE_STATES, Pod
 from airflow_provider_prime.operators._arguments import seconds, timestamp
 from airflow_provider_prime.operators.ownership import OwnerRecords, PodOwner, VariableOwnerRecords, claim
-from airflow_provider_prime.operators.pod import GONE_STATES
 from airflow_provider_prime.operators.pod_names import (
     dag_tag,
     deployment_tag,

@@ -34,8 +34,7 @@ from tests.operators.conftest import (
     billing_pods,
     make_context,
 )
-from tests.simulated import connection_env
-from tests.triggers.fakes import until
+from tests.simulated import connection_env, until
 from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
