@@ -3,6 +3,7 @@
 #
 #   make demo                  example DAG waiting for simulated pods on a throw-away Airflow
 #   make test                  the whole suite (unit, simulator over HTTP, end-to-end Airflow)
+#   make test-fast             the inner loop: unit and simulator-over-HTTP tests, no Airflow processes
 #   make lint                  ruff + mypy --strict
 #   make bench                 the performance benchmark, results to docs/benchmarks.md
 #   make test-lowest           the suite on the lowest supported Airflow and Python
@@ -25,7 +26,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: demo test lint docs bench test-lowest test-model ci clean
+.PHONY: demo test test-fast lint docs bench test-lowest test-model ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,10 @@ demo: $(STAMP)
 # UV_EXCLUDE_NEWER: what tests install with uv (the packaging test's build backend) is of the same era.
 test: $(STAMP)
 	$(if $(EXCLUDE_NEWER),UV_EXCLUDE_NEWER=$(EXCLUDE_NEWER) )$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything that needs no Airflow process, browser or packaging build.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not ha and not browser and not slow" $(PYTEST_ARGS)
 
 # The model test of the pod lifecycle, long: PRIME_MODEL_EXAMPLES examples of PRIME_MODEL_STEPS steps,
 # random seeds (make test runs a bounded, derandomized profile of it). Prints how many steps it checked.

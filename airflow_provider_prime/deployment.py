@@ -50,6 +50,19 @@ def deployment_id() -> str:
     )
 
 
+def deployment_source() -> str:
+    """Where :func:`deployment_id` comes from, as a log line says it (so mismatched workers show)."""
+    from airflow.configuration import conf
+
+    if (conf.get(SECTION, OPTION, fallback="") or "").strip():
+        return f"[{SECTION}] {OPTION}"
+    address = (conf.get("core", "execution_api_server_url", fallback="") or "").strip()
+    if address:
+        return f"derived from [core] execution_api_server_url {address!r}; set [{SECTION}] {OPTION}"
+    base = (conf.get("api", "base_url", fallback="") or "").strip() or DEFAULT_BASE_URL
+    return f"derived from [api] base_url {base!r}; set [{SECTION}] {OPTION}"
+
+
 def validate_deployment_id(value: object) -> str:
     """``value`` if it is a valid explicit identity, else a :class:`PrimeConfigError` saying what to set."""
     if isinstance(value, str) and DEPLOYMENT_ID.fullmatch(value):

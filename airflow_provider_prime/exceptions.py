@@ -26,8 +26,6 @@ to do, and none of them ever contains the API key.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from airflow_provider_prime._compat import AirflowException, AirflowFailException
 
 
@@ -46,9 +44,6 @@ class PrimeAPIError(PrimeError):
     ``details`` lists what the API said about the problem (field errors of a 422, say), scrubbed
     like the message.
     """
-
-    #: Whether trying again later may succeed; a property of the class (see the tree above).
-    retryable: ClassVar[bool] = False
 
     def __init__(
         self, message: str, *, http_status: int | None = None, details: list[str] | None = None
@@ -88,8 +83,6 @@ class PrimeResponseError(PrimeAPIError):
 
 class PrimeTransientError(PrimeAPIError):
     """429, 5xx and the like that outlasted the retries. Worth trying again later."""
-
-    retryable: ClassVar[bool] = True
 
 
 class PrimeConnectionError(PrimeTransientError):

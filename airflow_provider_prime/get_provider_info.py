@@ -1,7 +1,7 @@
 """Provider metadata returned through the ``apache_airflow_provider`` entry point.
 
 Airflow calls this while discovering providers, so it imports nothing from Airflow and, from the
-package, only the options table (standard library only).
+package, only the connection form data (standard library only).
 """
 
 from __future__ import annotations
@@ -9,20 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_prime import __version__
-from airflow_provider_prime.hooks._options import CONNECTION_FIELDS as CONNECTION_FIELDS
-
-#: The "prime" connection form, as data: Airflow >= 3.2 reads it from the provider info without
-#: importing the hook; ``PrimeHook`` derives the hook methods Airflow 3.1 calls from the same data.
-#: The fields come from the one options table (``hooks/_options.py``, standard library only).
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["schema", "login", "port"],
-    "relabeling": {"host": "API base URL", "password": "API key"},
-    "placeholders": {
-        "host": "https://api.primeintellect.ai",
-        "password": "Prime Intellect API key (Instances → Read to wait; Read and write to create or delete)",
-        "extra": '{"read_timeout": 30, "max_retries": 3, "verify": true}',
-    },
-}
+from airflow_provider_prime.hooks._form import CONNECTION_FIELDS as CONNECTION_FIELDS
+from airflow_provider_prime.hooks._form import UI_FIELD_BEHAVIOUR as UI_FIELD_BEHAVIOUR
 
 
 def get_provider_info() -> dict[str, Any]:

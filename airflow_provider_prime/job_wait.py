@@ -47,8 +47,8 @@ from airflow_provider_prime.job_script import (
     PrimeJobError,
     read_lines,
 )
+from airflow_provider_prime.log_throttles import ApiTrouble
 from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.progress import ApiTrouble
 from airflow_provider_prime.readiness import Outcome, Requirements, assess_pod
 
 #: Seconds a node may stay unreachable over SSH before the job fails.

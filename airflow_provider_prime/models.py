@@ -41,6 +41,10 @@ from airflow_provider_prime.exceptions import PrimeConfigError
 T = TypeVar("T")
 
 
+#: Shortest request value that is scrubbed from messages (Airflow's own masker's default).
+MIN_SECRET_LENGTH = 5
+
+
 class PodState(str, Enum):
     """Pod statuses documented by the API (``PodStatusEnum``); others may appear and are kept as text."""
 
@@ -62,6 +66,16 @@ class InstallationState(str, Enum):
     FINISHED = "FINISHED"
     ERROR = "ERROR"
     TERMINATED = "TERMINATED"
+
+
+#: Pod statuses of a pod that is gone or going: deleting it again is done, adopting it is not.
+GONE_STATES = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
+#: Pod statuses of a pod that is still there but broken: it will not become ready by itself.
+BROKEN_STATES = frozenset({PodState.ERROR.value, PodState.STOPPED.value})
+#: Pod statuses that no amount of waiting turns into ACTIVE: gone, going or broken.
+FAILED_POD_STATES = GONE_STATES | BROKEN_STATES
+#: Installation statuses that mean the image will never finish installing.
+FAILED_INSTALLATION_STATES = frozenset({InstallationState.ERROR.value, InstallationState.TERMINATED.value})
 
 
 # --- field types shared by the models -------------------------------------------------------------
@@ -396,6 +410,13 @@ class PodRequest(BaseModel):
     provider_type: str | None = Field(default=None, alias="providerType")
     team_id: str | None = Field(default=None, alias="teamId")
     disks: list[str] | None = None
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The values no message about this request may show: every env value and the Jupyter
+        password, from :data:`MIN_SECRET_LENGTH` characters on (shorter ones, like Airflow's
+        masker, are left: scrubbing ``1`` or ``true`` would garble every message)."""
+        values = [*self.env_vars.values(), self.jupyter_password or ""]
+        return tuple(value for value in values if len(value) >= MIN_SECRET_LENGTH)
 
     @field_validator("name")
     @classmethod

@@ -1,9 +1,10 @@
 """The readiness decision: are the requested pods ready, still coming, or beyond saving?
 
-:func:`assess` is pure (no I/O, no clock). :class:`PodWait` is the one step around it that the
-sensor's ``poke`` (every mode) and the trigger's poll loop both take for every answer or error:
-track missing pods, assess, turn the verdict into ready / wait / fail, log the progress. So the
-two paths can never disagree about what "ready" means, nor say it differently.
+:func:`assess` is pure (no I/O, no clock). :class:`PodWait` is the step object around it that
+every readiness wait takes for every answer or error, on the drivers of :mod:`.waiting` (the
+sensor in every mode, the create operator in the worker, the triggers): track missing pods, assess,
+turn the verdict into ready / wait / fail, log the progress. So no two paths can disagree about
+what "ready" means, nor say it differently.
 
 Rules (see ``docs/readiness.md``):
 
@@ -38,17 +39,17 @@ from airflow_provider_prime.exceptions import (
     PrimePodFailedError,
     is_transient,
 )
-from airflow_provider_prime.models import InstallationState, PodState, PodStatus
+from airflow_provider_prime.log_throttles import ApiTrouble, ProgressThrottle
+from airflow_provider_prime.models import (
+    FAILED_INSTALLATION_STATES,
+    FAILED_POD_STATES,
+    InstallationState,
+    PodState,
+    PodStatus,
+)
 from airflow_provider_prime.pod_ids import unique_ids
-from airflow_provider_prime.progress import ApiTrouble, ProgressThrottle
 from airflow_provider_prime.ssh import node_entry
 
-#: Pod statuses that no amount of waiting turns into ACTIVE.
-FAILED_POD_STATES = frozenset(
-    {PodState.ERROR.value, PodState.TERMINATED.value, PodState.DELETING.value, PodState.STOPPED.value}
-)
-#: Installation statuses that mean the image will never finish installing.
-FAILED_INSTALLATION_STATES = frozenset({InstallationState.ERROR.value, InstallationState.TERMINATED.value})
 #: Default seconds a requested pod may be absent from the API's answer before the wait fails.
 DEFAULT_MISSING_GRACE = 60.0
 #: Seconds, at least, that refusals or garbled answers may go on after good answers before a wait fails.
@@ -266,6 +267,30 @@ class Step:
         """What is known of the pods, for the XCom or an event (empty before any answer)."""
         return self.verdict.handover() if self.verdict is not None else {}
 
+    @property
+    def done(self) -> bool:
+        """Whether the wait is over (ready, or failed)."""
+        return self.outcome is not Outcome.WAITING
+
+    @property
+    def again(self) -> bool:
+        """A readiness wait never checks again without a pause."""
+        return False
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """One answer of the status endpoint for a wait, and whether any of its pods changed since the
+    previous one (``news``; the trigger's shared poller knows)."""
+
+    statuses: Mapping[str, PodStatus]
+    news: bool = True
+
+
+def by_id(statuses: Iterable[PodStatus]) -> dict[str, PodStatus]:
+    """The statuses of an answer, by pod id (the facts :meth:`PodWait.answer` takes)."""
+    return {s.pod_id: s for s in statuses}
+
 
 def trouble_grace(poll_interval: float | None) -> float:
     """Seconds a wait that had good answers rides out non-transient errors: the larger of
@@ -321,13 +346,24 @@ class PodWait:
         self._line = ""
         self._waiting = Step(Outcome.WAITING)
 
-    def answer(self, statuses: Mapping[str, PodStatus], now: float, *, news: bool = True) -> Step:
+    @property
+    def due(self) -> float:
+        """The latest moment of the next check: the deadline, or the bound on the first answer."""
+        bound = self.first_answer_by
+        return self.deadline if bound is None else min(self.deadline, bound)
+
+    def answer(
+        self, statuses: Mapping[str, PodStatus] | StatusAnswer, now: float, *, news: bool = True
+    ) -> Step:
         """Take an answer of the API (pod id -> status; ids not in it were missing from the answer).
 
-        ``news=False`` says that no status of these pods changed since the previous answer (the
-        trigger's poller knows): the verdict is then reused, unless a pod is missing (its grace
-        period runs on the clock) or there is no verdict yet.
+        ``news=False`` (or a :class:`StatusAnswer` that says so) tells that no status of these pods
+        changed since the previous answer (the trigger's poller knows): the verdict is then reused,
+        unless a pod is missing (its grace period runs on the clock) or there is no verdict yet.
         """
+        if isinstance(statuses, StatusAnswer):
+            news = statuses.news
+            statuses = statuses.statuses
         recovered = self._trouble.answered(now)
         if recovered:
             self._log.info("%s", recovered)
@@ -369,8 +405,9 @@ class PodWait:
             since = self._refused_since = now if self._refused_since is None else self._refused_since
             if now - since >= self.trouble_grace:
                 self._log.warning(
-                    "The Prime API has refused or garbled every request for %.0f s (the grace after "
-                    "good answers is %.0f s): giving up",
+                    "%s has refused or garbled every request for %.0f s (the grace after good answers "
+                    "is %.0f s): giving up",
+                    self.api,
                     now - since,
                     self.trouble_grace,
                 )

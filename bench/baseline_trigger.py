@@ -16,7 +16,7 @@ users):
 
 Here the hook call makes a new ``httpx.AsyncClient`` per call the way ``httpx.AsyncClient()`` does
 by default, and sends the request through the provider's own
-:class:`~airflow_provider_prime.hooks.prime.AsyncPrimeClient` code. Everything else is the
+:class:`~airflow_provider_prime.hooks._clients.AsyncPrimeClient` code. Everything else is the
 provider's code too (request building, retries, response parsing,
 :func:`~airflow_provider_prime.readiness.assess`, events, progress logging), so the benchmark
 compares the polling architecture and nothing else.
@@ -44,7 +44,8 @@ from collections.abc import Iterable
 import httpx
 
 from airflow_provider_prime import events
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeHook
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.readiness import Outcome, describe_api
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger

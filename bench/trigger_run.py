@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_prime.hooks._exchange import CHUNK_SIZE
+from airflow_provider_prime.hooks._endpoints import CHUNK_SIZE
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
 from airflow_provider_prime.readiness import PodWait, Step
 from airflow_provider_prime.testing import Phase, Scenario, SimulatorClient, fixed_pod

@@ -1,77 +1,68 @@
-"""Fixtures shared by the sensor and trigger tests: simulators, connections to them, captured logs.
+"""Helpers of the tests that talk to the simulator: the one fast-retry setting, the one
+connection-env builder, the one ``until``, the plugin's parameters for fast simulators, and
+clocks that move with the requests served.
 
-Imported by ``tests/sensors/conftest.py`` and ``tests/triggers/conftest.py``.
+Simulators and connections come from the shipped pytest plugin (``prime_simulator_factory``,
+``prime_connect``); a directory whose tests want pods 20 times faster than the wall clock and the
+fast-retry connection re-exports :func:`prime_simulator_defaults` and
+:func:`prime_connection_extra` from its ``conftest.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import structlog
 
-from airflow_provider_prime.testing import ManualClock, PrimeSimulator, Scenario
+from airflow_provider_prime.testing import ManualClock, PrimeSimulator
+from airflow_provider_prime.testing.connection import airflow_connection_env
 
-#: Millisecond backoff and short timeouts, so retry paths cost nothing in tests.
-FAST_TRANSPORT = {
+#: The suite's one fast-retry connection extra: millisecond backoff and short timeouts, so retry
+#: paths cost nothing. A test that needs one value otherwise writes ``{**FAST_RETRY, "x": ...}``.
+FAST_RETRY: dict[str, float] = {
     "connect_timeout": 2,
     "read_timeout": 2,
     "max_retries": 2,
-    "backoff_base": 0.01,
-    "backoff_max": 0.02,
+    "backoff_base": 0.001,
+    "backoff_max": 0.002,
     "retry_after_max": 0.05,
 }
+#: Pod time runs this many times faster than the wall clock on a simulator without a ManualClock.
+FAST_TIME_SCALE = 20.0
 
 
 def connection_env(base_url: str, api_key: str, conn_id: str = "prime_default") -> dict[str, str]:
-    """``AIRFLOW_CONN_<ID>`` for a Prime connection to ``base_url`` with :data:`FAST_TRANSPORT`."""
-    connection = {"conn_type": "prime", "host": base_url, "password": api_key, "extra": FAST_TRANSPORT}
-    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+    """``AIRFLOW_CONN_<ID>`` for a Prime connection to ``base_url`` with :data:`FAST_RETRY`."""
+    return airflow_connection_env(base_url, api_key, conn_id, extra=FAST_RETRY)
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    """Everything logged through structlog (Airflow's trigger and task loggers) during the test."""
-    with structlog.testing.capture_logs() as captured:
-        yield captured
+def prime_simulator_defaults() -> dict[str, Any]:
+    """The plugin's simulators run pod time :data:`FAST_TIME_SCALE` times faster (unless clocked)."""
+    return {"time_scale": FAST_TIME_SCALE}
 
 
 @pytest.fixture
-def simulator() -> Iterator[Callable[..., PrimeSimulator]]:
-    """``start(*pod_scripts, **options)``: a running simulator, stopped after the test.
+def prime_connection_extra() -> dict[str, Any]:
+    """The plugin's ``prime_connect`` gives connections :data:`FAST_RETRY`."""
+    return dict(FAST_RETRY)
 
-    Pod time runs 20 times faster than the wall clock, unless a ``clock`` (a ManualClock the test
-    drives) or a ``time_scale`` is given.
+
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait, yielding to the loop, until ``condition()`` holds; fail the test if it never does.
+
+    A wait for a condition, never for a time: the timeout only bounds a test that would hang.
     """
-    started: list[PrimeSimulator] = []
-
-    def start(*pods: Any, time_scale: float | None = None, **options: Any) -> PrimeSimulator:
-        if time_scale is None:
-            time_scale = 1.0 if "clock" in options else 20.0
-        sim = PrimeSimulator(Scenario.of(pods), time_scale=time_scale, **options).start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
-    """``define(sim, conn_id="prime_default", api_key=None)``: a connection to ``sim`` for this test."""
-
-    def define(sim: PrimeSimulator, conn_id: str = "prime_default", api_key: str | None = None) -> str:
-        for name, value in connection_env(sim.base_url, api_key or sim.api_key, conn_id).items():
-            monkeypatch.setenv(name, value)
-        return conn_id
-
-    return define
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"condition not reached within {timeout} s")
+        await asyncio.sleep(0.005)
 
 
 async def advance_per_request(sim: PrimeSimulator, clock: ManualClock, step: float) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeNoOfferError
 from airflow_provider_prime.models import GpuOffer
 from airflow_provider_prime.offers import NEAREST_LIMIT, OfferWish, choose_offer, describe_offer
-from tests.test_models import make_offer
+from tests.payloads import make_offer
 
 
 def priced(

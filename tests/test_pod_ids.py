@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_prime import pod_ids
 from airflow_provider_prime.exceptions import PrimeConfigError
-from airflow_provider_prime.pod_ids import NOTHING_RENDERED, unique_ids, validate_pod_ids
+from airflow_provider_prime.pod_ids import (
+    NOTHING_RENDERED,
+    PodIds,
+    pod_ids_from,
+    unique_ids,
+    validate_pod_ids,
+)
 
 
 class TestRequestedPodIds:
@@ -72,3 +79,68 @@ class TestRequestedPodIds:
 
     def test_unique_ids_keeps_first_seen_order(self):
         assert unique_ids(["c", "a", "c", "b", "a"]) == ["c", "a", "b"]
+
+
+class TestValidatedValue:
+    def test_validated_ids_are_a_pod_ids_value_that_is_not_checked_again(self, monkeypatch):
+        ids = validate_pod_ids(["a", "b"])
+        assert isinstance(ids, PodIds)
+        monkeypatch.setattr(pod_ids, "_rendered_list", None)  # any second look would fail
+        assert validate_pod_ids(ids) is ids
+
+    def test_a_value_travels_as_a_plain_list(self):
+        import json
+
+        from airflow.sdk.serde import serialize
+
+        ids = validate_pod_ids(["a", "b"])
+        assert ids == ["a", "b"]
+        assert json.dumps(ids) == '["a", "b"]'
+        assert serialize({"pod_ids": ids}) == {"pod_ids": ["a", "b"]}
+
+
+class TestPodIdsFrom:
+    """What an operator collects from upstream tasks: the create's return value, mapped or not."""
+
+    @pytest.mark.parametrize(
+        ("value", "ids"),
+        [
+            ("a", ["a"]),
+            (["a", "b", "a"], ["a", "b"]),
+            ({"a": {"status": "ACTIVE"}}, ["a"]),  # the create operator's return value
+            ([{"a": {}}, None, {"b": {}}], ["a", "b"]),  # a mapped create's, one index without a pod
+            ("['a', 'b']", ["a", "b"]),
+            ([None, None], []),
+            (None, []),
+            ([], []),
+        ],
+    )
+    def test_every_shape_a_dag_hands_over(self, value, ids):
+        found = pod_ids_from(value)
+        assert isinstance(found, PodIds)
+        assert found == ids
+
+    @pytest.mark.parametrize("value", ["None", "", "a b", 7, [["a", 3]], {"a,b": {}}])
+    def test_bad_ids_get_the_sensors_message(self, value):
+        with pytest.raises(PrimeConfigError) as collected:
+            pod_ids_from(value)
+        flat = value if not isinstance(value, (list, dict)) else None
+        if flat is not None:
+            with pytest.raises(PrimeConfigError) as validated:
+                validate_pod_ids(flat)
+            assert str(collected.value) == str(validated.value)
+
+
+class TestRenderedMapping:
+    """A mapping rendered as text is the create operator's return value: its keys are the ids."""
+
+    def test_a_rendered_return_value_gives_its_pod_ids(self):
+        assert validate_pod_ids("{'pod-a': {'status': 'ACTIVE'}, 'pod-b': {}}") == ["pod-a", "pod-b"]
+
+    def test_an_empty_mapping_is_the_rendering_of_nothing(self):
+        with pytest.raises(PrimeConfigError, match="empty"):
+            validate_pod_ids("{}")
+
+    def test_a_brace_is_never_part_of_an_id(self):
+        with pytest.raises(PrimeConfigError, match="not a pod id"):
+            validate_pod_ids("pod{1}")

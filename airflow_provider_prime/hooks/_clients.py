@@ -17,31 +17,23 @@ import functools
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from airflow_provider_prime.exceptions import PrimeAPIError
+from airflow_provider_prime.exceptions import PrimeAPIError, PrimeResponseError
+from airflow_provider_prime.hooks._endpoints import ApiRequest, chunk_pod_ids, status_request
+from airflow_provider_prime.hooks._errors import TransportFailure, too_many_redirects, transport_failure
 from airflow_provider_prime.hooks._exchange import (
-    MAX_RESPONSE_BYTES,
-    ApiRequest,
     ApiResponse,
     DeliveryUnknown,
     Exchange,
-    ResponseTooLarge,
     Retry,
-    TransportFailure,
-    check_declared_length,
-    chunk_pod_ids,
     default_headers,
-    parse_pod_statuses,
-    status_request,
-    too_large_failure,
-    too_many_redirects,
-    transport_failure,
 )
+from airflow_provider_prime.hooks._payloads import parse_pod_statuses
 from airflow_provider_prime.hooks._plans import Pause, Plan
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
@@ -51,29 +43,42 @@ if TYPE_CHECKING:
 
 #: Status requests of one call in flight at once (async client); enough for thousands of pods.
 CHUNK_CONCURRENCY = 4
+#: A response body larger than this is refused, so a broken or hostile endpoint cannot fill memory.
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 
-# Indirections so tests can record the backoff delays instead of sleeping through them.
-_sleep: Callable[[float], None] = time.sleep
-_asleep: Callable[[float], Any] = asyncio.sleep
+#: How a client waits between attempts and on a plan's pauses (``time.sleep``, or a test's recorder).
+Sleep = Callable[[float], None]
+#: The async client's wait (``asyncio.sleep``, or a test's recorder).
+AsyncSleep = Callable[[float], Awaitable[Any]]
 
 T = TypeVar("T")
+
+
+class ResponseTooLarge(Exception):
+    """Raised by the body readers when a body exceeds :data:`MAX_RESPONSE_BYTES`."""
 
 
 class PrimeClient:
     """Synchronous client on one :class:`requests.Session`; use it as a context manager or ``close()`` it.
 
-    ``adapter`` replaces the session's HTTP(S) adapter (a test double, or a custom pool).
+    ``adapter`` replaces the session's HTTP(S) adapter (a test double, or a custom pool); ``sleep``
+    is how it waits between attempts (a test records the delays instead).
     """
 
     def __init__(
-        self, settings: PrimeApiSettings, *, adapter: requests.adapters.BaseAdapter | None = None
+        self,
+        settings: PrimeApiSettings,
+        *,
+        adapter: requests.adapters.BaseAdapter | None = None,
+        sleep: Sleep = time.sleep,
     ) -> None:
         # Imported here, not at module level: the triggerer imports this module inside its event
         # loop and never needs requests (about 0.25 s of import time it would block for).
         import requests
 
         self.settings = settings
+        self._sleep = sleep
         self._session = requests.Session()
         self._session.headers.update(default_headers(settings, f"python-requests/{requests.__version__}"))
         if adapter is not None:
@@ -95,16 +100,16 @@ class PrimeClient:
             outcome = exchange.settle(self._send(exchange.request, exchange.timeouts()))
             if not isinstance(outcome, Retry):
                 return outcome
-            _sleep(outcome.delay)
+            self._sleep(outcome.delay)
 
     def run(self, plan: Plan[T]) -> T:
         """Run ``plan`` (see :mod:`._plans`): each exchange it yields is called, its result sent back;
-        each :class:`~._plans.Pause` is slept (``_sleep``, which tests replace)."""
+        each :class:`~._plans.Pause` is slept."""
         step = next(plan)
         while True:
             try:
                 if isinstance(step, Pause):
-                    _sleep(step.seconds)
+                    self._sleep(step.seconds)
                     result, error = None, None
                 else:
                     result, error = self.call(step), None
@@ -164,13 +169,19 @@ class PrimeClient:
 class AsyncPrimeClient:
     """Asynchronous client on one :class:`httpx.AsyncClient`; reusable across calls and event-loop friendly.
 
-    ``transport`` replaces httpx's transport (e.g. ``httpx.MockTransport`` in tests).
+    ``transport`` replaces httpx's transport (e.g. ``httpx.MockTransport`` in tests); ``sleep`` is
+    how it waits between attempts.
     """
 
     def __init__(
-        self, settings: PrimeApiSettings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: PrimeApiSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: AsyncSleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
+        self._sleep = sleep
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._closed = False
@@ -199,7 +210,7 @@ class AsyncPrimeClient:
             outcome = exchange.settle(await self._send(exchange.request, exchange.timeouts()))
             if not isinstance(outcome, Retry):
                 return outcome
-            await _asleep(outcome.delay)
+            await self._sleep(outcome.delay)
 
     async def run(self, plan: Plan[T]) -> T:
         """Async twin of :meth:`PrimeClient.run`."""
@@ -207,7 +218,7 @@ class AsyncPrimeClient:
         while True:
             try:
                 if isinstance(step, Pause):
-                    await _asleep(step.seconds)
+                    await self._sleep(step.seconds)
                     result, error = None, None
                 else:
                     result, error = await self.call(step), None
@@ -291,6 +302,21 @@ class AsyncPrimeClient:
             return transport_failure(exc, request.url, timeout=True, sent=True, secret=self.settings.api_key)
         except httpx.HTTPError as exc:
             return transport_failure(exc, request.url, timeout=False, sent=True, secret=self.settings.api_key)
+
+
+def check_declared_length(headers: Mapping[str, str]) -> None:
+    """Refuse at once a body whose Content-Length already exceeds the limit."""
+    declared = headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise ResponseTooLarge
+
+
+def too_large_failure() -> TransportFailure:
+    return TransportFailure(
+        f"The response was larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB and was refused",
+        PrimeResponseError,
+        hint="Is the API base URL right?",
+    )
 
 
 def _nested(exc: BaseException, kind: type[BaseException]) -> bool:

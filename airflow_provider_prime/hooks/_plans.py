@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
@@ -30,15 +29,19 @@ from airflow_provider_prime.exceptions import (
     PrimeRequestError,
     PrimeTransientError,
 )
-from airflow_provider_prime.hooks._exchange import (
-    READ_WRITE,
+from airflow_provider_prime.hooks._endpoints import (
+    PAGE_SIZE,
     ApiRequest,
-    DeliveryUnknown,
-    Exchange,
-    validated,
+    create_request,
+    delete_request,
+    offers_page_request,
+    pod_request,
+    pods_page_request,
 )
+from airflow_provider_prime.hooks._exchange import DeliveryUnknown, Exchange
+from airflow_provider_prime.hooks._payloads import parse_ignored, parse_offer_page, parse_pod, parse_pod_page
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.models import GpuOffer, OfferPage, Pod, PodPage, PodRequest, PodState
+from airflow_provider_prime.models import GONE_STATES, GpuOffer, Pod, PodRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,7 @@ class Pause:
 #: Yields exchanges (is sent their results) and pauses, returns a ``T``.
 Plan = Generator[Exchange[Any] | Pause, Any, T]
 
-#: The list/create path with its trailing slash, as the docs call it (redirects are followed anyway).
-PODS_PATH = "/api/v1/pods/"
-OFFERS_PATHS = {False: "/api/v1/availability/gpus", True: "/api/v1/availability/multi-node"}
-#: Items asked for per page of a list (the API's default and the CLI's); a list stops at MAX_PAGES.
-PAGE_SIZE = 100
+#: Most pages a list reads (a server that never ends a list cannot keep a call going forever).
 MAX_PAGES = 1000
 #: Most whole-list reads :func:`find_pods_by_name` makes waiting for two consecutive ones to agree.
 FIND_READS = 4
@@ -68,101 +67,6 @@ FIND_READS = 4
 #: lookup does not mean "not created". Five lookups over about 30 s, then the create is reported
 #: as one that may not have happened.
 ADOPTION_PAUSES = (2.0, 4.0, 8.0, 16.0)
-#: Pods that are gone or going: deleting them again is done, adopting them is not.
-GONE = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
-
-
-def _pod_url(settings: PrimeApiSettings, pod_id: str) -> str:
-    return settings.base_url + PODS_PATH + quote(pod_id, safe="")
-
-
-def _no_such_pod(pod_id: str) -> str:
-    return f"Pod {pod_id!r} does not exist or is not visible to this API key"
-
-
-def pod_request(settings: PrimeApiSettings, pod_id: str) -> ApiRequest:
-    """``GET /api/v1/pods/{id}``; a 404 is "no such pod" only when the API says so (docs/hook.md)."""
-    return ApiRequest(
-        "GET",
-        _pod_url(settings, pod_id),
-        f"reading pod {pod_id}",
-        missing=_no_such_pod(pod_id),
-        pod_id=pod_id,
-    )
-
-
-def pods_page_request(settings: PrimeApiSettings, offset: int) -> ApiRequest:
-    """The page of ``GET /api/v1/pods/?offset=&limit=`` starting at ``offset`` (pods received so far)."""
-    params = (("offset", str(offset)), ("limit", str(PAGE_SIZE)))
-    return ApiRequest("GET", settings.base_url + PODS_PATH, "listing pods", params=params)
-
-
-def create_request(settings: PrimeApiSettings, pod: PodRequest) -> ApiRequest:
-    """``POST /api/v1/pods/`` with the CLI's body; never resent once it may have arrived."""
-    return ApiRequest(
-        "POST",
-        settings.base_url + PODS_PATH,
-        f"creating pod {pod.name!r}",
-        body=pod.to_body(),
-        idempotent=False,
-        permission=READ_WRITE,
-    )
-
-
-def delete_request(settings: PrimeApiSettings, pod_id: str) -> ApiRequest:
-    """``DELETE /api/v1/pods/{id}``: safe to resend (a second delete finds the pod gone).
-
-    Any 2xx is success whatever its body (JSON, none, or a proxy's text): nobody reads it.
-    """
-    return ApiRequest(
-        "DELETE",
-        _pod_url(settings, pod_id),
-        f"deleting pod {pod_id}",
-        permission=READ_WRITE,
-        missing=_no_such_pod(pod_id),
-        pod_id=pod_id,
-        answer_ignored=True,
-    )
-
-
-def offers_page_request(
-    settings: PrimeApiSettings,
-    page: int,
-    gpu_type: str | None,
-    gpu_count: int | None,
-    regions: list[str],
-    multi_node: bool,
-) -> ApiRequest:
-    """Page ``page`` (from 0) of ``GET /api/v1/availability/gpus`` (or ``/multi-node``)."""
-    params = [("page", str(page + 1)), ("page_size", str(PAGE_SIZE))]
-    if gpu_type is not None:
-        params.append(("gpu_type", gpu_type))
-    if gpu_count is not None:
-        params.append(("gpu_count", str(gpu_count)))
-    params += [("regions", region) for region in regions]
-    return ApiRequest(
-        "GET", settings.base_url + OFFERS_PATHS[multi_node], "listing GPU offers", params=tuple(params)
-    )
-
-
-def parse_pod(payload: Any) -> Pod:
-    pod: Pod = validated(Pod, payload)
-    return pod
-
-
-def parse_pod_page(payload: Any) -> tuple[list[Pod], int | None, int | None]:
-    """(pods, announced total, the ``limit`` the server says it applied)."""
-    page: PodPage = validated(PodPage, payload)
-    return list(page.data), page.total_count, page.limit
-
-
-def parse_offer_page(payload: Any) -> tuple[list[GpuOffer], int | None]:
-    page: OfferPage = validated(OfferPage, payload)
-    return list(page.items), page.total_count
-
-
-def parse_ignored(payload: Any) -> None:
-    """The delete answer (``{"status": ...}``, anything, or no body): the CLI ignores it, so do we."""
 
 
 def every_page(
@@ -245,7 +149,7 @@ def create_pod(settings: PrimeApiSettings, request: PodRequest) -> Plan[Pod]:
         uncertain = unsure
     found = yield from find_pods_by_name(settings, request.name)
     for pause in ADOPTION_PAUSES:
-        if any(pod.status not in GONE for pod in found):
+        if any(pod.status not in GONE_STATES for pod in found):
             break
         log.info(
             "Creating pod %r got no usable answer and no live pod of that name is listed yet; "
@@ -284,7 +188,7 @@ def delete_pod(settings: PrimeApiSettings, pod_id: str, deadline: float | None =
         pod = yield from get_pod(settings, pod_id, deadline)
     except PrimeNotFoundError:
         return
-    if pod.status not in GONE:
+    if pod.status not in GONE_STATES:
         raise refused
 
 
@@ -315,7 +219,7 @@ def adopt(name: str, found: list[Pod], unsure: DeliveryUnknown) -> Pod:
     not have happened (trying again is safe, a retry looks the name up first). Several: an error
     listing them; nothing is deleted, a person must choose.
     """
-    live = [pod for pod in found if pod.status not in GONE]
+    live = [pod for pod in found if pod.status not in GONE_STATES]
     if len(live) == 1:
         return live[0]
     error = unsure.error

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Sequence
 from urllib.parse import quote, quote_plus
 
 #: What replaces the key in messages.
@@ -50,8 +51,11 @@ def secret_forms(secret: str) -> list[str]:
     return sorted((form for form in forms if form), key=len, reverse=True)
 
 
-def scrub(text: str, secret: str) -> str:
-    """``text`` with every spelling of ``secret`` replaced by ``***``; scrub before truncating."""
-    for form in secret_forms(secret):
+def scrub(text: str, secret: str | Sequence[str]) -> str:
+    """``text`` with every spelling of ``secret`` (the key, or the key and a request's own secrets)
+    replaced by ``***``; scrub before truncating."""
+    secrets = (secret,) if isinstance(secret, str) else secret
+    forms = sorted({form for one in secrets for form in secret_forms(one)}, key=len, reverse=True)
+    for form in forms:
         text = text.replace(form, REDACTED)
     return text

@@ -2,22 +2,24 @@
 
 The hook resolves its settings from its Airflow connection (or, when the connection does not
 exist, from ``PRIME_API_KEY`` / ``PRIME_API_BASE_URL`` like the official CLI), masks the key in
-Airflow's logs, and delegates HTTP to the sync and async clients of :mod:`._clients`, which share
-one request/response path (:mod:`._exchange`).
+Airflow's logs, and runs the plans of :mod:`._plans` on the sync and async clients of
+:mod:`._clients`.
 
 Connection (type ``prime``): host = API base URL (default ``https://api.primeintellect.ai``; a
 trailing ``/api/v1`` is tolerated; a host without scheme means https), password = API key,
 extra = the options of :mod:`._options` (timeouts, retries, ``verify``).
 
-Public: :class:`PrimeHook` (and ``CHUNK_SIZE``, the ids per status request). ``PrimeApiSettings``
-and ``AsyncPrimeClient`` are importable from here for the provider's own trigger (its shared
-poller keeps one client per connection); they are not part of the documented API.
+Public: :class:`PrimeHook` (and ``CHUNK_SIZE``, the ids per status request). The settings and the
+clients are private (``hooks._settings``, ``hooks._clients``); the triggers' shared poller gets its
+client from :meth:`PrimeHook.async_status_client`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,23 +27,24 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_prime._compat import aget_connection, amask_secret, get_connection, mask_secret
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
-from airflow_provider_prime.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_prime.hooks import _plans
-from airflow_provider_prime.hooks._clients import AsyncPrimeClient as AsyncPrimeClient
-from airflow_provider_prime.hooks._clients import PrimeClient
-from airflow_provider_prime.hooks._exchange import CHUNK_SIZE as CHUNK_SIZE
-from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient, AsyncSleep, PrimeClient, Sleep
+from airflow_provider_prime.hooks._endpoints import CHUNK_SIZE as CHUNK_SIZE
+from airflow_provider_prime.hooks._endpoints import whoami_request
+from airflow_provider_prime.hooks._exchange import Exchange
+from airflow_provider_prime.hooks._form import UI_FIELD_BEHAVIOUR
 from airflow_provider_prime.hooks._options import OPTIONS
+from airflow_provider_prime.hooks._payloads import parse_identity
 from airflow_provider_prime.hooks._settings import (
     ENV_API_KEY,
     ENV_BASE_URLS,
     ConnectionLike,
+    PrimeApiSettings,
     missing_key_error,
     settings_from_connection,
     settings_from_environment,
     unparsable_connection_error,
 )
-from airflow_provider_prime.hooks._settings import PrimeApiSettings as PrimeApiSettings
 from airflow_provider_prime.models import GpuOffer, Pod, PodRequest, PodStatus
 from airflow_provider_prime.pod_ids import validate_pod_ids
 
@@ -60,16 +63,30 @@ class PrimeHook(BaseHook):
 
     :param prime_conn_id: the Airflow connection (type ``prime``) holding the API key and base URL.
         The connection is looked up on first use, never in ``__init__``.
+    :param sleep: how the sync methods wait between attempts (default ``time.sleep``); ``asleep``
+        the same for the async twins (default ``asyncio.sleep``). Tests pass recorders.
     """
 
     conn_name_attr = "prime_conn_id"
     default_conn_name = "prime_default"
     conn_type = "prime"
     hook_name = "Prime Intellect"
+    #: Create requests this hook has started to send (:meth:`create_pod`): a caller interrupted
+    #: while the count had not moved knows its create provably never reached the server.
+    creates_sent = 0
 
-    def __init__(self, prime_conn_id: str = default_conn_name, *, logger_name: str | None = None) -> None:
+    def __init__(
+        self,
+        prime_conn_id: str = default_conn_name,
+        *,
+        logger_name: str | None = None,
+        sleep: Sleep = time.sleep,
+        asleep: AsyncSleep = asyncio.sleep,
+    ) -> None:
         super().__init__(logger_name=logger_name)
         self.prime_conn_id = prime_conn_id
+        self._sleep = sleep
+        self._asleep = asleep
         self._settings: PrimeApiSettings | None = None
 
     def get_settings(self) -> PrimeApiSettings:
@@ -98,14 +115,25 @@ class PrimeHook(BaseHook):
         docs/hook.md.
         """
         ids = validate_pod_ids(pod_ids)
-        with PrimeClient(self.get_settings()) as client:
+        with PrimeClient(self.get_settings(), sleep=self._sleep) as client:
             return client.get_pods_status(ids, deadline)
 
     async def aget_pods_status(self, pod_ids: object, deadline: float | None = None) -> list[PodStatus]:
         """Async :meth:`get_pods_status` on httpx; chunks are fetched concurrently."""
         ids = validate_pod_ids(pod_ids)
-        async with AsyncPrimeClient(await self.aget_settings()) as client:
+        async with AsyncPrimeClient(await self.aget_settings(), sleep=self._asleep) as client:
             return await client.get_pods_status(ids, deadline)
+
+    @staticmethod
+    def async_status_client(
+        settings: PrimeApiSettings, *, sleep: AsyncSleep = asyncio.sleep
+    ) -> AsyncPrimeClient:
+        """An async client on ``settings`` for a caller that keeps one across many status reads.
+
+        The triggers' shared poller keeps one per connection for as long as some wait needs it
+        (``await client.get_pods_status(ids)``, then ``await client.aclose()``).
+        """
+        return AsyncPrimeClient(settings, sleep=sleep)
 
     def get_pod(self, pod_id: str) -> Pod:
         """The pod ``pod_id`` (``GET /pods/{id}``); ``PrimeNotFoundError`` naming it when there is none."""
@@ -146,7 +174,9 @@ class PrimeHook(BaseHook):
         "Instances → Read and write"), ``PrimeRequestError`` (422 naming the field, a sold-out
         offer).
         """
-        return self._run(_plans.create_pod, _pod_request(request))
+        pod_request = _pod_request(request)
+        self.creates_sent += 1  # from here on the POST may reach the server
+        return self._run(_plans.create_pod, pod_request)
 
     async def acreate_pod(self, request: PodRequest) -> Pod:
         """Async :meth:`create_pod` (the same rules: never sent twice, adoption by name)."""
@@ -202,7 +232,7 @@ class PrimeHook(BaseHook):
             quick = dataclasses.replace(
                 settings, max_retries=min(settings.max_retries, _TEST_CONNECTION_RETRIES)
             )
-            with PrimeClient(quick) as client:
+            with PrimeClient(quick, sleep=self._sleep) as client:
                 identity = client.call(Exchange(quick, whoami_request(quick), parse_identity))
         except PrimeError as exc:
             return False, str(exc)
@@ -241,12 +271,12 @@ class PrimeHook(BaseHook):
 
     def _run(self, plan: Callable[..., _plans.Plan[T]], *args: Any) -> T:
         settings = self.get_settings()
-        with PrimeClient(settings) as client:
+        with PrimeClient(settings, sleep=self._sleep) as client:
             return client.run(plan(settings, *args))
 
     async def _arun(self, plan: Callable[..., _plans.Plan[T]], *args: Any) -> T:
         settings = await self.aget_settings()
-        async with AsyncPrimeClient(settings) as client:
+        async with AsyncPrimeClient(settings, sleep=self._asleep) as client:
             return await client.run(plan(settings, *args))
 
     def _settings_from(self, conn: ConnectionLike | None) -> PrimeApiSettings:

@@ -40,18 +40,24 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_prime import events
 from airflow_provider_prime._compat import AirflowException, AirflowSensorTimeout, mask_secret
-from airflow_provider_prime.deployment import deployment_id
+from airflow_provider_prime.deployment import deployment_id, deployment_source
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
     PrimeError,
     PrimeNotFoundError,
     PrimeRejectedError,
-    is_transient,
 )
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import InstallationState, Pod, PodRequest, PodState
+from airflow_provider_prime.models import (
+    BROKEN_STATES,
+    GONE_STATES,
+    InstallationState,
+    Pod,
+    PodRequest,
+    PodState,
+)
 from airflow_provider_prime.offers import OfferWish, choose_offer
-from airflow_provider_prime.operators._values import (
+from airflow_provider_prime.operators._arguments import (
     env_values,
     price,
     request_secrets,
@@ -59,7 +65,13 @@ from airflow_provider_prime.operators._values import (
     timestamp,
     whole_number,
 )
-from airflow_provider_prime.operators.ownership import OwnerRecords, PodOwner, VariableOwnerRecords
+from airflow_provider_prime.operators.ownership import (
+    OwnerRecords,
+    PodOwner,
+    VariableOwnerRecords,
+    claim,
+    create_window,
+)
 from airflow_provider_prime.operators.pod_names import derived_pod_name, parse_derived_name
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
@@ -68,15 +80,24 @@ from airflow_provider_prime.readiness import (
     Outcome,
     PodWait,
     Requirements,
+    Step,
+    by_id,
+    describe_api,
     handover_entry,
 )
-from airflow_provider_prime.sensors.pod_status import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT
-from airflow_provider_prime.triggers.pod_lifecycle import (
-    OwnedPodTrigger,
-    PodTerminationTrigger,
-    termination_state,
+from airflow_provider_prime.termination import GONE, TerminationWait, ask
+from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger
+from airflow_provider_prime.waiting import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TERMINATION_INTERVAL,
+    DEFAULT_TERMINATION_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DEFERRAL_MARGIN,
+    SYSTEM_CLOCK,
+    Clock,
+    SyncDriver,
+    first_check_after_deferral,
 )
-from airflow_provider_prime.triggers.pod_status import first_poll_after_deferral
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -88,19 +109,8 @@ POD_ID_KEY = "pod_id"
 #: XCom key of the ownership verdict, ``{pod_id: True}`` for this task instance's own pod and
 #: ``{pod_id: False}`` for a borrowed one (a user-named pod it only adopted); pushed with the id.
 POD_OWNED_KEY = "pod_owned"
-#: Seconds Airflow's deferral timeout is set past the trigger's own deadline, so the trigger's
-#: timeout event (handled by ``execute_complete``, which deletes the pod) normally comes first.
-DEFERRAL_GRACE = 60.0
 #: Seconds ``on_kill`` spends on its one attempt: Airflow sends SIGKILL about 5 s after SIGTERM.
 ON_KILL_BUDGET = 3.0
-#: Pod statuses after which a pod with our name is history, not something to adopt.
-GONE_STATES = frozenset({PodState.TERMINATED.value, PodState.DELETING.value})
-#: Pod statuses of a pod that will never become ready: an own pod in one is replaced, not adopted.
-BROKEN_STATES = frozenset({PodState.ERROR.value, PodState.STOPPED.value})
-#: Default seconds the terminate operator waits for every pod to be TERMINATED or gone.
-DEFAULT_TERMINATION_TIMEOUT = 10 * 60.0
-#: Default seconds between two termination checks.
-DEFAULT_TERMINATION_INTERVAL = 5.0
 
 
 def _default_deferrable() -> bool:
@@ -198,6 +208,8 @@ class PrimeCreatePodOperator(BaseOperator):
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"request": "json", "env_vars": "json"}
     ui_color = "#c9e7f5"
+    #: The clock of the wait in the worker (a test gives one that it moves by hand).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -226,7 +238,7 @@ class PrimeCreatePodOperator(BaseOperator):
         wait_for_installation: bool = True,
         require_ssh: bool = True,
         missing_grace: float = DEFAULT_MISSING_GRACE,
-        poll_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
+        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
         **kwargs: Any,
@@ -263,7 +275,9 @@ class PrimeCreatePodOperator(BaseOperator):
         self._name: str | None = None  # the pod's name and whether it is the derived one
         self._derived = False
         self._me: PodOwner | None = None  # this task instance, as an ownership record would name it
-        self._foreign: set[str] = set()  # live pods of the name that are not this task instance's
+        self._seen: set[str] = set()  # pods of the name listed before this try's create request
+        self._written: PodOwner | None = None  # this try's record as written before its create request
+        self._sent_before: int | None = None  # the hook's count of sent creates before this try's
         self._in_on_kill = False  # inside the SIGTERM handler: no Task SDK calls (see on_kill)
         self._records_left: set[str] = set()  # pods deleted in on_kill whose record is still to delete
 
@@ -312,7 +326,7 @@ class PrimeCreatePodOperator(BaseOperator):
         pod, action = self._adopt(name), "adopted"
         if pod is None:
             pod, action = self._create(name), "created"
-        deadline = time.time() + self.timeout
+        deadline = self.clock.time() + self.timeout
         with self._delete_on_failure():
             self._raise_if_killed(name)  # killed while the create was in flight: delete, never wait
             context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
@@ -339,7 +353,7 @@ class PrimeCreatePodOperator(BaseOperator):
                 deadline=deadline,
                 prime_conn_id=self.prime_conn_id,
                 poll_interval=self.poll_interval,
-                not_before=first_poll_after_deferral(self.poll_interval),
+                not_before=first_check_after_deferral(self.clock.time(), self.poll_interval),
                 terminate_on_kill=self._deletes(),
                 **self.requirements.to_kwargs(),
             )
@@ -350,7 +364,7 @@ class PrimeCreatePodOperator(BaseOperator):
             trigger=trigger,
             method_name="execute_complete",
             kwargs={"pod_id": pod.id, "price_hr": pod.price_hr, "owned": self._owned},
-            timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + DEFERRAL_GRACE),
+            timeout=timedelta(seconds=max(deadline - self.clock.time(), 0.0) + DEFERRAL_MARGIN),
         )
 
     def execute_complete(
@@ -390,8 +404,10 @@ class PrimeCreatePodOperator(BaseOperator):
 
         Records the kill first, so the task never creates afterwards and deletes a pod whose create
         returns after it. Then, within :data:`ON_KILL_BUDGET` seconds (SIGKILL follows SIGTERM
-        within about 5): deletes the pod it owns, or, while a create is in flight, looks the name
-        up and deletes every own live pod of it. What it cannot do in time is logged with who must.
+        within about 5): deletes the pod it owns, or, while a create is in flight that may have
+        reached the server, looks the name up and deletes the pod that create provably made (never
+        one that may be someone else's: with several candidates it deletes none and names them).
+        What it cannot do in time is logged with who must.
         """
         self._killed = self._killed or "the task was killed (SIGTERM or execution_timeout)"
         deadline = time.time() + ON_KILL_BUDGET
@@ -401,6 +417,8 @@ class PrimeCreatePodOperator(BaseOperator):
         try:
             if self._pod_id is not None:
                 self._delete_owned(self._killed, deadline=deadline)
+            elif self._creating is not None and self._never_sent():
+                self.log.info("Killed before the create of %s was sent: nothing to delete", self._creating)
             elif self._creating is not None:
                 why = self._killed + " while its create was in flight"
                 self._delete_by_name(self._creating, why, deadline)
@@ -413,6 +431,12 @@ class PrimeCreatePodOperator(BaseOperator):
         ti = context["ti"]
         index = -1 if ti.map_index is None else int(ti.map_index)
         self._me = PodOwner(deployment_id(), ti.dag_id, ti.run_id, ti.task_id, index, name="-")
+        self.log.info(
+            "Deployment identity %s (%s): it is in this task's pod names and ownership records; every "
+            "worker and triggerer of this deployment must show the same one",
+            self._me.deployment,
+            deployment_source(),
+        )
 
     def _pod_name(self, context: Context) -> str:
         """The pod's name (derived unless given), after refusing one that map indexes would share."""
@@ -469,13 +493,38 @@ class PrimeCreatePodOperator(BaseOperator):
                 "or leave it unset for a derived name per map index."
             )
 
-    def _owns(self, pod: Pod, record: PodOwner | None) -> bool:
-        """Whether a live pod of this task's name is provably this task instance's own."""
+    def _own_pods(self, name: str, live: list[Pod], record: PodOwner | None) -> list[Pod]:
+        """The live pods of this task's name that are provably this task instance's own.
+
+        A derived name: all (the deployment and the task instance are in the name). A user-given
+        name: the one pod this task instance's record proves (:func:`.ownership.claim`: it names
+        the pod's id, or names none yet and exactly one pod was created in its create's window),
+        whose id then goes into the record. Several pods that an earlier try's create may have
+        made: a person must choose, the task fails naming them.
+        """
         if self._derived:
-            return True  # the deployment and the task instance are in the name
+            return list(live)
         if record is None or self._me is None or not record.same_task_instance(self._me):
-            return False
-        return record.pod_id is None or record.pod_id == pod.id
+            return []
+        verdict = claim(record, live)
+        if verdict.pod is None and verdict.candidates:
+            raise PrimeConfigError(
+                f"Pod name {name!r}: an earlier try of this task instance sent a create whose answer was "
+                f"lost, and {verdict.why} ({', '.join(p.id for p in verdict.candidates)}); none was "
+                "adopted or deleted. Delete the ones that are not this task's (prime pods list / prime "
+                "pods terminate), then clear the task; it adopts the one left."
+            )
+        if verdict.pod is None:
+            self.log.info("No pod of %s is provably this task instance's: %s", name, verdict.why)
+            if record.pod_id is None and record.window_over(time.time()):
+                with self._logged("could not delete the stale ownership record of " + name):
+                    self.owner_records.delete(self._deployment, name)  # it can claim nothing any more
+            return []
+        if record.pod_id is None:
+            with self._logged("could not write the ownership record of pod " + verdict.pod.id):
+                self.owner_records.put(record.with_pod_id(verdict.pod.id))
+        self.log.info("Pod %s is this task instance's own: %s", verdict.pod.id, verdict.why)
+        return [verdict.pod]
 
     def _record(self) -> PodOwner | None:
         """The ownership record of the user-given name, if any (derived names have none)."""
@@ -491,16 +540,17 @@ class PrimeCreatePodOperator(BaseOperator):
         instance's, from a create whose answer was lost), and broken ones are deleted so that a
         fresh pod replaces them. Otherwise the oldest pod of the name is borrowed, or refused.
         """
-        live = [p for p in self.hook.find_pods_by_name(name) if p.status not in GONE_STATES]
-        live.sort(key=lambda p: p.created_at or "")
+        found = self.hook.find_pods_by_name(name)
+        self._seen = {p.id for p in found}
+        live = sorted((p for p in found if p.status not in GONE_STATES), key=lambda p: p.created_at or "")
         record = self._record()
         if record is not None and self._sibling(record):
             raise PrimeConfigError(
                 f"Pod name {name!r} belongs to map index {record.map_index} of {record.task_id} in this "
                 "run already: give each map index its own name (or leave name unset)"
             )
-        own = [p for p in live if self._owns(p, record)]
-        self._foreign = {p.id for p in live if p not in own}
+        own = self._own_pods(name, live, record)
+        foreign_ids = {p.id for p in live if p not in own}
         for pod in [p for p in own if broken(p)]:
             state = f"{pod.status}, installation {pod.installation_status}"
             self._delete_pod(pod.id, f"it is broken ({state}): a fresh pod replaces it")
@@ -518,7 +568,7 @@ class PrimeCreatePodOperator(BaseOperator):
             self._pod_id, self._owned = pod.id, True
             self.log.info("Adopting pod %s named %s (%s), this task instance's own", pod.id, name, pod.status)
             return pod
-        foreign = [p for p in live if p.id in self._foreign]
+        foreign = [p for p in live if p.id in foreign_ids]
         if not foreign:
             return None
         pod = foreign[0]
@@ -553,14 +603,27 @@ class PrimeCreatePodOperator(BaseOperator):
         return self.terminate_on_failure and (self._owned or self.terminate_preexisting)
 
     def _create(self, name: str) -> Pod:
+        """Create the pod; for a user-given name, under an ownership record written just before.
+
+        The record (pod id unknown yet, the time it was written and the create's window) is what
+        proves the pod this task instance's if the create's answer is lost; a name another task
+        instance of this deployment is using is refused first (see :meth:`_refuse_a_name_in_use`).
+        """
         request = self._build_request(name)
         self._raise_if_killed(name)
-        if not self._derived and self.terminate_on_failure and self._me is not None:
-            self.owner_records.put(replace(self._me, name=name))  # before the POST
+        recording = not self._derived and self.terminate_on_failure
+        if not self._derived and self._me is not None:
+            if recording:
+                self._refuse_a_name_in_use(name)
+            window = create_window(self.hook.get_settings())
+            self._written = replace(self._me, name=name, written_at=time.time(), window=window)
+            if recording:
+                self.owner_records.put(self._written)  # before the POST
         self.log.info(
             "Creating pod %s: %s x%s on %s", name, request.gpu_type, request.gpu_count, request.cloud_id
         )
         self._raise_if_killed(name)
+        self._sent_before = getattr(self.hook, "creates_sent", None)
         self._creating = name
         try:
             pod = self.hook.create_pod(request)
@@ -568,18 +631,99 @@ class PrimeCreatePodOperator(BaseOperator):
             self._forget_record(None)  # refused: nothing was created
             raise
         except BaseException as exc:
-            # The answer was lost (the hook could not find the pod either) or the task was
-            # interrupted mid-request: whatever reached the server is deleted.
-            budget = None if isinstance(exc, Exception) else time.time() + ON_KILL_BUDGET
-            self._delete_by_name(name, f"its create failed ({type(exc).__name__})", budget)
+            self._after_a_failed_create(name, exc)
             raise
         finally:
             self._creating = None
-        self._pod_id, self._owned = pod.id, True
-        if not self._derived and self.terminate_on_failure and self._me is not None:
+        self._pod_id, self._owned = pod.id, self._created_own(pod)
+        if self._owned and recording and self._written is not None:
             with self._logged("could not write the ownership record of pod " + pod.id):
-                self.owner_records.put(replace(self._me, name=name, pod_id=pod.id))
+                self.owner_records.put(self._written.with_pod_id(pod.id))
         return pod
+
+    def _never_sent(self) -> bool:
+        """Whether this try's create request provably never left (the hook counts those it sends)."""
+        sent = getattr(self.hook, "creates_sent", None)
+        return isinstance(sent, int) and sent == self._sent_before
+
+    def _after_a_failed_create(self, name: str, exc: BaseException) -> None:
+        """After the create raised: delete what it provably made; never a pod that may be another's.
+
+        Sent or not is the first question: a request that provably never left made nothing, and
+        its record goes. Otherwise the answer was lost (and the hook could not settle it) or the
+        task was interrupted mid-request: the pod the create made is deleted when it is provable
+        (:meth:`_delete_by_name`); with several candidates none is, and an ``Exception`` becomes a
+        :class:`PrimeConfigError` naming them (an interruption is logged, its own error stays).
+        """
+        if self._never_sent():
+            self.log.info("The create of %s was never sent (%s): nothing made", name, type(exc).__name__)
+            self._forget_record(None)
+            return
+        budget = None if isinstance(exc, Exception) else time.time() + ON_KILL_BUDGET
+        candidates = self._delete_by_name(name, f"its create failed ({type(exc).__name__})", budget)
+        if candidates and isinstance(exc, Exception):
+            raise PrimeConfigError(
+                f"Creating pod {name!r} failed ({exc}) and {len(candidates)} live pods of that name were "
+                f"created while it was under way ({', '.join(p.id for p in candidates)}): one may be this "
+                "task's, the others someone else's (another deployment on the same key, a person, another "
+                "task). None was deleted: a person must choose, delete the ones nobody uses (prime pods "
+                "terminate). Give user-chosen names that nobody else creates at the same time."
+            ) from exc
+
+    def _created_own(self, pod: Pod) -> bool:
+        """Whether the pod the create returned is provably this task instance's own.
+
+        Its create answer names it, unless the answer was lost and the hook found it by name: then
+        it may be someone else's pod of the name. A pod listed before the create request, or created
+        outside this create's window, is not this create's: it is borrowed. (One created in the
+        window by someone else while this create's request was dropped cannot be told apart: the
+        documented limit, docs/lifecycle.md.)
+        """
+        if self._derived:
+            return True
+        why = ""
+        if pod.id in self._seen:
+            why = "it was listed before the create request"
+        elif self._written is not None and not self._written.created_in_window(pod):
+            why = f"it was created at {pod.created_at}, outside this create's window"
+        if why:
+            self.log.warning(
+                "The create of %s returned pod %s, which it may only have found by name: %s. It is "
+                "treated as borrowed (not deleted by this task).",
+                pod.name,
+                pod.id,
+                why,
+            )
+        return not why
+
+    def _refuse_a_name_in_use(self, name: str) -> None:
+        """Refuse a name whose record names another task instance of this deployment still using it.
+
+        One record per (deployment, name): writing ours would erase the other task's backstop. Its
+        pod is live, or its create may still make one (within its window): refused. A stale record
+        (its pod gone, or no pod and its window over) is replaced.
+        """
+        existing = self._record()
+        if existing is None or self._me is None or existing.same_task_instance(self._me):
+            return
+        if existing.pod_id is not None:
+            try:
+                pod = self.hook.get_pod(existing.pod_id)
+            except PrimeNotFoundError:
+                return
+            if pod.status in GONE_STATES:
+                return
+            in_use = f"its pod {pod.id} is live ({pod.status})"
+        elif not existing.window_over(time.time()):
+            in_use = "its create is under way"
+        else:
+            return
+        raise PrimeConfigError(
+            f"Pod name {name!r} is in use by another task instance of this deployment, "
+            f"{existing.describe()}: {in_use}. Two tasks creating one user-chosen name would erase each "
+            "other's ownership record (what lets the reaper delete an orphaned pod). Give this task "
+            "another name (or leave name unset), or end that task's pod first."
+        )
 
     def _check_arguments(self) -> None:
         """Refuse a bad number before any request, naming the argument (templates give text)."""
@@ -630,7 +774,7 @@ class PrimeCreatePodOperator(BaseOperator):
     # -- waiting in the worker ---------------------------------------------------------------
 
     def _wait_here(self, pod: Pod, deadline: float) -> dict[str, Any]:
-        """The sensor's wait in this worker: one :class:`PodWait` step per answer or error."""
+        """The sensor's wait in this worker: :class:`PodWait` on the sync driver."""
         # answered: the create or the lookup just got a good answer from the API, so a lone bad
         # status answer is trouble for a grace, not a verdict that deletes the pod.
         wait = PodWait(
@@ -638,24 +782,27 @@ class PrimeCreatePodOperator(BaseOperator):
             self.requirements,
             self.log,
             deadline=deadline,
+            api=describe_api(self.hook.get_settings().base_url, self.prime_conn_id),
             answered=True,
             poll_interval=self.poll_interval,
         )
-        while True:
+
+        def fetch(request_deadline: float) -> dict[str, Any]:
+            return by_id(self.hook.get_pods_status(wait.pod_ids, deadline=request_deadline))
+
+        def still_here() -> bool:
             self._raise_if_killed(pod.id)
-            try:
-                statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
-            except PrimeError as exc:
-                step = wait.trouble(exc, time.time())
-            else:
-                step = wait.answer({s.pod_id: s for s in statuses}, time.time())
-            if step.outcome is Outcome.READY:
-                return with_price(step.handover, pod.id, pod.price_hr)
-            if step.error is not None:
-                raise step.error
-            if time.time() >= deadline:
-                raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
-            time.sleep(min(self.poll_interval, max(deadline - time.time(), 0.0)))
+            return True
+
+        driver: SyncDriver[Any, Step] = SyncDriver(wait, fetch, interval=self.poll_interval, clock=self.clock)
+        ending = driver.run(hold=still_here)
+        self._raise_if_killed(pod.id)  # never hand over a pod on_kill deleted
+        step = ending.step
+        if step is not None and step.outcome is Outcome.READY:
+            return with_price(step.handover, pod.id, pod.price_hr)
+        if step is not None and step.error is not None:
+            raise step.error
+        raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
 
     # -- clean-up ----------------------------------------------------------------------------
 
@@ -731,10 +878,16 @@ class PrimeCreatePodOperator(BaseOperator):
             )
         return f"Nothing else will delete it: {yourself}"
 
-    def _delete_by_name(self, name: str, why: str, deadline: float | None = None) -> None:
-        """Delete every live pod of ``name`` that is this task instance's own, each reported."""
+    def _delete_by_name(self, name: str, why: str, deadline: float | None = None) -> tuple[Pod, ...]:
+        """After a create that may have reached the server: delete the pods of ``name`` it provably made.
+
+        A derived name: every live pod of it (they can only be this task instance's). A user-given
+        name: the one pod this try's record proves (:func:`.ownership.claim`: not listed before the
+        request, created in its window); several candidates are not told apart, none is deleted,
+        each is named and returned. Never raises.
+        """
         if not self.terminate_on_failure:
-            return
+            return ()
 
         def lookup() -> list[Pod]:
             return self.hook.find_pods_by_name(name)
@@ -744,10 +897,29 @@ class PrimeCreatePodOperator(BaseOperator):
         except Exception as exc:
             backstop = self._backstop("the pods named " + name)
             self.log.error("Could not look up the pods named %s (%s): %s. %s", name, why, exc, backstop)
-            return
-        for pod in pods:
-            if pod.status not in GONE_STATES and pod.id not in self._foreign:
-                self._delete_pod(pod.id, why, deadline)
+            return ()
+        if self._derived:
+            doomed = [p for p in pods if p.status not in GONE_STATES]
+        elif self._written is None:
+            return ()
+        else:
+            verdict = claim(self._written, pods, self._seen)
+            if verdict.pod is None and verdict.candidates:
+                self.log.error(
+                    "Deleting no pod named %s (%s): %s. %s",
+                    name,
+                    why,
+                    verdict.why,
+                    self._backstop(", ".join(p.id for p in verdict.candidates) + " (the one nobody uses)"),
+                )
+                return verdict.candidates
+            if verdict.pod is None:
+                self.log.info("No pod named %s to delete (%s): %s", name, why, verdict.why)
+                return ()
+            doomed = [verdict.pod]
+        for pod in doomed:
+            self._delete_pod(pod.id, why, deadline)
+        return ()
 
     def _recall_pod(self, context: Context) -> None:
         """After ``__fail__``: this try's pod id and ownership from XCom (the name's rules without it)."""
@@ -854,6 +1026,8 @@ class PrimeTerminatePodOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("pod_ids",)
     ui_color = "#f5d9c9"
+    #: The clock of the wait in the worker (a test gives one that it moves by hand).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -911,14 +1085,14 @@ class PrimeTerminatePodOperator(BaseOperator):
             self.defer(
                 trigger=PodTerminationTrigger(
                     pod_ids=deleted,
-                    deadline=time.time() + self.timeout,
+                    deadline=self.clock.time() + self.timeout,
                     prime_conn_id=self.prime_conn_id,
                     poll_interval=self.poll_interval,
-                    not_before=first_poll_after_deferral(0.0),
+                    not_before=first_check_after_deferral(self.clock.time(), 0.0),
                 ),
                 method_name="execute_complete",
                 kwargs={"before": before, "failures": failures},
-                timeout=timedelta(seconds=self.timeout + DEFERRAL_GRACE),
+                timeout=timedelta(seconds=self.timeout + DEFERRAL_MARGIN),
             )
         ends = self._wait_here(deleted) if self.wait_for_termination else {}
         return self._report(before, ends, failures)
@@ -955,7 +1129,7 @@ class PrimeTerminatePodOperator(BaseOperator):
             pod = self.hook.get_pod(pod_id)
         except PrimeNotFoundError:
             self.log.info("Pod %s is gone already", pod_id)
-            return {"name": None, "status": "GONE", "created_at": None, "price_hr": None}
+            return {"name": None, "status": GONE, "created_at": None, "price_hr": None}
         if pod.status != PodState.TERMINATED.value:
             self.hook.delete_pod(pod_id)
             self.log.info("Deleted pod %s (%s, was %s)", pod_id, pod.name, pod.status)
@@ -969,33 +1143,37 @@ class PrimeTerminatePodOperator(BaseOperator):
         }
 
     def _forget_record(self, pod: Pod) -> None:
-        """Delete the ownership record of a deleted user-named pod (it names that pod, or none yet)."""
+        """Delete the ownership record of a deleted user-named pod when it is that pod's.
+
+        It names that pod, or none yet and the pod was created in its window: a record of another
+        create under way (its pod not made yet) stays.
+        """
         if not pod.name or parse_derived_name(pod.name) is not None:
             return
         try:
             deployment = deployment_id()
             record = self.owner_records.get(deployment, pod.name)
-            if record is not None and record.pod_id in (None, pod.id):
+            mine = record is not None and (
+                record.pod_id == pod.id or (record.pod_id is None and record.created_in_window(pod))
+            )
+            if record is not None and mine:
                 self.owner_records.delete(deployment, pod.name)
         except Exception as exc:
             self.log.error("Could not delete the ownership record of pod %s (%s): %s", pod.id, pod.name, exc)
 
     def _wait_here(self, pod_ids: list[str]) -> dict[str, dict[str, Any]]:
-        deadline = time.time() + self.timeout
-        ends: dict[str, dict[str, Any]] = {}
-        while True:
-            for pod_id in [p for p in pod_ids if not ends.get(p, {}).get("final")]:
-                try:
-                    ends[pod_id] = termination_state(self.hook.get_pod(pod_id))
-                except PrimeNotFoundError:
-                    ends[pod_id] = {"status": "GONE", "terminated_at": None, "final": True}
-                except PrimeError as exc:
-                    if not is_transient(exc):
-                        raise
-                    self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
-            if all(ends.get(p, {}).get("final") for p in pod_ids) or time.time() >= deadline:
-                return ends
-            time.sleep(self.poll_interval)
+        """Wait in this worker until every pod is gone or the timeout passes: each pod's last known end."""
+        wait = TerminationWait(pod_ids, self.log, deadline=self.clock.time() + self.timeout)
+        driver = SyncDriver(
+            wait,
+            lambda _: ask(wait.pending, self.hook.get_pod),
+            interval=self.poll_interval,
+            clock=self.clock,
+        )
+        step = driver.run().step
+        if step is not None and step.error is not None:
+            raise step.error
+        return wait.ends
 
     def _report(
         self, before: dict[str, dict[str, Any]], ends: dict[str, dict[str, Any]], failures: list[str]

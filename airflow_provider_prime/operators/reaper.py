@@ -18,7 +18,9 @@ a pod when its task instance is no longer alive:
   (derived names); or Airflow knows no such task instance (the DAG run was deleted);
 * untouched: pods of another deployment, pods of DAGs not in ``dag_ids``, user-named pods without
   a record of this deployment, and pods younger than ``min_age`` (a create can be a moment ahead
-  of what Airflow reports).
+  of what Airflow reports). A user-named pod is judged only when its record proves it its task
+  instance's (:func:`.ownership.claim`: the record names its id, or names none yet and it is the
+  one pod of the name created in the record's window); otherwise it is spared, saying why.
 
 Airflow hands its answers over in the Task SDK's own types: a ``TaskStatesResult`` whose states
 may be strings or ``TaskInstanceState`` members, a ``DagRunStateResult`` holding a ``DagRunState``
@@ -48,10 +50,9 @@ from airflow.sdk import BaseOperator
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import Pod
-from airflow_provider_prime.operators._values import seconds, timestamp
-from airflow_provider_prime.operators.ownership import OwnerRecords, PodOwner, VariableOwnerRecords
-from airflow_provider_prime.operators.pod import GONE_STATES
+from airflow_provider_prime.models import GONE_STATES, Pod
+from airflow_provider_prime.operators._arguments import seconds, timestamp
+from airflow_provider_prime.operators.ownership import OwnerRecords, PodOwner, VariableOwnerRecords, claim
 from airflow_provider_prime.operators.pod_names import (
     dag_tag,
     deployment_tag,
@@ -330,6 +331,7 @@ def decide(
     judge = _Judge(airflow, deployment)
     reaping, doomed = Reaping(), []
     kept_names: set[str] = set()  # user names with a pod spared: their record stays
+    pods = list(pods)
     for pod in pods:
         if pod.status in GONE_STATES or not pod.name:
             continue  # on its way out already, or nobody's by name
@@ -354,10 +356,15 @@ def decide(
         if dag_id is None:
             reaping.ignored[pod.id] = f"{label}: from a DAG not in dag_ids"
             continue
-        if record is not None and record.pod_id not in (None, pod.id):
-            reaping.spared[pod.id] = f"{label}: its ownership record names pod {record.pod_id}, not this one"
-            kept_names.add(pod.name)
-            continue
+        if record is not None:
+            proof = claim(record, pods)
+            if proof.pod is None or proof.pod.id != pod.id:
+                why = f"proves nothing: {proof.why}"
+                if record.pod_id is not None:
+                    why = f"names pod {record.pod_id}, not this one"
+                reaping.spared[pod.id] = f"{label}: its ownership record {why}"
+                kept_names.add(pod.name)
+                continue
         created = timestamp(pod.created_at)
         if created is None or (now - created).total_seconds() < min_age:
             reaping.spared[pod.id] = f"{label}: younger than {min_age:.0f}s"

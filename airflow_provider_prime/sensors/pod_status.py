@@ -7,7 +7,6 @@ waits, in any of Airflow's sensor modes (``poke``, ``reschedule``, or deferred t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -21,6 +20,7 @@ from airflow_provider_prime import events
 from airflow_provider_prime._compat import START_FROM_TRIGGER, AirflowFailException, AirflowSensorTimeout
 from airflow_provider_prime.exceptions import PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
@@ -29,31 +29,24 @@ from airflow_provider_prime.readiness import (
     PodWait,
     Requirements,
     Step,
+    by_id,
     describe_api,
 )
-from airflow_provider_prime.triggers.pod_status import (
-    DEFER_TIMEOUT_MARGIN,
-    PodStatusTrigger,
-    first_poll_after_deferral,
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.waiting import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    DEFERRAL_MARGIN,
+    SYSTEM_CLOCK,
+    Clock,
+    SyncDriver,
+    first_check_after_deferral,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Seconds between two status checks. The API's own clients poll every 5-10 s; pods take minutes
-#: to boot, so 15 s adds at most a few percent to a typical wait while halving the request rate.
-DEFAULT_POKE_INTERVAL = 15.0
-#: Seconds before the wait gives up. Clients report 5-20 minutes from creation to ready and allow
-#: 15-20; 45 minutes leaves room for a slow provider yet stops a stuck pod long before Airflow's
-#: default sensor timeout of 7 days would (the GPUs bill while it waits).
-DEFAULT_TIMEOUT = 45 * 60.0
-#: Seconds a wait may go without a single answer from the API before it fails. A host that does
-#: not resolve, a port nothing listens on or a TLS mismatch never heals by itself; five minutes
-#: rides out a brief network blip at the start yet stops a typo long before the 45-minute timeout.
-DEFAULT_UNREACHABLE_TIMEOUT = 5 * 60.0
-#: Seconds a check made at the deadline may take (one request), so that the timeout it raises is
-#: based on a fresh answer rather than on the previous poke's.
-LAST_CHECK_TIME = 15.0
 #: The errors Airflow's sensor loop turns into a skip under ``soft_fail`` (after deferral: any error).
 _SOFT_FAIL_SKIPS = (AirflowSensorTimeout, AirflowFailException)
 
@@ -105,6 +98,8 @@ class PodStatusSensor(BaseSensorOperator):
     # task sees these class values, so it always starts on a worker.
     start_trigger_args: StartTriggerArgs | None = None
     start_from_trigger: bool = False
+    #: The clock of the wait (a test gives one that it moves by hand).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -115,7 +110,7 @@ class PodStatusSensor(BaseSensorOperator):
         require_ssh: bool = True,
         missing_grace: float = DEFAULT_MISSING_GRACE,
         unreachable_timeout: timedelta | float | None = DEFAULT_UNREACHABLE_TIMEOUT,
-        poke_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
+        poke_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
         start_from_trigger: bool = False,
@@ -141,7 +136,7 @@ class PodStatusSensor(BaseSensorOperator):
                 trigger_cls=f"{PodStatusTrigger.__module__}.{PodStatusTrigger.__qualname__}",
                 trigger_kwargs={
                     "pod_ids": pod_ids,  # as written: the triggerer renders it
-                    "deadline": None,  # the trigger's: Airflow's timeout less DEFER_TIMEOUT_MARGIN
+                    "deadline": None,  # the trigger's: Airflow's timeout less DEFERRAL_MARGIN
                     "timeout": self.timeout,
                     "unreachable_timeout": self.unreachable_timeout,
                     "prime_conn_id": prime_conn_id,
@@ -150,7 +145,7 @@ class PodStatusSensor(BaseSensorOperator):
                 },
                 next_method="execute_complete",
                 next_kwargs=None,
-                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN),
+                timeout=timedelta(seconds=self.timeout + DEFERRAL_MARGIN),
             )
         self._wait: PodWait | None = None
 
@@ -166,23 +161,23 @@ class PodStatusSensor(BaseSensorOperator):
         return super().execute(context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        """One status request for all pods, judged by :class:`~airflow_provider_prime.readiness.PodWait`."""
+        """One status request for all pods, judged by :class:`~airflow_provider_prime.readiness.PodWait`.
+
+        A step of the wait's :class:`~airflow_provider_prime.waiting.SyncDriver`, which hands the
+        wait back to Airflow after one check unless the sensor holds on (see :meth:`_holding`).
+        """
         if self._wait is None:  # poke() called on its own, not from execute()
             self._wait = self._begin(context)
         wait = self._wait
-        while True:
-            step = self._check(wait)
-            if step.outcome is Outcome.READY:
-                return PokeReturnValue(is_done=True, xcom_value=step.handover)
-            if step.error is not None:
-                self._fail(step.error)
-            now = time.time()
-            if now >= wait.deadline:  # our own timeout, so that it says what each pod still lacked
-                self._fail(AirflowSensorTimeout(wait.timeout_message()))
-            if not self._holding(wait):
-                break
-            first_answer_by = wait.first_answer_by if wait.first_answer_by is not None else wait.deadline
-            time.sleep(max(0.0, min(self.poke_interval, wait.deadline - now, first_answer_by - now)))
+        ending = self._driver(wait).run(hold=lambda: self._holding(wait))
+        step = ending.step
+        assert step is not None  # the sync driver always checks once
+        if step.outcome is Outcome.READY:
+            return PokeReturnValue(is_done=True, xcom_value=step.handover)
+        if step.error is not None:
+            self._fail(step.error)
+        if ending.timed_out:  # our own timeout, so that it says what each pod still lacked
+            self._fail(AirflowSensorTimeout(wait.timeout_message()))
         if self.deferrable:
             self._defer(wait)
         return False
@@ -210,7 +205,7 @@ class PodStatusSensor(BaseSensorOperator):
         first_poke_at: datetime | None = None
         if self.reschedule and not self.deferrable:
             first_poke_at = context["ti"].get_first_reschedule_date(context)
-        started = first_poke_at.timestamp() if first_poke_at else time.time()
+        started = first_poke_at.timestamp() if first_poke_at else self.clock.time()
         # A rescheduled poke exists only because an earlier one had an answer (see poke), so only
         # the first poke of a wait is bound to get one in time, and the others count as answered.
         bound = self.unreachable_timeout if first_poke_at is None else None
@@ -226,16 +221,11 @@ class PodStatusSensor(BaseSensorOperator):
             poll_interval=self.poke_interval,
         )
 
-    def _check(self, wait: PodWait) -> Step:
-        try:
-            # Retries end at the deadline, and a check made at (or just before) the deadline gets
-            # one request's time: the wait never outlives its timeout by more, and its timeout
-            # reports a fresh answer (in reschedule mode the only one that process has).
-            deadline = max(wait.deadline, time.time() + LAST_CHECK_TIME)
-            statuses = self.hook.get_pods_status(wait.pod_ids, deadline=deadline)
-        except PrimeError as exc:
-            return wait.trouble(exc, time.time())
-        return wait.answer({s.pod_id: s for s in statuses}, time.time())
+    def _driver(self, wait: PodWait) -> SyncDriver[Any, Step]:
+        def fetch(deadline: float) -> dict[str, PodStatus]:
+            return by_id(self.hook.get_pods_status(wait.pod_ids, deadline=deadline))
+
+        return SyncDriver(wait, fetch, interval=self.poke_interval, clock=self.clock)
 
     def _holding(self, wait: PodWait) -> bool:
         """Reschedule mode keeps its poke (and the worker slot) until the API has answered once, and
@@ -253,7 +243,7 @@ class PodStatusSensor(BaseSensorOperator):
         return wait.first_answer_by is not None or wait.refusing
 
     def _defer(self, wait: PodWait) -> NoReturn:
-        now = time.time()
+        now = self.clock.time()
         self.defer(
             trigger=PodStatusTrigger(
                 pod_ids=wait.pod_ids,
@@ -263,11 +253,11 @@ class PodStatusSensor(BaseSensorOperator):
                 missing_since=wait.missing_since,
                 first_answer_by=wait.first_answer_by,
                 answered=wait.answered,
-                not_before=first_poll_after_deferral(self.poke_interval),
+                not_before=first_check_after_deferral(now, self.poke_interval),
                 **self.requirements.to_kwargs(),
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=max(0.0, wait.deadline - now) + DEFER_TIMEOUT_MARGIN),
+            timeout=timedelta(seconds=max(0.0, wait.deadline - now) + DEFERRAL_MARGIN),
         )
 
     def _fail(self, error: Exception, *, resumed: bool = False) -> NoReturn:
@@ -289,4 +279,4 @@ class PodStatusSensor(BaseSensorOperator):
         interval: float = super()._get_next_poke_interval(started_at, run_duration, poke_count)
         if self._wait is None:
             return interval
-        return max(0.0, min(interval, self._wait.deadline - time.time()))
+        return max(0.0, min(interval, self._wait.deadline - self.clock.time()))

@@ -10,8 +10,8 @@ Enable with ``pytest_plugins = ["airflow_provider_prime.testing.pytest_plugin"]`
       def test_waits(prime_simulator): ...
 
 * ``prime_simulator_factory``: ``make(scenario=None, **options) -> PrimeSimulator`` for tests that
-  need several simulators, or pods of their own (``make([ready_pod("p")], clock=clock)``); all
-  stopped afterwards.
+  need several simulators, or pods of their own (``make([ready_pod("p")], clock=clock)``, or the
+  pod scripts as arguments: ``make(ready_pod("a"), ready_pod("b"))``); all stopped afterwards.
 * ``prime_simulator_defaults``: options every simulator of the factory starts with unless the
   call gives them (``{}``; override the fixture in a ``conftest.py``, e.g. ``{"time_scale": 20}``).
   A ``time_scale`` default is not applied to a simulator given a ``clock``: the test drives it.
@@ -36,6 +36,7 @@ import pytest
 
 from airflow_provider_prime.testing.builtin import ScenarioSpec
 from airflow_provider_prime.testing.connection import airflow_connection_env
+from airflow_provider_prime.testing.scenario import PodScript, Scenario
 from airflow_provider_prime.testing.simulator import PrimeSimulator
 
 SimulatorFactory = Callable[..., PrimeSimulator]
@@ -75,7 +76,11 @@ def prime_simulator_factory(prime_simulator_defaults: dict[str, Any]) -> Iterato
     """Start simulators on demand; every one is stopped when the test ends."""
     started: list[PrimeSimulator] = []
 
-    def make(scenario: ScenarioSpec = None, **options: Any) -> PrimeSimulator:
+    def make(scenario: ScenarioSpec | PodScript = None, *pods: PodScript, **options: Any) -> PrimeSimulator:
+        if isinstance(scenario, PodScript):
+            scenario = Scenario.of((scenario, *pods))
+        elif pods:
+            raise TypeError("give pod scripts as arguments, or one scenario, not both")
         defaults = dict(prime_simulator_defaults)
         if "clock" in options:
             defaults.pop("time_scale", None)

@@ -15,7 +15,9 @@ reaper cover that path; see ``docs/lifecycle.md``). ``cleanup`` is not touched: 
 triggerer restarts or hands the trigger to another one, and the pod must live on then.
 
 :class:`PodTerminationTrigger` waits until deleted pods are ``TERMINATED`` or gone, for
-:class:`~airflow_provider_prime.operators.pod.PrimeTerminatePodOperator` in deferrable mode.
+:class:`~airflow_provider_prime.operators.pod.PrimeTerminatePodOperator` in deferrable mode: the
+step of :mod:`airflow_provider_prime.termination` on the async driver of
+:mod:`airflow_provider_prime.waiting`.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_prime import events
-from airflow_provider_prime.exceptions import PrimeNotFoundError, is_transient
 from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import PodState
 from airflow_provider_prime.pod_ids import validate_pod_ids
+from airflow_provider_prime.termination import TerminationWait, aask
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.task_state import ask_own_state
+from airflow_provider_prime.waiting import SYSTEM_CLOCK, AsyncDriver, Clock, ready_source
 
 #: Seconds ``on_kill`` waits for Airflow's answer about the task instance, at most. The triggerer's
 #: supervisor starts its in-process API server on the first request that needs it: 5 s and more
@@ -150,8 +152,11 @@ class PodTerminationTrigger(BaseTrigger):
 
     ``not_before`` (epoch seconds) holds the first check back: a deleted pod is often gone at once,
     and a trigger firing moments after its deferral races the scheduler (see
-    :data:`~airflow_provider_prime.triggers.pod_status.SETTLE_AFTER_DEFERRAL`).
+    :data:`~airflow_provider_prime.waiting.SETTLE_AFTER_DEFERRAL`).
     """
+
+    #: The clock of the wait (a test gives one that it moves by hand); never serialized.
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -186,37 +191,21 @@ class PodTerminationTrigger(BaseTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         hook = PrimeHook(self.prime_conn_id)
-        ends: dict[str, dict[str, Any]] = {}
-        if self.not_before is not None:
-            await _sleep(max(0.0, min(self.not_before, self.deadline) - _now()))
-        while True:
-            for pod_id in [p for p in self.pod_ids if p not in ends or not ends[p]["final"]]:
-                try:
-                    ends[pod_id] = termination_state(await hook.aget_pod(pod_id))
-                except PrimeNotFoundError:
-                    ends[pod_id] = {"status": "GONE", "terminated_at": None, "final": True}
-                except Exception as exc:
-                    if not is_transient(exc):
-                        return dict(events.build_failed(exc, ends))
-                    self.log.warning("Prime API unavailable, still waiting for termination: %s", exc)
-            if all(ends.get(p, {}).get("final") for p in self.pod_ids):
-                return dict(events.build_success(ends, "every pod terminated"))
-            now = _now()
-            if now >= self.deadline:  # the last check was made at the deadline, not an interval before
-                waiting = ", ".join(p for p in self.pod_ids if not ends.get(p, {}).get("final"))
-                return dict(events.build_timeout(f"pods not terminated in time: {waiting}", ends))
-            await _sleep(min(self.poll_interval, self.deadline - now))
+        wait = TerminationWait(self.pod_ids, self.log, deadline=self.deadline)
 
+        async def fetch(_: float) -> dict[str, Any]:
+            return await aask(wait.pending, hook.aget_pod)
 
-#: The termination wait's clock and sleep (module names, so a test can run it on a manual clock).
-_now = time.time
-_sleep = asyncio.sleep
-
-
-def termination_state(pod: Any) -> dict[str, Any]:
-    """Where a deleted pod stands: its status, when it terminated, and whether that is the end."""
-    return {
-        "status": pod.status,
-        "terminated_at": pod.terminated_at,
-        "final": pod.status == PodState.TERMINATED.value,
-    }
+        driver = AsyncDriver(
+            wait,
+            ready_source(fetch),
+            interval=self.poll_interval,
+            clock=self.clock,
+            not_before=self.not_before,
+        )
+        ending = await driver.run()
+        if ending.timed_out or ending.step is None:
+            return dict(events.build_timeout(wait.timeout_message(), wait.ends))
+        if ending.step.error is not None:
+            return dict(events.build_failed(ending.step.error, wait.ends))
+        return dict(events.build_success(wait.ends, "every pod terminated"))

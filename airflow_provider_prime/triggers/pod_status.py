@@ -1,31 +1,24 @@
 """PodStatusTrigger: the deferred half of :class:`~airflow_provider_prime.sensors.pod_status.PodStatusSensor`.
 
-It runs in the triggerer, waits on the shared poller of its connection (one request per interval
-for all the pods of all waiting triggers, see :mod:`airflow_provider_prime.triggers.polling`),
-takes every answer through :class:`airflow_provider_prime.readiness.PodWait` (the very step the
-sensor's ``poke`` takes) and fires exactly one event of :mod:`airflow_provider_prime.events`:
-``success`` with the handover, ``failed`` (a pod failed; the API refused the key or the request
-before any good answer, or kept refusing it past the grace after good answers; or it never
-answered within ``first_answer_by``) or ``timeout`` once the absolute ``deadline`` passes. A
-failed request is one answer for every wait on the poller, never a verdict on each pod.
+It runs in the triggerer on the async driver of :mod:`airflow_provider_prime.waiting`: its checks are
+the answers of the shared poller of its connection (:mod:`airflow_provider_prime.triggers.polling`),
+judged by :class:`airflow_provider_prime.readiness.PodWait` (the very step the sensor's ``poke``
+takes), and it fires exactly one event of :mod:`airflow_provider_prime.events`: ``success`` with the
+handover, ``failed`` with the step's error, or ``timeout`` once the absolute ``deadline`` passes.
 
-A wait can also start here without a worker (``start_from_trigger``, Airflow 3.3+): the sensor's
-``start_trigger_args`` then give ``pod_ids`` as the DAG wrote them, its ``timeout`` and no
-deadline. The triggerer renders ``pod_ids`` (as text: a rendered list is read back by the
-validator; the DAG's user macros are not shipped there), :meth:`PodStatusTrigger.run` validates
-them, and the deadline is Airflow's own trigger timeout less :data:`DEFER_TIMEOUT_MARGIN`: set once,
-when the task deferred, and kept in the database, so a wait that moves to another triggerer keeps it.
+A wait can also start here without a worker (``start_from_trigger``, Airflow 3.3+): ``pod_ids`` are
+then as the DAG wrote them (rendered by the triggerer, validated by :meth:`PodStatusTrigger.run`),
+and the deadline is Airflow's own trigger timeout less
+:data:`~airflow_provider_prime.waiting.DEFERRAL_MARGIN`, kept in the database with the trigger.
 
-The trigger is read-only and owns nothing: it can be cancelled at any point, moved to another
-triggerer, or run twice, and it never touches the pods. Its kwargs are plain values (ids, conn id,
-numbers, an epoch deadline); the API key is fetched by the hook inside :meth:`run` and never
-serialized.
+The trigger is read-only and owns nothing: it can be cancelled, moved to another triggerer or run
+twice. Its kwargs are plain values; the API key is looked up inside :meth:`run`, never serialized.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timezone
@@ -35,38 +28,29 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_prime import events
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings, PrimeHook
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
     Outcome,
     PodWait,
     Requirements,
+    StatusAnswer,
     describe_api,
 )
 from airflow_provider_prime.triggers import polling
+from airflow_provider_prime.waiting import (
+    DEFAULT_POLL_INTERVAL,
+    DEFERRAL_MARGIN,
+    SYSTEM_CLOCK,
+    AsyncDriver,
+    AsyncFetch,
+    Clock,
+)
 
-#: Poll interval (seconds) when none is given; the sensor passes its ``poke_interval``.
-DEFAULT_POLL_INTERVAL = 15.0
 #: Seconds a connection's looked-up settings serve triggers that start on the same event loop.
 SETTINGS_TTL = 60.0
-#: Seconds Airflow's own deferral timeout leaves the trigger beyond the deadline, so the trigger's
-#: timeout event (which says what each pod lacked) arrives first; Airflow's is the backstop for a
-#: triggerer that is down.
-DEFER_TIMEOUT_MARGIN = 60.0
-
-#: Seconds after a deferral before the first poll, at least (a shorter poll interval does not
-#: shorten it). A trigger that fires within a second or two of the deferral races the scheduler's
-#: bookkeeping of the worker process that deferred: its stale "success" then fails the resumed task
-#: with "TI was not in the running state" (apache/airflow#66374, #67287, #72716). Nothing is lost by
-#: waiting: the deferring task has just checked, and a pod takes minutes to boot.
-SETTLE_AFTER_DEFERRAL = 5.0
-
-
-def first_poll_after_deferral(interval: float) -> float:
-    """The ``not_before`` of a trigger deferred now that would next poll after ``interval`` seconds."""
-    return time.time() + max(interval, SETTLE_AFTER_DEFERRAL)
-
 
 _settings_lookups: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[PrimeApiSettings]]]
@@ -120,12 +104,16 @@ class PodStatusTrigger(BaseTrigger):
         (:func:`~airflow_provider_prime.readiness.trouble_grace`), not a verdict on the pods: it
         would otherwise fail every wait of the poller at once.
     :param not_before: epoch second before which the trigger does not poll. The sensor sets it to
-        one poke interval after its own check (:func:`first_poll_after_deferral`, at least
-        :data:`SETTLE_AFTER_DEFERRAL`): nothing new is due before then, and a trigger that
-        fires within a second or two of the deferral can race the scheduler's bookkeeping of the
-        worker that deferred (Airflow then marks the resumed task failed). Absolute, so a
-        triggerer restart does not delay the wait again.
+        one poke interval after its own check
+        (:func:`~airflow_provider_prime.waiting.first_check_after_deferral`, at least
+        :data:`~airflow_provider_prime.waiting.SETTLE_AFTER_DEFERRAL`): nothing new is due before
+        then, and a trigger that fires within a second or two of the deferral can race the
+        scheduler's bookkeeping of the worker that deferred (Airflow then marks the resumed task
+        failed). Absolute, so a triggerer restart does not delay the wait again.
     """
+
+    #: The clock of the wait (a test gives one that it moves by hand); never serialized.
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -200,7 +188,7 @@ class PodStatusTrigger(BaseTrigger):
         if timeout_after.tzinfo is None:
             timeout_after = timeout_after.replace(tzinfo=timezone.utc)
         self.pod_ids = validate_pod_ids(self.pod_ids)
-        self.deadline = timeout_after.timestamp() - DEFER_TIMEOUT_MARGIN
+        self.deadline = timeout_after.timestamp() - DEFERRAL_MARGIN
         if self.unreachable_timeout is not None:
             self.first_answer_by = self.deadline - self.timeout + self.unreachable_timeout
         self.starts_here = False
@@ -211,33 +199,44 @@ class PodStatusTrigger(BaseTrigger):
                 self._start_here()
             except PrimeError as exc:
                 return events.build_failed(exc)
-        if self.deadline <= time.time():  # e.g. the triggerer was down past the deadline
+        if self.deadline <= self.clock.time():  # e.g. the triggerer was down past the deadline
             return self._late_start()
         try:
             settings = await connection_settings(self.prime_conn_id)
         except Exception as exc:
             return events.build_failed(exc)
         wait = self._pod_wait(describe_api(settings.base_url, self.prime_conn_id))
-        if self.not_before is not None:
-            await asyncio.sleep(max(0.0, min(self.not_before, self.deadline) - time.time()))
-        async with polling.subscription(settings, self.pod_ids, self.poll_interval) as sub:
-            while (remaining := self.deadline - time.time()) > 0:
-                snapshot = await sub.next(remaining)
-                if snapshot is None:
-                    continue
-                if snapshot.error is not None:
-                    step = wait.trouble(snapshot.error, time.time())
-                else:
-                    # The poller says whether any of these pods changed since the last answer: an
-                    # unchanged answer is not judged again (with thousands of waits per poll, that
-                    # was most of a poll's CPU).
-                    step = wait.answer(snapshot.statuses, snapshot.fetched_at, news=sub.take_news())
-                if step.outcome is Outcome.READY:
-                    return events.build_success(step.handover, wait.summary)
-                if step.error is not None:  # failed
-                    self.log.error("%s", step.error)
-                    return events.build_failed(step.error, step.handover)
-        return events.build_timeout(wait.timeout_message(), wait.handover())
+        driver = AsyncDriver(wait, self._source(settings), clock=self.clock, not_before=self.not_before)
+        ending = await driver.run()
+        step = ending.step
+        if ending.timed_out or step is None:
+            return events.build_timeout(wait.timeout_message(), wait.handover())
+        if step.outcome is Outcome.READY:
+            return events.build_success(step.handover, wait.summary)
+        self.log.error("%s", step.error)
+        return events.build_failed(step.error or PrimeError("the wait failed"), step.handover)
+
+    def _source(self, settings: PrimeApiSettings) -> Any:
+        """The shared poller of the connection: each check is its next answer about these pods."""
+        clock = self.clock
+
+        @contextlib.asynccontextmanager
+        async def source() -> AsyncIterator[AsyncFetch[StatusAnswer]]:
+            async with polling.subscription(settings, self.pod_ids, self.poll_interval) as sub:
+
+                async def fetch(until: float) -> StatusAnswer | None:
+                    snapshot = await sub.next(until - clock.time())
+                    if snapshot is None:
+                        return None
+                    if snapshot.error is not None:
+                        raise snapshot.error  # a failed request: one answer for every wait on it
+                    # Whether any of these pods changed since the last answer: an unchanged answer
+                    # is not judged again (with thousands of waits per poll, that was most of its CPU).
+                    return StatusAnswer(snapshot.statuses, news=sub.take_news())
+
+                yield fetch
+
+        return source
 
     def _late_start(self) -> events.TimeoutEvent:
         """The timeout for a trigger started past its deadline: nothing asked, nothing judged."""

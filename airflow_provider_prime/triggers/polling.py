@@ -15,8 +15,8 @@ Design
   runs several loops, must never share them); keyed by the settings fingerprint (base URL, key,
   transport options, never the key itself) so triggers on different connections or keys never
   share a client or see each other's pods. Several connections give several independent pollers.
-* **Ownership.** A poller owns one :class:`~airflow_provider_prime.hooks.prime.AsyncPrimeClient`
-  and one background task. The first subscriber creates it; the last one leaving stops the task and
+* **Ownership.** A poller owns one client (from :meth:`PrimeHook.async_status_client`) and one
+  background task. The first subscriber creates it; the last one leaving stops the task and
   closes the client, so nothing outlives the waits that needed it.
 * **Ticks.** The poller ticks at the smallest interval among its subscribers; a subscriber with a
   longer interval is simply served by the faster loop (it never waits longer than its own interval
@@ -72,7 +72,8 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mappi
 from dataclasses import dataclass
 from typing import Protocol
 
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.pod_ids import unique_ids
 
@@ -85,7 +86,7 @@ FAN_OUT_BATCH = 100
 
 
 class StatusClient(Protocol):
-    """What the poller needs from a client (:class:`AsyncPrimeClient`, or a fake in tests)."""
+    """What the poller needs from a client (:meth:`PrimeHook.async_status_client`'s, or a fake in tests)."""
 
     async def get_pods_status(self, pod_ids: Iterable[str]) -> list[PodStatus]: ...
 
@@ -184,7 +185,7 @@ class PodStatusPoller:
     def __init__(self, settings: PrimeApiSettings, client_factory: ClientFactory | None = None) -> None:
         self.settings = settings
         self.rounds = 0  # poll rounds made (full ticks and join fetches), for tests and benchmarks
-        self._client_factory: ClientFactory = client_factory or AsyncPrimeClient
+        self._client_factory: ClientFactory = client_factory or PrimeHook.async_status_client
         self._subscribers: dict[Subscription, None] = {}  # insertion-ordered set
         self._by_id: dict[str, set[Subscription]] = {}
         self._intervals: Counter[float] = Counter()
@@ -203,6 +204,16 @@ class PodStatusPoller:
     def pod_ids(self) -> list[str]:
         """Every distinct pod id polled now."""
         return list(self._by_id)
+
+    @property
+    def latest(self) -> Snapshot:
+        """The answer of the last round that did not fail (empty before the first one)."""
+        return self._latest
+
+    @property
+    def idle(self) -> bool:
+        """Whether the loop is asleep until its next round is due (no request in flight)."""
+        return self._wakeup is not None
 
     @property
     def interval(self) -> float:
@@ -398,8 +409,13 @@ _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, PodStat
 
 
 def active_pollers() -> list[PodStatusPoller]:
-    """The pollers running on the current event loop (for tests, benchmarks and diagnostics)."""
-    return list(_pollers.get(asyncio.get_running_loop(), {}).values())
+    """The pollers running on the current event loop, or on any loop when called outside one (for
+    tests, benchmarks and diagnostics)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return [poller for pollers in _pollers.values() for poller in pollers.values()]
+    return list(_pollers.get(loop, {}).values())
 
 
 @contextlib.asynccontextmanager
@@ -412,7 +428,8 @@ async def subscription(
 ) -> AsyncIterator[Subscription]:
     """Subscribe to the shared poller for ``settings`` for the duration of the ``async with`` block.
 
-    ``client_factory`` (default :class:`AsyncPrimeClient`) is used only if a new poller is made.
+    ``client_factory`` (default :meth:`PrimeHook.async_status_client`) is used only if a new poller
+    is made.
 
     Leaving the block, by return, exception or cancellation, unsubscribes; the last subscriber of
     a poller also stops its loop and closes its client before the block is left.

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from tests.operators.conftest import lifecycle_sim, owner_records
-from tests.simulated import connect, logs
+from tests.simulated import prime_connection_extra, prime_simulator_defaults
 
-__all__ = ["connect", "lifecycle_sim", "logs", "owner_records"]
+__all__ = ["lifecycle_sim", "owner_records", "prime_connection_extra", "prime_simulator_defaults"]

@@ -57,12 +57,6 @@ def timed_out_before_the_post(monkeypatch: pytest.MonkeyPatch) -> None:
     operator.on_kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a record with pod_id=None left by a create that never happened makes the retry "
-    "adopt a person's pod of that name as its own and delete it on failure (operators/pod.py "
-    "_owns: 'record.pod_id is None or ...'; _create leaves the record when nothing was found)",
-)
 def test_a_retry_does_not_claim_a_persons_pod_through_a_stale_record(lifecycle_sim, monkeypatch):
     sim = lifecycle_sim(SLOW_BOOT)
     timed_out_before_the_post(monkeypatch)
@@ -80,11 +74,6 @@ def test_a_retry_does_not_claim_a_persons_pod_through_a_stale_record(lifecycle_s
         assert billing_after_deletes(sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: the reaper deletes a person's pod whose name matches a stale pod_id=None record "
-    "of a failed task instance (operators/reaper.py decide: record.pod_id in (None, pod.id))",
-)
 def test_the_reaper_does_not_delete_a_persons_pod_through_a_stale_record(
     lifecycle_sim, monkeypatch, owner_records: MemoryOwnerRecords
 ):

@@ -28,13 +28,6 @@ def test_a_template_that_rendered_nothing_fails_the_terminate(lifecycle_sim, ren
     assert [r for r in sim.stats.log if r.method == "DELETE"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: an empty dict rendered as text ('{}', e.g. a create's return value pulled "
-    "before it pushed one) passes validate_pod_ids as the pod id '{}'; the API's 404 makes it "
-    "'gone already' and terminate succeeds having terminated nothing (pod_ids.py validate_pod_ids "
-    "refuses brackets and quotes but not braces; operators/pod.py PrimeTerminatePodOperator._delete)",
-)
 def test_an_empty_dict_rendered_as_text_fails_the_terminate(lifecycle_sim):
     lifecycle_sim(FAST_BOOT)
     with pytest.raises(PrimeError, match="pod_ids"):
@@ -58,12 +51,6 @@ def test_a_routers_404_on_delete_is_not_pod_gone(lifecycle_sim):
     assert billing_after_deletes(sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a refused create whose error body echoes an env value carries it in the "
-    "exception text (hooks/_exchange.py scrubs only the API key from error bodies; env values are "
-    "only handed to Airflow's masker, which exceptions stored or re-raised elsewhere bypass)",
-)
 def test_an_env_value_echoed_by_a_refused_create_is_not_in_the_exception(lifecycle_sim):
     sim = lifecycle_sim(FAST_BOOT)
     sim.inject(

@@ -15,7 +15,7 @@ import pytest
 from airflow.sdk.api.datamodels._generated import TaskInstanceState
 
 from airflow_provider_prime.deployment import deployment_id
-from airflow_provider_prime.exceptions import PrimeError
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.models import Pod
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.reaper import PrimeReapPodsOperator
@@ -63,12 +63,6 @@ def cleanup(sim: Any, *pod_ids: str) -> None:
     assert billing_after_deletes(sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a create whose answer is lost ends in _create's clean-up, _delete_by_name(name), "
-    "which deletes every live pod of a user-given name not seen before the POST, another "
-    "deployment's included (operators/pod.py _create except BaseException -> _delete_by_name)",
-)
 def test_a_lost_create_answer_never_deletes_another_deployments_pod_of_the_same_name(
     lifecycle_sim, monkeypatch
 ):
@@ -94,12 +88,6 @@ def test_a_lost_create_answer_never_deletes_another_deployments_pod_of_the_same_
         cleanup(sim, *live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: on_kill while a create is in flight deletes every live pod of a user-given name "
-    "not seen before the POST (operators/pod.py on_kill -> _delete_by_name(self._creating)); "
-    "also the AirflowTaskTimeout branch of _create",
-)
 @pytest.mark.parametrize("kill", ["sigterm", "timeout"])
 def test_a_kill_during_the_create_never_deletes_another_deployments_pod_of_the_same_name(
     lifecycle_sim, monkeypatch, kill
@@ -133,9 +121,13 @@ def test_a_kill_during_the_create_never_deletes_another_deployments_pod_of_the_s
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BREAK: after a create that never reached the server, the hook adopts the one live pod "
-    "of the name (hooks/_plans.py adopt) and the operator marks it its own (operators/pod.py "
-    "_create: self._owned = True), so another deployment's pod is deleted when the wait fails",
+    reason="LIMIT (docs/lifecycle.md, 'Two deployments sharing a key'): staging's pod is created after "
+    "prod's lookup and a moment before prod's POST, which is dropped; the hook adopts the one live pod "
+    "of the name, and it is new since the lookup, unique and created inside prod's create window, "
+    "exactly as prod's own pod would be if only the answer had been lost. Nothing a client can see "
+    "tells them apart (the API has no idempotency key or labels), so prod claims it "
+    "(operators/pod.py _created_own). Two deployments sharing a key must not create the same "
+    "user-chosen name at the same moment.",
 )
 def test_a_create_that_never_arrived_does_not_make_another_deployments_pod_ours(lifecycle_sim, monkeypatch):
     sim = lifecycle_sim(SLOW_BOOT)
@@ -163,13 +155,6 @@ def test_a_create_that_never_arrived_does_not_make_another_deployments_pod_ours(
         cleanup(sim, *live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: one ownership record per (deployment, name): a second task's create of the same "
-    "user name overwrites the first task's record before its POST, so the first task's pod loses "
-    "its backstop (the reaper spares it for good: 'its record names pod <other>') "
-    "(operators/ownership.py record_key; operators/pod.py _create puts without looking)",
-)
 def test_a_second_task_of_the_same_name_does_not_erase_the_first_tasks_backstop(
     lifecycle_sim, monkeypatch, owner_records
 ):
@@ -187,7 +172,8 @@ def test_a_second_task_of_the_same_name_does_not_erase_the_first_tasks_backstop(
         return found
 
     monkeypatch.setattr(operator.hook, "find_pods_by_name", other_task_creates_meanwhile)
-    operator.execute(make_context())
+    with pytest.raises(PrimeConfigError, match=r"in use by .*other_dag / manual__7 / make_box: its pod"):
+        operator.execute(make_context())  # refused: writing its record would erase the other's
 
     try:
         # The other DAG's worker is SIGKILLed; its task instance fails. The backstop must judge its pod.

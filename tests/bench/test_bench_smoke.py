@@ -84,7 +84,7 @@ def test_the_provider_asks_no_more_than_the_per_trigger_pattern(run):
 
 def test_the_harness_leaves_nothing_behind(run):
     assert f"AIRFLOW_CONN_{CONN_ID.upper()}" not in os.environ
-    assert all(not pollers for pollers in polling._pollers.values())
+    assert polling.active_pollers() == []
 
 
 def test_the_report_renders_and_replaces_only_its_own_section(run, tmp_path: Path):

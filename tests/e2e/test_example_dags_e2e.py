@@ -12,16 +12,16 @@ the sensor deferred, so every run takes the deferred path whatever the machine's
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from airflow_provider_prime.testing.lifecycles import ready_pod
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_api import AirflowApiError, RunWatcher
 from scripts.airflow_stack import AirflowStack, wait_until
 from tests.e2e.conftest import DAG_IDS, SENSOR_OVERRIDES
+from tests.e2e.pods import INSTALLATION_FAILURE, add_booting_pods, as_list, make_ready, timestamp
 
 pytestmark = pytest.mark.e2e
 
@@ -30,23 +30,6 @@ SENSOR = "wait_for_pods"
 TRIGGER_CLASS = "airflow_provider_prime.triggers.pod_status.PodStatusTrigger"
 #: Generous bound for one step of a run: two cores are shared with everything else.
 STEP_TIMEOUT = 120.0
-INSTALLATION_FAILURE = "flash-attn wheel build failed: nvcc not found (e2e)"
-
-
-def add_booting_pods(simulator: PrimeSimulatorProcess, nodes_by_pod: dict[str, int]) -> None:
-    """Pods that start booting now and would take an hour to be ready on their own."""
-    simulator.add_pod(*(ready_pod(pod_id, ready_at=3600, nodes=n) for pod_id, n in nodes_by_pod.items()))
-
-
-def make_ready(simulator: PrimeSimulatorProcess, pod_id: str, nodes: int) -> None:
-    simulator.set_pod_state(
-        pod_id,
-        "ACTIVE",
-        installation_status="FINISHED",
-        installation_progress=100,
-        ssh_nodes=nodes,
-        ip_nodes=nodes,
-    )
 
 
 def status_requests_for(simulator: PrimeSimulatorProcess, pod_id: str) -> int:
@@ -99,15 +82,6 @@ def assert_trigger_fired_in(stack: AirflowStack, watcher: RunWatcher, triggerer_
 
 def live_triggerers(stack: AirflowStack) -> set[int]:
     return {int(job["id"]) for job in stack.api.jobs("TriggererJob", alive=True)}
-
-
-def timestamp(text: str) -> datetime:
-    """An API timestamp (``...Z``, which Python 3.10's ``fromisoformat`` rejects)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def as_list(value: str | list[str | None] | None) -> list[str | None]:
-    return value if isinstance(value, list) else [value]
 
 
 def test_sensor_defers_to_the_triggerer_and_hands_ssh_targets_to_training(

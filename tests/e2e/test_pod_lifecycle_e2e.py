@@ -206,9 +206,7 @@ def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
         timeout=STEP_TIMEOUT,
         what="the second try running",
     )
-    assert f"Adopting pod {pod_id} named " in wait_for_log(
-        airflow_stack, watcher, CREATE, 2, "Adopting"
-    )
+    assert f"Adopting pod {pod_id} named " in wait_for_log(airflow_stack, watcher, CREATE, 2, "Adopting")
     make_ready(e2e_simulator, pod_id)
     watcher.wait(timeout=STEP_TIMEOUT)
 

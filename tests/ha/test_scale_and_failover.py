@@ -19,7 +19,7 @@ import pytest
 from airflow_provider_prime.testing.faults import Fault
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_stack import AirflowStack, wait_until
-from tests.e2e.test_example_dags_e2e import add_booting_pods, make_ready, timestamp
+from tests.e2e.pods import add_booting_pods, make_ready, timestamp
 from tests.ha.conftest import TRIGGERERS
 from tests.ha.runs import (
     STEP_TIMEOUT,

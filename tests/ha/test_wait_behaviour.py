@@ -17,7 +17,7 @@ from airflow_provider_prime.sensors.pod_status import PodStatusSensor
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_api import RunWatcher
 from scripts.airflow_stack import AirflowStack
-from tests.e2e.test_example_dags_e2e import INSTALLATION_FAILURE, add_booting_pods, as_list, make_ready
+from tests.e2e.pods import INSTALLATION_FAILURE, add_booting_pods, as_list, make_ready
 from tests.ha.runs import STEP_TIMEOUT
 from tests.ha.wait_options import SENSOR_HAS_START_FROM_TRIGGER, START_MODES
 

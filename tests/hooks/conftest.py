@@ -1,21 +1,16 @@
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from airflow_provider_prime.hooks import _clients
-from airflow_provider_prime.hooks._clients import AsyncPrimeClient, PrimeClient
-from airflow_provider_prime.hooks._exchange import Exchange, parse_identity, whoami_request
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.hooks.prime import PrimeHook
-from airflow_provider_prime.models import PodStatus
-from tests.hooks.fakes import KEY, InMemoryAdapter, LoopbackServer, ScriptedApi, in_memory_transport
+from tests.hooks.callers import Caller, Pauses, Twin
+from tests.hooks.fakes import KEY, LoopbackServer, ScriptedApi
+from tests.simulated import FAST_RETRY
 
 
 @pytest.fixture
@@ -34,55 +29,9 @@ def settings() -> PrimeApiSettings:
 
 
 @pytest.fixture
-def delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the clients' backoff sleeps instead of sleeping."""
-    recorded: list[float] = []
-
-    async def asleep(delay: float) -> None:
-        recorded.append(delay)
-
-    monkeypatch.setattr(_clients, "_sleep", recorded.append)
-    monkeypatch.setattr(_clients, "_asleep", asleep)
-    return recorded
-
-
-class Caller:
-    """Runs the sync or the async client against a fake API, in memory or over real HTTP."""
-
-    def __init__(self, kind: str, api: ScriptedApi, settings: PrimeApiSettings, base_url: str | None = None):
-        self.kind = kind
-        self.api = api
-        self.settings = settings
-        self.over_http = base_url is not None
-        if base_url is not None:
-            self.settings = dataclasses.replace(settings, base_url=base_url)
-
-    def pods(self, pod_ids: Iterable[str], **overrides: Any) -> list[PodStatus]:
-        ids = list(dict.fromkeys(pod_ids))
-        return self.run(lambda client: client.get_pods_status(ids), **overrides)  # type: ignore[no-any-return]
-
-    def whoami(self, **overrides: Any) -> str | None:
-        return self.run(  # type: ignore[no-any-return]
-            lambda client: client.call(
-                Exchange(client.settings, whoami_request(client.settings), parse_identity)
-            ),
-            **overrides,
-        )
-
-    def run(self, use: Callable[[Any], Any], **overrides: Any) -> Any:
-        """``use(client)`` on a fresh client of this kind; awaited when the client is async."""
-        settings = dataclasses.replace(self.settings, **overrides)
-        if self.kind == "sync":
-            adapter = None if self.over_http else InMemoryAdapter(self.api)
-            with PrimeClient(settings, adapter=adapter) as client:
-                return use(client)
-
-        async def run() -> Any:
-            transport = None if self.over_http else in_memory_transport(self.api)
-            async with AsyncPrimeClient(settings, transport=transport) as client:
-                return await use(client)
-
-        return asyncio.run(run())
+def delays() -> Pauses:
+    """The clients' and hooks' backoff sleeps, recorded instead of slept (give it as ``sleep=``)."""
+    return Pauses()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -96,9 +45,9 @@ def api() -> ScriptedApi:
 
 
 @pytest.fixture
-def mocked(kind: str, api: ScriptedApi, settings: PrimeApiSettings, delays: list[float]) -> Caller:
+def mocked(kind: str, api: ScriptedApi, settings: PrimeApiSettings, delays: Pauses) -> Caller:
     """The ``kind`` client talking to ``api`` in memory (no sockets), sleeps recorded."""
-    return Caller(kind, api, settings)
+    return Caller(kind, api, settings, pauses=delays)
 
 
 @pytest.fixture
@@ -113,9 +62,6 @@ def over_http(kind: str, api: ScriptedApi, settings: PrimeApiSettings, local_api
     return Caller(kind, api, settings, base_url=local_api.base_url)
 
 
-FAST_EXTRA = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05}
-
-
 @pytest.fixture
 def set_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Define a connection the way users do in containers: AIRFLOW_CONN_<ID> as JSON."""
@@ -127,23 +73,11 @@ def set_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     return define
 
 
-class Twin:
-    """Calls a hook method, or its async twin (``a`` + name), by ``kind``: one test checks both."""
-
-    def __init__(self, kind: str, hook: PrimeHook) -> None:
-        self.kind, self.hook = kind, hook
-
-    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if self.kind == "sync":
-            return getattr(self.hook, method)(*args, **kwargs)
-        return asyncio.run(getattr(self.hook, f"a{method}")(*args, **kwargs))
-
-
 @pytest.fixture
-def twin(kind: str, local_api: LoopbackServer, set_conn: Callable[..., None]) -> Twin:
+def twin(kind: str, local_api: LoopbackServer, set_conn: Callable[..., None], delays: Pauses) -> Twin:
     """The hook on ``prime_default`` pointed at ``local_api`` (real HTTP), called sync or async."""
-    set_conn(host=local_api.base_url, password=KEY, extra={**FAST_EXTRA, "read_timeout": 0.5})
-    return Twin(kind, PrimeHook())
+    set_conn(host=local_api.base_url, password=KEY, extra={**FAST_RETRY, "read_timeout": 0.5})
+    return Twin.on(kind, delays)
 
 
 @pytest.fixture

@@ -24,10 +24,9 @@ from airflow_provider_prime.exceptions import (
     PrimeResponseError,
     PrimeTransientError,
 )
-from airflow_provider_prime.hooks._clients import CHUNK_CONCURRENCY
-from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings
-from tests.hooks.conftest import Caller
+from airflow_provider_prime.hooks._clients import CHUNK_CONCURRENCY, MAX_RESPONSE_BYTES, AsyncPrimeClient
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from tests.hooks.callers import Caller
 from tests.hooks.fakes import (
     KEY,
     ConcurrencyTransport,

@@ -14,9 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.testing import PODS_PATH, Fault, ManualClock, PrimeSimulator, ready_pod
-from tests.hooks.conftest import Twin
+from tests.hooks.callers import Pauses, Twin
 
 POD = "pod-a"
 DELETE = f"DELETE {PODS_PATH}{POD}"
@@ -41,8 +40,8 @@ def sim(
 
 
 @pytest.fixture
-def hook(kind: str, sim: PrimeSimulator) -> Twin:
-    return Twin(kind, PrimeHook())
+def hook(kind: str, sim: PrimeSimulator, delays: Pauses) -> Twin:
+    return Twin.on(kind, delays)
 
 
 def _gone(sim: PrimeSimulator, clock: ManualClock) -> None:

@@ -10,19 +10,11 @@ import ssl
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeConnectionError, PrimeResponseError
-from airflow_provider_prime.hooks._exchange import (
-    RetryPolicy,
-    _error_details,
-    _excerpt,
-    chunk_pod_ids,
-    default_headers,
-    describe_pods,
-    parse_identity,
-    parse_retry_after,
-    status_request,
-    transport_failure,
-)
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._endpoints import chunk_pod_ids, describe_pods, status_request
+from airflow_provider_prime.hooks._errors import error_details, excerpt, transport_failure
+from airflow_provider_prime.hooks._exchange import RetryPolicy, default_headers, parse_retry_after
+from airflow_provider_prime.hooks._payloads import parse_identity
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from tests.hooks.fakes import KEY, ids
 
 
@@ -101,24 +93,24 @@ def test_retry_after_wins_over_backoff_but_is_capped() -> None:
 def test_error_bodies_of_both_shapes_are_understood(
     body: bytes, expected: list[tuple[str | None, str]]
 ) -> None:
-    assert _error_details(body) == expected
+    assert error_details(body) == expected
 
 
 def test_error_details_are_bounded() -> None:
     body = json.dumps({"errors": [{"param": f"p{n}", "details": "d"} for n in range(50)]}).encode()
-    details = _error_details(body)
+    details = error_details(body)
     assert len(details) == 6
     assert details[-1] == (None, "and 45 more")
 
 
 def test_excerpt_drops_markup_and_is_short() -> None:
     page = b"<html><head><title>502 Bad Gateway</title></head><body>" + b"x" * 5000 + b"</body></html>"
-    text = _excerpt(page)
+    text = excerpt(page)
     assert text.startswith("502 Bad Gateway")
     assert "<" not in text
     assert len(text) <= 200
-    assert _excerpt(b"") == "(empty body)"
-    assert _excerpt(b"\xff\xfe garbage").endswith("garbage")
+    assert excerpt(b"") == "(empty body)"
+    assert excerpt(b"\xff\xfe garbage").endswith("garbage")
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from airflow_provider_prime.exceptions import PrimeConfigError, PrimeTransientEr
 from airflow_provider_prime.get_provider_info import CONNECTION_FIELDS, get_provider_info
 from airflow_provider_prime.hooks.prime import PrimeHook
 from tests.hooks.fakes import KEY, Failure, LoopbackServer, Reply, ScriptedApi, Seen, always, serve_pods
+from tests.simulated import FAST_RETRY
 
 SetConn = Callable[..., None]
 
@@ -29,9 +30,6 @@ SetConn = Callable[..., None]
 def server(api: ScriptedApi) -> Iterator[LoopbackServer]:
     with LoopbackServer(api) as local:
         yield local
-
-
-FAST = {"backoff_base": 0.001, "backoff_max": 0.002}
 
 
 def test_init_never_touches_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +45,7 @@ def test_init_never_touches_the_connection(monkeypatch: pytest.MonkeyPatch) -> N
 def test_connection_host_password_and_extra_are_used(
     set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
 ) -> None:
-    set_conn(host=server.base_url + "/api/v1/", password=KEY, extra={"max_retries": 0, **FAST})
+    set_conn(host=server.base_url + "/api/v1/", password=KEY, extra={**FAST_RETRY, "max_retries": 0})
     hook = PrimeHook()
     settings = hook.get_settings()
     assert settings.base_url == server.base_url
@@ -230,7 +228,7 @@ async def test_the_key_is_masked_from_the_async_path(monkeypatch: pytest.MonkeyP
 def test_the_key_is_in_no_log_repr_or_error(
     set_conn: SetConn, server: LoopbackServer, api: ScriptedApi, caplog: pytest.LogCaptureFixture
 ) -> None:
-    set_conn(host=server.base_url, password=KEY, extra={"max_retries": 2, **FAST})
+    set_conn(host=server.base_url, password=KEY, extra={**FAST_RETRY, "max_retries": 2})
     api.script = always(Reply(502, f"<html>echo {KEY}</html>".encode()))
     hook = PrimeHook()
     with (
@@ -278,7 +276,7 @@ def test_test_connection_gives_up_quickly_on_an_unreachable_api(
     set_conn: SetConn, server: LoopbackServer, api: ScriptedApi
 ) -> None:
     api.script = always(Failure.DROP)
-    set_conn(host=server.base_url, password=KEY, extra={"max_retries": 10, **FAST})
+    set_conn(host=server.base_url, password=KEY, extra={**FAST_RETRY, "max_retries": 10})
     ok, message = PrimeHook().test_connection()
     assert not ok
     assert "Gave up after 2 attempts: Connection failed" in message

@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeResponseError, PrimeTransientError
-from airflow_provider_prime.hooks._exchange import MAX_RESPONSE_BYTES
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
-from tests.hooks.conftest import Caller
+from airflow_provider_prime.hooks._clients import MAX_RESPONSE_BYTES
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from tests.hooks.callers import Caller
 from tests.hooks.fakes import (
     Failure,
     LoopbackServer,

@@ -25,9 +25,9 @@ from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodRequest
 from airflow_provider_prime.testing import PODS_PATH, PrimeSimulator
-from tests.hooks.conftest import Caller
+from tests.hooks.callers import Caller
 from tests.hooks.fakes import KEY, Reply, ScriptedApi, always
-from tests.test_models import make_offer
+from tests.payloads import make_offer
 
 LEFT, RIGHT = "pkLEFTHALF7c1e", "RIGHTHALF93ab"
 

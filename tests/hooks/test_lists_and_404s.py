@@ -22,10 +22,8 @@ from airflow_provider_prime.exceptions import (
     PrimeResponseError,
     PrimeTransientError,
 )
-from airflow_provider_prime.hooks import _clients
-from airflow_provider_prime.hooks._exchange import says_pod_not_found
+from airflow_provider_prime.hooks._errors import says_pod_not_found
 from airflow_provider_prime.hooks._plans import ADOPTION_PAUSES, FIND_READS
-from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodRequest
 from airflow_provider_prime.testing import (
     PODS_PATH,
@@ -36,9 +34,9 @@ from airflow_provider_prime.testing import (
     Scenario,
     fixed_pod,
 )
-from tests.hooks.conftest import Twin
+from tests.hooks.callers import Pauses, Twin
+from tests.simulated import FAST_RETRY
 
-FAST = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05, "read_timeout": 2}
 Make = Callable[..., PrimeSimulator]
 
 
@@ -48,20 +46,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def pauses(monkeypatch: pytest.MonkeyPatch, clock: ManualClock) -> list[float]:
-    """The clients' sleeps, recorded; each moves the simulator's clock on instead of waiting."""
-    recorded: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        recorded.append(seconds)
-        clock.advance(seconds)
-
-    async def asleep(seconds: float) -> None:
-        sleep(seconds)
-
-    monkeypatch.setattr(_clients, "_sleep", sleep)
-    monkeypatch.setattr(_clients, "_asleep", asleep)
-    return recorded
+def pauses(clock: ManualClock) -> Pauses:
+    """The hook's sleeps, recorded; each moves the simulator's clock on instead of waiting."""
+    return Pauses(clock)
 
 
 @pytest.fixture
@@ -72,15 +59,15 @@ def make(
 
     def build(scenario: object = None, *, base_path: str = "") -> PrimeSimulator:
         sim = prime_simulator_factory(scenario, clock=clock)
-        prime_connect(sim.base_url + base_path, api_key=sim.api_key, extra=FAST)
+        prime_connect(sim.base_url + base_path, api_key=sim.api_key, extra={**FAST_RETRY, "max_retries": 3})
         return sim
 
     return build
 
 
 @pytest.fixture
-def hook(kind: str) -> Twin:
-    return Twin(kind, PrimeHook())
+def hook(kind: str, pauses: Pauses) -> Twin:
+    return Twin.on(kind, pauses)
 
 
 def _settle(sim: PrimeSimulator, clock: ManualClock) -> None:

@@ -21,9 +21,10 @@ from airflow_provider_prime.exceptions import (
 from airflow_provider_prime.hooks._plans import ADOPTION_PAUSES
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import GpuOffer, PodRequest
-from tests.hooks.conftest import FAST_EXTRA, Twin
+from tests.hooks.callers import Twin
 from tests.hooks.fakes import Failure, PodsBackend, Reply, ScriptedApi, Seen, pod_record
-from tests.test_models import make_offer
+from tests.payloads import make_offer
+from tests.simulated import FAST_RETRY
 
 CREATE = "POST /api/v1/pods/"
 
@@ -124,7 +125,7 @@ def test_a_rate_limited_create_is_sent_again(twin: Twin, backend: PodsBackend, a
 def test_a_refused_create_is_retried_because_it_never_left(
     kind: str, set_conn: Callable[..., None], closed_port: int
 ) -> None:
-    set_conn(host=f"http://127.0.0.1:{closed_port}", password="pk-x", extra={**FAST_EXTRA, "max_retries": 2})
+    set_conn(host=f"http://127.0.0.1:{closed_port}", password="pk-x", extra={**FAST_RETRY, "max_retries": 2})
     with pytest.raises(PrimeTransientError, match="Gave up after 3 attempts: Connection failed") as caught:
         Twin(kind, PrimeHook())("create_pod", request_for("train-c"))
     assert "may not have happened" not in str(caught.value)  # refused: provably nothing was made

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_prime.exceptions import PrimeAPIError, PrimeBillingError
-from tests.hooks.conftest import Caller
+from tests.hooks.callers import Caller
 from tests.hooks.fakes import KEY, Failure, Reply, ScriptedApi, always
 
 
@@ -79,3 +79,31 @@ def test_no_error_carries_the_key(mocked: Caller, api: ScriptedApi, outcome: Rep
     except PrimeAPIError as raised:
         error = raised
     assert error is None or leaks(error) == []
+
+
+def test_a_requests_own_secrets_are_scrubbed_with_the_key():
+    """A create's env values are scrubbed from the error of an API that echoes them, like the key."""
+    from airflow_provider_prime.hooks._secrets import scrub
+
+    text = 'refused: envVars HF_TOKEN="hf_abcdef123" bad; key sk-live-1 and hf_abcdef123 again'
+    assert (
+        scrub(text, ("sk-live-1", "hf_abcdef123"))
+        == 'refused: envVars HF_TOKEN="***" bad; key *** and *** again'
+    )
+
+
+def test_short_env_values_are_not_secrets_of_the_request():
+    from airflow_provider_prime.models import PodRequest
+
+    request = PodRequest.model_validate(
+        {
+            "name": "p",
+            "cloudId": "c",
+            "gpuType": "H100_80GB",
+            "gpuCount": 1,
+            "socket": "SXM5",
+            "envVars": {"DEBUG": "1", "HF_TOKEN": "hf_abcdef123"},
+            "jupyterPassword": "secretpw",
+        }
+    )
+    assert request.secret_values() == ("hf_abcdef123", "secretpw")

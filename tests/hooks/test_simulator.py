@@ -22,10 +22,11 @@ from airflow_provider_prime.exceptions import (
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodRequest, PodStatus
 from airflow_provider_prime.testing import PODS_PATH, STATUS_PATH, Fault, PrimeSimulator, bulk_scenario
-from tests.hooks.conftest import Twin
+from tests.hooks.callers import Twin
+from tests.simulated import FAST_RETRY
 
 Fetch = Callable[[list[str]], list[PodStatus]]
-FAST = {"backoff_base": 0.001, "backoff_max": 0.002, "retry_after_max": 0.05, "read_timeout": 2}
+FAST = {**FAST_RETRY, "max_retries": 3}
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from airflow_provider_prime.job_script import (
     result_script,
 )
 from airflow_provider_prime.job_wait import JobOutcome, JobWait, PrimeJobFailedError
-from tests.job.test_job_script import JOB, Node, live_members, until
+from tests.job.local_node import JOB, Node, live_members, until
 from tests.statuses import pod
 
 R, X, K, L = PhaseState.RUNNING, PhaseState.EXITED, PhaseState.KILLED, PhaseState.LOST

@@ -71,7 +71,7 @@ from tests.model.processes import (
     simulated_time,
 )
 from tests.model.secrets import SecretScanner
-from tests.simulated import FAST_TRANSPORT
+from tests.simulated import FAST_RETRY
 
 T = TypeVar("T")
 
@@ -1134,7 +1134,7 @@ class _LogRecords(logging.Handler):
 @contextlib.contextmanager
 def _environment(sim: PrimeSimulator) -> Iterator[None]:
     """The connection both deployments use: one key, fast transport."""
-    connection = {"conn_type": "prime", "host": sim.base_url, "password": API_KEY, "extra": FAST_TRANSPORT}
+    connection = {"conn_type": "prime", "host": sim.base_url, "password": API_KEY, "extra": FAST_RETRY}
     previous = os.environ.get("AIRFLOW_CONN_PRIME_DEFAULT")
     os.environ["AIRFLOW_CONN_PRIME_DEFAULT"] = json.dumps(connection)
     try:

@@ -91,7 +91,8 @@ def sim_datetime(fake: SimTime) -> type[datetime]:
 @contextlib.contextmanager
 def simulated_time(clock: ManualClock, epoch: float) -> Iterator[SimTime]:
     """Every provider module (not the simulator's) sees :class:`SimTime` as ``time``, its sleep as
-    the sync client's ``_sleep``, and a ``datetime`` whose ``now()`` is the simulator's."""
+    the default ``sleep`` of the hook and clients, and a ``datetime`` whose ``now()`` is the
+    simulator's."""
     fake = SimTime(clock, epoch)
     replacements = {
         "time": (real_time, fake),
@@ -106,11 +107,28 @@ def simulated_time(clock: ManualClock, epoch: float) -> Iterator[SimTime]:
             if getattr(module, attribute, None) is real:
                 patched.append((module, attribute, real))
                 setattr(module, attribute, replacement)
+    # Parameters defaulting to the real sleep (``PrimeHook(sleep=time.sleep)``, the clients'):
+    # the default was bound when the module loaded, so it is the function's default that changes.
+    defaults: list[tuple[Any, str]] = []
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("airflow_provider_prime.") or ".testing" in name:
+            continue
+        for value in list(vars(module).values()):
+            function = getattr(value, "__init__", value) if isinstance(value, type) else value
+            kwdefaults = getattr(function, "__kwdefaults__", None)
+            if not isinstance(kwdefaults, dict):
+                continue
+            for parameter, default in kwdefaults.items():
+                if default is real_time.sleep:
+                    kwdefaults[parameter] = fake.sleep
+                    defaults.append((kwdefaults, parameter))
     try:
         yield fake
     finally:
         for module, attribute, real in patched:
             setattr(module, attribute, real)
+        for kwdefaults, parameter in defaults:
+            kwdefaults[parameter] = real_time.sleep
 
 
 # -- workers ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,14 +13,20 @@ from airflow.sdk.definitions._internal.types import NOTSET
 from airflow_provider_prime.operators import pod as pod_module
 from airflow_provider_prime.operators.ownership import MemoryOwnerRecords
 from airflow_provider_prime.testing import CreateLifecycle, PodScript, PrimeSimulator, Scenario
-from tests.simulated import connect, logs
+from tests.simulated import prime_connection_extra, prime_simulator_defaults
 
 try:
     from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import TaskDeferralTimeout, TaskDeferred  # type: ignore[attr-defined,no-redef]
 
-__all__ = ["TaskDeferralTimeout", "TaskDeferred", "connect", "logs", "owner_records"]
+__all__ = [
+    "TaskDeferralTimeout",
+    "TaskDeferred",
+    "owner_records",
+    "prime_connection_extra",
+    "prime_simulator_defaults",
+]
 
 #: Created pods: ACTIVE after 1 pod second, installed after 2, gone 0.5 s after a DELETE.
 FAST_BOOT = CreateLifecycle(active_after=1.0, installed_after=2.0, deleting_for=0.5)
@@ -108,21 +114,19 @@ def owner_records(monkeypatch: pytest.MonkeyPatch) -> MemoryOwnerRecords:
 
 
 @pytest.fixture
-def lifecycle_sim(connect: Callable[..., str]) -> Iterator[Callable[..., PrimeSimulator]]:
+def lifecycle_sim(
+    prime_simulator_factory: Callable[..., PrimeSimulator], prime_connect: Callable[..., str]
+) -> Callable[..., PrimeSimulator]:
     """``start(lifecycle=FAST_BOOT, *pods, time_scale=20)``: a connected simulator, stopped afterwards."""
-    started: list[PrimeSimulator] = []
 
     def start(
         lifecycle: CreateLifecycle = FAST_BOOT, *pods: PodScript, time_scale: float = 20.0
     ) -> PrimeSimulator:
-        sim = PrimeSimulator(Scenario(pods=pods, lifecycle=lifecycle), time_scale=time_scale).start()
-        started.append(sim)
-        connect(sim)
+        sim = prime_simulator_factory(Scenario(pods=pods, lifecycle=lifecycle), time_scale=time_scale)
+        prime_connect(sim)
         return sim
 
-    yield start
-    for sim in started:
-        sim.stop()
+    return start
 
 
 def account(sim: PrimeSimulator) -> dict[str, Any]:

@@ -7,16 +7,18 @@ doubles or re-adopts a broken pod of its own.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_prime._compat import AirflowSensorTimeout
+from airflow_provider_prime._compat import AirflowException, AirflowSensorTimeout
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeTransientError
 from airflow_provider_prime.models import Pod
-from airflow_provider_prime.operators.ownership import MemoryOwnerRecords, PodOwner
+from airflow_provider_prime.operators.ownership import MemoryOwnerRecords, PodOwner, create_window
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing import Fault, provisioned_pod, ready_pod
@@ -48,6 +50,11 @@ def me(name: str, pod_id: str | None = None, **fields: Any) -> PodOwner:
     """The record the default task instance writes for ``name``."""
     identity = {"dag_id": "train_dag", "run_id": "manual__1", "task_id": "create_pod", "map_index": -1}
     return PodOwner(deployment=deployment_id(), name=name, pod_id=pod_id, **{**identity, **fields})
+
+
+def plain(record: PodOwner | None) -> PodOwner | None:
+    """``record`` without the times it carries (when it was written, its create's window)."""
+    return None if record is None else replace(record, written_at=None, window=None)
 
 
 # -- finding 6: the verdict goes to XCom with the id ---------------------------------------------
@@ -90,7 +97,11 @@ def test_a_user_named_pod_gets_its_record_before_the_create_and_loses_it_with_th
         operator.execute(make_context())
 
     (pod_id,) = account(sim)["pods"]
-    assert at_the_post[0] == me("my-box")  # written before the POST, the pod id not known yet
+    before = at_the_post[0]
+    assert before is not None
+    assert plain(before) == me("my-box")
+    assert before.written_at is not None
+    assert before.window == create_window(operator.hook.get_settings())
     assert owner_records.get(deployment_id(), "my-box") is None  # deleted with the pod
     assert account(sim)["deleted"] == {"my-box": 1}
     assert billing_after_deletes(sim) == []
@@ -101,7 +112,7 @@ def test_the_record_carries_the_pod_id_after_the_create(lifecycle_sim, owner_rec
     sim = lifecycle_sim(SLOW_BOOT)
     ti = TaskInstance()
     create(name="my-box", wait_for_ready=False).execute(make_context(ti))
-    assert owner_records.get(deployment_id(), "my-box") == me("my-box", ti.xcom["pod_id"])
+    assert plain(owner_records.get(deployment_id(), "my-box")) == me("my-box", ti.xcom["pod_id"])
     assert ti.xcom["pod_owned"] == {ti.xcom["pod_id"]: True}
     create(name="my-box", wait_for_ready=False).hook.delete_pod(ti.xcom["pod_id"])
     assert billing_after_deletes(sim) == []
@@ -339,4 +350,139 @@ def test_a_broken_borrowed_pod_is_not_deleted(lifecycle_sim, owner_records):
     assert isinstance(owner_records, MemoryOwnerRecords)
     assert owner_records.texts == {}  # a borrowed pod gets no record
     create().hook.delete_pod("pod-shared")
+    assert billing_after_deletes(sim) == []
+
+
+# -- adversary B1-B6: a user-named pod is this task instance's only on proof -------------------------
+
+
+def pending_record(written_ago: float, **fields: Any) -> PodOwner:
+    """The record an earlier try wrote before its create request ``written_ago`` seconds ago."""
+    window = create_window(create().hook.get_settings())
+    return replace(me("my-box", **fields), written_at=time.time() - written_ago, window=window)
+
+
+def test_a_retry_borrows_a_pod_made_after_its_stale_records_window_and_drops_the_record(
+    lifecycle_sim, owner_records
+):
+    """B4 (SIGKILL between the record and the POST): the record must not claim a person's later pod."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    owner_records.put(pending_record(written_ago=3600))
+    sim.add_pod(ready_pod("persons-pod", ready_at=36_000.0, name="my-box"))
+    ti = TaskInstance()
+    with pytest.raises(AirflowSensorTimeout):
+        create(name="my-box", timeout=0.3).execute(make_context(ti))
+    assert ti.xcom["pod_owned"] == {"persons-pod": False}
+    assert account(sim)["deleted"] == {}
+    assert owner_records.get(deployment_id(), "my-box") is None  # it can claim nothing any more
+    create().hook.delete_pod("persons-pod")
+    assert billing_after_deletes(sim) == []
+
+
+def test_a_retry_adopts_the_one_pod_its_lost_create_made_and_records_its_id(lifecycle_sim, owner_records):
+    """The answer was lost and the try SIGKILLed: the one pod made in the window is the retry's own."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    owner_records.put(pending_record(written_ago=2))
+    sim.add_pod(ready_pod("ours", ready_at=36_000.0, name="my-box"))
+    ti = TaskInstance()
+    create(name="my-box", wait_for_ready=False).execute(make_context(ti))
+    assert ti.xcom["pod_owned"] == {"ours": True}
+    assert plain(owner_records.get(deployment_id(), "my-box")) == me("my-box", "ours")
+    assert account(sim)["created"] == {}
+    create().hook.delete_pod("ours")
+    assert billing_after_deletes(sim) == []
+
+
+def test_two_pods_a_lost_create_may_have_made_fail_the_retry_and_neither_is_deleted(
+    lifecycle_sim, owner_records
+):
+    sim = lifecycle_sim(SLOW_BOOT)
+    owner_records.put(pending_record(written_ago=2))
+    sim.add_pod(ready_pod("pod-a", ready_at=36_000.0, name="my-box"))
+    sim.add_pod(ready_pod("pod-b", ready_at=36_000.0, name="my-box"))
+    with pytest.raises(PrimeConfigError, match=r"pod-a, pod-b\); none was adopted or deleted"):
+        create(name="my-box").execute(make_context())
+    assert account(sim)["deleted"] == {}
+    assert account(sim)["created"] == {}
+    for pod_id in ("pod-a", "pod-b"):
+        create().hook.delete_pod(pod_id)
+    assert billing_after_deletes(sim) == []
+
+
+def test_a_lost_answer_of_a_user_named_create_deletes_the_one_pod_it_made(lifecycle_sim, monkeypatch):
+    sim = lifecycle_sim(SLOW_BOOT)
+    operator = create(name="my-box")
+    real_create = operator.hook.create_pod
+
+    def made_then_lost(request: Any) -> Pod:
+        real_create(request)
+        raise PrimeTransientError("the create may not have happened")
+
+    monkeypatch.setattr(operator.hook, "create_pod", made_then_lost)
+    with pytest.raises(PrimeTransientError):
+        operator.execute(make_context())
+    assert account(sim)["deleted"] == {"my-box": 1}
+    assert billing_after_deletes(sim) == []
+
+
+def test_a_kill_before_the_create_was_sent_deletes_no_pod_of_the_name(lifecycle_sim, monkeypatch):
+    """B2 before the POST: on_kill looked the name up and deleted a pod that could only be another's."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    operator = create(name="my-box")
+    real_create = operator.hook.create_pod
+
+    def someone_creates_then_killed_before_sending(request: Any) -> Pod:
+        sim.add_pod(ready_pod("persons-pod", ready_at=36_000.0, name="my-box"))
+        operator.on_kill()  # the SIGTERM lands before the hook sends anything
+        return real_create(request)  # the task goes on where it was: the POST goes out
+
+    monkeypatch.setattr(operator.hook, "create_pod", someone_creates_then_killed_before_sending)
+    with pytest.raises(AirflowException, match="stopped"):
+        operator.execute(make_context())
+    assert account(sim)["pods"]["persons-pod"]["deleted"] is False
+    assert account(sim)["deleted"] == {"my-box": 1}  # its own, deleted after the create returned
+    assert billing_after_deletes(sim) == ["persons-pod"]
+    create().hook.delete_pod("persons-pod")
+    assert billing_after_deletes(sim) == []
+
+
+def test_a_record_of_another_task_instance_is_replaced_only_when_stale(lifecycle_sim, owner_records):
+    """B6: its pod is gone, or its create's window is over: the name is free again."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    other = {"dag_id": "other_dag", "run_id": "manual__7", "task_id": "make_box"}
+    owner_records.put(me("my-box", "long-gone-pod", **other))
+    ti = TaskInstance()
+    create(name="my-box", wait_for_ready=False).execute(make_context(ti))
+    assert plain(owner_records.get(deployment_id(), "my-box")) == me("my-box", ti.xcom["pod_id"])
+    create().hook.delete_pod(ti.xcom["pod_id"])
+    assert billing_after_deletes(sim) == []
+
+    owner_records.put(pending_record(written_ago=2, **other))  # its create is under way
+    with pytest.raises(PrimeConfigError, match="other_dag / manual__7 / make_box: its create is under way"):
+        create(name="my-box", wait_for_ready=False).execute(make_context())
+    owner_records.put(pending_record(written_ago=3600, **other))  # a SIGKILL long ago
+    ti = TaskInstance()
+    create(name="my-box", wait_for_ready=False).execute(make_context(ti))
+    assert plain(owner_records.get(deployment_id(), "my-box")) == me("my-box", ti.xcom["pod_id"])
+    create().hook.delete_pod(ti.xcom["pod_id"])
+    assert billing_after_deletes(sim) == []
+
+
+def test_the_create_says_its_deployment_identity_and_where_it_comes_from(lifecycle_sim, monkeypatch, logs):
+    sim = lifecycle_sim(SLOW_BOOT)
+    monkeypatch.setenv("AIRFLOW__PRIME__DEPLOYMENT_ID", "prod")
+    ti = TaskInstance()
+    create(wait_for_ready=False).execute(make_context(ti))
+    events = [e["event"] for e in logs]
+    assert any(e.startswith("Deployment identity prod ([prime] deployment_id)") for e in events), events
+    monkeypatch.delenv("AIRFLOW__PRIME__DEPLOYMENT_ID")
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "http://airflow-api:8080/execution/")
+    create(task_id="again", wait_for_ready=False).execute(make_context(TaskInstance(task_id="again")))
+    assert any(
+        "derived from [core] execution_api_server_url 'http://airflow-api:8080/execution/'; set [prime] "
+        "deployment_id" in e["event"]
+        for e in logs
+    )
+    for pod_id in billing_pods(sim):
+        create().hook.delete_pod(pod_id)
     assert billing_after_deletes(sim) == []

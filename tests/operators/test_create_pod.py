@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -17,10 +18,12 @@ from airflow_provider_prime.exceptions import (
     PrimePodFailedError,
     PrimeTransientError,
 )
-from airflow_provider_prime.operators.pod import DEFERRAL_GRACE, PrimeCreatePodOperator
+from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
-from airflow_provider_prime.testing import CreateLifecycle, Fault, provisioned_pod, ready_pod
+from airflow_provider_prime.testing import STATUS_PATH, CreateLifecycle, Fault, provisioned_pod, ready_pod
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
+from airflow_provider_prime.waiting import DEFERRAL_MARGIN, LAST_CHECK_TIME
+from tests.clocks import FakeClock
 from tests.operators.conftest import (
     SLOW_BOOT,
     TaskDeferralTimeout,
@@ -31,7 +34,7 @@ from tests.operators.conftest import (
     billing_pods,
     make_context,
 )
-from tests.simulated import connection_env
+from tests.simulated import connection_env, until
 from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
@@ -214,6 +217,40 @@ def test_a_user_named_pod_from_before_the_run_is_used_but_never_deleted(lifecycl
     assert billing_after_deletes(sim) == []
 
 
+def test_the_last_check_of_the_wait_in_the_worker_gets_a_whole_request(lifecycle_sim, monkeypatch):
+    """Before, the worker's wait gave the hook the bare deadline, so a check made at the deadline
+    was refused its request (the sensor gives it ``LAST_CHECK_TIME``)."""
+    lifecycle_sim(SLOW_BOOT)
+    operator = create(timeout=100, poll_interval=30)
+    operator.clock = clock = FakeClock(time.time())  # the hook reads its request deadlines on the real one
+    deadlines: list[float] = []
+    asked = operator.hook.get_pods_status
+
+    def get_pods_status(pod_ids: Any, deadline: float | None = None) -> Any:
+        deadlines.append(deadline)
+        return asked(pod_ids, deadline=deadline)
+
+    monkeypatch.setattr(operator.hook, "get_pods_status", get_pods_status)
+    with pytest.raises(AirflowSensorTimeout):
+        operator.execute(make_context())
+    start = clock.start
+    assert clock.pauses == [30, 30, 30, 10]  # the last pause ends at the deadline, not after it
+    assert deadlines == [start + 100] * 3 + [start + 90 + LAST_CHECK_TIME, start + 100 + LAST_CHECK_TIME]
+
+
+def test_refusals_past_the_grace_name_the_api_and_the_connection(lifecycle_sim, logs):
+    """Before, the worker's wait was given no ``api=``: its messages said "the Prime API" only."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    sim.inject(Fault.http_error(401, path="/api/v1/pods/status", times=100))
+    operator = create(poll_interval=30, timeout=3600)
+    operator.clock = FakeClock(time.time())
+    with pytest.raises(PrimeError, match="401"):
+        operator.execute(make_context())
+    (giving_up,) = [e["event"] for e in logs if "giving up" in e["event"]]
+    assert giving_up.startswith(f"The Prime API at {sim.base_url} (connection 'prime_default') has refused")
+    assert account(sim)["deleted"] == {NAME: 1}
+
+
 def test_on_kill_deletes_the_pod_the_task_owns(lifecycle_sim):
     sim = lifecycle_sim(SLOW_BOOT)
     operator = create(wait_for_ready=False)
@@ -243,7 +280,7 @@ def test_defers_with_plain_kwargs_a_deadline_before_airflows_timeout_and_the_pod
     assert kwargs["pod_ids"] == [ti.xcom["pod_id"]]
     assert kwargs["terminate_on_kill"] is True
     assert sim.api_key not in json.dumps(kwargs)
-    assert deferred.timeout.total_seconds() > 600 + DEFERRAL_GRACE - 5
+    assert deferred.timeout.total_seconds() > 600 + DEFERRAL_MARGIN - 5
     assert deferred.kwargs == {"pod_id": ti.xcom["pod_id"], "price_hr": pytest.approx(2.49), "owned": True}
 
 
@@ -293,11 +330,13 @@ def test_the_triggers_on_kill_deletes_the_pod_and_a_restart_does_not(lifecycle_s
     sim = lifecycle_sim(SLOW_BOOT)
     ti = TaskInstance()
     trigger = deferral(create(deferrable=True), ti).trigger
+    trigger.clock = FakeClock(time.time())  # its settle after the deferral takes no real time
     airflow_told(monkeypatch, trigger, TaskInstanceState.FAILED)  # what on_kill asks first (3.3)
 
     async def cancelled_then(kill: bool) -> None:
+        polled = sum(r.path == STATUS_PATH for r in sim.stats.log)
         task = asyncio.ensure_future(run_trigger_async(trigger))
-        await asyncio.sleep(0.2)
+        await until(lambda: sum(r.path == STATUS_PATH for r in sim.stats.log) > polled)  # it is waiting
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

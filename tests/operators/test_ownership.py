@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.models import Pod
 from airflow_provider_prime.operators.ownership import (
+    CLOCK_SKEW,
     KEY_PREFIX,
     MemoryOwnerRecords,
     OwnerRecords,
     PodOwner,
     VariableOwnerRecords,
+    claim,
+    create_window,
     parse_owner,
     record_key,
 )
@@ -126,3 +134,72 @@ def test_variable_records_go_through_the_task_sdk_variable(monkeypatch: pytest.M
     records.delete("prod", "my-pod")
     assert fake.deleted == [key]
     assert records.get("prod", "my-pod") is None
+
+
+# -- the proof a record gives (adversary B1-B5): its pod id, or one pod created in its window -------
+
+WRITTEN = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+PENDING = replace(OWNER, written_at=WRITTEN.timestamp(), window=340.0)  # written before its POST
+
+
+def pod(pod_id: str, after: float, *, name: str = "my-pod", status: str = "PROVISIONING") -> Pod:
+    """A pod of ``name`` created ``after`` seconds after the record was written."""
+    created = (WRITTEN + timedelta(seconds=after)).isoformat().replace("+00:00", "Z")
+    return Pod.model_validate(
+        {"id": pod_id, "name": name, "status": status, "providerType": "runpod", "createdAt": created}
+    )
+
+
+def test_the_times_round_trip_and_an_older_record_without_them_still_reads() -> None:
+    assert PodOwner.from_json(PENDING.to_json()) == PENDING
+    older = json.loads(OWNER.to_json())
+    del older["written_at"], older["window"]
+    assert PodOwner.from_json(json.dumps(older)) == OWNER
+    for junk in ('"written_at":"soon"', '"written_at":true', '"written_at":-1'):
+        assert parse_owner(PENDING.to_json().replace(f'"written_at":{PENDING.written_at}', junk)) is None
+
+
+def test_the_window_is_the_creates_own_time_budget() -> None:
+    """At most 1 + max_retries attempts of connect + read timeout, and the longest wait between them."""
+    settings = PrimeApiSettings(base_url="https://api.example", api_key="k")
+    assert create_window(settings) == 4 * (10 + 30) + 3 * 60
+    quick = replace(settings, max_retries=0, connect_timeout=2.0, read_timeout=5.0)
+    assert create_window(quick) == 7.0
+
+
+def test_a_record_with_a_pod_id_proves_that_pod_only() -> None:
+    record = OWNER.with_pod_id("p1")
+    assert claim(record, [pod("p9", 1), pod("p1", 99_999)]).pod == pod("p1", 99_999)
+    gone = claim(record, [pod("p1", 1, status="TERMINATED"), pod("p9", 1)])
+    assert gone.pod is None
+    assert "not live" in gone.why
+
+
+def test_a_record_without_a_pod_id_proves_the_one_new_pod_created_in_its_window() -> None:
+    assert claim(PENDING, [pod("p1", 0.5)]).pod == pod("p1", 0.5)
+    assert claim(PENDING, [pod("p1", 340 + CLOCK_SKEW - 1)]).pod is not None  # the slowest create
+    assert claim(PENDING, [pod("p1", -CLOCK_SKEW + 1)]).pod is not None  # the API's clock behind ours
+    for outside in (-CLOCK_SKEW - 1, 340 + CLOCK_SKEW + 1, 3600):
+        verdict = claim(PENDING, [pod("p1", outside)])
+        assert verdict.pod is None
+        assert "no pod of the name was created in its create's window" in verdict.why
+    assert claim(PENDING, [pod("p1", 1)], seen={"p1"}).pod is None  # listed before the POST
+    assert claim(PENDING, [pod("p1", 1, name="other")]).pod is None
+    assert claim(PENDING, [pod("p1", 1, status="DELETING")]).pod is None
+
+
+def test_two_pods_in_the_window_prove_nothing_and_are_named() -> None:
+    verdict = claim(PENDING, [pod("p1", 1), pod("p2", 2), pod("old", -3600)])
+    assert verdict.pod is None
+    assert [p.id for p in verdict.candidates] == ["p1", "p2"]
+    assert "a person must choose" in verdict.why
+    assert "p1, p2" in verdict.why
+
+
+def test_an_older_record_without_times_or_pod_id_proves_nothing() -> None:
+    verdict = claim(OWNER, [pod("p1", 1)])
+    assert verdict.pod is None
+    assert "older version" in verdict.why
+    assert OWNER.window_over(0.0)
+    assert not PENDING.window_over(WRITTEN.timestamp() + 340)
+    assert PENDING.window_over(WRITTEN.timestamp() + 340 + CLOCK_SKEW + 1)

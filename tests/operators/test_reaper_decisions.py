@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -241,8 +242,8 @@ def test_a_user_named_pod_with_a_record_of_this_deployment_is_judged_like_a_deri
     """Finding 7: user-named pods had no backstop at all."""
     records = MemoryOwnerRecords()
     records.put(record("failed-pod", state_of="r1", pod_id="p1"))
-    records.put(record("live-pod", state_of="r2"))
-    records.put(record("orphan-pod", state_of="deleted-run"))
+    records.put(record("live-pod", state_of="r2", pod_id="p2"))
+    records.put(record("orphan-pod", state_of="deleted-run", pod_id="p3"))
     airflow = FakeAirflow().ti(DAG, "r1", "create", TI.FAILED).ti(DAG, "r2", "create", TI.DEFERRED)
     pods = [pod("p1", "failed-pod"), pod("p2", "live-pod"), pod("p3", "orphan-pod")]
     report, doomed = judge(pods, airflow, records=records)
@@ -270,9 +271,37 @@ def test_a_user_named_pod_the_record_does_not_name_is_spared() -> None:
     assert "names pod p1, not this one" in report["spared"]["p9"]
 
 
+def pending(name: str, written_ago: float) -> PodOwner:
+    """A record written before a create request ``written_ago`` seconds before NOW (no pod id yet)."""
+    return replace(record(name), written_at=(NOW - timedelta(seconds=written_ago)).timestamp(), window=340.0)
+
+
+def test_a_record_without_a_pod_id_judges_only_the_one_pod_created_in_its_window() -> None:
+    """Adversary B5: a pod_id-None record matched every pod of its name, a person's made later too."""
+    records = MemoryOwnerRecords()
+    records.put(pending("stale", written_ago=7200))  # a SIGKILL between the record and the POST
+    records.put(pending("lost-answer", written_ago=3605))  # its pod made 5 s after the record
+    records.put(pending("twice", written_ago=3605))
+    records.put(record("older"))  # an older version's record: no pod id, no time
+    airflow = FakeAirflow().ti(DAG, "r1", "create", TI.FAILED)
+    pods = [
+        pod("persons", "stale", age=3600),
+        pod("ours", "lost-answer", age=3600),
+        pod("t1", "twice", age=3600),
+        pod("t2", "twice", age=3590),
+        pod("o1", "older"),
+    ]
+    report, doomed = judge(pods, airflow, records=records)
+    assert doomed == ["ours"]
+    assert "no pod of the name was created in its create's window" in report["spared"]["persons"]
+    assert "a person must choose" in report["spared"]["t1"]
+    assert "a person must choose" in report["spared"]["t2"]
+    assert "older version" in report["spared"]["o1"]
+
+
 def test_a_user_named_pod_of_a_succeeded_create_outlives_its_run() -> None:
     records = MemoryOwnerRecords()
-    records.put(record("keep-me"))
+    records.put(record("keep-me", pod_id="p1"))
     airflow = FakeAirflow().ti(DAG, "r1", "create", TI.SUCCESS).run(DAG, "r1", DagRunState.SUCCESS)
     report, doomed = judge([pod("p1", "keep-me")], airflow, records=records)
     assert doomed == []

@@ -17,7 +17,8 @@ from airflow_provider_prime.operators.pod import (
 )
 from airflow_provider_prime.testing import Fault
 from airflow_provider_prime.triggers.pod_lifecycle import PodTerminationTrigger
-from airflow_provider_prime.triggers.pod_status import SETTLE_AFTER_DEFERRAL
+from airflow_provider_prime.waiting import SETTLE_AFTER_DEFERRAL
+from tests.clocks import FakeClock
 from tests.operators.conftest import (
     SLOW_BOOT,
     TaskDeferred,
@@ -129,6 +130,27 @@ def test_a_pod_that_cannot_be_deleted_fails_the_task_after_the_others_are_delete
     with pytest.raises(PrimeError, match=stuck):
         terminate([doomed, stuck]).execute(make_context())
     assert billing_pods(sim) == [stuck]
+
+
+def test_the_wait_in_the_worker_ends_at_its_deadline_not_an_interval_after(lifecycle_sim, monkeypatch):
+    """Before, the worker's termination wait slept a whole interval past its deadline (the trigger's
+    stopped at it): with a 25 s timeout and a 10 s interval it checked at 0, 10, 20 and 30 s."""
+    lifecycle_sim(SLOW_BOOT)
+    (pod_id,) = created_pods(1)
+    operator = terminate(pod_id, timeout=25, poll_interval=10)
+    operator.clock = clock = FakeClock(time.time())
+    asked = operator.hook.get_pod
+    checks: list[float] = []
+
+    def still_deleting(pod_id: str) -> Any:  # as a pod whose deletion takes long is
+        checks.append(clock.elapsed)
+        return asked(pod_id).model_copy(update={"status": "DELETING"})
+
+    monkeypatch.setattr(operator.hook, "get_pod", still_deleting)
+    with pytest.raises(PrimeError, match=f"not terminated within 25s: {pod_id}"):
+        operator.execute(make_context())
+    assert checks == [0, 0, 10, 20, 25]  # the one before the delete, then the wait's
+    assert clock.pauses == [10, 10, 5]
 
 
 def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):

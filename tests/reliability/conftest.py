@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,16 +121,6 @@ def observations() -> Iterator[Observations]:
     if target:
         data = {"warm_up_lag": seen.warm_up_lag, "records": seen.records}
         Path(target).write_text(json.dumps(data, indent=1, default=str))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait, yielding to the loop, until ``condition()`` holds; fail the test if it never does."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"condition not reached within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 def client_connections(port: int) -> list[Any]:

@@ -21,15 +21,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_prime.exceptions import PrimeError
-from airflow_provider_prime.hooks._exchange import (
-    ApiResponse,
-    Exchange,
-    Retry,
-    RetryPolicy,
-    parse_pod_statuses,
-    status_request,
-)
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._endpoints import status_request
+from airflow_provider_prime.hooks._exchange import ApiResponse, Exchange, Retry, RetryPolicy
+from airflow_provider_prime.hooks._payloads import parse_pod_statuses
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import InstallationState, PodState, PodStatus
 from airflow_provider_prime.readiness import Outcome, Requirements, assess
 

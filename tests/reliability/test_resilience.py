@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 from airflow.serialization.serialized_objects import BaseSerialization
 
-from airflow_provider_prime.hooks.prime import AsyncPrimeClient, PrimeApiSettings
+from airflow_provider_prime.hooks._clients import AsyncPrimeClient
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.testing import Fault, PrimeSimulator, fixed_pod
-from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
 from tests.reliability.cases import EXTRA, POD, POLL_INTERVAL
-from tests.reliability.conftest import Observations, client_connections, leftover_tasks, until
+from tests.reliability.conftest import Observations, client_connections, leftover_tasks
+from tests.simulated import until
 
 #: Connection extra for requests that must stay in flight: a read timeout longer than any test.
 PATIENT = {**EXTRA, "read_timeout": 30}
@@ -123,7 +125,7 @@ class ClientLedger:
 @pytest.fixture
 def ledger(monkeypatch: pytest.MonkeyPatch) -> ClientLedger:
     clients = ClientLedger()
-    monkeypatch.setattr(polling, "AsyncPrimeClient", clients.factory)
+    monkeypatch.setattr(PrimeHook, "async_status_client", clients.factory)
     return clients
 
 

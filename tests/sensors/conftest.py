@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from tests.simulated import connect, logs, simulator
+from tests.simulated import prime_connection_extra, prime_simulator_defaults
 
-__all__ = ["connect", "logs", "simulator"]
+__all__ = ["prime_connection_extra", "prime_simulator_defaults"]

@@ -110,9 +110,11 @@ def run_dag(airflow_home: Path) -> Callable[..., tuple[dict[str, Any], str]]:
     return run
 
 
-def test_deferred_sensor_hands_the_pods_to_the_downstream_task(simulator, run_dag):
+def test_deferred_sensor_hands_the_pods_to_the_downstream_task(prime_simulator_factory, run_dag):
     clock = ManualClock()
-    sim = simulator(ready_pod("single", ready_at=60), ready_pod("multi", ready_at=90, nodes=2), clock=clock)
+    sim = prime_simulator_factory(
+        ready_pod("single", ready_at=60), ready_pod("multi", ready_at=90, nodes=2), clock=clock
+    )
     result, output = run_dag(sim, clock, ["single", "multi"])
 
     assert result["dag_run"] == "success", output[-5000:]
@@ -128,9 +130,11 @@ def test_deferred_sensor_hands_the_pods_to_the_downstream_task(simulator, run_da
     assert sim.api_key not in output
 
 
-def test_broken_pod_fails_the_task_with_the_platform_reason(simulator, run_dag):
+def test_broken_pod_fails_the_task_with_the_platform_reason(prime_simulator_factory, run_dag):
     clock = ManualClock()
-    sim = simulator(ready_pod("good", ready_at=5), install_failure_pod("bad", fail_at=60), clock=clock)
+    sim = prime_simulator_factory(
+        ready_pod("good", ready_at=5), install_failure_pod("bad", fail_at=60), clock=clock
+    )
     result, output = run_dag(sim, clock, ["good", "bad"])
 
     assert result["dag_run"] == "failed", output[-5000:]

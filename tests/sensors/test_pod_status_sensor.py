@@ -9,7 +9,6 @@ from unittest import mock
 
 import pytest
 
-from airflow_provider_prime import readiness
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeConfigError,
@@ -19,15 +18,18 @@ from airflow_provider_prime.exceptions import (
     PrimeTransientError,
 )
 from airflow_provider_prime.sensors import pod_status
-from airflow_provider_prime.sensors.pod_status import (
-    DEFAULT_POKE_INTERVAL,
+from airflow_provider_prime.sensors.pod_status import PodStatusSensor
+from airflow_provider_prime.ssh import node_entry
+from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.waiting import (
+    DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     DEFAULT_UNREACHABLE_TIMEOUT,
-    DEFER_TIMEOUT_MARGIN,
-    PodStatusSensor,
+    DEFERRAL_MARGIN,
+    LAST_CHECK_TIME,
+    SETTLE_AFTER_DEFERRAL,
 )
-from airflow_provider_prime.ssh import node_entry
-from airflow_provider_prime.triggers.pod_status import SETTLE_AFTER_DEFERRAL, PodStatusTrigger
+from tests.clocks import FakeClock
 from tests.statuses import SSH, pod
 
 try:
@@ -49,14 +51,22 @@ except ImportError:  # Airflow 3.1
 
 
 class Api:
-    """Stands in for PrimeHook.get_pods_status: answers (lists of statuses or errors) in turn."""
+    """Stands in for PrimeHook.get_pods_status: answers (lists of statuses or errors) in turn.
 
-    def __init__(self, *answers: Any) -> None:
+    With a ``clock``, each call takes ``took`` seconds of it (and records its request deadline).
+    """
+
+    def __init__(self, *answers: Any, clock: FakeClock | None = None, took: float = 0.0) -> None:
         self.answers = list(answers)
         self.calls: list[list[str]] = []
+        self.deadlines: list[float] = []
+        self.clock, self.took = clock, took
 
-    def __call__(self, pod_ids):
+    def __call__(self, pod_ids, deadline=None):
         self.calls.append(list(pod_ids))
+        self.deadlines.append(deadline)
+        if self.clock is not None:
+            self.clock.advance(self.took)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, BaseException):
             raise answer
@@ -65,19 +75,29 @@ class Api:
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch):
-    def install(*answers: Any) -> Api:
-        fake = Api(*answers)
+    def install(*answers: Any, clock: FakeClock | None = None, took: float = 0.0) -> Api:
+        fake = Api(*answers, clock=clock, took=took)
         monkeypatch.setenv("PRIME_API_KEY", "pk-sensor-test")  # settings resolve; no request is made
-        monkeypatch.setattr(pod_status.PrimeHook, "get_pods_status", lambda self, ids, deadline: fake(ids))
+        monkeypatch.setattr(
+            pod_status.PrimeHook, "get_pods_status", lambda self, ids, deadline: fake(ids, deadline)
+        )
         return fake
 
     return install
 
 
-def sensor(pod_ids: Any = "a", **kwargs: Any) -> PodStatusSensor:
+def sensor(pod_ids: Any = "a", clock: FakeClock | None = None, **kwargs: Any) -> PodStatusSensor:
     kwargs.setdefault("poke_interval", 0)
     kwargs.setdefault("deferrable", False)
-    return PodStatusSensor(task_id="wait_for_pods", pod_ids=pod_ids, **kwargs)
+    made = PodStatusSensor(task_id="wait_for_pods", pod_ids=pod_ids, **kwargs)
+    if clock is not None:
+        made.clock = clock
+    return made
+
+
+def fake_clock() -> FakeClock:
+    """A hand-moved clock that starts now (reschedule dates are real datetimes)."""
+    return FakeClock(time.time())
 
 
 def context(first_reschedule: datetime | None = None) -> dict[str, Any]:
@@ -93,7 +113,7 @@ READY = [pod("a")]
 class TestArguments:
     def test_defaults_fit_gpu_provisioning(self):
         s = PodStatusSensor(task_id="w", pod_ids="a")
-        assert s.poke_interval == DEFAULT_POKE_INTERVAL == 15
+        assert s.poke_interval == DEFAULT_POLL_INTERVAL == 15
         assert s.timeout == DEFAULT_TIMEOUT == 45 * 60
         assert s.mode == "poke"
         assert s.prime_conn_id == "prime_default"
@@ -192,10 +212,12 @@ class TestPoke:
 
     def test_missing_pod_waits_then_fails_after_grace(self, api):
         api([])
-        s = sensor(missing_grace=0.2)
+        clock = fake_clock()
+        s = sensor(missing_grace=60, clock=clock)
         assert s.poke(context()) is False
+        clock.advance(59)
         assert s.poke(context()) is False
-        time.sleep(0.2)
+        clock.advance(1)
         with pytest.raises(PrimePodFailedError, match="a: not found or not visible to this API key"):
             s.poke(context())
 
@@ -259,26 +281,39 @@ class TestPokeModeExecute:
         assert not [e for e in logs if "Skipping the task" in e["event"]]
 
     def test_timeout_says_what_each_pod_still_lacked(self, api):
-        api([pod("a", status="PENDING"), pod("b", installation="ACTIVE", installation_progress=40)])
+        clock = fake_clock()
+        api(
+            [pod("a", status="PENDING"), pod("b", installation="ACTIVE", installation_progress=40)],
+            clock=clock,
+            took=20,
+        )
         with pytest.raises(AirflowSensorTimeout) as caught:
-            sensor(["a", "b"], timeout=0.05, poke_interval=0.01).execute(context())
+            sensor(["a", "b"], timeout=50, clock=clock).execute(context())
         message = str(caught.value)
         assert "not ready by the deadline" in message
         assert "a: pod is PENDING; b: ACTIVE, installation ACTIVE 40%" in message
 
     def test_timeout_names_the_last_api_error(self, api):
-        api(PENDING, PrimeTransientError("HTTP 503 while reading the status of pod a", http_status=503))
+        clock = fake_clock()
+        error = PrimeTransientError("HTTP 503 while reading the status of pod a", http_status=503)
+        api(PENDING, error, clock=clock, took=20)
         with pytest.raises(AirflowSensorTimeout) as caught:
-            sensor(timeout=0.05, poke_interval=0.01).execute(context())
+            sensor(timeout=30, clock=clock).execute(context())
         assert "a: pod is PENDING; the last API call failed: HTTP 503" in str(caught.value)
 
     def test_the_wait_ends_at_the_deadline_not_a_whole_interval_after(self, api):
-        fake = api(PENDING)
-        started = time.monotonic()
+        clock = fake_clock()
+        fake = api(PENDING, clock=clock, took=299.9)
+        s = sensor(timeout=300, poke_interval=600, clock=clock)
+        told: list[float] = []
+        airflows = s._get_next_poke_interval
+        s._get_next_poke_interval = lambda *args: told.append(airflows(*args)) or told[-1]  # type: ignore[method-assign]
         with pytest.raises(AirflowSensorTimeout, match="a: pod is PENDING"):
-            sensor(timeout=0.3, poke_interval=30).execute(context())
-        assert time.monotonic() - started < 30  # not one more poke interval of sleep
+            s.execute(context())
+        assert told == [pytest.approx(0.1)]  # Airflow slept to the deadline, not one more interval
         assert len(fake.calls) == 2  # the first check, and a last one at the deadline
+        # The last check got one request's time, not the deadline it was already at.
+        assert fake.deadlines == [clock.start + 300, pytest.approx(clock.start + 299.9 + LAST_CHECK_TIME)]
 
     def test_the_hook_is_given_the_deadline(self, api, monkeypatch):
         api(READY)  # defines the key; the call itself is replaced below
@@ -295,9 +330,10 @@ class TestPokeModeExecute:
         assert before + 600 <= deadline <= time.time() + 600  # the wait's, not a later one
 
     def test_timeout_with_soft_fail_skips_and_logs_why(self, api, logs):
-        api(PENDING)
+        clock = fake_clock()
+        api(PENDING, clock=clock, took=20)
         with pytest.raises(AirflowSkipException):
-            sensor(timeout=0.01, poke_interval=0.005, soft_fail=True).execute(context())
+            sensor(timeout=30, soft_fail=True, clock=clock).execute(context())
         (skip,) = [e["event"] for e in logs if "Skipping the task" in e["event"]]
         assert "soft_fail" in skip
         assert "Pods not ready by the deadline" in skip
@@ -322,7 +358,7 @@ class TestDeferrable:
         deferred = caught.value
         assert deferred.method_name == "execute_complete"
         # Airflow's own timeout only backs the trigger's up: the trigger's says what was missing.
-        assert timedelta(seconds=600) < deferred.timeout <= timedelta(seconds=600 + DEFER_TIMEOUT_MARGIN)
+        assert timedelta(seconds=600) < deferred.timeout <= timedelta(seconds=600 + DEFERRAL_MARGIN)
         trigger = deferred.trigger
         assert isinstance(trigger, PodStatusTrigger)
         _, kwargs = trigger.serialize()
@@ -433,11 +469,12 @@ class TestRefusalsAfterAnswers:
         assert set(sensor().execute(context())) == {"a"}
         assert len(fake.calls) == 3
 
-    def test_poke_mode_fails_when_refusals_outlast_the_grace(self, api, monkeypatch):
-        monkeypatch.setattr(readiness, "MIN_TROUBLE_GRACE", 0.05)
-        api(PENDING, self.REFUSED)
+    def test_poke_mode_fails_when_refusals_outlast_the_grace(self, api):
+        clock = fake_clock()
+        fake = api(PENDING, self.REFUSED, clock=clock, took=20)
         with pytest.raises(PrimeAuthError):
-            sensor().execute(context())
+            sensor(clock=clock).execute(context())
+        assert len(fake.calls) == 5  # refused at 40, 60, 80 and 100 s: 60 s of refusals, the grace
 
     def test_a_rescheduled_poke_holds_through_a_refusal_and_hands_over(self, api):
         fake = api(self.REFUSED, READY)  # earlier pokes had answers
@@ -446,12 +483,13 @@ class TestRefusalsAfterAnswers:
         assert result.is_done
         assert len(fake.calls) == 2
 
-    def test_a_rescheduled_poke_fails_when_refusals_outlast_the_grace(self, api, monkeypatch):
-        monkeypatch.setattr(readiness, "MIN_TROUBLE_GRACE", 0.05)
-        api(self.REFUSED)
+    def test_a_rescheduled_poke_fails_when_refusals_outlast_the_grace(self, api):
+        clock = fake_clock()
+        fake = api(self.REFUSED, clock=clock, took=20)
         first = datetime.now(timezone.utc) - timedelta(minutes=5)
         with pytest.raises(PrimeAuthError):
-            sensor(mode="reschedule").poke(context(first_reschedule=first))
+            sensor(mode="reschedule", clock=clock).poke(context(first_reschedule=first))
+        assert len(fake.calls) == 4  # held on through 60 s of refusals (20, 40, 60, 80 s)
 
     def test_the_first_check_refused_fails_at_once_as_a_wrong_key_does(self, api):
         fake = api(self.REFUSED, READY)

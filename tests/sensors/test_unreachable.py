@@ -78,13 +78,13 @@ def assert_points_at_the_connection(error: BaseException, base_url: str) -> None
 
 
 @pytest.fixture(params=["refused", "unresolvable", "tls-to-plain-http"])
-def dead_end(request: pytest.FixtureRequest, simulator) -> tuple[str, str]:
+def dead_end(request: pytest.FixtureRequest, prime_simulator_factory) -> tuple[str, str]:
     """(base URL, words of the last error) of an endpoint that never answers."""
     if request.param == "refused":
         return refused_url(), "refused"
     if request.param == "unresolvable":
         return "https://nowhere.invalid", "nowhere.invalid"
-    plain = simulator(fixed_pod("p"))  # plain HTTP; spoken to in TLS it never gives an answer
+    plain = prime_simulator_factory(fixed_pod("p"))  # plain HTTP; spoken to in TLS it never gives an answer
     return plain.base_url.replace("http://", "https://"), "ssl"
 
 
@@ -137,10 +137,10 @@ def test_deferrable_mode_fails_fast_in_the_trigger(use):
 
 
 def test_a_wait_that_had_answers_waits_out_a_lost_api_and_its_timeout_names_the_error(
-    simulator, connect, logs
+    prime_simulator_factory, prime_connect, logs
 ):
-    sim = simulator(fixed_pod("p", "PROVISIONING"))
-    connect(sim)
+    sim = prime_simulator_factory(fixed_pod("p", "PROVISIONING"))
+    prime_connect(sim)
     s = sensor(timeout=2.0, unreachable_timeout=0.1, poke_interval=0.1)
     s.poke(context())  # an answer: PROVISIONING
     sim.stop()  # the API is lost: the port now refuses

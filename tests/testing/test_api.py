@@ -14,7 +14,7 @@ from airflow_provider_prime.testing import (
     ready_pod,
     stopped_pod,
 )
-from tests.testing.conftest import Factory, get_status, pods_of
+from tests.testing.http import Factory, get_status, pods_of
 
 
 def test_status_answers_the_documented_envelope(sim: PrimeSimulator, http: httpx.Client) -> None:

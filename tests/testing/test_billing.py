@@ -21,8 +21,7 @@ from airflow_provider_prime.testing import (
     SimulatorClient,
     fixed_pod,
 )
-from tests.testing.conftest import Factory
-from tests.testing.test_pods_api import create, create_body
+from tests.testing.http import Factory, create, create_body
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from airflow_provider_prime.testing import (
     PrimeSimulator,
     fixed_pod,
 )
-from tests.testing.conftest import Factory, get_status, pods_of
+from tests.testing.http import Factory, get_status, pods_of
 
 
 @pytest.fixture(autouse=True)

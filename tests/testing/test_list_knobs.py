@@ -26,7 +26,7 @@ from airflow_provider_prime.testing import (
     SimulatorClient,
     fixed_pod,
 )
-from tests.testing.conftest import Factory
+from tests.testing.http import Factory
 
 
 def _page(http: httpx.Client, offset: int, limit: int = 100) -> dict[str, Any]:

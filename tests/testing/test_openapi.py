@@ -27,7 +27,7 @@ from airflow_provider_prime.testing import (
     PrimeSimulator,
     builtin_scenario,
 )
-from tests.testing.conftest import Factory, get_status
+from tests.testing.http import Factory, get_status
 
 VENDORED = Path(__file__).with_name("pods-status.openapi.yaml")
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "prime-api" / "pods-status.openapi.md"

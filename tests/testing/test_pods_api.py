@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from airflow_provider_prime.testing import (
     Scenario,
     fixed_pod,
 )
-from tests.testing.conftest import Factory, pods_of
+from tests.testing.http import CLUSTER, SINGLE, Factory, create, create_body, pods_of
 
 POD_KEYS = {"id", "name", "gpuName", "gpuCount", "status", "createdAt", "providerType", "resources", "ip"}
 POD_KEYS |= {"socket", "type", "primePortMapping", "installationStatus", "sshConnection", "priceHr"}
@@ -29,24 +28,6 @@ HISTORY_KEYS = {"id", "name", "providerType", "type", "createdAt", "gpuName", "g
 HISTORY_KEYS |= {"totalBilledPrice", "terminatedAt"}
 OFFER_KEYS = {"cloudId", "gpuType", "socket", "provider", "country", "gpuCount", "gpuMemory", "disk", "vcpu"}
 OFFER_KEYS |= {"memory", "interconnect", "stockStatus", "security", "prices", "images"}
-SINGLE = "sim-h100-80gb-1x"
-CLUSTER = "sim-h100-80gb-16x-cluster"
-
-
-def create_body(cloud_id: str = SINGLE, name: str = "job", **pod: Any) -> dict[str, Any]:
-    """The body the official CLI sends, for one of the built-in offers."""
-    shapes = {
-        SINGLE: ("H100_80GB", "SXM5", 1),
-        CLUSTER: ("H100_80GB", "SXM5", 16),
-        "sim-b200-8x-sold-out": ("B200_180GB", "SXM6", 8),
-    }
-    gpu_type, socket, count = shapes.get(cloud_id, ("H100_80GB", "SXM5", 1))
-    fields = {"name": name, "cloudId": cloud_id, "gpuType": gpu_type, "socket": socket, "gpuCount": count}
-    return {
-        "pod": {**fields, "image": None, "envVars": [], **pod},
-        "provider": {"type": "runpod"},
-        "team": None,
-    }
 
 
 @pytest.fixture
@@ -60,13 +41,6 @@ def api(life: PrimeSimulator) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {life.api_key}"}
     with httpx.Client(base_url=life.base_url, headers=headers, timeout=5.0) as client:
         yield client
-
-
-def create(api: httpx.Client, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = api.post(PODS_PATH, json=body or create_body())
-    assert response.status_code == 200, response.text
-    pod: dict[str, Any] = response.json()
-    return pod
 
 
 def test_list_get_and_history_carry_every_required_key(api: httpx.Client) -> None:

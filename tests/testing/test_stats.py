@@ -15,7 +15,7 @@ from airflow_provider_prime.testing import (
     SimulatorStats,
     fixed_pod,
 )
-from tests.testing.conftest import Factory, get_status
+from tests.testing.http import Factory, get_status
 
 
 def test_counts_per_path_pod_key_and_status(sim: PrimeSimulator, http: httpx.Client) -> None:

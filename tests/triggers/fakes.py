@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Iterable
 
 from airflow_provider_prime.exceptions import PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import PodStatus
+from tests.clocks import FakeClock
 
 
 class FakeApi:
@@ -19,6 +20,8 @@ class FakeApi:
         self.errors: list[BaseException] = []  # raised by the next calls, one per call
         self.stall: asyncio.Event | None = None  # when set, calls wait for it
         self.swallow_cancel = False  # a cancelled call raises a transient error instead
+        self.clock: FakeClock | None = None  # when set, each call takes ``took`` seconds of it
+        self.took = 0.0
 
     def set(self, *pods: PodStatus) -> None:
         self.pods.update((p.pod_id, p) for p in pods)
@@ -54,19 +57,11 @@ class FakeClient:
             if self.api.swallow_cancel:  # as code that turns a cancel into its own timeout would
                 raise PrimeTransientError("timed out (the cancel was swallowed)") from None
             raise
+        if self.api.clock is not None:
+            self.api.clock.advance(self.api.took)
         if self.api.errors:
             raise self.api.errors.pop(0)
         return [self.api.pods[i] for i in ids if i in self.api.pods]
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait (briefly yielding) until ``condition()`` holds; fail the test if it never does."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)

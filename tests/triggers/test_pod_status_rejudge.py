@@ -16,11 +16,12 @@ from unittest import mock
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
-from airflow_provider_prime.triggers import pod_status, polling
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.triggers import pod_status
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from tests.simulated import until
 from tests.statuses import pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key="pk-rejudge-test")
 
@@ -28,7 +29,7 @@ SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key="pk-rejudge-t
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     fake = FakeApi()
-    monkeypatch.setattr(polling, "AsyncPrimeClient", fake.client)
+    monkeypatch.setattr(pod_status.PrimeHook, "async_status_client", fake.client)
     monkeypatch.setattr(pod_status.PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
     return fake
 

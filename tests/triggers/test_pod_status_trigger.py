@@ -12,19 +12,20 @@ from unittest import mock
 import pytest
 
 from airflow_provider_prime import events as events_module
-from airflow_provider_prime import readiness
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeConfigError,
     PrimeRequestError,
     PrimeTransientError,
 )
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
-from airflow_provider_prime.triggers import pod_status, polling
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
+from airflow_provider_prime.triggers import pod_status
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
+from tests.clocks import FakeClock
+from tests.simulated import until
 from tests.statuses import SSH, pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 KEY = "pk-SECRET-never-serialized-7c1e"
 SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)
@@ -34,14 +35,20 @@ SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     """The API the trigger talks to; the hook's settings lookup is replaced by a mock."""
     fake = FakeApi()
-    monkeypatch.setattr(polling, "AsyncPrimeClient", fake.client)
+    monkeypatch.setattr(pod_status.PrimeHook, "async_status_client", fake.client)
     monkeypatch.setattr(pod_status.PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
     return fake
 
 
-def trigger(pod_ids=("a",), timeout: float = 5.0, **kwargs: Any) -> PodStatusTrigger:
+def trigger(
+    pod_ids=("a",), timeout: float = 5.0, clock: FakeClock | None = None, **kwargs: Any
+) -> PodStatusTrigger:
     kwargs.setdefault("poll_interval", 0.05)
-    return PodStatusTrigger(pod_ids=list(pod_ids), deadline=time.time() + timeout, **kwargs)
+    now = time.time() if clock is None else clock.time()
+    made = PodStatusTrigger(pod_ids=list(pod_ids), deadline=now + timeout, **kwargs)
+    if clock is not None:
+        made.clock = clock
+    return made
 
 
 async def events(t: PodStatusTrigger) -> list[dict[str, Any]]:
@@ -155,17 +162,20 @@ class TestRun:
 
     async def test_no_request_before_not_before(self, api):
         api.set(pod("a"))
-        t = trigger(["a"], not_before=time.time() + 0.5)
-        waiting = asyncio.create_task(the_event(t))
-        await asyncio.sleep(0.3)
-        assert api.calls == []  # the sensor has just checked: the trigger's first look waits
-        assert (await waiting)["status"] == "success"
+        requests_by_then: list[int] = []
+        clock = FakeClock(on_pause=lambda _: requests_by_then.append(len(api.calls)))
+        event = await the_event(trigger(["a"], timeout=60, clock=clock, not_before=clock.time() + 7))
+        assert clock.pauses == [7]
+        assert requests_by_then == [0]  # the sensor has just checked: the trigger's first look waits
+        assert event["status"] == "success"
         assert len(api.calls) == 1
 
     async def test_not_before_past_the_deadline_still_times_out_on_time(self, api):
         api.set(pod("a", status="PROVISIONING"))
-        event = await the_event(trigger(["a"], timeout=0.3, not_before=time.time() + 60))
+        clock = FakeClock()
+        event = await the_event(trigger(["a"], timeout=30, clock=clock, not_before=clock.time() + 60))
         assert event["status"] == "timeout"
+        assert clock.pauses == [30]  # to the deadline, not to not_before
 
     async def test_triggers_starting_together_share_one_connection_lookup(self, api):
         api.set(pod("a"))
@@ -183,9 +193,8 @@ class TestRun:
 
     async def test_settings_are_looked_up_again_after_the_ttl(self, api, monkeypatch):
         api.set(pod("a"))
-        monkeypatch.setattr(pod_status, "SETTINGS_TTL", 0.0)
+        monkeypatch.setattr(pod_status, "SETTINGS_TTL", -1.0)  # every lookup is past it
         await the_event(trigger(["a"]))
-        await asyncio.sleep(0.01)
         await the_event(trigger(["a"]))
         assert pod_status.PrimeHook.aget_settings.await_count == 2
 
@@ -196,8 +205,10 @@ class TestRun:
 
     async def test_deadline_gives_timeout_with_last_progress(self, api):
         api.set(pod("a", status="PROVISIONING"))
-        event = await the_event(trigger(["a"], timeout=1.0))
+        api.clock, api.took = FakeClock(), 20.0
+        event = await the_event(trigger(["a"], timeout=50, clock=api.clock))
         assert event["status"] == "timeout"
+        assert len(api.calls) == 3  # answers at 20 and 40 s; the one at 60 s is past the deadline
         assert "not ready by the deadline" in event["message"]
         assert "a: pod is PROVISIONING" in event["message"]
 
@@ -248,26 +259,25 @@ class TestRun:
         )
         assert len(api.calls) == 1
 
-    async def test_a_lone_refusal_after_answers_fails_no_wait(self, api):
+    async def test_a_lone_refusal_after_answers_fails_no_wait(self, api, logs):
         api.set(pod("a", status="PROVISIONING"))
         waiting = asyncio.create_task(the_event(trigger(["a"])))
-        await until(lambda: len(api.calls) >= 1)
+        # The wait has judged its first answer (not only sent the request, which the error could reach).
+        await until(lambda: any(e["event"].startswith("Waiting for pods") for e in logs))
         api.errors.append(PrimeAuthError("401: the API key was rejected", http_status=401))
         await until(lambda: len(api.calls) >= 3)
         api.set(pod("a"))
         assert (await waiting)["status"] == "success"
 
     @pytest.mark.parametrize("answered", [True, False])
-    async def test_refusals_that_persist_past_the_grace_fail_the_wait(self, api, monkeypatch, answered):
-        monkeypatch.setattr(readiness, "MIN_TROUBLE_GRACE", 0.3)
+    async def test_refusals_that_persist_past_the_grace_fail_the_wait(self, api, answered):
         error = PrimeAuthError("401: the API key was revoked", http_status=401)
         api.errors += [error] * 1000
-        started = time.monotonic()
-        event = await the_event(trigger(["a"], answered=answered))
+        api.clock, api.took = FakeClock(), 20.0
+        event = await the_event(trigger(["a"], timeout=3600, clock=api.clock, answered=answered))
         assert (event["status"], event["error_type"]) == ("failed", "PrimeAuthError")
-        if answered:  # handed over after good answers: ridden out for the grace, then failed
-            assert time.monotonic() - started >= 0.3
-            assert len(api.calls) > 2
+        if answered:  # handed over after good answers: ridden out for the 60 s grace, then failed
+            assert len(api.calls) == 4  # refused at 20, 40, 60 and 80 s
         else:  # never an answer: a wrong key, failed at the first refusal
             assert len(api.calls) == 1
 

@@ -9,11 +9,12 @@ import time
 import pytest
 
 from airflow_provider_prime.exceptions import PrimeAuthError, PrimeConfigError, PrimeTransientError
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import Snapshot, active_pollers, subscription
+from tests.simulated import until
 from tests.statuses import pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 FAST = 0.05  # the poller's floor: ticks as often as it may
 SLOW = 30.0  # never ticks within a test: only join fetches happen
@@ -63,7 +64,7 @@ async def test_joiner_is_not_served_a_stale_answer_after_failed_rounds(api):
         failed = await first.next(WAIT)
         assert failed is not None
         assert failed.error is not None
-        await until(lambda: time.time() - poller._latest.fetched_at > poller.interval)
+        await until(lambda: time.time() - poller.latest.fetched_at > poller.interval)
         async with subscribe(api, ["a"]) as joiner:
             assert await joiner.next(0) is None  # the last good answer is older than a tick
             snapshot = await joiner.next(WAIT)
@@ -112,7 +113,7 @@ async def test_faster_joiner_speeds_up_the_loop_at_once(api):
     async with subscribe(api, ["a"], SLOW) as slow:
         await slow.next(WAIT)
         (poller,) = active_pollers()
-        await until(lambda: poller._wakeup is not None)  # the loop sleeps until its next tick, 30 s away
+        await until(lambda: poller.idle)  # the loop sleeps until its next tick, 30 s away
         async with subscribe(api, ["a"], FAST):
             # Without the speed-up the next tick would be 30 s away and this would time out.
             assert await slow.next(WAIT) is not None

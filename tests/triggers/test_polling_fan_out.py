@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_provider_prime.hooks.prime import PrimeApiSettings
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import Snapshot, Subscription, active_pollers, subscription
+from tests.simulated import until
 from tests.statuses import pod
-from tests.triggers.fakes import FakeApi, until
+from tests.triggers.fakes import FakeApi
 
 SLOW = 30.0  # no second tick within a test
 FAST = 0.05  # the poller ticks as often as it may

@@ -1,4 +1,5 @@
-"""Small conversions the operators share: durations, API timestamps, whole-number arguments, secrets."""
+"""The operators' arguments read as the values they stand for: durations, whole numbers, prices,
+API timestamps, and the secret values in a pod request that must be masked in logs."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_provider_prime.progress import ApiTrouble, ProgressThrottle
+from airflow_provider_prime.log_throttles import ApiTrouble, ProgressThrottle
 
 
 class TestProgressThrottle:

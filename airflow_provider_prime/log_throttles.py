@@ -1,9 +1,10 @@
-"""When to write a progress line while waiting for pods.
+"""The log throttles of a wait: when a progress line, and when an "API unreachable" line, is worth
+writing.
 
-A wait polls every few seconds for many minutes. Logging every poll buries the one line that
-matters, logging nothing leaves the user guessing. So a line is written when the progress text
-changed (a pod moved on, installation advanced) and otherwise once per heartbeat, to show the
-wait is alive. Pure: the caller passes the clock, so the sensor, the trigger and tests share it.
+A wait polls every few seconds for many minutes; a line per poll buries the one that matters,
+none leaves the user guessing. :class:`ProgressThrottle` lets a line through when it changed or
+once per heartbeat; :class:`ApiTrouble` says once that the API is out of reach, then at a bounded
+rate, then that it is back. Pure: the caller passes the clock.
 """
 
 from __future__ import annotations
