@@ -77,7 +77,7 @@ class PodNodes:
         self.farm = SshNodeFarm(keys, user=user, stop_grace=stop_grace)
         self._lock = threading.RLock()
         self._applied: dict[str, list[str]] = {}  # per live pod: each node's state as last set
-        self._retired: dict[str, SimulatedNodes] = {}  # removed pods' nodes, for the statistics
+        self._retired: list[tuple[str, SimulatedNodes]] = []  # removed pods' nodes, for the statistics
         self._pending: set[concurrent.futures.Future[None]] = set()
         self._closed = False
         self.farm.start()
@@ -117,7 +117,7 @@ class PodNodes:
     def _remove(self, pod_id: str) -> None:
         if self._applied.pop(pod_id, None) is None:
             return
-        self._retired[pod_id] = self.farm.nodes(pod_id)
+        self._retired.append((pod_id, self.farm.nodes(pod_id)))
         stopping = self.farm.discard(pod_id)
         if stopping is not None:
             self._pending = {future for future in self._pending if not future.done()}
@@ -182,12 +182,23 @@ class PodNodes:
         return not not_done
 
     def stats(self) -> FarmStats:
-        """Every node's counters, removed pods' too (state ``stopped``), once removals under way are done."""
+        """Every node's counters, removed pods' too (state ``stopped``), once removals under way are done.
+
+        A pod id that had nodes before (the pod was replaced, or the scenario reloaded) shows its
+        earlier nodes under ``"<pod id> (earlier N)"``, N from 1 for the oldest, its latest under
+        the pod id.
+        """
         self.settle()
         with self._lock:
-            pods: dict[str, SimulatedNodes] = dict(self._retired)
-            for pod_id in self._applied:
-                pods[pod_id] = self.farm.nodes(pod_id)
+            pods: dict[str, SimulatedNodes] = {pod_id: self.farm.nodes(pod_id) for pod_id in self._applied}
+            retired: dict[str, list[SimulatedNodes]] = {}
+            for pod_id, nodes in self._retired:
+                retired.setdefault(pod_id, []).append(nodes)
+        for pod_id, generations in retired.items():
+            if pod_id not in pods:
+                pods[pod_id] = generations.pop()  # the newest
+            for number, nodes in enumerate(generations, 1):
+                pods[f"{pod_id} (earlier {number})"] = nodes
         scan = marked_processes([node.token for nodes in pods.values() for node in nodes.nodes])
         return FarmStats({pod_id: [node.stats(scan) for node in nodes] for pod_id, nodes in pods.items()})
 
