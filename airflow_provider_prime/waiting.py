@@ -224,6 +224,8 @@ class AsyncDriver(Generic[F, S]):
     :param not_before: epoch second before which nothing is fetched (see the module docstring).
     """
 
+    __slots__ = ("clock", "interval", "not_before", "on_step", "source", "wait")
+
     def __init__(
         self,
         wait: Wait[F, S],

@@ -3,19 +3,26 @@
 The first line on stdout is the base URL (flushed at once) so a parent process can read it and
 connect; everything else goes to stderr. Runs until SIGTERM or SIGINT, then exits with status 0.
 Steer it over HTTP under ``/_sim/`` (see :mod:`airflow_provider_prime.testing.control`).
+
+``--ssh-key PATH`` (repeatable; an OpenSSH public key file, several keys a line each) gives every
+node of every pod a real SSH server on loopback accepting those keys, which runs the commands it is
+sent **on this machine, as the user running the simulator** (needs ``airflow-provider-prime[ssh]``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from airflow_provider_prime.testing.builtin import BUILTIN_SCENARIOS
 from airflow_provider_prime.testing.routes import PrimeApi
-from airflow_provider_prime.testing.simulator import close_server, new_event_loop, open_server
+from airflow_provider_prime.testing.simulator import close_server, follow_nodes, new_event_loop, open_server
 from airflow_provider_prime.testing.state import DEFAULT_API_KEY, DEFAULT_MAX_POD_IDS, SimulatorState
 
 
@@ -54,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="an accepted key without write permission (create and delete answer 403); repeatable",
     )
+    parser.add_argument(
+        "--ssh-key",
+        action="append",
+        dest="ssh_key_files",
+        metavar="PATH",
+        help="a public key file (one key a line) the pods' simulated SSH nodes accept; repeatable. "
+        "Turns SSH nodes on: they run the commands they are sent on this machine, as this user",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
     return parser
 
@@ -74,11 +89,39 @@ async def _serve(state: SimulatorState, host: str, port: int) -> None:
         file=sys.stderr,
         flush=True,
     )
+    follower = None
+    if state.ssh_nodes is not None:
+        print(
+            f"prime-api-simulator: SSH nodes on, accepting {len(state.ssh_nodes.farm.keys)} key(s): "
+            f"they run the commands they are sent on this machine, as {getpass.getuser()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        follower = asyncio.ensure_future(follow_nodes(state))
     try:
         await stop.wait()
     finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         close_server(server, connections)
         await server.wait_closed()
+
+
+def _public_keys(paths: Sequence[str]) -> list[str]:
+    """Every key of the ``--ssh-key`` files (one a line, blanks and ``#`` comments skipped).
+
+    ValueError naming a file without any; each key is checked when the nodes are made.
+    """
+    keys: list[str] = []
+    for path in paths:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        found = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not found:
+            raise ValueError(f"--ssh-key {path}: no public key in the file")
+        keys += found
+    return keys
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_only_keys=args.read_only_keys or (),
             time_scale=args.time_scale,
             max_pod_ids=args.max_pod_ids or None,
+            ssh_keys=_public_keys(args.ssh_key_files) if args.ssh_key_files else (),
         )
-    except (ValueError, OSError) as error:  # pydantic's ValidationError is a ValueError
+    except (ValueError, OSError, ImportError) as error:  # pydantic's ValidationError is a ValueError
         print(f"prime-api-simulator: {error}", file=sys.stderr)
         return 2
     loop = new_event_loop(not args.no_uvloop)
@@ -102,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         loop.close()
+        state.close_nodes()
     print("prime-api-simulator: stopped", file=sys.stderr)
     return 0
 

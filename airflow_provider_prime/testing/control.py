@@ -5,7 +5,7 @@ never hit by faults. Every endpoint maps onto a :class:`SimulatorState` method:
 
 =======================================  ==========================================================
 ``GET /_sim/health``                     ``{"status": "ok", "pods": N}``
-``GET /_sim/stats?log=N``                counters and billing, with the last N log entries (``log=all``)
+``GET /_sim/stats?log=N``                counters, billing, SSH nodes; the last N log entries (``log=all``)
 ``GET /_sim/billing``                    created / deleted / still billing pods, pod-seconds, cost
 ``POST /_sim/reset``                     body ``{"stats": true, "faults": true, "scenario": false}``
 ``GET /_sim/faults``                     armed faults
@@ -15,6 +15,7 @@ never hit by faults. Every endpoint maps onto a :class:`SimulatorState` method:
 ``POST /_sim/pods``                      a pod script or a list of them; timelines start now
 ``DELETE /_sim/pods/ID``                 the pod vanishes
 ``POST /_sim/pods/ID/state``             pin the pod's state: ``{"status": "ERROR", ...}``
+``POST /_sim/pods/ID/die``               a node dies, the pod goes ERROR: ``{"rank": 1}`` (none: every node)
 ``GET /_sim/settings``                   page cap, payment_required, the create lifecycle
 ``POST /_sim/settings``                  change them, pods kept: ``{"page_cap": 50, "list_lag": 5}``
 ``GET /_sim/scenario``                   the scenario last loaded
@@ -80,6 +81,7 @@ class ControlApi:
             ("POST", "pods"): self._add_pods,
             ("DELETE", "pods"): self._remove_pod,
             ("POST", "pods", "state"): self._pin,
+            ("POST", "pods", "die"): self._kill_node,
             ("GET", "settings"): lambda _r, _p: self._state.settings(),
             ("POST", "settings"): self._configure,
             ("GET", "scenario"): lambda _r, _p: self._state.scenario.to_dict(),
@@ -150,6 +152,17 @@ class ControlApi:
             raise _Problem(400, "expected an object of phase fields")
         try:
             phase = self._state.set_pod_state(parts[1], **fields)
+        except KeyError:
+            raise _Problem(404, "no such pod") from None
+        return phase.model_dump(mode="json", exclude_unset=True)
+
+    def _kill_node(self, request: Request, parts: list[str]) -> Any:
+        options = self._body(request) or {}
+        rank = options.get("rank") if isinstance(options, dict) else None
+        if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool)):
+            raise _Problem(400, "rank must be a whole number or null")
+        try:
+            phase = self._state.kill_node(parts[1], rank)
         except KeyError:
             raise _Problem(404, "no such pod") from None
         return phase.model_dump(mode="json", exclude_unset=True)

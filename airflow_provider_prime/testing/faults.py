@@ -24,6 +24,7 @@ staged. Build them with the class methods::
     Fault.answer_lost(hang=True)                  # ... or never answers (past the client's timeout)
     Fault.server_error(502, method="POST", path=PODS_PATH, after_effect=True)
     Fault.pod_deleted("pod-3")                    # after the next list page is read, pod-3 goes
+    Fault.node_dies("pod-3", rank=1, after=30)    # 30 s on, node 1 of pod-3 dies (the pod: ERROR)
 
 or as JSON (``POST /_sim/faults``): ``{"kind": "http_error", "status": 503, "times": 2}``.
 """
@@ -81,6 +82,7 @@ class FaultKind(str, Enum):
     PODS = "pods"  # the normal answer with ``pod_fields`` set and ``drop_fields`` removed per pod
     OVERSIZED = "oversized"  # a valid 200 JSON body of ``size`` bytes
     DELETE_POD = "delete_pod"  # the normal answer, and pod ``target`` is deleted (a concurrent delete)
+    NODE_DIES = "node_dies"  # before the normal answer, node ``rank`` of pod ``target`` dies: pod ERROR
 
 
 class Fault(BaseModel):
@@ -117,13 +119,15 @@ class Fault(BaseModel):
     #: delete_pod: the pod deleted, and whether it leaves the list at once (else DELETING first).
     target: str | None = None
     unlisted: bool = True
+    #: node_dies: the node (0-based rank) that dies; None: every node of the pod.
+    rank: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _complete(self) -> Fault:
         if self.kind is FaultKind.HTTP_ERROR and self.status is None:
             raise ValueError("an http_error fault needs a status")
-        if self.kind is FaultKind.DELETE_POD and not self.target:
-            raise ValueError("a delete_pod fault needs a target pod id")
+        if self.kind in (FaultKind.DELETE_POD, FaultKind.NODE_DIES) and not self.target:
+            raise ValueError(f"a {self.kind.value} fault needs a target pod id")
         return self
 
     # builders ------------------------------------------------------------------------------------
@@ -210,6 +214,17 @@ class Fault(BaseModel):
             after_effect=after_effect,
             **when,
         )
+
+    @classmethod
+    def node_dies(cls, target: str, *, rank: int | None = None, **when: Any) -> Fault:
+        """Node ``rank`` of pod ``target`` dies (every node: None) when the next matching request comes.
+
+        By default that is the next API request of any kind (``after=30``: the first one 30 pod
+        seconds on). The pod is pinned ERROR, so that request's answer already says so; with SSH
+        nodes (``ssh_keys``) the node's SSH drops and its processes are SIGKILLed first, for good
+        (:meth:`SimulatorState.kill_node`). A target without nodes or of unknown id: nothing dies.
+        """
+        return cls(kind=FaultKind.NODE_DIES, target=target, rank=rank, **when)
 
     @classmethod
     def malformed_json(cls, **when: Any) -> Fault:

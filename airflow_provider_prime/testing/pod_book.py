@@ -182,6 +182,17 @@ class _Entry:
         )
 
 
+def _reported(ssh: Any, nodes: int) -> tuple[bool, ...]:
+    """Per node, whether an ``sshConnection`` value (text, a list with nulls, or null) names it."""
+    if isinstance(ssh, str):
+        given = [bool(ssh.strip())]
+    elif isinstance(ssh, list):
+        given = [isinstance(value, str) and bool(value.strip()) for value in ssh]
+    else:
+        given = []
+    return tuple(given[:nodes] + [False] * (nodes - len(given)))
+
+
 def _fields(script: PodScript) -> dict[str, Any]:
     return {name: getattr(script, name) for name in script.model_fields_set}
 
@@ -324,6 +335,25 @@ class PodBook:
             timeline = [phase.model_copy(update={"at": 0.0})]
             pinned = with_timeline(entry.script, timeline, vanish_at=None, visible_from=0.0)
             self._entries[pod_id] = entry.copy(pinned)
+
+    def ssh_views(self) -> dict[str, tuple[str, tuple[bool, ...]]]:
+        """Every pod's status now and, per node, whether the API reports its SSH connection.
+
+        What a simulator's SSH nodes follow (:mod:`~airflow_provider_prime.testing.ssh_pods`). A
+        pod that vanished is left out, as if removed; a terminated one is TERMINATED.
+        """
+        now = self._clock()
+        views: dict[str, tuple[str, tuple[bool, ...]]] = {}
+        with self._lock:
+            for pod_id, entry in self._entries.items():
+                script = entry.script
+                t = (now - entry.added) * self._scale
+                if script.vanish_at is not None and t >= script.vanish_at:
+                    continue
+                status = entry.status(t)
+                ssh = None if status == TERMINATED else script.render(*script.position(t))["sshConnection"]
+                views[pod_id] = (status, _reported(ssh, script.nodes))
+        return views
 
     def scripts(self) -> list[PodScript]:
         with self._lock:

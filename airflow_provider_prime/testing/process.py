@@ -99,6 +99,16 @@ class SimulatorClient:
         result: dict[str, Any] = self._call("POST", f"pods/{pod_id}/state", fields)
         return result
 
+    def kill_node(self, pod_id: str, rank: int | None = None) -> dict[str, Any]:
+        """A node of the pod dies (every node: ``rank`` None) and the pod goes ERROR."""
+        result: dict[str, Any] = self._call("POST", f"pods/{pod_id}/die", {"rank": rank})
+        return result
+
+    def node_stats(self) -> dict[str, Any] | None:
+        """The SSH nodes' counters (``launches``, ``processes_alive``, per pod and node), or None."""
+        nodes: dict[str, Any] | None = self.stats_snapshot().get("ssh_nodes")
+        return nodes
+
     def pods(self) -> list[dict[str, Any]]:
         """Every pod as the API reports it now, whichever key may see it."""
         result: list[dict[str, Any]] = self._call("GET", "pods")["data"]
@@ -142,6 +152,7 @@ class PrimeSimulatorProcess(SimulatorClient):
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
         prefer_uvloop: bool = True,
+        ssh_keys: Sequence[str] = (),
     ) -> None:
         super().__init__("http://unstarted", api_keys[0])
         self._scenario = scenario
@@ -151,6 +162,8 @@ class PrimeSimulatorProcess(SimulatorClient):
         self._time_scale, self._max_pod_ids = time_scale, max_pod_ids
         self._python, self._env, self._startup_timeout = python, env, startup_timeout
         self._prefer_uvloop = prefer_uvloop
+        self._ssh_keys = tuple(ssh_keys)
+        self._ssh_key_file: Path | None = None
         self._process: subprocess.Popen[str] | None = None
         self._scenario_file: Path | None = None
 
@@ -177,6 +190,13 @@ class PrimeSimulatorProcess(SimulatorClient):
             command += ["--api-key", key]
         for key in self._read_only_keys:
             command += ["--read-only-key", key]
+        if self._ssh_keys:
+            if self._ssh_key_file is None:
+                handle, name = tempfile.mkstemp(prefix="prime-ssh-keys-", suffix=".pub")
+                with os.fdopen(handle, "w", encoding="utf-8") as out:
+                    out.write("".join(f"{key.strip()}\n" for key in self._ssh_keys))
+                self._ssh_key_file = Path(name)
+            command += ["--ssh-key", str(self._ssh_key_file)]
         return command if self._prefer_uvloop else [*command, "--no-uvloop"]
 
     def start(self) -> PrimeSimulatorProcess:
@@ -211,9 +231,10 @@ class PrimeSimulatorProcess(SimulatorClient):
             if process.stdout is not None:
                 process.stdout.close()
             code = process.returncode
-        if self._scenario_file is not None:
-            self._scenario_file.unlink(missing_ok=True)
-            self._scenario_file = None
+        for handed_over in (self._scenario_file, self._ssh_key_file):
+            if handed_over is not None:
+                handed_over.unlink(missing_ok=True)
+        self._scenario_file = self._ssh_key_file = None
         return code
 
     def __enter__(self) -> PrimeSimulatorProcess:

@@ -12,6 +12,12 @@ Enable with ``pytest_plugins = ["airflow_provider_prime.testing.pytest_plugin"]`
 * ``prime_simulator_factory``: ``make(scenario=None, **options) -> PrimeSimulator`` for tests that
   need several simulators, or pods of their own (``make([ready_pod("p")], clock=clock)``, or the
   pod scripts as arguments: ``make(ready_pod("a"), ready_pod("b"))``); all stopped afterwards.
+* SSH nodes: give ``ssh_keys=[public key, ...]`` to the factory (or the marker) and every node of
+  every pod is a real SSH server on loopback that runs what it is sent **on this machine, as the
+  current user** (needs ``airflow-provider-prime[ssh]``). ``prime_ssh_key`` makes a key pair::
+
+      sim = prime_simulator_factory(ready_pod("p", nodes=2), ssh_keys=[prime_ssh_key.public_key])
+
 * ``prime_simulator_defaults``: options every simulator of the factory starts with unless the
   call gives them (``{}``; override the fixture in a ``conftest.py``, e.g. ``{"time_scale": 20}``).
   A ``time_scale`` default is not applied to a simulator given a ``clock``: the test drives it.
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -42,6 +50,14 @@ from airflow_provider_prime.testing.simulator import PrimeSimulator
 SimulatorFactory = Callable[..., PrimeSimulator]
 #: The environment variables ``prime_clean_env`` removes.
 PRIME_ENV_VARS = ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_BASE_URL", "AIRFLOW_CONN_PRIME_DEFAULT")
+
+
+@dataclass(frozen=True)
+class SshKeyPair:
+    """A throw-away ed25519 key pair: ``private_key_file`` (OpenSSH format, mode 600) and ``public_key``."""
+
+    private_key_file: Path
+    public_key: str
 
 
 class Connect(Protocol):
@@ -61,7 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "prime_simulator(scenario=None, **options): scenario and PrimeSimulator options "
-        "(time_scale, api_keys, read_only_keys, clock, max_pod_ids) for the prime_simulator fixture",
+        "(time_scale, api_keys, read_only_keys, clock, max_pod_ids, ssh_keys) "
+        "for the prime_simulator fixture",
     )
 
 
@@ -144,3 +161,17 @@ def prime_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``PRIME_*`` settings or default Prime connection from the developer's environment."""
     for name in PRIME_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def prime_ssh_key(tmp_path: Path) -> SshKeyPair:
+    """A fresh ed25519 key pair in the test's temporary directory, for ``ssh_keys=`` and SSH clients.
+
+    Skips the test when asyncssh (``airflow-provider-prime[ssh]``) is not installed.
+    """
+    asyncssh = pytest.importorskip("asyncssh", reason="SSH nodes need airflow-provider-prime[ssh]")
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="prime-simulator-test")
+    path = tmp_path / "prime_simulator_id_ed25519"
+    path.write_bytes(key.export_private_key("openssh"))
+    path.chmod(0o600)
+    return SshKeyPair(path, key.export_public_key("openssh").decode().strip())

@@ -21,6 +21,7 @@ Behaviour, where the published contract leaves room (see ``docs/simulator.md``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
@@ -165,14 +166,29 @@ class PrimeApi:
                 if late is not None:
                     self._side_effect(late)
                     reply = late.reply() or dataclasses.replace(reply, delay=late.delay, note=late.kind.value)
+        if state.ssh_nodes is not None:
+            reply = self._sync_nodes(reply)
         status = NO_RESPONSE if reply.action != "send" else reply.status
         state.stats.record(request.method, request.path, pod_ids, api_key, status, reply.note)
         return reply
 
     def _side_effect(self, fault: Fault | None) -> None:
-        """What a ``delete_pod`` fault does besides the normal answer: its ``target`` is deleted."""
-        if fault is not None and fault.kind is FaultKind.DELETE_POD and fault.target:
+        """What a fault does besides the answer: ``delete_pod`` deletes, ``node_dies`` kills a node."""
+        if fault is None or not fault.target:
+            return
+        if fault.kind is FaultKind.DELETE_POD:
             self._state.delete_pod(fault.target, deleting_for=0.0 if fault.unlisted else None)
+        elif fault.kind is FaultKind.NODE_DIES:
+            with contextlib.suppress(KeyError, ValueError):  # no such pod or node: nothing dies
+                self._state.kill_node(fault.target, fault.rank)
+
+    def _sync_nodes(self, reply: Reply) -> Reply:
+        """SSH nodes in step with the pods before the answer goes: a node reported ready accepts."""
+        try:
+            self._state.sync_nodes()
+        except Exception as error:  # a 500 naming the cause, rather than a connection left hanging
+            return _detail(500, f"the simulator's SSH nodes failed: {error}")
+        return reply
 
     def _route(self, request: Request, api_key: str, pod_ids: list[str], fault: Fault | None) -> Reply:
         route, pod_id, redirect = resolve(request.path)

@@ -19,7 +19,8 @@ pod time (``deleted_at``: DELETING for ``deleting_for`` seconds, then TERMINATED
 A scenario also declares the offers it sells and how pods created through ``POST /pods/`` unfold
 (:class:`CreateLifecycle`).
 
-Node addresses are generated (documentation range 203.0.113.0/24) unless ``node_ips`` is given;
+Node addresses are generated (documentation range 203.0.113.0/24) unless ``node_ips`` (and
+``ssh_ports``, one port per node) are given, as a simulator with SSH nodes does;
 ``ssh_nodes``/``ip_nodes`` say how many nodes have one yet. A phase may instead give
 ``ssh_connection``/``ip`` verbatim (e.g. ``[null]`` for a stopped pod). Installation progress rises
 linearly between two consecutive phases that both give a progress value.
@@ -79,6 +80,8 @@ class PodScript(BaseModel):
     node_ips: tuple[str, ...] | None = None
     ssh_user: str = "root"
     ssh_port: int = Field(default=22, ge=1, le=65535)
+    #: One SSH port per node, winning over ``ssh_port`` (simulated SSH nodes each have their own).
+    ssh_ports: tuple[int, ...] | None = None
     #: Only these API keys see the pod (None: every accepted key does).
     api_keys: tuple[str, ...] | None = None
     #: Pod time before which the pod is absent from answers (eventual consistency after create).
@@ -112,6 +115,8 @@ class PodScript(BaseModel):
     def _consistent(self) -> PodScript:
         if self.node_ips is not None and len(self.node_ips) != self.nodes:
             raise ValueError(f"node_ips has {len(self.node_ips)} entries for {self.nodes} nodes")
+        if self.ssh_ports is not None and len(self.ssh_ports) != self.nodes:
+            raise ValueError(f"ssh_ports has {len(self.ssh_ports)} entries for {self.nodes} nodes")
         if self.vanish_at is not None and self.vanish_at <= self.visible_from:
             raise ValueError("vanish_at must come after visible_from")
         return self
@@ -178,7 +183,8 @@ class PodScript(BaseModel):
 
         def value(node: int) -> str:
             ip = self.node_ip(node)
-            return f"{self.ssh_user}@{ip} -p {self.ssh_port}" if ssh else ip
+            port = self.ssh_port if self.ssh_ports is None else self.ssh_ports[node]
+            return f"{self.ssh_user}@{ip} -p {port}" if ssh else ip
 
         if self.nodes == 1:
             return value(0) if count >= 1 else None

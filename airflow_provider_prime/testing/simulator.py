@@ -3,11 +3,17 @@
 The server gets its own thread and event loop, so it works the same under synchronous code, under
 pytest-asyncio, and next to Airflow's own loops, and it never blocks the caller's loop. Steering
 (``add_pod``, ``inject``, ``stats``...) comes from :class:`SimulatorState` and is thread-safe.
+
+With ``ssh_keys``, every node of every pod is also a real SSH server on loopback that runs the
+commands it is sent **on this machine, as the current user**
+(:mod:`~airflow_provider_prime.testing.ssh_pods`); stopping the simulator kills their processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -21,6 +27,9 @@ from airflow_provider_prime.testing.state import (
     SimulatorState,
 )
 from airflow_provider_prime.testing.wire import Handler, HttpProtocol
+
+#: Real seconds between two passes that bring SSH nodes in step with pods nobody asks about.
+NODE_FOLLOW_INTERVAL = 0.2
 
 
 def new_event_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
@@ -44,6 +53,19 @@ async def open_server(handler: Handler, host: str, port: int) -> tuple[asyncio.S
         lambda: HttpProtocol(handler, connections), host, port, backlog=2048, reuse_address=True
     )
     return server, connections
+
+
+async def follow_nodes(state: SimulatorState, interval: float = NODE_FOLLOW_INTERVAL) -> None:
+    """Keep the SSH nodes in step with the pods until cancelled (every answer does so too).
+
+    A pod nobody polls still loses its nodes when its timeline deletes it or makes it vanish.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            state.sync_nodes()
+        except Exception as error:  # reported, never fatal to the server
+            print(f"prime-api-simulator: SSH nodes: {error}", file=sys.stderr, flush=True)
 
 
 def close_server(server: asyncio.Server, connections: set[HttpProtocol]) -> None:
@@ -78,6 +100,7 @@ class PrimeSimulator(SimulatorState):
         max_pod_ids: int | None = DEFAULT_MAX_POD_IDS,
         log_size: int = 10_000,
         prefer_uvloop: bool = True,
+        ssh_keys: Sequence[str] = (),
     ) -> None:
         super().__init__(
             scenario,
@@ -87,6 +110,7 @@ class PrimeSimulator(SimulatorState):
             clock=clock,
             max_pod_ids=max_pod_ids,
             log_size=log_size,
+            ssh_keys=ssh_keys,
         )
         self.host = host
         self._requested_port = port
@@ -115,6 +139,8 @@ class PrimeSimulator(SimulatorState):
         """Start serving (returns once the port is bound); errors binding are raised here."""
         if self.running:
             return self
+        if self.ssh_nodes is not None and self.ssh_nodes.closed:
+            raise RuntimeError("a simulator with SSH nodes cannot start again once stopped: make a new one")
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = new_event_loop(self._prefer_uvloop)
@@ -131,7 +157,13 @@ class PrimeSimulator(SimulatorState):
         return self
 
     def stop(self) -> None:
-        """Stop serving and close every connection; safe to call twice."""
+        """Stop serving, close every connection, kill the SSH nodes' processes; safe to call twice."""
+        try:
+            self._stop_serving()
+        finally:
+            self.close_nodes()
+
+    def _stop_serving(self) -> None:
         thread, loop, stopping = self._thread, self._loop, self._stopping
         if thread is None or loop is None:
             return
@@ -173,8 +205,13 @@ class PrimeSimulator(SimulatorState):
         self._stopping = asyncio.Event()
         self._port = server.sockets[0].getsockname()[1]
         ready.set()
+        follower = asyncio.ensure_future(follow_nodes(self)) if self.ssh_nodes is not None else None
         try:
             await self._stopping.wait()
         finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             close_server(server, connections)
             await server.wait_closed()

@@ -224,6 +224,16 @@ class SshNodeFarm:
         if nodes is not None:
             self._call(nodes.stop(self.stop_grace))
 
+    def discard(self, pod_id: str) -> concurrent.futures.Future[None] | None:
+        """:meth:`remove_pod` without waiting: the pod's nodes are gone from the farm at once, and
+        the returned future is done once their processes are killed (None: the pod had no nodes).
+
+        For a caller that must not block for the stop grace, such as a request handler.
+        """
+        with self._lock:
+            nodes = self._pods.pop(pod_id, None)
+        return None if nodes is None else self._submit(nodes.stop(self.stop_grace))
+
     async def aserve(self, pod_id: str, rank: int | None = None) -> None:
         await self._acall(self.nodes(pod_id).start(rank))
 

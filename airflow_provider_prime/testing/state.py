@@ -12,7 +12,7 @@ import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_prime.testing.builtin import ScenarioSpec, resolve_scenario
 from airflow_provider_prime.testing.clock import Clock, real_clock
@@ -23,6 +23,10 @@ from airflow_provider_prime.testing.pod_book import PodBook
 from airflow_provider_prime.testing.scenario import CreateLifecycle, Phase, PodScript, Scenario
 from airflow_provider_prime.testing.shapes import SSH_PORT_MAPPING, user_id
 from airflow_provider_prime.testing.stats import SimulatorStats
+
+if TYPE_CHECKING:
+    from airflow_provider_prime.testing.ssh_farm import FarmStats
+    from airflow_provider_prime.testing.ssh_pods import PodNodes
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_MAX_POD_IDS", "ScenarioSpec", "SimulatorState"]
 
@@ -46,6 +50,7 @@ class SimulatorState:
         clock: Clock | None = None,
         max_pod_ids: int | None = DEFAULT_MAX_POD_IDS,
         log_size: int = 10_000,
+        ssh_keys: Sequence[str] = (),
     ) -> None:
         if not api_keys or any(not key for key in (*api_keys, *read_only_keys)):
             raise ValueError("the simulator needs at least one non-empty API key")
@@ -60,10 +65,22 @@ class SimulatorState:
         self.stats = SimulatorStats(log_size)
         self._created = itertools.count(1)
         self._scenario = resolve_scenario(scenario)
-        self._load(self._scenario)
+        #: The pods' simulated SSH nodes, when public keys were given (None: no SSH anywhere).
+        self.ssh_nodes: PodNodes | None = _pod_nodes(ssh_keys) if ssh_keys else None
+        self.stats.nodes_source = None if self.ssh_nodes is None else self._node_stats
+        try:
+            self._load(self._scenario)
+        except BaseException:
+            self.close_nodes()
+            raise
 
     def _load(self, scenario: Scenario) -> None:
-        self.pods.load(scenario)
+        if self.ssh_nodes is not None:
+            self.ssh_nodes.remove_all()
+            placed = tuple(self.ssh_nodes.place(pod) for pod in scenario.pods)
+            self.pods.load(scenario.model_copy(update={"pods": placed}))
+        else:
+            self.pods.load(scenario)
         #: How pods created from now on unfold (the scenario's, until changed).
         self.create_lifecycle: CreateLifecycle = scenario.lifecycle
         #: Whether creates answer 402 (the scenario's ``payment_required``, until changed).
@@ -132,11 +149,18 @@ class SimulatorState:
     def add_pod(self, *scripts: PodScript) -> None:
         """Add pods (replacing any with the same id); their timelines start now."""
         for script in scripts:
-            self.pods.add(script)
+            self.pods.add(self._placed(script))
+
+    def _placed(self, script: PodScript) -> PodScript:
+        """The script with SSH nodes of its own, when the simulator has them."""
+        return script if self.ssh_nodes is None else self.ssh_nodes.place(script)
 
     def remove_pod(self, pod_id: str) -> bool:
-        """Make a pod vanish from every answer from now on. False if it did not exist."""
-        return self.pods.remove(pod_id)
+        """Make a pod vanish from every answer from now on, SSH nodes and all. False if there was none."""
+        removed = self.pods.remove(pod_id)
+        if self.ssh_nodes is not None:
+            self.ssh_nodes.remove(pod_id)
+        return removed
 
     def set_pod_state(self, pod_id: str, status: str | None = None, **fields: Any) -> Phase:
         """Pin what a pod reports from now on; fields not given keep their current value.
@@ -159,7 +183,36 @@ class SimulatorState:
                 base.pop(verbatim, None)
         phase = Phase(**{**base, **fields, "at": 0.0})
         self.pods.pin(pod_id, phase)
+        self.sync_nodes()
         return phase
+
+    def kill_node(self, pod_id: str, rank: int | None = None) -> Phase:
+        """A node of the pod dies mid-job (every node: ``rank`` None); the pod is pinned ERROR.
+
+        With SSH nodes, the node's SSH drops and its processes are SIGKILLed before this returns;
+        it stays dead. The pod's other fields (SSH connections included) are kept. Without SSH
+        nodes, only the pod goes ERROR. KeyError for an unknown pod, ValueError for a bad rank.
+        """
+        if pod_id not in self.pod_ids():
+            raise KeyError(pod_id)
+        if self.ssh_nodes is not None:
+            self.ssh_nodes.kill(pod_id, rank)
+        return self.set_pod_state(pod_id, "ERROR")
+
+    def sync_nodes(self) -> None:
+        """Bring the SSH nodes in step with what the API reports now (a no-op without SSH nodes)."""
+        if self.ssh_nodes is not None:
+            self.ssh_nodes.follow(self.pods.ssh_views())
+
+    def _node_stats(self) -> FarmStats:
+        assert self.ssh_nodes is not None
+        self.sync_nodes()
+        return self.ssh_nodes.stats()
+
+    def close_nodes(self) -> None:
+        """Kill every process on the SSH nodes and stop them, for good (a no-op without them)."""
+        if self.ssh_nodes is not None:
+            self.ssh_nodes.close()
 
     def user_number(self, api_key: str) -> int:
         """1 for the first accepted key, 2 for the second...: who a key is, without showing it."""
@@ -187,7 +240,7 @@ class SimulatorState:
             # the live status endpoint sends these beyond its schema, too
             extra_fields={"priceHr": offer.price_hr, "primePortMapping": [dict(p) for p in SSH_PORT_MAPPING]},
         )
-        self.pods.add(script, origin="api", owner=owner)
+        self.pods.add(self._placed(script), origin="api", owner=owner)
         created = self.pods.pod(pod_id)
         assert created is not None
         return created
@@ -200,7 +253,9 @@ class SimulatorState:
         ``deleting_for`` overrides the lifecycle's DELETING time (0: terminated and unlisted at once).
         """
         wait = self.create_lifecycle.deleting_for if deleting_for is None else deleting_for
-        return self.pods.delete(pod_id, wait, api_key)
+        status = self.pods.delete(pod_id, wait, api_key)
+        self.sync_nodes()
+        return status
 
     def billing(self) -> dict[str, Any]:
         """Who was created, deleted, still bills, and for how long: one call for lifecycle tests.
@@ -260,10 +315,15 @@ class SimulatorState:
     def stats_snapshot(self, log: int | None = 0) -> dict[str, Any]:
         """The statistics as plain data, as ``GET /_sim/stats`` gives them (last ``log`` entries).
 
-        Request counters (``by_path``, ``by_method_path``...) and, under ``billing``, what
-        :meth:`billing` returns.
+        Request counters (``by_path``, ``by_method_path``...), under ``billing`` what
+        :meth:`billing` returns, and with SSH nodes, under ``ssh_nodes``, their counters
+        (launches and processes alive per node: :meth:`PodNodes.snapshot`).
         """
-        return {**self.stats.snapshot(log_limit=log), "billing": self.billing()}
+        snapshot = {**self.stats.snapshot(log_limit=log), "billing": self.billing()}
+        if self.ssh_nodes is not None:
+            self.sync_nodes()
+            snapshot["ssh_nodes"] = self.ssh_nodes.snapshot()
+        return snapshot
 
     # everything ------------------------------------------------------------------------------------
 
@@ -279,3 +339,14 @@ class SimulatorState:
     def pod_ids(self) -> Iterable[str]:
         """Ids of every pod served now, visible or not."""
         return [script.pod_id for script in self.pods.scripts()]
+
+
+def _pod_nodes(ssh_keys: Sequence[str]) -> PodNodes:
+    """SSH nodes accepting ``ssh_keys``; asyncssh is imported here, only when keys are given."""
+    try:
+        from airflow_provider_prime.testing.ssh_pods import PodNodes
+    except ImportError as error:
+        raise ImportError(
+            f"the simulator's SSH nodes need asyncssh ({error}): pip install 'airflow-provider-prime[ssh]'"
+        ) from error
+    return PodNodes(ssh_keys)

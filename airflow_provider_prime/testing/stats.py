@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_prime.testing.ssh_farm import FarmStats
 
 #: The status recorded for a request that got no HTTP response (dropped or hung connection).
 NO_RESPONSE = 0
@@ -45,6 +48,8 @@ class SimulatorStats:
         self._by_pod_id: Counter[str] = Counter()
         self._by_key: Counter[str] = Counter()
         self._by_status: Counter[int] = Counter()
+        #: Where :attr:`nodes` comes from: set by a simulator with SSH nodes.
+        self.nodes_source: Callable[[], FarmStats] | None = None
 
     def record(
         self,
@@ -107,6 +112,16 @@ class SimulatorStats:
     def by_status(self) -> Counter[int]:
         with self._lock:
             return Counter(self._by_status)
+
+    @property
+    def nodes(self) -> FarmStats | None:
+        """The SSH nodes' counters (launches and processes alive per node), None without SSH nodes.
+
+        Read once removals under way have finished, and not cleared by :meth:`reset`: a node counts
+        from its creation to the simulator's end, a removed pod's nodes included.
+        """
+        source = self.nodes_source
+        return None if source is None else source()
 
     @property
     def log(self) -> list[RequestRecord]:

@@ -275,9 +275,24 @@ def test_fault_kinds_are_all_exercised() -> None:
     exercised = {
         Fault.rate_limited().kind, Fault.slow(1).kind, Fault.drop().kind, Fault.hang().kind,
         Fault.malformed_json().kind, Fault.null_data().kind, Fault.raw("").kind, Fault.extra_fields().kind,
-        Fault.oversized().kind, Fault.pod_deleted("a").kind,
+        Fault.oversized().kind, Fault.pod_deleted("a").kind, Fault.node_dies("a").kind,
     }  # fmt: skip
     assert exercised == set(FaultKind)
+
+
+def test_a_node_dies_fault_without_ssh_nodes_turns_its_pod_error_on_the_next_request(
+    sim: PrimeSimulator, http: httpx.Client, clock: ManualClock
+) -> None:
+    """The simulator's SSH-node kill (tests/testing/test_ssh_pods.py) without nodes: the pod errs."""
+    sim.add_pod(fixed_pod("a"), fixed_pod("b"))
+    sim.inject(Fault.node_dies("a", after=30), Fault.node_dies("gone"))
+    assert http.get(WHOAMI_PATH).status_code == 200  # an unknown target: nothing dies
+    assert get_status(http, "a").json()["data"][0]["status"] == "ACTIVE"
+    clock.advance(30)
+    answer = get_status(http, "a", "b").json()["data"]  # the fault strikes on this request
+    assert [pod["status"] for pod in answer] == ["ERROR", "ACTIVE"]
+    assert answer[0]["sshConnection"]  # other fields kept
+    assert sim.faults == []
 
 
 def test_faults_without_a_path_hit_every_api_path(sim: PrimeSimulator, http: httpx.Client) -> None:
