@@ -442,6 +442,8 @@ class Triggerer:
         trigger.trigger_id = hash((self.deployment.name, key)) & 0xFFFF
         task = self.loop.create_task(self._run(key, trigger))
         self.running[key] = Running(trigger, task)
+        with acting_for(self.deployment, self.comms):  # it starts: a cancel now reaches its run()
+            self.loop.run_until_complete(_yield(3))
         return trigger
 
     async def _run(self, key: TIKey, trigger: Any) -> None:
@@ -503,6 +505,11 @@ class Triggerer:
         with acting_for(self.deployment, self.comms):
             self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
+
+
+async def _yield(times: int) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
 
 
 async def _settle(task: asyncio.Task[None]) -> None:

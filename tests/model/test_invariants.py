@@ -75,3 +75,32 @@ def test_a_lost_workers_pod_deleted_by_anyone_else_is_a_violation() -> None:
         model.violations.clear()
     finally:
         model.teardown()
+
+
+def test_the_triggers_on_kill_asks_the_fake_airflow_through_the_supervisor_channel() -> None:
+    """A trigger that moves (cancelled as by a user while Airflow still says "deferred") keeps its
+    pod; a user marking the task failed has its on_kill delete it. Both answers come from the fake
+    Airflow's ``GetTaskStates`` through ``SUPERVISOR_COMMS.asend``, in the Task SDK's types."""
+    model = LifecycleModel()
+    try:
+        model.setup(
+            mapped_naming="derived", deferrable=(True, True, True), airflow_33=True, user_names="shared"
+        )
+        model.start_run(which=0, borrowed=False)
+        prod = model.world.deployments[0]
+        key = TIKey("train", RUN_ID, "create_1")
+        model.run_task(which=0, pick=2, plan=KillPlan())
+        assert prod.tis[key].state == TaskInstanceState.DEFERRED, model.world.log
+        pod_id = prod.xcom[(key, "pod_id")]
+        model.world.comms.requests.clear()
+        model.trigger_moves(which=0, pick=0)
+        asked = [m for m in model.world.comms.requests if type(m).__name__ == "GetTaskStates"]
+        assert [(m.dag_id, m.task_ids, m.run_ids) for m in asked] == [("train", ["create_1"], [RUN_ID])]
+        model.check()
+        assert not model.world.sim.billing()["pods"][pod_id]["deleted"]
+        model.user_acts_on_task(which=0, pick=0, clear=False)
+        model.check()
+        assert prod.tis[key].state == TaskInstanceState.FAILED
+        assert model.world.sim.billing()["pods"][pod_id]["deleted"], model.world.log
+    finally:
+        model.teardown()
