@@ -777,6 +777,7 @@ class LifecycleModel(RuleBasedStateMachine):
             "deferral_times_out": lambda: self.deferral_times_out(which=which, pick=pick),
         }
         calls[kind]()
+        self._check_pods()  # after each move: a violation is named after the move that caused it
 
     # -- the invariants ------------------------------------------------------------------------
 
