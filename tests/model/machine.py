@@ -213,6 +213,8 @@ TOLERATED = tuple(t.strip() for t in os.environ.get("PRIME_MODEL_TOLERATE", "").
 #: Known open bugs, by the tag their violations carry: tolerated in the bounded profile (``make test``)
 #: until their fix lands, reported by the long one. Remove an entry when its fix is merged.
 KNOWN_OPEN = {
+    "#list-lag": "a retry's lookup trusts a lagging pod list (two empty reads that agree): the pod its "
+    "previous try created seconds ago is missed and a second one created (found by this model)",
     "#outlives-run": "a user-named pod of a succeeded create whose teardown failed bills forever: the "
     "reaper spares it by design ('it outlives its run'); the lead decides (found by this model)",
     "#verdict-lost": "a kill between the create's two XCom pushes (pod_id, then pod_owned) leaves a "
@@ -814,9 +816,11 @@ class LifecycleModel(RuleBasedStateMachine):
             claimants = self.world.worker.claims.get(name, set())
             if len(pod_ids) > max(1, len(claimants)):
                 who = ", ".join(f"{d}:{k}" for d, k in sorted(claimants, key=str)) or "nobody"
+                lagged = any(line.startswith("API: list lags") for line in self.world.log)
                 self._violate(
                     "1: at most one live pod per task instance per deployment",
-                    f"{len(pod_ids)} live pods named {name} ({', '.join(sorted(pod_ids))}) for {who}",
+                    f"{len(pod_ids)} live pods named {name} ({', '.join(sorted(pod_ids))}) for {who}"
+                    + (" (#list-lag: the pod list lagged in this history)" if lagged else ""),
                 )
 
     def _pods_in_use(self) -> dict[str, str]:
@@ -863,7 +867,7 @@ class LifecycleModel(RuleBasedStateMachine):
         signature = f"{invariant.split(':')[0]}@{where or self.current_step}"
         if self.shared_names and SHARED_NAME.search(detail):
             signature += "#shared-name"
-        signature += "".join(sorted(set(re.findall(r"#verdict-lost|#outlives-run", detail))))
+        signature += "".join(sorted(set(re.findall(r"#verdict-lost|#outlives-run|#list-lag", detail))))
         tolerated = [t for t in TOLERATED if signature.startswith(t) or (t[0] == "#" and t in signature)]
         if self.tolerate_known_open:
             tolerated += [tag for tag in KNOWN_OPEN if tag in signature]

@@ -48,6 +48,10 @@ USER_ACTION = "__airflow_user_action__"
 DEPLOYMENT_ENV = "AIRFLOW__PRIME__DEPLOYMENT_ID"
 
 
+#: Status answers the async clients (the triggerers' shared pollers) have received, in all.
+STATUS_ANSWERS = [0]
+
+
 class ProcessKilled(BaseException):
     """SIGKILL: the process is gone; nothing after this point has any effect."""
 
@@ -251,7 +255,17 @@ class Worker:
                 process.point(f"the answer to {request.method} {request.url}")
             return answer
 
+        original_async = _clients.AsyncPrimeClient._send
+
+        async def asend(client: Any, request: Any, timeouts: Any) -> Any:
+            try:
+                return await original_async(client, request, timeouts)
+            finally:
+                if str(request.url).split("?")[0].endswith("/pods/status"):
+                    STATUS_ANSWERS[0] += 1
+
         _clients.PrimeClient._send = send  # type: ignore[method-assign]
+        _clients.AsyncPrimeClient._send = asend  # type: ignore[method-assign]
         had = hasattr(task_runner, "SUPERVISOR_COMMS")
         previous = getattr(task_runner, "SUPERVISOR_COMMS", None)
         task_runner.SUPERVISOR_COMMS = self.comms  # type: ignore[attr-defined]
@@ -259,6 +273,7 @@ class Worker:
             yield
         finally:
             _clients.PrimeClient._send = original  # type: ignore[method-assign]
+            _clients.AsyncPrimeClient._send = original_async  # type: ignore[method-assign]
             if had:
                 task_runner.SUPERVISOR_COMMS = previous  # type: ignore[attr-defined]
             else:
@@ -472,19 +487,21 @@ class Triggerer:
         with acting_for(self.deployment, self.comms):
             self.loop.run_until_complete(_settle(running.task))
 
-    def tick(self, sim: PrimeSimulator, polls: int, budget: float = 5.0) -> dict[TIKey, dict[str, Any]]:
-        """Run until this triggerer made ``polls`` more status requests or every trigger is done."""
+    def tick(self, sim: PrimeSimulator, polls: int, budget: float = 60.0) -> dict[TIKey, dict[str, Any]]:
+        """Run until this triggerer got ``polls`` more status answers (then lets every subscriber
+        judge the last one) or every trigger is done. Counted in answers, not in time, so a loaded
+        machine runs the same history; ``budget`` (loop seconds) only bounds a trigger that hangs."""
         if not self.running:
             return {}
 
         async def until() -> None:
-            start = _status_requests(sim)
+            start = STATUS_ANSWERS[0]
             end = self.loop.time() + budget
             while self.loop.time() < end:
                 if all(r.task.done() for r in self.running.values()):
                     break
-                if _status_requests(sim) >= start + polls:
-                    await asyncio.sleep(0.02)  # let the subscribers judge the last answer
+                if STATUS_ANSWERS[0] >= start + polls:
+                    await _yield(50)  # the subscribers judge the last answer
                     break
                 await asyncio.sleep(0.005)
 
@@ -515,7 +532,3 @@ async def _yield(times: int) -> None:
 async def _settle(task: asyncio.Task[None]) -> None:
     with contextlib.suppress(BaseException):
         await task
-
-
-def _status_requests(sim: PrimeSimulator) -> int:
-    return int(sim.stats.by_path.get("/api/v1/pods/status", 0))
