@@ -868,9 +868,7 @@ class LifecycleModel(RuleBasedStateMachine):
         if self.shared_names and SHARED_NAME.search(detail):
             signature += "#shared-name"
         signature += "".join(sorted(set(re.findall(r"#verdict-lost|#outlives-run|#list-lag", detail))))
-        tolerated = [t for t in TOLERATED if signature.startswith(t) or (t[0] == "#" and t in signature)]
-        if self.tolerate_known_open:
-            tolerated += [tag for tag in KNOWN_OPEN if tag in signature]
+        tolerated = [t for t in self.tolerate if signature.startswith(t) or (t[0] == "#" and t in signature)]
         if tolerated:
             if signature not in LifecycleModel.tolerated:
                 LifecycleModel.examples[signature] = f"{invariant}: {detail}\n  " + "\n  ".join(
@@ -909,8 +907,9 @@ class LifecycleModel(RuleBasedStateMachine):
             self._stack.close()
 
     total_steps = 0
-    #: Whether violations of :data:`KNOWN_OPEN` bugs are tolerated (the bounded profile).
-    tolerate_known_open = False
+    #: Violations recorded without failing, by signature prefix or ``#tag`` (set by the profile:
+    #: :data:`TOLERATED`, and the tags of :data:`KNOWN_OPEN` in the bounded one); none by default.
+    tolerate: tuple[str, ...] = ()
     shared_names = False
     #: Tolerated violations seen, by signature, and the first history of each.
     tolerated: ClassVar[Counter[str]] = Counter()
