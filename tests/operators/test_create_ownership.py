@@ -32,18 +32,11 @@ from tests.operators.conftest import (
     account,
     billing_after_deletes,
     billing_pods,
+    create,
     make_context,
 )
 
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
-
-
-def create(**kwargs: Any) -> PrimeCreatePodOperator:
-    kwargs.setdefault("gpu_type", "H100_80GB")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("timeout", 30)
-    kwargs.setdefault("deferrable", False)
-    return PrimeCreatePodOperator(task_id=kwargs.pop("task_id", "create_pod"), **kwargs)
 
 
 def me(name: str, pod_id: str | None = None, **fields: Any) -> PodOwner:
