@@ -329,8 +329,10 @@ class PrimeCreatePodOperator(BaseOperator):
         deadline = self.clock.time() + self.timeout
         with self._delete_on_failure():
             self._raise_if_killed(name)  # killed while the create was in flight: delete, never wait
-            context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
+            # The verdict first: a pod id pushed without it would read as a plain id, and a
+            # teardown would delete a borrowed pod (a kill between the two pushes).
             context["ti"].xcom_push(key=POD_OWNED_KEY, value={pod.id: self._owned})
+            context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
             self.log.info(
                 "Pod %s (name %s, %s x%s, %s/h) %s, %s; %s.",
                 pod.id,
