@@ -73,7 +73,7 @@ from airflow_provider_prime.operators.ownership import (
     create_window,
 )
 from airflow_provider_prime.operators.pod_names import derived_pod_name, parse_derived_name
-from airflow_provider_prime.pod_ids import validate_pod_ids
+from airflow_provider_prime.pod_ids import pod_ids_from
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
     READY_LINE,
@@ -329,8 +329,10 @@ class PrimeCreatePodOperator(BaseOperator):
         deadline = self.clock.time() + self.timeout
         with self._delete_on_failure():
             self._raise_if_killed(name)  # killed while the create was in flight: delete, never wait
-            context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
+            # The verdict first: a pod id pushed without it would read as a plain id, and a
+            # teardown would delete a borrowed pod (a kill between the two pushes).
             context["ti"].xcom_push(key=POD_OWNED_KEY, value={pod.id: self._owned})
+            context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
             self.log.info(
                 "Pod %s (name %s, %s x%s, %s/h) %s, %s; %s.",
                 pod.id,
@@ -963,21 +965,6 @@ def with_price(
     }
 
 
-def collect_pod_ids(value: Any) -> list[str]:
-    """Pod ids from what a template gives: an id, a list, the create operator's return value
-    (a dict keyed by pod id) or a mapped create's list of them; ``None`` entries are skipped."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return validate_pod_ids(value)
-    if isinstance(value, Mapping):
-        return validate_pod_ids(list(value))
-    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__"):
-        ids = [pod_id for item in value for pod_id in collect_pod_ids(item)]
-        return validate_pod_ids(ids) if ids else []
-    return validate_pod_ids(value)
-
-
 def borrowed_pods(ti: Any, task_ids: list[str]) -> set[str]:
     """The pods that the creates among ``task_ids`` reported as borrowed (and none as its own).
 
@@ -1060,7 +1047,7 @@ class PrimeTerminatePodOperator(BaseOperator):
         return VariableOwnerRecords()
 
     def execute(self, context: Context) -> Any:
-        pod_ids = collect_pod_ids(self.pod_ids)
+        pod_ids: list[str] = pod_ids_from(self.pod_ids)
         if not pod_ids:
             if isinstance(self.pod_ids, (list, tuple)) and not self.pod_ids:
                 self.log.info("No pods to terminate: pod_ids is an empty list")

@@ -310,8 +310,7 @@ class PodStatusPoller:
 
     def _stopped(self) -> bool:
         """Whether :meth:`stop` has ended this loop. Checked besides the cancel, which code in
-        between can swallow (a CI soak on Python 3.10 found a stopped poller's task still running,
-        polling for nobody, after its cancel); the loop then ends at its next step anyway."""
+        between can swallow: a stopped loop then still ends at its next step, never polling for nobody."""
         return self._task is not asyncio.current_task()
 
     async def _next_round(self) -> tuple[list[str], bool]:

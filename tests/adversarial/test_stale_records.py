@@ -16,7 +16,6 @@ from airflow.sdk.api.datamodels._generated import TaskInstanceState
 
 from airflow_provider_prime.models import Pod
 from airflow_provider_prime.operators.ownership import MemoryOwnerRecords
-from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.reaper import PrimeReapPodsOperator
 from airflow_provider_prime.testing import ready_pod
 from tests.operators.conftest import (
@@ -24,6 +23,7 @@ from tests.operators.conftest import (
     TaskInstance,
     account,
     billing_after_deletes,
+    create,
     make_context,
 )
 from tests.operators.fake_airflow import FakeAirflow
@@ -34,14 +34,6 @@ except ImportError:  # Airflow 3.1
     from airflow.exceptions import AirflowTaskTimeout  # type: ignore[attr-defined,no-redef]
 
 NAME = "my-box"
-
-
-def create(**kwargs: Any) -> PrimeCreatePodOperator:
-    kwargs.setdefault("gpu_type", "H100_80GB")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("timeout", 30)
-    kwargs.setdefault("deferrable", False)
-    return PrimeCreatePodOperator(task_id="create_pod", **kwargs)
 
 
 def timed_out_before_the_post(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,6 @@ from airflow.sdk.api.datamodels._generated import TaskInstanceState
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.models import Pod
-from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.reaper import PrimeReapPodsOperator
 from airflow_provider_prime.testing import Fault
 from tests.operators.conftest import (
@@ -25,6 +24,7 @@ from tests.operators.conftest import (
     TaskInstance,
     account,
     billing_after_deletes,
+    create,
     make_context,
 )
 from tests.operators.fake_airflow import FakeAirflow
@@ -35,14 +35,6 @@ except ImportError:  # Airflow 3.1
     from airflow.exceptions import AirflowTaskTimeout  # type: ignore[attr-defined,no-redef]
 
 NAME = "shared-box"
-
-
-def create(**kwargs: Any) -> PrimeCreatePodOperator:
-    kwargs.setdefault("gpu_type", "H100_80GB")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("timeout", 30)
-    kwargs.setdefault("deferrable", False)
-    return PrimeCreatePodOperator(task_id=kwargs.pop("task_id", "create_pod"), **kwargs)
 
 
 def staging_creates_its_pod(monkeypatch: pytest.MonkeyPatch) -> str:

@@ -12,6 +12,7 @@ from airflow.sdk.definitions._internal.types import NOTSET
 
 from airflow_provider_prime.operators import pod as pod_module
 from airflow_provider_prime.operators.ownership import MemoryOwnerRecords
+from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.testing import CreateLifecycle, PodScript, PrimeSimulator, Scenario
 from tests.simulated import prime_connection_extra, prime_simulator_defaults
 
@@ -147,3 +148,12 @@ def billing_after_deletes(sim: PrimeSimulator, within: float = 10.0) -> list[str
             return pods  # nothing is on its way out: no reason to wait
         time.sleep(0.05)
     return pods
+
+
+def create(**kwargs: Any) -> PrimeCreatePodOperator:
+    """A create operator as the tests use it: a quick worker wait unless told otherwise."""
+    kwargs.setdefault("gpu_type", "H100_80GB")
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("timeout", 30)
+    kwargs.setdefault("deferrable", False)
+    return PrimeCreatePodOperator(task_id=kwargs.pop("task_id", "create_pod"), **kwargs)

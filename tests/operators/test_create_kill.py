@@ -27,6 +27,7 @@ from tests.operators.conftest import (
     account,
     billing_after_deletes,
     billing_pods,
+    create,
     make_context,
 )
 
@@ -36,14 +37,6 @@ except ImportError:  # Airflow 3.1
     from airflow.exceptions import AirflowTaskTimeout  # type: ignore[attr-defined,no-redef]
 
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
-
-
-def create(**kwargs: Any) -> PrimeCreatePodOperator:
-    kwargs.setdefault("gpu_type", "H100_80GB")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("timeout", 30)
-    kwargs.setdefault("deferrable", False)
-    return PrimeCreatePodOperator(task_id="create_pod", **kwargs)
 
 
 def posts(sim: Any) -> list[Any]:

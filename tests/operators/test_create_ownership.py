@@ -32,18 +32,11 @@ from tests.operators.conftest import (
     account,
     billing_after_deletes,
     billing_pods,
+    create,
     make_context,
 )
 
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
-
-
-def create(**kwargs: Any) -> PrimeCreatePodOperator:
-    kwargs.setdefault("gpu_type", "H100_80GB")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("timeout", 30)
-    kwargs.setdefault("deferrable", False)
-    return PrimeCreatePodOperator(task_id=kwargs.pop("task_id", "create_pod"), **kwargs)
 
 
 def me(name: str, pod_id: str | None = None, **fields: Any) -> PodOwner:
@@ -486,3 +479,26 @@ def test_the_create_says_its_deployment_identity_and_where_it_comes_from(lifecyc
     for pod_id in billing_pods(sim):
         create().hook.delete_pod(pod_id)
     assert billing_after_deletes(sim) == []
+
+
+def test_the_verdict_is_pushed_before_the_pod_id(lifecycle_sim):
+    """Found by the model test: a SIGKILL between the two pushes left a borrowed pod's id without
+    its verdict, and the teardown read it as a plain id and deleted the user's pod."""
+    sim = lifecycle_sim(SLOW_BOOT)
+    sim.add_pod(ready_pod("pod-shared", ready_at=0.0, name="shared-box"))
+    borrowing = TaskInstance(task_id="use_box")
+    pushed: list[str] = []
+    push = borrowing.xcom_push
+
+    def killed_after_the_first_push(key: str, value: Any) -> None:
+        if pushed:
+            raise SystemExit("SIGKILL")  # the process is gone: no more effects
+        pushed.append(key)
+        push(key, value)
+
+    borrowing.xcom_push = killed_after_the_first_push  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        create(task_id="use_box", name="shared-box", wait_for_ready=False).execute(make_context(borrowing))
+    assert pushed == ["pod_owned"]
+    assert borrowing.xcom == {"pod_owned": {"pod-shared": False}}
+    assert account(sim)["deleted"] == {}

@@ -32,6 +32,7 @@ from tests.operators.conftest import (
     account,
     billing_after_deletes,
     billing_pods,
+    create,
     make_context,
 )
 from tests.simulated import connection_env, until
@@ -39,14 +40,6 @@ from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
-
-
-def create(**kwargs: Any) -> PrimeCreatePodOperator:
-    kwargs.setdefault("gpu_type", "H100_80GB")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("timeout", 30)
-    kwargs.setdefault("deferrable", False)
-    return PrimeCreatePodOperator(task_id="create_pod", **kwargs)
 
 
 def run_trigger(trigger: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.operators.pod import (
     PrimeCreatePodOperator,
     PrimeTerminatePodOperator,
-    collect_pod_ids,
 )
 from airflow_provider_prime.testing import Fault
 from airflow_provider_prime.triggers.pod_lifecycle import PodTerminationTrigger
@@ -91,22 +90,6 @@ def test_gone_and_terminated_pods_are_success(lifecycle_sim):
     again = terminate([pod_id, "never-existed"]).execute(make_context())
     assert again["never-existed"]["status"] == "GONE"
     assert account(sim)["deleted"] == {account(sim)["pods"][pod_id]["name"]: 1}
-
-
-@pytest.mark.parametrize(
-    ("value", "ids"),
-    [
-        ("a", ["a"]),
-        (["a", "b", "a"], ["a", "b"]),
-        ({"a": {"status": "ACTIVE"}}, ["a"]),  # the create operator's return value
-        ([{"a": {}}, None, {"b": {}}], ["a", "b"]),  # a mapped create's, one index without a pod
-        ("['a', 'b']", ["a", "b"]),
-        ([None, None], []),
-        (None, []),
-    ],
-)
-def test_pod_ids_come_in_every_shape_a_dag_hands_over(value: Any, ids: list[str]) -> None:
-    assert collect_pod_ids(value) == ids
 
 
 def test_an_explicit_empty_list_terminates_nothing_and_succeeds(lifecycle_sim):
