@@ -217,8 +217,6 @@ KNOWN_OPEN = {
     "previous try created seconds ago is missed and a second one created (found by this model)",
     "#outlives-run": "a user-named pod of a succeeded create whose teardown failed bills forever: the "
     "reaper spares it by design ('it outlives its run'); the lead decides (found by this model)",
-    "#verdict-lost": "a kill between the create's two XCom pushes (pod_id, then pod_owned) leaves a "
-    "borrowed pod's id without its verdict: the teardown deletes the user's pod (found by this model)",
     "#shared-name": "B1-B6 of the adversary report: a user-chosen name that both deployments use "
     "(the same DAG file in staging and prod) is judged as this deployment's (helper 'owners' fixes it)",
 }
