@@ -48,7 +48,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not ha and not browser and not slow" $(PYTEST_ARGS)
 
 # The model test of the pod lifecycle, long: PRIME_MODEL_EXAMPLES examples of PRIME_MODEL_STEPS steps,
-# random seeds (make test runs a bounded, derandomized profile of it). Prints how many steps it checked.
+# random seeds, shrinking (make test runs a bounded, derandomized profile of it). Prints how many steps
+# it checked. PRIME_MODEL_TOLERATE="#shared-name,..." surveys past known bugs (tests/model/machine.py).
 PRIME_MODEL_EXAMPLES ?= 300
 PRIME_MODEL_STEPS ?= 50
 test-model: $(STAMP)
