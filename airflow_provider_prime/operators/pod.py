@@ -618,7 +618,10 @@ class PrimeCreatePodOperator(BaseOperator):
             if recording:
                 self._refuse_a_name_in_use(name)
             window = create_window(self.hook.get_settings())
-            self._written = replace(self._me, name=name, written_at=time.time(), window=window)
+            outlives = self._outlives_run() if recording else True
+            self._written = replace(
+                self._me, name=name, written_at=time.time(), window=window, outlives_run=outlives
+            )
             if recording:
                 self.owner_records.put(self._written)  # before the POST
         self.log.info(
@@ -642,6 +645,38 @@ class PrimeCreatePodOperator(BaseOperator):
             with self._logged("could not write the ownership record of pod " + pod.id):
                 self.owner_records.put(self._written.with_pod_id(pod.id))
         return pod
+
+    def _outlives_run(self) -> bool:
+        """Whether this task's user-named pod may outlive its DAG run (its ownership record says so).
+
+        False when a :class:`PrimeTerminatePodOperator` that is a teardown (``as_teardown``) is
+        downstream of this task in its DAG: the DAG gives the pod back, so a pod still billing after
+        the run is one whose teardown failed or never ran, and the reaper deletes it. True otherwise,
+        and when the DAG's structure cannot be read (the reaper then spares the pod after its run).
+        """
+        try:
+            if getattr(self, "_dag", None) is None:
+                raise LookupError("the task has no DAG")
+            downstream = list(self.get_flat_relatives(upstream=False))
+        except Exception as exc:
+            self.log.warning(
+                "Could not read the tasks downstream of %s (%s): its pod is recorded as outliving its run, "
+                "so the reaper will not delete it after the run; a teardown must",
+                self.task_id,
+                exc,
+            )
+            return True
+        for task in downstream:
+            kind = getattr(task, "operator_class", type(task))  # a mapped task names its class
+            if isinstance(kind, type) and issubclass(kind, PrimeTerminatePodOperator) and task.is_teardown:
+                self.log.info(
+                    "Teardown %s is downstream of %s: its pod does not outlive the run (the reaper "
+                    "deletes it after the run if the teardown did not)",
+                    task.task_id,
+                    self.task_id,
+                )
+                return False
+        return True
 
     def _never_sent(self) -> bool:
         """Whether this try's create request provably never left (the hook counts those it sends)."""
