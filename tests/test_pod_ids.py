@@ -91,7 +91,10 @@ class TestValidatedValue:
     def test_a_value_travels_as_a_plain_list(self):
         import json
 
-        from airflow.sdk.serde import serialize
+        try:
+            from airflow.sdk.serde import serialize
+        except ImportError:  # Airflow 3.1: the serializer of trigger kwargs lived in airflow.serialization
+            from airflow.serialization.serde import serialize
 
         ids = validate_pod_ids(["a", "b"])
         assert ids == ["a", "b"]

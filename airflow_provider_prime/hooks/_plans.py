@@ -67,6 +67,8 @@ FIND_READS = 4
 #: lookup does not mean "not created". Five lookups over about 30 s, then the create is reported
 #: as one that may not have happened.
 ADOPTION_PAUSES = (2.0, 4.0, 8.0, 16.0)
+#: Seconds a created pod may take to show in the pod list: what the lookups above allow for.
+LIST_LAG_BOUND = sum(ADOPTION_PAUSES)
 
 
 def every_page(

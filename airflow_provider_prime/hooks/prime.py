@@ -35,6 +35,7 @@ from airflow_provider_prime.hooks._exchange import Exchange
 from airflow_provider_prime.hooks._form import UI_FIELD_BEHAVIOUR
 from airflow_provider_prime.hooks._options import OPTIONS
 from airflow_provider_prime.hooks._payloads import parse_identity
+from airflow_provider_prime.hooks._plans import LIST_LAG_BOUND as LIST_LAG_BOUND
 from airflow_provider_prime.hooks._settings import (
     ENV_API_KEY,
     ENV_BASE_URLS,

@@ -18,8 +18,12 @@ this task instance's own only on proof:
   create the same user-chosen name at the same moment.
 
 Timestamps of runs decide nothing. The reaper reads the same records and proofs to judge
-user-named pods like derived ones, and whoever deletes the pod deletes its record. A record without
-``written_at`` (written by an earlier version) and without a pod id proves nothing.
+user-named pods like derived ones, and whoever deletes the pod deletes its record. A record also
+says whether the pod may outlive its run (``outlives_run``): False when the create's DAG has a
+teardown :class:`~airflow_provider_prime.operators.pod.PrimeTerminatePodOperator` downstream of it
+(the DAG gives the pod back, so after the run a pod left billing is one whose teardown failed or
+never ran, and the reaper deletes it); True otherwise, and for records written before the field.
+A record without ``written_at`` (written by an earlier version) and without a pod id proves nothing.
 
 The records live in Airflow Variables, written and read through the Task SDK
 (:class:`VariableOwnerRecords`), key ``prime_pod_owner__<deployment>__<name>``; tests use
@@ -98,6 +102,9 @@ class PodOwner:
     written_at: float | None = None
     #: Seconds after ``written_at`` within which that create can have made the pod (:func:`create_window`).
     window: float | None = None
+    #: Whether the pod may outlive its DAG run (no teardown downstream; old records: True). False:
+    #: the reaper deletes it once its create succeeded and its run is over.
+    outlives_run: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -120,12 +127,16 @@ class PodOwner:
         if not all(_seconds(v) for v in times.values()):
             raise ValueError("an ownership record's written_at and window are non-negative numbers or null")
         written_at, window = (None if v is None else float(v) for v in times.values())
+        outlives_run = data.get("outlives_run", True)  # absent from older records: they outlive
+        if not isinstance(outlives_run, bool):
+            raise ValueError("an ownership record's outlives_run is true or false")
         return cls(
             **{k: data[k] for k in strings},
             map_index=index,
             pod_id=pod_id,
             written_at=written_at,
             window=window,
+            outlives_run=outlives_run,
         )
 
     def with_pod_id(self, pod_id: str) -> PodOwner:

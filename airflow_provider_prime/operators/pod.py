@@ -47,7 +47,7 @@ from airflow_provider_prime.exceptions import (
     PrimeNotFoundError,
     PrimeRejectedError,
 )
-from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.hooks.prime import LIST_LAG_BOUND, PrimeHook
 from airflow_provider_prime.models import (
     BROKEN_STATES,
     GONE_STATES,
@@ -109,6 +109,8 @@ POD_ID_KEY = "pod_id"
 #: XCom key of the ownership verdict, ``{pod_id: True}`` for this task instance's own pod and
 #: ``{pod_id: False}`` for a borrowed one (a user-named pod it only adopted); pushed with the id.
 POD_OWNED_KEY = "pod_owned"
+#: Seconds between a retry's looks at a pod list that may still lag an earlier try's create.
+LIST_LAG_STEP = 5.0
 #: Seconds ``on_kill`` spends on its one attempt: Airflow sends SIGKILL about 5 s after SIGTERM.
 ON_KILL_BUDGET = 3.0
 
@@ -318,8 +320,10 @@ class PrimeCreatePodOperator(BaseOperator):
     # -- execute -----------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        self._started_at = self.clock.time()
         self.mask_secrets()  # also when a caller runs execute without Airflow's rendering
         self._know_task_instance(context)
+        self._retry = int(getattr(context["ti"], "try_number", 1) or 1) > 1
         name = self._pod_name(context)
         self._check_arguments()
         self._raise_if_killed(name)
@@ -534,6 +538,25 @@ class PrimeCreatePodOperator(BaseOperator):
             return None
         return self.owner_records.get(self._deployment, self._name)
 
+    def _find(self, name: str) -> list[Pod]:
+        """The pods of the name. A retry does not conclude "no live pod" before the list can show
+        what an earlier try created: the list may lag a create by up to :data:`LIST_LAG_BOUND`
+        seconds, and that try's create was sent before this try started. So a retry that finds
+        nothing looks again until that long after its start (a pod takes minutes to boot anyway;
+        with Airflow's default retry delay of five minutes it never waits)."""
+        found = self.hook.find_pods_by_name(name)
+        if not self._retry:
+            return found
+        settled_at = self._started_at + LIST_LAG_BOUND
+        while not [p for p in found if p.status not in GONE_STATES]:
+            now = self.clock.time()
+            if now >= settled_at:
+                break
+            self._raise_if_killed(name)
+            self.clock.sleep(min(LIST_LAG_STEP, settled_at - now))
+            found = self.hook.find_pods_by_name(name)
+        return found
+
     def _adopt(self, name: str) -> Pod | None:
         """The live pod of that name to use, or None when one is to be created.
 
@@ -542,7 +565,7 @@ class PrimeCreatePodOperator(BaseOperator):
         instance's, from a create whose answer was lost), and broken ones are deleted so that a
         fresh pod replaces them. Otherwise the oldest pod of the name is borrowed, or refused.
         """
-        found = self.hook.find_pods_by_name(name)
+        found = self._find(name)
         self._seen = {p.id for p in found}
         live = sorted((p for p in found if p.status not in GONE_STATES), key=lambda p: p.created_at or "")
         record = self._record()
@@ -618,7 +641,10 @@ class PrimeCreatePodOperator(BaseOperator):
             if recording:
                 self._refuse_a_name_in_use(name)
             window = create_window(self.hook.get_settings())
-            self._written = replace(self._me, name=name, written_at=time.time(), window=window)
+            outlives = self._outlives_run() if recording else True
+            self._written = replace(
+                self._me, name=name, written_at=time.time(), window=window, outlives_run=outlives
+            )
             if recording:
                 self.owner_records.put(self._written)  # before the POST
         self.log.info(
@@ -642,6 +668,38 @@ class PrimeCreatePodOperator(BaseOperator):
             with self._logged("could not write the ownership record of pod " + pod.id):
                 self.owner_records.put(self._written.with_pod_id(pod.id))
         return pod
+
+    def _outlives_run(self) -> bool:
+        """Whether this task's user-named pod may outlive its DAG run (its ownership record says so).
+
+        False when a :class:`PrimeTerminatePodOperator` that is a teardown (``as_teardown``) is
+        downstream of this task in its DAG: the DAG gives the pod back, so a pod still billing after
+        the run is one whose teardown failed or never ran, and the reaper deletes it. True otherwise,
+        and when the DAG's structure cannot be read (the reaper then spares the pod after its run).
+        """
+        try:
+            if getattr(self, "_dag", None) is None:
+                raise LookupError("the task has no DAG")
+            downstream = list(self.get_flat_relatives(upstream=False))
+        except Exception as exc:
+            self.log.warning(
+                "Could not read the tasks downstream of %s (%s): its pod is recorded as outliving its run, "
+                "so the reaper will not delete it after the run; a teardown must",
+                self.task_id,
+                exc,
+            )
+            return True
+        for task in downstream:
+            kind = getattr(task, "operator_class", type(task))  # a mapped task names its class
+            if isinstance(kind, type) and issubclass(kind, PrimeTerminatePodOperator) and task.is_teardown:
+                self.log.info(
+                    "Teardown %s is downstream of %s: its pod does not outlive the run (the reaper "
+                    "deletes it after the run if the teardown did not)",
+                    task.task_id,
+                    self.task_id,
+                )
+                return False
+        return True
 
     def _never_sent(self) -> bool:
         """Whether this try's create request provably never left (the hook counts those it sends)."""

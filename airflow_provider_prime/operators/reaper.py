@@ -12,10 +12,12 @@ a pod when its task instance is no longer alive:
 * spared: the task instance is queued, scheduled, running, deferred, awaiting input, up for retry
   or reschedule, restarting, or not yet run (cleared: it will run again and adopt the pod); or it
   succeeded and its DAG run is still going (the pod is handed to the tasks after it); or it
-  succeeded and you named the pod (a name you chose is how a pod outlives its run); or Airflow's
+  succeeded and you named the pod with no teardown downstream of the create (its ownership record
+  says ``outlives_run``: a name you chose is how a pod outlives its run); or Airflow's
   answer could not be read, or named a state this provider does not know;
 * deleted: it failed, was skipped, upstream-failed or removed; it succeeded in a finished run
-  (derived names); or Airflow knows no such task instance (the DAG run was deleted);
+  (derived names, and user names whose create has a teardown downstream: the teardown failed or
+  never ran); or Airflow knows no such task instance (the DAG run was deleted);
 * untouched: pods of another deployment, pods of DAGs not in ``dag_ids``, user-named pods without
   a record of this deployment, and pods younger than ``min_age`` (a create can be a moment ahead
   of what Airflow reports). A user-named pod is judged only when its record proves it its task
@@ -294,8 +296,16 @@ def _unreadable(exc: Exception, what: str) -> UnreadableAnswer:
     return UnreadableAnswer(f"could not read {what}: {type(exc).__name__}: {exc}")
 
 
-def _verdict(judge: _Judge, owner: Owner | None, state: str | None, *, named: bool) -> tuple[bool, str]:
-    """``(delete, why)`` for a pod of ``owner`` (``None``: no such task instance) in ``state``."""
+def _verdict(
+    judge: _Judge, owner: Owner | None, state: str | None, *, record: PodOwner | None = None
+) -> tuple[bool, str]:
+    """``(delete, why)`` for a pod of ``owner`` (``None``: no such task instance) in ``state``.
+
+    ``record``: the ownership record of a user-named pod. After a succeeded create and an ended
+    run, such a pod is spared when its record says it outlives its run (no teardown downstream of
+    the create, or a record older than the field), and deleted when the DAG had a teardown give it
+    back (the teardown failed or never ran: nothing else would stop its billing).
+    """
     if owner is None:
         return True, "no task instance of it in Airflow (its DAG run was deleted?)"
     where = owner.describe()
@@ -310,8 +320,13 @@ def _verdict(judge: _Judge, owner: Owner | None, state: str | None, *, named: bo
         return False, f"{where} succeeded and its run is {run}"
     if run not in OVER_RUN_STATES:
         return False, f"{where} succeeded and its run is {run!r}, a state this provider does not know"
-    if named:
-        return False, f"{where} succeeded and you named the pod: it outlives its run (a teardown deletes it)"
+    if record is not None and record.outlives_run:
+        return False, (
+            f"{where} succeeded and you named the pod with no teardown downstream: it outlives its run "
+            "(delete it yourself, or give the create a PrimeTerminatePodOperator teardown)"
+        )
+    if record is not None:
+        return True, f"{where} succeeded, its run is {run} and its teardown did not delete the pod"
     return True, f"{where} succeeded and its run is {run}"
 
 
@@ -389,11 +404,11 @@ def _judge_pod(judge: _Judge, name: str, dag_id: str, record: PodOwner | None) -
     else:
         owner = judge.names(dag_id).get(name)
         if owner is not None and not owner.ambiguous:
-            return _verdict(judge, owner, owner.state, named=False)  # the bulk answer is exact for it
+            return _verdict(judge, owner, owner.state)  # the bulk answer is exact for it
     if owner is None:
-        return _verdict(judge, None, None, named=False)
+        return _verdict(judge, None, None)
     exists, state = judge.ti_state(owner)
-    return _verdict(judge, owner if exists else None, state, named=record is not None)
+    return _verdict(judge, owner if exists else None, state, record=record)
 
 
 def dag_id_list(value: object) -> list[str]:

@@ -20,7 +20,15 @@ from airflow_provider_prime.exceptions import (
 )
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
-from airflow_provider_prime.testing import STATUS_PATH, CreateLifecycle, Fault, provisioned_pod, ready_pod
+from airflow_provider_prime.testing import (
+    STATUS_PATH,
+    CreateLifecycle,
+    Fault,
+    ManualClock,
+    Scenario,
+    provisioned_pod,
+    ready_pod,
+)
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
 from airflow_provider_prime.waiting import DEFERRAL_MARGIN, LAST_CHECK_TIME
 from tests.clocks import FakeClock
@@ -85,6 +93,26 @@ def test_a_retry_adopts_the_pod_of_the_first_try(lifecycle_sim):
 
     assert set(again) == {pod_id}
     assert account(sim)["created"] == {NAME: 1}
+
+
+def test_a_retry_waits_for_a_lagging_list_before_it_creates_again(prime_simulator_factory, prime_connect):
+    """Found by the model test: the first try's create reached the server and its process died; the
+    retry's lookup (two empty reads that agree) trusted a list that had not caught up yet and
+    created a second pod. A retry now looks again until the list can show an earlier try's pod."""
+    sim_clock = ManualClock(1000.0)
+    lagging = CreateLifecycle(active_after=1, installed_after=36_000, deleting_for=0.5, list_lag=20.0)
+    sim = prime_simulator_factory(Scenario(lifecycle=lagging), clock=sim_clock)
+    prime_connect(sim)
+    create(wait_for_ready=False).execute(make_context())  # try 1: the create, then SIGKILL
+    (pod_id,) = billing_pods(sim)
+
+    retry = TaskInstance()
+    retry.try_number = 2
+    again = create(wait_for_ready=False)
+    again.clock = FakeClock(time.time(), on_pause=sim_clock.advance)  # its pauses move the API's time
+    assert set(again.execute(make_context(retry))) == {pod_id}
+    assert account(sim)["created"] == {NAME: 1}
+    assert again.clock.elapsed >= 20.0  # it looked again until the list showed the pod
 
 
 def test_if_exists_fail_refuses_a_live_pod_of_that_name_that_is_not_its_own(lifecycle_sim):

@@ -159,6 +159,18 @@ def test_the_times_round_trip_and_an_older_record_without_them_still_reads() -> 
         assert parse_owner(PENDING.to_json().replace(f'"written_at":{PENDING.written_at}', junk)) is None
 
 
+def test_outlives_run_round_trips_and_an_older_record_without_it_outlives() -> None:
+    """#outlives-run: a record written before the field keeps today's rule (the pod outlives its run)."""
+    given_back = replace(PENDING, outlives_run=False)
+    assert PodOwner.from_json(given_back.to_json()) == given_back
+    assert json.loads(given_back.to_json())["outlives_run"] is False
+    older = json.loads(PENDING.to_json())
+    del older["outlives_run"]
+    assert PodOwner.from_json(json.dumps(older)).outlives_run is True
+    for junk in ('"outlives_run":"no"', '"outlives_run":0', '"outlives_run":null'):
+        assert parse_owner(given_back.to_json().replace('"outlives_run":false', junk)) is None
+
+
 def test_the_window_is_the_creates_own_time_budget() -> None:
     """At most 1 + max_retries attempts of connect + read timeout, and the longest wait between them."""
     settings = PrimeApiSettings(base_url="https://api.example", api_key="k")

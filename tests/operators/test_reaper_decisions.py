@@ -308,6 +308,28 @@ def test_a_user_named_pod_of_a_succeeded_create_outlives_its_run() -> None:
     assert "you named the pod" in report["spared"]["p1"]
 
 
+@pytest.mark.parametrize("run", [DagRunState.SUCCESS, DagRunState.FAILED])
+def test_a_user_named_pod_whose_teardown_did_not_delete_it_is_deleted_once_its_run_is_over(
+    run: DagRunState,
+) -> None:
+    """#outlives-run: its create had a teardown downstream (outlives_run False) that failed or never ran."""
+    records = MemoryOwnerRecords()
+    records.put(replace(record("given-back", pod_id="p1"), outlives_run=False))
+    airflow = FakeAirflow().ti(DAG, "r1", "create", TI.SUCCESS).run(DAG, "r1", run)
+    report, doomed = judge([pod("p1", "given-back")], airflow, records=records)
+    assert doomed == ["p1"]
+    assert "its teardown did not delete the pod" in report["deleted"]["p1"]
+
+
+def test_a_user_named_pod_with_a_teardown_is_kept_while_its_run_goes_on() -> None:
+    records = MemoryOwnerRecords()
+    records.put(replace(record("given-back", pod_id="p1"), outlives_run=False))
+    airflow = FakeAirflow().ti(DAG, "r1", "create", TI.SUCCESS).run(DAG, "r1", DagRunState.RUNNING)
+    report, doomed = judge([pod("p1", "given-back")], airflow, records=records)
+    assert doomed == []
+    assert "its run is running" in report["spared"]["p1"]
+
+
 def test_a_record_that_cannot_be_read_spares_the_pod() -> None:
     class Broken(MemoryOwnerRecords):
         def get(self, deployment: str, name: str) -> PodOwner | None:
