@@ -213,8 +213,6 @@ TOLERATED = tuple(t.strip() for t in os.environ.get("PRIME_MODEL_TOLERATE", "").
 #: Known open bugs, by the tag their violations carry: tolerated in the bounded profile (``make test``)
 #: until their fix lands, reported by the long one. Remove an entry when its fix is merged.
 KNOWN_OPEN = {
-    "#list-lag": "a retry's lookup trusts a lagging pod list (two empty reads that agree): the pod its "
-    "previous try created seconds ago is missed and a second one created (found by this model)",
     "#outlives-run": "a user-named pod of a succeeded create whose teardown failed bills forever: the "
     "reaper spares it by design ('it outlives its run'); the lead decides (found by this model)",
     "#shared-name": "B1-B6 of the adversary report: a user-chosen name that both deployments use "
