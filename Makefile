@@ -7,6 +7,7 @@
 #   make lint                  ruff + mypy --strict
 #   make bench                 the performance benchmark, results to docs/benchmarks.md
 #   make test-lowest           the suite on the lowest supported Airflow and Python
+#   make test-model            the long run of the lifecycle's model test (tests/model), random seeds
 #   make docs                  build the documentation site (mkdocs --strict) into site/
 #   make ci                    what .ci/run does: lint, docs, newest and lowest
 
@@ -25,7 +26,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: demo test test-fast lint docs bench test-lowest ci clean
+.PHONY: demo test test-fast lint docs bench test-lowest test-model ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,15 @@ test: $(STAMP)
 # The inner loop: everything that needs no Airflow process, browser or packaging build.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not ha and not browser and not slow" $(PYTEST_ARGS)
+
+# The model test of the pod lifecycle, long: PRIME_MODEL_EXAMPLES examples of PRIME_MODEL_STEPS steps,
+# random seeds, shrinking (make test runs a bounded, derandomized profile of it). Prints how many steps
+# it checked. PRIME_MODEL_TOLERATE="#shared-name,..." surveys past known bugs (tests/model/machine.py).
+PRIME_MODEL_EXAMPLES ?= 300
+PRIME_MODEL_STEPS ?= 50
+test-model: $(STAMP)
+	PRIME_MODEL_EXAMPLES=$(PRIME_MODEL_EXAMPLES) PRIME_MODEL_STEPS=$(PRIME_MODEL_STEPS) \
+		$(BIN)/python -m pytest tests/model -p no:cacheprovider -q -s $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_provider_prime tests bench example_dags scripts
