@@ -117,8 +117,8 @@ class Deployment:
 
     # -- what Airflow answers -----------------------------------------------------------------
 
-    def task_states(self, msg: comms.GetTaskStates) -> BaseModel:
-        states: dict[str, dict[str, Any]] = {}
+    def _matching(self, msg: comms.GetTaskStates | comms.GetTICount) -> Iterator[tuple[Any, Any]]:
+        """The task instances a question of the Task SDK asks about (its filters, as Airflow reads them)."""
         for key, ti in self.tis.items():
             if key.dag_id != msg.dag_id:
                 continue
@@ -128,21 +128,18 @@ class Deployment:
                 continue
             if msg.map_index is not None and key.map_index != msg.map_index:
                 continue
+            yield key, ti
+
+    def task_states(self, msg: comms.GetTaskStates) -> BaseModel:
+        states: dict[str, dict[str, Any]] = {}
+        for key, ti in self._matching(msg):
             states.setdefault(key.run_id, {})[key.states_key] = ti.state
         return comms.TaskStatesResult(task_states=states)
 
     def ti_count(self, msg: comms.GetTICount) -> BaseModel:
         wanted = None if msg.states is None else {None if s == "null" else s for s in msg.states}
         count = 0
-        for key, ti in self.tis.items():
-            if key.dag_id != msg.dag_id:
-                continue
-            if msg.run_ids and key.run_id not in msg.run_ids:
-                continue
-            if msg.task_ids and key.task_id not in msg.task_ids:
-                continue
-            if msg.map_index is not None and key.map_index != msg.map_index:
-                continue
+        for _key, ti in self._matching(msg):
             state = None if ti.state is None else ti.state.value
             if wanted is not None and state not in wanted:
                 continue
