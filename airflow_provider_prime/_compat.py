@@ -19,6 +19,7 @@ try:  # Airflow >= 3.2 moved the task-control exceptions into the Task SDK
         AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
+        AirflowTaskTimeout,
     )
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import (  # type: ignore[no-redef, attr-defined, unused-ignore]
@@ -26,6 +27,7 @@ except ImportError:  # Airflow 3.1
         AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
+        AirflowTaskTimeout,
     )
 
 
@@ -106,6 +108,7 @@ __all__ = [
     "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "AirflowTaskTimeout",
     "aget_connection",
     "amask_secret",
     "get_connection",

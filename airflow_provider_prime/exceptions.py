@@ -101,6 +101,16 @@ class PrimePodFailedError(PrimeError, AirflowFailException):
     """
 
 
+class PrimeJobError(PrimeError):
+    """A node's side of a job could not be used: the script refused (no ``setsid``, a job directory
+    that cannot be created) or answered something unreadable."""
+
+
+class PrimeJobFailedError(PrimeJobError):
+    """The job failed on a node (non-zero exit, killed, lost, unreachable). Airflow's retries apply:
+    a retry launches the job again (see :mod:`.job_plan`)."""
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether waiting longer may get past ``error``: only the :class:`PrimeTransientError` subtree."""
     return isinstance(error, PrimeTransientError)
@@ -118,6 +128,8 @@ ERROR_CLASSES: dict[str, type[PrimeError]] = {
         PrimeNotFoundError,
         PrimeRequestError,
         PrimeBillingError,
+        PrimeJobError,
+        PrimeJobFailedError,
         PrimeResponseError,
         PrimeTransientError,
         PrimeConnectionError,

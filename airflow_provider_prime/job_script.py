@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from airflow_provider_prime.exceptions import PrimeError
+from airflow_provider_prime.exceptions import PrimeJobError
 from airflow_provider_prime.job_env import RESULT_FILE_NAME
 
 #: How every script is run on a node: ``bash`` reading the script from its standard input.
@@ -76,11 +76,6 @@ HEADER = "prime-job v1"
 _ERROR = "prime-job error "
 _ABSENT = "absent"
 _NO_SETSID = "setsid is not installed on this node (util-linux); it is needed to run the job detached"
-
-
-class PrimeJobError(PrimeError):
-    """A node's side of a job could not be used: the script refused (no ``setsid``, a job directory
-    that cannot be created) or answered something unreadable."""
 
 
 class PhaseState(str, Enum):

@@ -2,8 +2,8 @@
 
 :class:`JobWait` is the step a job's wait takes for every poll, in the worker and in the triggerer
 alike (the same shape as :class:`.readiness.PodWait`): :meth:`JobWait.answer` takes what one poll
-learned (each node's :class:`.job_script.Poll`, or the error that reaching it raised, and the pods'
-statuses from the shared poller) and a clock, and returns a :class:`JobStep`: the lines to log,
+learned (:class:`JobFacts`: each node's :class:`.job_script.Poll`, or the error that reaching it raised,
+and the pods' statuses from the shared poller) and a clock, and returns a :class:`JobStep`: the lines to log,
 the nodes whose process groups to kill, and the outcome. It does no I/O.
 
 Rules (see ``docs/training.md``):
@@ -31,20 +31,20 @@ node reads from it, and a driver that logged the step's lines commits it as ``de
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from airflow_provider_prime.exceptions import PrimePodFailedError
+from airflow_provider_prime.exceptions import PrimeJobFailedError, PrimePodFailedError
 from airflow_provider_prime.job_nodes import JobNode
 from airflow_provider_prime.job_script import (
     LOG_FILE,
     Phase,
     PhaseState,
     Poll,
-    PrimeJobError,
     read_lines,
 )
 from airflow_provider_prime.log_throttles import ApiTrouble
@@ -58,11 +58,6 @@ DEFAULT_MAX_LINES = 500
 #: Lines of a failed node quoted in the error.
 FAILURE_TAIL = 20
 _POD_RULES = Requirements(wait_for_installation=False, require_ssh=False)
-
-
-class PrimeJobFailedError(PrimeJobError):
-    """The job failed on a node (non-zero exit, killed, lost, unreachable). Airflow's retries apply:
-    a retry launches the job again (see :mod:`.job_plan`)."""
 
 
 class JobOutcome(str, Enum):
@@ -101,9 +96,25 @@ class JobStep:
     nodes: tuple[NodeResult, ...] = ()
     again: bool = False
 
+    @property
+    def done(self) -> bool:
+        """The wait is over (for a driver of :mod:`.waiting`)."""
+        return self.outcome is not JobOutcome.RUNNING
+
     def xcom(self, result: Any = None) -> dict[str, Any]:
         """The task's return value on success: every node's end, and rank 0's ``result``."""
         return {"nodes": [node.to_dict() for node in self.nodes], "result": result}
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What one poll fetched: each polled node's answer (or the error reaching it raised; ranks not
+    in ``polls`` were not polled this time) and the pods' statuses (``None``: no answer this time),
+    or the error fetching them raised (``pods_error``: never a verdict on the pods)."""
+
+    polls: Mapping[int, Poll | BaseException]
+    pods: Mapping[str, PodStatus] | None = None
+    pods_error: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +171,20 @@ class JobWait:
 
     # --- the step --------------------------------------------------------------------------
 
-    def answer(
+    @property
+    def due(self) -> float:
+        """The latest moment of the next poll (for a driver of :mod:`.waiting`): the deadline."""
+        return self.deadline
+
+    def answer(self, facts: JobFacts, now: float) -> JobStep:
+        """Take one poll's facts (the step a driver of :mod:`.waiting` calls)."""
+        step = self.take(facts.polls, facts.pods, now)
+        if facts.pods_error is None:
+            return step
+        line = self._trouble.failed(facts.pods_error, now)
+        return dataclasses.replace(step, notes=(*step.notes, line)) if line else step
+
+    def take(
         self,
         polls: Mapping[int, Poll | BaseException],
         pods: Mapping[str, PodStatus] | None,
@@ -205,7 +229,7 @@ class JobWait:
             return JobStep(JobOutcome.SUCCEEDED, tuple(lines), notes, nodes=results)
         return JobStep(JobOutcome.RUNNING, tuple(lines), notes, again=again)
 
-    def trouble(self, error: BaseException, now: float) -> JobStep:
+    def trouble(self, error: Exception, now: float) -> JobStep:
         """Take a failed poll of the pods as a whole: never a verdict on them; warn at a bounded rate."""
         line = self._trouble.failed(error, now)
         return JobStep(JobOutcome.RUNNING, notes=(line,) if line else ())
@@ -323,6 +347,7 @@ __all__ = [
     "DEFAULT_MAX_LINES",
     "DEFAULT_UNREACHABLE_GRACE",
     "FAILURE_TAIL",
+    "JobFacts",
     "JobOutcome",
     "JobStep",
     "JobWait",

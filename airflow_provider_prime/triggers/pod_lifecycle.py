@@ -34,30 +34,8 @@ from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.termination import TerminationWait, aask
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
-from airflow_provider_prime.triggers.task_state import ask_own_state
+from airflow_provider_prime.triggers.task_state import ask_own_state, on_kill_budget, through_cancels
 from airflow_provider_prime.waiting import SYSTEM_CLOCK, AsyncDriver, Clock, ready_source
-
-#: Seconds ``on_kill`` waits for Airflow's answer about the task instance, at most. The triggerer's
-#: supervisor starts its in-process API server on the first request that needs it: 5 s and more
-#: on a loaded machine (seen in the end-to-end test, where the answer came after 5.2 s).
-STATE_QUESTION_TIMEOUT = 12.0
-#: Seconds the one delete attempt of each pod in ``on_kill`` may take, at most (all pods at once).
-ON_KILL_DELETE_TIMEOUT = 8.0
-#: Airflow 3.3's default ``[triggerer] on_kill_timeout``: the whole ``on_kill`` must end within it.
-DEFAULT_ON_KILL_TIMEOUT = 30.0
-
-
-def on_kill_budget() -> tuple[float, float]:
-    """Seconds for the question to Airflow and for the deletes: together two thirds of
-    ``[triggerer] on_kill_timeout`` at most (12 s + 8 s of the default 30 s).
-
-    A deployment that lowers ``on_kill_timeout`` below 30 s gets proportionally shorter bounds, so
-    Airflow never cancels ``on_kill`` midway.
-    """
-    from airflow.configuration import conf
-
-    limit = conf.getfloat("triggerer", "on_kill_timeout", fallback=DEFAULT_ON_KILL_TIMEOUT)
-    return min(STATE_QUESTION_TIMEOUT, limit * 0.4), min(ON_KILL_DELETE_TIMEOUT, limit * 0.25)
 
 
 class OwnedPodTrigger(PodStatusTrigger):
@@ -88,17 +66,7 @@ class OwnedPodTrigger(PodStatusTrigger):
         """
         if not self.terminate_on_kill:
             return
-        work = asyncio.ensure_future(self._stop_pods())
-        while True:
-            try:
-                await asyncio.shield(work)
-                return
-            except asyncio.CancelledError:
-                if work.done():
-                    raise
-                uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
-                if uncancel is not None:
-                    uncancel()
+        await through_cancels(self._stop_pods())
 
     async def _stop_pods(self) -> None:
         ask_for, delete_for = on_kill_budget()

@@ -17,9 +17,7 @@ twice. Its kwargs are plain values; the API key is looked up inside :meth:`run`,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -29,7 +27,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_prime import events
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
@@ -40,6 +37,7 @@ from airflow_provider_prime.readiness import (
     describe_api,
 )
 from airflow_provider_prime.triggers import polling
+from airflow_provider_prime.triggers.polling import connection_settings
 from airflow_provider_prime.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFERRAL_MARGIN,
@@ -48,34 +46,6 @@ from airflow_provider_prime.waiting import (
     AsyncFetch,
     Clock,
 )
-
-#: Seconds a connection's looked-up settings serve triggers that start on the same event loop.
-SETTINGS_TTL = 60.0
-
-_settings_lookups: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[PrimeApiSettings]]]
-] = weakref.WeakKeyDictionary()
-
-
-async def connection_settings(prime_conn_id: str) -> PrimeApiSettings:
-    """The connection's settings, looked up at most once per :data:`SETTINGS_TTL` per event loop.
-
-    In a triggerer every lookup is a round trip through the supervisor to the API server; when many
-    sensors defer together (a backfill, a fan-out DAG) one lookup per trigger holds up the shared
-    event loop at the worst moment. Triggers starting within the TTL share one lookup (in flight or
-    done); a failed lookup is not kept, and a changed connection reaches new triggers within the TTL.
-    """
-    loop = asyncio.get_running_loop()
-    lookups = _settings_lookups.setdefault(loop, {})
-    entry = lookups.get(prime_conn_id)
-    failed = entry is not None and entry[1].done() and entry[1].exception() is not None
-    if entry is None or failed or loop.time() - entry[0] > SETTINGS_TTL:
-        lookup = loop.create_task(PrimeHook(prime_conn_id).aget_settings())
-        # Mark the error as seen even when every waiting trigger was cancelled before it came.
-        lookup.add_done_callback(lambda task: task.cancelled() or task.exception())
-        entry = lookups[prime_conn_id] = (loop.time(), lookup)
-    # shield: a trigger cancelled while waiting must not cancel the lookup other triggers share.
-    return await asyncio.shield(entry[1])
 
 
 class PodStatusTrigger(BaseTrigger):

@@ -48,11 +48,57 @@ the synchronous ``send`` (a greenback portal on the loop's thread, or a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from airflow.sdk.api.datamodels._generated import TaskInstanceState
 from airflow.sdk.execution_time.comms import ErrorResponse, GetTaskStates, TaskStatesResult
+
+#: Seconds ``on_kill`` waits for Airflow's answer about the task instance, at most. The triggerer's
+#: supervisor starts its in-process API server on the first request that needs it: 5 s and more
+#: on a loaded machine (seen in the end-to-end test, where the answer came after 5.2 s).
+STATE_QUESTION_TIMEOUT = 12.0
+#: Seconds the one delete attempt of each pod in ``on_kill`` may take, at most (all pods at once).
+ON_KILL_DELETE_TIMEOUT = 8.0
+#: Airflow 3.3's default ``[triggerer] on_kill_timeout``: the whole ``on_kill`` must end within it.
+DEFAULT_ON_KILL_TIMEOUT = 30.0
+
+
+def on_kill_budget() -> tuple[float, float]:
+    """Seconds for the question to Airflow and for the deletes: together two thirds of
+    ``[triggerer] on_kill_timeout`` at most (12 s + 8 s of the default 30 s).
+
+    A deployment that lowers ``on_kill_timeout`` below 30 s gets proportionally shorter bounds, so
+    Airflow never cancels ``on_kill`` midway.
+    """
+    from airflow.configuration import conf
+
+    limit = conf.getfloat("triggerer", "on_kill_timeout", fallback=DEFAULT_ON_KILL_TIMEOUT)
+    return min(STATE_QUESTION_TIMEOUT, limit * 0.4), min(ON_KILL_DELETE_TIMEOUT, limit * 0.25)
+
+
+T = TypeVar("T")
+
+
+async def through_cancels(work: Awaitable[T]) -> T:
+    """Await ``work`` (an ``on_kill``'s) to its end through Airflow's repeated cancels.
+
+    Airflow 3.3 repeats its cancel at every sync of the triggerer with its supervisor (about once a
+    second) until the trigger has ended, and a cancel that reaches ``on_kill`` ends it silently. So
+    the work runs in a task of its own, which the cancels do not reach; the work bounds itself.
+    """
+    task = asyncio.ensure_future(work)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+
 
 #: States in which no try of the task instance uses the pod or is about to: the user stopped the
 #: wait (failed, cleared) or Airflow ended it. ``None`` is a cleared task instance.

@@ -63,7 +63,7 @@ def wait(nodes: tuple[JobNode, ...] = NODES, **kwargs: object) -> JobWait:
 class TestRunning:
     def test_lines_are_prefixed_with_the_rank_and_offsets_advance_to_complete_lines(self):
         w = wait()
-        step = w.answer(
+        step = w.take(
             {0: poll(data=b"step 1 loss 0.5\nstep"), 1: poll(data=b"hello\n"), 2: poll()}, PODS, 10.0
         )
         assert step.outcome is JobOutcome.RUNNING
@@ -71,18 +71,18 @@ class TestRunning:
         assert step.kill == ()
         assert step.lines == ("[node 0] step 1 loss 0.5", "[node 1] hello")
         assert w.offsets == {0: 16, 1: 6, 2: 0}
-        step = w.answer({0: poll(data=b"step 2 loss 0.3\n", start=16)}, PODS, 20.0)
+        step = w.take({0: poll(data=b"step 2 loss 0.3\n", start=16)}, PODS, 20.0)
         assert step.lines == ("[node 0] step 2 loss 0.3",)
         assert w.offsets[0] == 32
 
     def test_offsets_given_at_the_start_are_kept_for_nodes_not_polled(self):
         w = wait(offsets={1: 40})
-        w.answer({0: poll()}, None, 1.0)
+        w.take({0: poll()}, None, 1.0)
         assert w.offsets == {0: 0, 1: 40, 2: 0}
 
     def test_a_flood_is_capped_per_node_per_poll_with_one_line_saying_where_the_log_is(self):
         data = b"".join(b"line %d\n" % i for i in range(10))
-        step = wait(max_lines=3).answer({0: poll(data=data, skipped_lines=100, skipped_bytes=900)}, PODS, 1.0)
+        step = wait(max_lines=3).take({0: poll(data=data, skipped_lines=100, skipped_bytes=900)}, PODS, 1.0)
         assert step.lines == (
             "[node 0] skipped 107 lines; the whole log is at /home/root/.prime-jobs/j/output.log on h0",
             "[node 0] line 7",
@@ -92,7 +92,7 @@ class TestRunning:
 
     def test_a_pod_still_coming_or_unknown_is_not_a_failure(self):
         pods = {"pod-a": pod("pod-a", status="UNKNOWN"), "pod-b": pod("pod-b")}
-        assert wait().answer({0: poll()}, pods, 1.0).outcome is JobOutcome.RUNNING
+        assert wait().take({0: poll()}, pods, 1.0).outcome is JobOutcome.RUNNING
 
     def test_a_failed_poll_of_the_pods_is_no_verdict_and_is_said_once_then_recovery(self):
         w = wait()
@@ -100,22 +100,22 @@ class TestRunning:
         assert first.outcome is JobOutcome.RUNNING
         assert first.notes == ("Cannot reach the Prime API, will keep trying: refused",)
         assert w.trouble(PrimeConnectionError("refused"), 2.0).notes == ()
-        step = w.answer({0: poll()}, PODS, 3.0)
+        step = w.take({0: poll()}, PODS, 3.0)
         assert step.notes == ("Prime API reachable again after 2 failed attempts over 2 s",)
 
     def test_a_node_unreachable_within_the_grace_waits_and_its_clock_resets_on_an_answer(self):
         w = wait(unreachable_grace=60.0)
-        assert w.answer({1: OSError("reset")}, PODS, 100.0).outcome is JobOutcome.RUNNING
-        assert w.answer({1: OSError("reset")}, PODS, 159.0).outcome is JobOutcome.RUNNING
-        w.answer({1: poll()}, PODS, 160.0)
-        assert w.answer({1: OSError("reset")}, PODS, 200.0).outcome is JobOutcome.RUNNING
+        assert w.take({1: OSError("reset")}, PODS, 100.0).outcome is JobOutcome.RUNNING
+        assert w.take({1: OSError("reset")}, PODS, 159.0).outcome is JobOutcome.RUNNING
+        w.take({1: poll()}, PODS, 160.0)
+        assert w.take({1: OSError("reset")}, PODS, 200.0).outcome is JobOutcome.RUNNING
 
 
 class TestSucceeded:
     def test_every_node_exited_0_and_was_read_to_the_end(self):
         w = wait()
         polls = {r: poll(X, 0, b"done\n", ended=1000 + 10 * r) for r in range(3)}
-        step = w.answer(polls, PODS, 50.0)
+        step = w.take(polls, PODS, 50.0)
         assert step.outcome is JobOutcome.SUCCEEDED
         assert step.kill == ()
         assert step.lines == ("[node 0] done", "[node 1] done", "[node 2] done")
@@ -130,26 +130,26 @@ class TestSucceeded:
 
     def test_success_waits_for_output_still_on_the_node_and_asks_to_poll_again_at_once(self):
         w = wait(NODES[:1])
-        step = w.answer({0: poll(X, 0, b"x" * 10, size=30, cap=10, ended=1001)}, PODS, 1.0)
+        step = w.take({0: poll(X, 0, b"x" * 10, size=30, cap=10, ended=1001)}, PODS, 1.0)
         assert step.outcome is JobOutcome.RUNNING
         assert step.again
-        step = w.answer({0: poll(X, 0, b"tail\n", start=25, size=30, ended=1001)}, PODS, 1.1)
+        step = w.take({0: poll(X, 0, b"tail\n", start=25, size=30, ended=1001)}, PODS, 1.1)
         assert step.outcome is JobOutcome.SUCCEEDED
         assert step.lines == ("[node 0] tail",)
 
     def test_an_unterminated_last_line_of_an_ended_node_is_logged(self):
-        step = wait(NODES[:1]).answer({0: poll(X, 0, b"a\nlast", ended=1000)}, PODS, 1.0)
+        step = wait(NODES[:1]).take({0: poll(X, 0, b"a\nlast", ended=1000)}, PODS, 1.0)
         assert step.lines == ("[node 0] a", "[node 0] last")
         assert step.outcome is JobOutcome.SUCCEEDED
 
     def test_nodes_finished_in_earlier_polls_count(self):
         w = wait(NODES[:2])
-        assert w.answer({0: poll(X, 0, ended=1000), 1: poll()}, PODS, 1.0).outcome is JobOutcome.RUNNING
-        assert w.answer({1: poll(X, 0, ended=1005)}, PODS, 2.0).outcome is JobOutcome.SUCCEEDED
+        assert w.take({0: poll(X, 0, ended=1000), 1: poll()}, PODS, 1.0).outcome is JobOutcome.RUNNING
+        assert w.take({1: poll(X, 0, ended=1005)}, PODS, 2.0).outcome is JobOutcome.SUCCEEDED
 
     def test_the_setup_barrier_is_the_same_wait_on_the_setup_phase(self):
         w = wait(NODES[:2], phase="setup")
-        step = w.answer({r: poll(X, 0, ended=1000, phase="setup") for r in range(2)}, PODS, 1.0)
+        step = w.take({r: poll(X, 0, ended=1000, phase="setup") for r in range(2)}, PODS, 1.0)
         assert step.outcome is JobOutcome.SUCCEEDED
 
 
@@ -159,8 +159,8 @@ class TestFailed:
     ):
         w = wait()
         early = b"".join(b"out %d\n" % i for i in range(30))
-        w.answer({1: poll(data=early)}, PODS, 1.0)
-        step = w.answer(
+        w.take({1: poll(data=early)}, PODS, 1.0)
+        step = w.take(
             {
                 0: poll(X, 2, ended=1050),
                 1: poll(X, 1, b"Traceback\nRuntimeError: NCCL timeout\n", start=len(early), ended=1040),
@@ -182,7 +182,7 @@ class TestFailed:
         assert message.endswith("The whole log is at /home/root/.prime-jobs/j/output.log on h1.")
 
     def test_on_the_same_second_the_lowest_rank_is_named(self):
-        step = wait().answer({2: poll(X, 1, ended=1000), 1: poll(X, 1, ended=1000)}, PODS, 1.0)
+        step = wait().take({2: poll(X, 1, ended=1000), 1: poll(X, 1, ended=1000)}, PODS, 1.0)
         assert "node 1 (" in str(step.error)
         assert step.kill == (0,)
 
@@ -195,19 +195,19 @@ class TestFailed:
         ],
     )
     def test_killed_lost_or_never_launched_fail(self, state, says):
-        step = wait().answer({0: poll(state)}, PODS, 1.0)
+        step = wait().take({0: poll(state)}, PODS, 1.0)
         assert step.outcome is JobOutcome.FAILED
         assert says in str(step.error)
         assert "(no output)" in str(step.error)
 
     def test_a_job_directory_gone_from_a_node_fails(self):
-        step = wait().answer({0: Poll(Probe(phases={}))}, PODS, 1.0)
+        step = wait().take({0: Poll(Probe(phases={}))}, PODS, 1.0)
         assert "The job's directory is gone from node 0" in str(step.error)
 
     def test_a_node_unreachable_longer_than_the_grace_fails_naming_it(self):
         w = wait(unreachable_grace=60.0)
-        w.answer({2: OSError("Connection reset")}, PODS, 100.0)
-        step = w.answer({2: OSError("Connection reset")}, PODS, 160.0)
+        w.take({2: OSError("Connection reset")}, PODS, 100.0)
+        step = w.take({2: OSError("Connection reset")}, PODS, 160.0)
         assert step.outcome is JobOutcome.FAILED
         assert step.kill == (0, 1, 2)
         assert str(step.error).startswith(
@@ -218,7 +218,7 @@ class TestFailed:
     @pytest.mark.parametrize("state", ["ERROR", "TERMINATED", "DELETING", "STOPPED"])
     def test_a_pod_that_breaks_under_the_job_fails_it_with_the_platforms_reason(self, state):
         pods = {**PODS, "pod-b": pod("pod-b", status=state, installation_failure="GPU fell off the bus")}
-        step = wait().answer({0: poll()}, pods, 1.0)
+        step = wait().take({0: poll()}, pods, 1.0)
         assert step.outcome is JobOutcome.FAILED
         assert isinstance(step.error, PrimePodFailedError)
         assert str(step.error) == (
@@ -229,10 +229,10 @@ class TestFailed:
 
     def test_a_pod_that_vanished_fails_after_the_missing_grace(self):
         w = wait(missing_grace=30.0)
-        assert w.answer({}, {"pod-a": PODS["pod-a"]}, 100.0).outcome is JobOutcome.RUNNING
-        w.answer({}, PODS, 110.0)  # back: the clock resets
-        assert w.answer({}, {"pod-a": PODS["pod-a"]}, 120.0).outcome is JobOutcome.RUNNING
-        step = w.answer({}, {"pod-a": PODS["pod-a"]}, 150.0)
+        assert w.take({}, {"pod-a": PODS["pod-a"]}, 100.0).outcome is JobOutcome.RUNNING
+        w.take({}, PODS, 110.0)  # back: the clock resets
+        assert w.take({}, {"pod-a": PODS["pod-a"]}, 120.0).outcome is JobOutcome.RUNNING
+        step = w.take({}, {"pod-a": PODS["pod-a"]}, 150.0)
         assert (
             str(step.error) == "A pod under the job failed while it ran: "
             "pod-b: not in the Prime API's answer any more (deleted?)"
@@ -240,13 +240,13 @@ class TestFailed:
 
     def test_a_pod_failure_outranks_the_node_failures_it_causes(self):
         pods = {**PODS, "pod-a": pod("pod-a", status="TERMINATED")}
-        step = wait().answer({0: poll(L), 1: OSError("gone")}, pods, 1.0)
+        step = wait().take({0: poll(L), 1: OSError("gone")}, pods, 1.0)
         assert isinstance(step.error, PrimePodFailedError)
         assert step.kill == (2,)
 
     def test_the_timeout_message_names_the_nodes_still_running(self):
         w = wait()
-        w.answer({0: poll(X, 0, ended=1000), 1: poll(), 2: poll()}, PODS, 1.0)
+        w.take({0: poll(X, 0, ended=1000), 1: poll(), 2: poll()}, PODS, 1.0)
         assert w.timeout_message() == (
             "The job's command did not finish by the deadline 2033-05-18T03:33:20+00:00; still running on: "
             "node 1 (pod-a node 2, root@h1:22), node 2 (pod-b node 1, root@h2:22)"
@@ -264,7 +264,7 @@ class TestOnRealNodes:
         logged: list[str] = []
         for _ in range(2000):
             polls = {r: parse_poll(n.run(poll_script(JOB, w.offsets[r]))) for r, n in enumerate(nodes)}
-            step = w.answer(polls, PODS, now)
+            step = w.take(polls, PODS, now)
             logged.extend(step.lines)
             if step.outcome is not JobOutcome.RUNNING:
                 return logged, step

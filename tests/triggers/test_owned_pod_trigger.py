@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
 
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.testing import STATUS_PATH, Fault, fixed_pod, ready_pod
-from airflow_provider_prime.triggers import pod_lifecycle
+from airflow_provider_prime.triggers import task_state
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
 from tests.simulated import until
 from tests.triggers.supervisor import NO_ANSWER, ErrorResponse, airflow_told
@@ -164,7 +164,7 @@ async def test_a_deleted_run_deletes_the_pod(prime_simulator_factory, prime_conn
 async def test_when_airflow_cannot_say_the_pod_is_kept_and_the_backstop_named(
     prime_simulator_factory, prime_connect, monkeypatch, logs, answer
 ):
-    monkeypatch.setattr(pod_lifecycle, "STATE_QUESTION_TIMEOUT", 0.2)
+    monkeypatch.setattr(task_state, "STATE_QUESTION_TIMEOUT", 0.2)
     sim = prime_simulator_factory(fixed_pod("p", "PROVISIONING"))
     prime_connect(sim)
     trigger = owned(["p"])
@@ -206,7 +206,7 @@ async def test_one_short_attempt_per_pod_all_at_once_then_the_backstop_is_named(
     prime_simulator_factory, prime_connect, monkeypatch, logs
 ):
     budget = 1.0
-    monkeypatch.setattr(pod_lifecycle, "ON_KILL_DELETE_TIMEOUT", budget)
+    monkeypatch.setattr(task_state, "ON_KILL_DELETE_TIMEOUT", budget)
     sim = prime_simulator_factory(*(fixed_pod(p, "PROVISIONING") for p in "abc"))
     prime_connect(sim)
     sim.inject(Fault.hang(method="DELETE", times=None))
@@ -258,9 +258,9 @@ async def test_airflows_repeated_cancels_do_not_stop_on_kill_midway(
 
 
 def test_the_on_kill_budget_fits_well_within_airflows_on_kill_timeout(monkeypatch):
-    ask, delete = pod_lifecycle.on_kill_budget()
+    ask, delete = task_state.on_kill_budget()
     assert ask >= 10  # a cold in-process API server took 5.2 s to answer in the end-to-end test
     assert ask + delete + 1.0 <= ON_KILL_TIMEOUT * 0.75  # + 1: the hard bound around each delete
     monkeypatch.setenv("AIRFLOW__TRIGGERER__ON_KILL_TIMEOUT", "6")
-    ask, delete = pod_lifecycle.on_kill_budget()
+    ask, delete = task_state.on_kill_budget()
     assert ask + delete <= 6 * 0.75

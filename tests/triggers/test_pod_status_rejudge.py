@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_prime.exceptions import PrimeTransientError
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.triggers import pod_status
+from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.simulated import until
 from tests.statuses import pod
@@ -29,8 +29,8 @@ SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key="pk-rejudge-t
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     fake = FakeApi()
-    monkeypatch.setattr(pod_status.PrimeHook, "async_status_client", fake.client)
-    monkeypatch.setattr(pod_status.PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
+    monkeypatch.setattr(PrimeHook, "async_status_client", fake.client)
+    monkeypatch.setattr(PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
     return fake
 
 

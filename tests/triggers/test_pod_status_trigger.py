@@ -19,7 +19,8 @@ from airflow_provider_prime.exceptions import (
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.triggers import pod_status
+from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.polling import active_pollers
 from tests.clocks import FakeClock
@@ -35,8 +36,8 @@ SETTINGS = PrimeApiSettings(base_url="http://127.0.0.1:9", api_key=KEY)
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     """The API the trigger talks to; the hook's settings lookup is replaced by a mock."""
     fake = FakeApi()
-    monkeypatch.setattr(pod_status.PrimeHook, "async_status_client", fake.client)
-    monkeypatch.setattr(pod_status.PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
+    monkeypatch.setattr(PrimeHook, "async_status_client", fake.client)
+    monkeypatch.setattr(PrimeHook, "aget_settings", mock.AsyncMock(return_value=SETTINGS))
     return fake
 
 
@@ -181,22 +182,22 @@ class TestRun:
         api.set(pod("a"))
         events = await asyncio.gather(*(the_event(trigger(["a"])) for _ in range(50)))
         assert {event["status"] for event in events} == {"success"}
-        assert pod_status.PrimeHook.aget_settings.await_count == 1
+        assert PrimeHook.aget_settings.await_count == 1
 
     async def test_a_failed_lookup_is_not_kept(self, api):
         api.set(pod("a"))
-        good = pod_status.PrimeHook.aget_settings.return_value
-        pod_status.PrimeHook.aget_settings.side_effect = [PrimeConfigError("no key"), good]
+        good = PrimeHook.aget_settings.return_value
+        PrimeHook.aget_settings.side_effect = [PrimeConfigError("no key"), good]
         assert (await the_event(trigger(["a"])))["status"] == "failed"
         assert (await the_event(trigger(["a"])))["status"] == "success"
-        assert pod_status.PrimeHook.aget_settings.await_count == 2
+        assert PrimeHook.aget_settings.await_count == 2
 
     async def test_settings_are_looked_up_again_after_the_ttl(self, api, monkeypatch):
         api.set(pod("a"))
-        monkeypatch.setattr(pod_status, "SETTINGS_TTL", -1.0)  # every lookup is past it
+        monkeypatch.setattr(polling, "SETTINGS_TTL", -1.0)  # every lookup is past it
         await the_event(trigger(["a"]))
         await the_event(trigger(["a"]))
-        assert pod_status.PrimeHook.aget_settings.await_count == 2
+        assert PrimeHook.aget_settings.await_count == 2
 
     async def test_requirements_are_honoured(self, api):
         api.set(pod("a", installation="ACTIVE", ssh=None))
@@ -216,7 +217,7 @@ class TestRun:
         event = await the_event(trigger(["a"], timeout=-1))
         assert event["status"] == "timeout"
         assert "before the trigger started" in event["message"]
-        pod_status.PrimeHook.aget_settings.assert_not_awaited()
+        PrimeHook.aget_settings.assert_not_awaited()
         assert api.clients == []
 
     async def test_transient_errors_are_waited_out(self, api, logs):
@@ -283,7 +284,7 @@ class TestRun:
 
     async def test_unusable_connection_fails_with_its_message(self, api):
         problem = PrimeConfigError("Connection 'prime_default' has no API key")
-        pod_status.PrimeHook.aget_settings.side_effect = problem
+        PrimeHook.aget_settings.side_effect = problem
         event = await the_event(trigger(["a"]))
         assert event["error_type"] == "PrimeConfigError"
         assert event["message"] == str(problem)

@@ -1,0 +1,195 @@
+"""A job's nodes, driven over SSH: the thin I/O between the pure job modules and the nodes.
+
+:class:`JobRemote` sends the scripts of :mod:`.job_script` to every node through the job's
+:class:`.job_ssh.NodeLinks` (one reused connection per node) and parses their answers. The
+operator (in the worker) and its trigger (in the triggerer) both use it, on an event loop; it
+decides nothing: :mod:`.job_plan` says what to launch or kill, :mod:`.job_wait` what a poll means.
+
+:class:`JobSource` is the source of a job's wait for the async driver of :mod:`.waiting`: each
+check polls every node at once (the log read from the wait's offsets, which also records them as
+delivered, since the lines before them are in the task log) and takes the pods' latest statuses
+from a :class:`PodsView` (the shared status poller in the triggerer, the hook in the worker). On
+its way out it records the final offsets on the nodes, so a trigger that restarts or moves, or a
+retry that adopts, starts reading after the last line that reached the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from airflow_provider_prime.job_nodes import JobNode
+from airflow_provider_prime.job_script import (
+    REMOTE_COMMAND,
+    Poll,
+    Probe,
+    ResultRead,
+    Scripts,
+    commit_script,
+    launch_script,
+    parse_poll,
+    parse_probe,
+    parse_result,
+)
+from airflow_provider_prime.job_wait import JobFacts, JobWait
+from airflow_provider_prime.models import PodStatus
+
+#: Seconds one script may take on a node (a kill waits its grace, a launch its pid file, at most).
+SCRIPT_TIMEOUT = 30.0
+#: Seconds the final record of offsets may take when a wait ends (it is a courtesy, not a must).
+COMMIT_TIMEOUT = 5.0
+
+__all__ = [
+    "COMMIT_TIMEOUT",
+    "REMOTE_COMMAND",
+    "SCRIPT_TIMEOUT",
+    "JobRemote",
+    "JobSource",
+    "NodeRunner",
+    "PodsView",
+]
+
+
+class NodeRunner(Protocol):
+    """What :class:`JobRemote` needs of the SSH links (:class:`.job_ssh.NodeLinks`)."""
+
+    async def run(self, node: JobNode, script: str, *, timeout: float) -> bytes: ...
+
+
+class PodsView(Protocol):
+    """Where a job's wait reads the pods' statuses: ``None`` when nothing new came since the last
+    call; raises when fetching them failed as a whole."""
+
+    async def latest(self, until: float) -> Mapping[str, PodStatus] | None: ...
+
+
+class JobRemote:
+    """The job's scripts on its nodes. Every method runs on all the nodes it is given at once."""
+
+    def __init__(self, nodes: Sequence[JobNode], links: NodeRunner, scripts: Scripts) -> None:
+        self.nodes = {node.rank: node for node in nodes}
+        self.links = links
+        self.scripts = scripts
+
+    async def _run(self, rank: int, script: str, timeout: float = SCRIPT_TIMEOUT) -> bytes:
+        return await self.links.run(self.nodes[rank], script, timeout=timeout)
+
+    async def _each(
+        self, ranks: Sequence[int], call: Callable[[int], Awaitable[Any]]
+    ) -> dict[int, Any | BaseException]:
+        answers = await asyncio.gather(*(call(rank) for rank in ranks), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, asyncio.CancelledError):
+                raise answer
+        return dict(zip(ranks, answers, strict=True))
+
+    async def probe(self) -> list[Probe]:
+        """Every node's probe, in rank order; the first node that cannot be probed raises."""
+
+        async def one(rank: int) -> Probe:
+            return parse_probe(await self._run(rank, self.scripts.probe()))
+
+        answers = await self._each(sorted(self.nodes), one)
+        return [_raise_or(answers[rank]) for rank in sorted(self.nodes)]
+
+    async def launch(
+        self,
+        phase: str,
+        text: str,
+        envs: Mapping[int, Mapping[str, str]],
+        expect: Mapping[int, int],
+        *,
+        working_dir: str | None = None,
+    ) -> dict[int, Probe]:
+        """Launch ``phase`` on the ranks of ``expect`` (each guarded by its launch count)."""
+
+        async def one(rank: int) -> Probe:
+            script = launch_script(
+                self.scripts.job_dir,
+                phase,
+                text,
+                envs[rank],
+                expect_launches=expect[rank],
+                working_dir=working_dir,
+            )
+            return parse_probe(await self._run(rank, script))
+
+        answers = await self._each(sorted(expect), one)
+        return {rank: _raise_or(answer) for rank, answer in answers.items()}
+
+    async def kill(
+        self, ranks: Sequence[int], *, timeout: float = SCRIPT_TIMEOUT
+    ) -> dict[int, Probe | BaseException]:
+        """Kill the job's process groups on ``ranks``; never raises (each node's error is returned)."""
+
+        async def one(rank: int) -> Probe:
+            return parse_probe(await self._run(rank, self.scripts.kill(), timeout))
+
+        return await self._each(sorted(ranks), one)
+
+    async def poll(self, offsets: Mapping[int, int], until: float) -> dict[int, Poll | BaseException]:
+        """Poll every node: its phases and its log from ``offsets`` (recorded as delivered)."""
+        timeout = max(1.0, min(SCRIPT_TIMEOUT, until - time.time()))
+
+        async def one(rank: int) -> Poll:
+            offset = offsets.get(rank, 0)
+            return parse_poll(await self._run(rank, self.scripts.poll(offset, commit=offset), timeout))
+
+        return await self._each(sorted(self.nodes), one)
+
+    async def commit(self, offsets: Mapping[int, int], *, timeout: float = COMMIT_TIMEOUT) -> None:
+        """Record ``offsets`` as delivered on every node, best effort (errors are dropped)."""
+
+        async def one(rank: int) -> bytes:
+            return await self._run(rank, commit_script(self.scripts.job_dir, offsets.get(rank, 0)), timeout)
+
+        await self._each(sorted(self.nodes), one)
+
+    async def result(self) -> ResultRead:
+        """Rank 0's result file."""
+        try:
+            return parse_result(await self._run(0, self.scripts.result()))
+        except Exception as exc:
+            return ResultRead(problem=f"it could not be read ({exc})")
+
+
+def _raise_or(answer: Any) -> Any:
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+class JobSource:
+    """The source of a job's wait (see :class:`.waiting.AsyncDriver`): every check polls the nodes
+    and takes the pods' latest statuses; leaving it records the wait's offsets on the nodes."""
+
+    def __init__(self, remote: JobRemote, wait: JobWait, pods: PodsView) -> None:
+        self.remote, self.wait, self.pods = remote, wait, pods
+
+    def __call__(self) -> JobSource:
+        return self
+
+    async def __aenter__(self) -> Callable[[float], Awaitable[JobFacts]]:
+        return self.fetch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # A courtesy: without it the next reader re-reads what the last poll read.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self.remote.commit(self.wait.offsets), COMMIT_TIMEOUT + 1.0)
+
+    async def fetch(self, until: float) -> JobFacts:
+        polls, pods = await asyncio.gather(
+            self.remote.poll(self.wait.offsets, until), self.pods.latest(until), return_exceptions=True
+        )
+        if isinstance(polls, BaseException):
+            raise polls
+        if isinstance(pods, asyncio.CancelledError):
+            raise pods
+        if isinstance(pods, Exception):
+            return JobFacts(polls, None, pods_error=pods)
+        if isinstance(pods, BaseException):
+            raise pods
+        return JobFacts(polls, pods)
