@@ -9,7 +9,9 @@ lives in one module, with a ``TypedDict`` per kind, a ``build_*`` function per k
 * ``failed``: ``{"status": "failed", "error_type": str, "message": str, "pods": {...}}``, where
   ``error_type`` names a class of :mod:`airflow_provider_prime.exceptions` (looked up only through
   :data:`~airflow_provider_prime.exceptions.ERROR_CLASSES`; any other name gives ``PrimeError``);
-* ``timeout``: ``{"status": "timeout", "message": str, "pods": {...}}``.
+* ``timeout``: ``{"status": "timeout", "message": str, "pods": {...}}``;
+* ``done``: ``{"status": "done", "message": str, "pods": {}, "job": {...}}``, a phase of a job that
+  ended well (``job`` is the task's return value for the command, ``{"phase": "setup"}`` for a setup).
 
 ``pods`` is the handover mapping (:meth:`~airflow_provider_prime.readiness.Verdict.handover`) as
 far as it is known: complete on success, the last answer on failure or timeout. Any trigger of this
@@ -55,7 +57,16 @@ class TimeoutEvent(TypedDict):
     pods: Pods
 
 
-Event = SuccessEvent | FailedEvent | TimeoutEvent
+class DoneEvent(TypedDict):
+    """A job's phase ended well on every node; ``job`` is what the task returns (or resumes with)."""
+
+    status: Literal["done"]
+    message: str
+    pods: Pods
+    job: dict[str, Any]
+
+
+Event = SuccessEvent | FailedEvent | TimeoutEvent | DoneEvent
 
 
 def build_success(pods: Mapping[str, Mapping[str, Any]], message: str) -> SuccessEvent:
@@ -76,6 +87,10 @@ def build_timeout(message: str, pods: Mapping[str, Mapping[str, Any]] | None = N
     return {"status": "timeout", "message": message, "pods": _pods(pods)}
 
 
+def build_done(job: Mapping[str, Any], message: str) -> DoneEvent:
+    return {"status": "done", "message": message, "pods": {}, "job": dict(job)}
+
+
 def parse_event(payload: object) -> Event:
     """The typed event in ``payload``, or a :class:`PrimeError` saying what is wrong with it."""
     if not isinstance(payload, Mapping):
@@ -91,6 +106,11 @@ def parse_event(payload: object) -> Event:
         return build_success(pods, message)
     if status == "timeout":
         return build_timeout(message, pods)
+    if status == "done":
+        job = payload.get("job")
+        if not isinstance(job, Mapping):
+            raise _not_understood(payload, "'job' is not a mapping")
+        return build_done(job, message)
     if status == "failed":
         error_type = payload.get("error_type")
         if not isinstance(error_type, str):
@@ -99,7 +119,7 @@ def parse_event(payload: object) -> Event:
     raise _not_understood(payload, f"unknown status {status!r}")
 
 
-def event_error(event: FailedEvent | TimeoutEvent) -> Exception:
+def event_error(event: Event) -> Exception:
     """The exception a task raises for a failed or timed-out wait.
 
     A timeout is :class:`AirflowSensorTimeout` (so ``soft_fail`` skips, as Airflow's sensors do);
@@ -108,6 +128,8 @@ def event_error(event: FailedEvent | TimeoutEvent) -> Exception:
     """
     if event["status"] == "timeout":
         return AirflowSensorTimeout(event["message"])
+    if event["status"] != "failed":  # a wait's event where a job's was due, or the other way round
+        return PrimeError(f"The trigger sent a {event['status']!r} event this task cannot use: {event['message']}")
     return ERROR_CLASSES.get(event["error_type"], PrimeError)(event["message"])
 
 
@@ -121,10 +143,12 @@ def _not_understood(payload: object, why: str) -> PrimeError:
 
 
 __all__ = [
+    "DoneEvent",
     "Event",
     "FailedEvent",
     "SuccessEvent",
     "TimeoutEvent",
+    "build_done",
     "build_failed",
     "build_success",
     "build_timeout",

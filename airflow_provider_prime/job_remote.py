@@ -19,8 +19,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from logging import Logger
 from typing import Any, Protocol
 
+from airflow_provider_prime import events
+from airflow_provider_prime.exceptions import PrimeJobFailedError
 from airflow_provider_prime.job_nodes import JobNode
 from airflow_provider_prime.job_script import (
     REMOTE_COMMAND,
@@ -34,8 +38,9 @@ from airflow_provider_prime.job_script import (
     parse_probe,
     parse_result,
 )
-from airflow_provider_prime.job_wait import JobFacts, JobWait
+from airflow_provider_prime.job_wait import JobFacts, JobOutcome, JobStep, JobWait
 from airflow_provider_prime.models import PodStatus
+from airflow_provider_prime.waiting import Ending
 
 #: Seconds one script may take on a node (a kill waits its grace, a launch its pid file, at most).
 SCRIPT_TIMEOUT = 30.0
@@ -46,10 +51,13 @@ __all__ = [
     "COMMIT_TIMEOUT",
     "REMOTE_COMMAND",
     "SCRIPT_TIMEOUT",
+    "JobEnd",
     "JobRemote",
     "JobSource",
     "NodeRunner",
     "PodsView",
+    "conclude",
+    "report_kill",
 ]
 
 
@@ -193,3 +201,62 @@ class JobSource:
         if isinstance(pods, BaseException):
             raise pods
         return JobFacts(polls, pods)
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a phase's wait ended, as the task reports it: ``done`` (``job`` is what it returns),
+    ``failed`` (``error``), or ``timeout``; the event a trigger sends is :meth:`event`."""
+
+    status: str
+    message: str
+    job: dict[str, Any] = field(default_factory=dict)
+    error: Exception | None = None
+
+    def event(self) -> events.Event:
+        if self.status == "done":
+            return events.build_done(self.job, self.message)
+        if self.status == "failed":
+            return events.build_failed(self.error or PrimeJobFailedError(self.message))
+        return events.build_timeout(self.message)
+
+
+async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, log: Logger) -> JobEnd:
+    """End a phase's wait: read rank 0's result on success; kill what still runs on failure or
+    timeout (and say where that failed). The same in the worker and in the triggerer."""
+    step = ending.step
+    nodes = len(wait.nodes)
+    if step is not None and step.outcome is JobOutcome.SUCCEEDED:
+        if wait.phase != "command":
+            return JobEnd(
+                "done", f"The job's {wait.phase} succeeded on {nodes} node(s)", {"phase": wait.phase}
+            )
+        read = await remote.result()
+        if read.problem:
+            log.warning("Rank 0's result is not returned: %s", read.problem)
+        return JobEnd("done", f"The job succeeded on {nodes} node(s)", step.xcom(read.value))
+    if step is not None and step.outcome is JobOutcome.FAILED:
+        if step.kill:
+            report_kill(await remote.kill(step.kill), remote, log, "the job failed")
+        return JobEnd("failed", str(step.error), error=step.error)
+    report_kill(await remote.kill(sorted(wait.nodes)), remote, log, "the job timed out")
+    return JobEnd("timeout", wait.timeout_message())
+
+
+def report_kill(
+    results: Mapping[int, Probe | BaseException], remote: JobRemote, log: Logger, why: str
+) -> bool:
+    """Log what a kill did on each node; whether it reached every node."""
+    failed = {rank: answer for rank, answer in results.items() if isinstance(answer, BaseException)}
+    done = sorted(rank for rank in results if rank not in failed)
+    if done:
+        log.info("Killed the job's processes on node(s) %s (%s)", ", ".join(map(str, done)), why)
+    for rank, error in failed.items():
+        log.error(
+            "Could not kill the job on %s: %s. Its processes may still run there: the teardown that "
+            "deletes the pod ends them, or kill them by hand (%s)",
+            remote.nodes[rank].label,
+            error,
+            f"kill -- -<pid> of {remote.scripts.job_dir}/command.pid",
+        )
+    return not failed
