@@ -129,7 +129,8 @@ def event_error(event: Event) -> Exception:
     if event["status"] == "timeout":
         return AirflowSensorTimeout(event["message"])
     if event["status"] != "failed":  # a wait's event where a job's was due, or the other way round
-        return PrimeError(f"The trigger sent a {event['status']!r} event this task cannot use: {event['message']}")
+        status, message = event["status"], event["message"]
+        return PrimeError(f"The trigger sent a {status!r} event this task cannot use: {message}")
     return ERROR_CLASSES.get(event["error_type"], PrimeError)(event["message"])
 
 

@@ -20,7 +20,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from logging import Logger
 from typing import Any, Protocol
 
 from airflow_provider_prime import events
@@ -59,6 +58,16 @@ __all__ = [
     "conclude",
     "report_kill",
 ]
+
+
+class Log(Protocol):
+    """The logger a task or a trigger has (``self.log``)."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
+    def error(self, msg: Any, /, *args: Any) -> Any: ...
 
 
 class NodeRunner(Protocol):
@@ -221,7 +230,7 @@ class JobEnd:
         return events.build_timeout(self.message)
 
 
-async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, log: Logger) -> JobEnd:
+async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, log: Log) -> JobEnd:
     """End a phase's wait: read rank 0's result on success; kill what still runs on failure or
     timeout (and say where that failed). The same in the worker and in the triggerer."""
     step = ending.step
@@ -243,9 +252,7 @@ async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, lo
     return JobEnd("timeout", wait.timeout_message())
 
 
-def report_kill(
-    results: Mapping[int, Probe | BaseException], remote: JobRemote, log: Logger, why: str
-) -> bool:
+def report_kill(results: Mapping[int, Probe | BaseException], remote: JobRemote, log: Log, why: str) -> bool:
     """Log what a kill did on each node; whether it reached every node."""
     failed = {rank: answer for rank, answer in results.items() if isinstance(answer, BaseException)}
     done = sorted(rank for rank in results if rank not in failed)
