@@ -38,6 +38,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Prime Intellect",
                 "python-modules": [
                     "airflow_provider_prime.operators.pod",
+                    "airflow_provider_prime.operators.job",
                     "airflow_provider_prime.operators.reaper",
                 ],
             }
@@ -54,6 +55,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_prime.triggers.pod_status",
                     "airflow_provider_prime.triggers.pod_lifecycle",
+                    "airflow_provider_prime.triggers.job",
                 ],
             }
         ],

@@ -224,8 +224,9 @@ class PrimeRunJobOperator(BaseOperator):
             ", ".join(job.pod_ids),
             job.dir,
         )
+        envs = self._envs(job)  # a bad env is refused before anything runs
         with self._killed_on_failure(job):
-            nxt = self._run(self._start(job))
+            nxt = self._run(self._start(job, envs))
             return self._go_on(job, nxt)
 
     def execute_complete(
@@ -239,8 +240,9 @@ class PrimeRunJobOperator(BaseOperator):
         if parsed["status"] == "done" and parsed["job"].get("phase") == "setup":
             job = self._job = self._find_job(context)
             self.log.info("%s", parsed["message"])
+            envs = self._envs(job)
             with self._killed_on_failure(job):
-                nxt = self._run(self._launch_command(job, dict(command_counts or {})))
+                nxt = self._run(self._launch_command(job, envs, dict(command_counts or {})))
                 return self._go_on(job, nxt)
         self._ended = True  # the trigger killed what had to be killed
         return self._finish(_end_of(parsed))
@@ -325,9 +327,8 @@ class PrimeRunJobOperator(BaseOperator):
         scripts = Scripts(job.dir, cap=self.log_cap, grace=self.kill_grace if grace is None else grace)
         return JobRemote(job.nodes, links, scripts)
 
-    async def _start(self, job: _Job) -> _Next:
+    async def _start(self, job: _Job, envs: Mapping[int, Mapping[str, str]]) -> _Next:
         """Probe, plan, kill and launch; then follow the phase here, or say what to defer for."""
-        envs = self._envs(job)
         async with self._links(job) as links:
             remote = self._remote(job, links)
             probes = await remote.probe()
@@ -371,9 +372,10 @@ class PrimeRunJobOperator(BaseOperator):
                     return _Next(end)
             return await self._launch_and_follow(job, links, plan.command, probes, envs)
 
-    async def _launch_command(self, job: _Job, counts: Mapping[str, int]) -> _Next:
+    async def _launch_command(
+        self, job: _Job, envs: Mapping[int, Mapping[str, str]], counts: Mapping[str, int]
+    ) -> _Next:
         """After a deferred setup: launch the command (guarded by the counts the plan saw)."""
-        envs = self._envs(job)
         async with self._links(job) as links:
             remote = self._remote(job, links)
             probes = await remote.probe()
