@@ -9,6 +9,7 @@ unchanged except for their poll intervals and timeouts, shortened by a cluster p
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import uuid
@@ -24,6 +25,7 @@ from airflow.triggers.base import BaseTrigger
 from airflow_provider_prime.testing import CreateLifecycle, Scenario
 from airflow_provider_prime.testing.connection import airflow_connection_env
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
+from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
 from scripts.airflow_stack import AirflowStack
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
@@ -67,18 +69,31 @@ def task_policy(task):
 
 
 @pytest.fixture(scope="session")
-def e2e_simulator() -> Iterator[PrimeSimulatorProcess]:
+def e2e_ssh_key(tmp_path_factory: pytest.TempPathFactory) -> SshKeyPair:
+    """The key Airflow's ``prime_ssh`` connection logs in to the simulated nodes with."""
+    asyncssh = pytest.importorskip("asyncssh", reason="the job tests need airflow-provider-prime[ssh]")
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="prime-e2e")
+    path = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    path.write_bytes(key.export_private_key("openssh"))
+    path.chmod(0o600)
+    return SshKeyPair(path, key.export_public_key("openssh").decode().strip())
+
+
+@pytest.fixture(scope="session")
+def e2e_simulator(e2e_ssh_key: SshKeyPair) -> Iterator[PrimeSimulatorProcess]:
     """The simulator as its own process, with no pods (each test adds or creates its own), created
-    pods that would take ten hours to boot (tests make them ready), and a unique key (that tests
-    can look for where it must never appear)."""
+    pods that would take ten hours to boot (tests make them ready), SSH nodes that accept
+    :func:`e2e_ssh_key`, and a unique key (that tests can look for where it must never appear)."""
     scenario = Scenario(name="e2e", lifecycle=SLOW_BOOT)
-    with PrimeSimulatorProcess(scenario=scenario, api_keys=(f"e2e-key-{secrets.token_hex(8)}",)) as simulator:
+    with PrimeSimulatorProcess(
+        scenario=scenario, api_keys=(f"e2e-key-{secrets.token_hex(8)}",), ssh_keys=[e2e_ssh_key.public_key]
+    ) as simulator:
         yield simulator
 
 
 @pytest.fixture(scope="session")
 def airflow_stack(
-    tmp_path_factory: pytest.TempPathFactory, e2e_simulator: PrimeSimulatorProcess
+    tmp_path_factory: pytest.TempPathFactory, e2e_simulator: PrimeSimulatorProcess, e2e_ssh_key: SshKeyPair
 ) -> Iterator[AirflowStack]:
     """Airflow on loopback with SQLite, the example DAGs parsed, its ``prime_default`` the simulator.
 
@@ -90,7 +105,10 @@ def airflow_stack(
     stack = AirflowStack(
         home=tmp_path_factory.mktemp("airflow-home"),
         dags_folder=dags,
-        env=airflow_connection_env(e2e_simulator.base_url, e2e_simulator.api_key),
+        env={
+            **airflow_connection_env(e2e_simulator.base_url, e2e_simulator.api_key),
+            **ssh_connection_env(e2e_ssh_key.private_key_file),
+        },
         sensor_overrides=SENSOR_OVERRIDES,
     )
     # A SIGTERM (a CI timeout, say) unwinds pytest, so this fixture still stops every process.
@@ -105,6 +123,12 @@ def airflow_stack(
             yield stack
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def ssh_connection_env(key_file: Path, conn_id: str = "prime_ssh") -> dict[str, str]:
+    """The Airflow SSH connection the example DAGs' jobs log in with (the key file's path)."""
+    extra = {"key_file": str(key_file)}
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "ssh", "extra": extra})}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
