@@ -1,9 +1,11 @@
-"""Point Airflow at a simulator: the environment variable that defines a Prime connection."""
+"""Point Airflow at a simulator: the environment variables that define a Prime connection and the
+SSH connection its nodes accept."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from os import PathLike
 from typing import Any
 
 
@@ -19,4 +21,12 @@ def airflow_connection_env(
     connection: dict[str, Any] = {"conn_type": "prime", "host": base_url, "password": api_key}
     if extra:
         connection["extra"] = dict(extra)
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+
+
+def ssh_connection_env(key_file: str | PathLike[str], conn_id: str = "prime_ssh") -> dict[str, str]:
+    """``{"AIRFLOW_CONN_<ID>": <JSON connection>}`` for an Airflow SSH connection that logs in with
+    the private key in ``key_file`` (the SSH provider's ``key_file`` extra). Host, port and user
+    come from the pods, so the connection names none. ``prime_ssh`` is what the example DAGs use."""
+    connection = {"conn_type": "ssh", "extra": {"key_file": str(key_file)}}
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}

@@ -9,7 +9,6 @@ unchanged except for their poll intervals and timeouts, shortened by a cluster p
 
 from __future__ import annotations
 
-import json
 import secrets
 import signal
 import uuid
@@ -23,7 +22,7 @@ from airflow.sdk.execution_time.supervisor import ActivitySubprocess
 from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_prime.testing import CreateLifecycle, Scenario
-from airflow_provider_prime.testing.connection import airflow_connection_env
+from airflow_provider_prime.testing.connection import airflow_connection_env, ssh_connection_env
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
 from scripts.airflow_stack import AirflowStack
@@ -123,12 +122,6 @@ def airflow_stack(
             yield stack
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def ssh_connection_env(key_file: Path, conn_id: str = "prime_ssh") -> dict[str, str]:
-    """The Airflow SSH connection the example DAGs' jobs log in with (the key file's path)."""
-    extra = {"key_file": str(key_file)}
-    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "ssh", "extra": extra})}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
