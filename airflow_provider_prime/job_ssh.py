@@ -345,13 +345,21 @@ class HostKeyPins:
 
 
 def require_asyncssh() -> None:
-    """Raise :class:`PrimeConfigError` saying how to install asyncssh when it is missing."""
+    """Raise :class:`PrimeConfigError` saying how to install asyncssh when it is missing.
+
+    Also quiets asyncssh's own INFO lines (several per script: channel opened, command, exit,
+    closed), which would otherwise flood every task log and the triggerer's, unless the deployment
+    has set that logger's level itself.
+    """
     try:
         import asyncssh  # noqa: F401
     except ImportError as exc:
         raise PrimeConfigError(
             f"Running a job on the pods needs asyncssh, which is not installed: {_INSTALL}"
         ) from exc
+    quiet = logging.getLogger("asyncssh")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
 
 
 _CLIENT_CLASS: type[Any] | None = None

@@ -179,9 +179,13 @@ async def first_event(trigger: PrimeJobTrigger) -> Any:
     raise AssertionError("no event")
 
 
-def test_a_pod_deleted_under_a_running_job_fails_it_with_the_pods_state(sim: PrimeSimulator) -> None:
+def test_a_pod_deleted_under_a_running_job_fails_it_with_the_pods_state(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
     running = Running(lambda: job(command="echo started; sleep 1000").execute(context()))
-    wait_until(lambda: alive(sim) >= 2, "the job runs on both nodes")
+    wait_until(
+        lambda: {"[node 0] started", "[node 1] started"} <= set(text(logs)), "the job runs on both nodes"
+    )
     PrimeHook().delete_pod(POD)
     running.join()
     assert isinstance(running.error, PrimePodFailedError), running.error
@@ -194,10 +198,12 @@ def test_the_timeout_kills_the_job_and_fails_the_task(sim: PrimeSimulator) -> No
     assert alive(sim) == 0
 
 
-def test_on_kill_kills_the_job_on_every_node(sim: PrimeSimulator, prime_ssh_key: SshKeyPair) -> None:
-    operator = job(command="sleep 1000")
+def test_on_kill_kills_the_job_on_every_node(sim: PrimeSimulator, logs: list[dict[str, Any]]) -> None:
+    operator = job(command="echo started; sleep 1000")
     running = Running(lambda: operator.execute(context()))
-    wait_until(lambda: alive(sim) >= 2, "the job runs on both nodes")
+    wait_until(
+        lambda: {"[node 0] started", "[node 1] started"} <= set(text(logs)), "the job runs on both nodes"
+    )
     operator.on_kill()  # what SIGTERM or execution_timeout calls in the worker
     assert alive(sim) == 0
     running.join()
