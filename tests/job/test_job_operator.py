@@ -35,6 +35,7 @@ from tests.job.job_harness import (
 from tests.operators.conftest import TaskDeferred
 
 POD = "pod-train"
+STARTED = {"[node 0] started", "[node 1] started"}
 RESULT = 'if [ "$NODE_RANK" = 0 ]; then echo \'{"loss": 0.25}\' > "$PRIME_RESULT_FILE"; fi'
 
 
