@@ -42,6 +42,7 @@ from airflow_provider_prime.job_nodes import JobNode, handover_of, job_nodes
 from airflow_provider_prime.job_plan import PlanKind, check_if_running, plan_launch
 from airflow_provider_prime.job_remote import JobEnd, JobRemote, JobSource, conclude, report_kill
 from airflow_provider_prime.job_script import DEFAULT_KILL_GRACE, DEFAULT_LOG_CAP, Probe, Scripts
+from airflow_provider_prime.job_ssh import require_asyncssh
 from airflow_provider_prime.job_wait import (
     DEFAULT_MAX_LINES,
     DEFAULT_UNREACHABLE_GRACE,
@@ -161,6 +162,7 @@ class PrimeRunJobOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        require_asyncssh()  # at parse time, saying how to install it, rather than when the job starts
         if (pods is None) == (pod_ids is None):
             raise PrimeConfigError(f"{self.task_id}: give exactly one of pods= and pod_ids=")
         if not isinstance(command, str) or not command.strip():

@@ -240,3 +240,40 @@ def test_exactly_one_of_pods_and_pod_ids() -> None:
         PrimeRunJobOperator(task_id="t", command="true")
     with pytest.raises(PrimeConfigError, match="exactly one"):
         PrimeRunJobOperator(task_id="t", command="true", pods={}, pod_ids=["p"])
+
+
+def test_airflow_failing_the_deferred_task_itself_kills_the_job(sim: PrimeSimulator) -> None:
+    operator = job(command="echo started; sleep 1000", deferrable=True)
+    with pytest.raises(TaskDeferred):
+        operator.execute(context())
+    wait_until(lambda: alive(sim) >= 2, "the job runs")
+    resumed = job(command="echo started; sleep 1000", deferrable=True)  # a new worker process
+    with pytest.raises(Exception, match="Trigger"):
+        resumed.resume_execution("__fail__", {"error": "Trigger timeout"}, context())  # type: ignore[arg-type]
+    assert alive(sim) == 0
+
+
+def test_a_mapped_creates_list_of_handovers_gives_ranks_in_order(
+    sim: PrimeSimulator, prime_simulator_factory: Any
+) -> None:
+    from airflow_provider_prime.job_nodes import handover_of
+
+    statuses = {s.pod_id: s for s in PrimeHook().get_pods_status([POD])}
+    handover = handover_of([POD], statuses)
+    result = job(pod_ids=None, pods=[handover], command='echo "rank $NODE_RANK"').execute(context())
+    assert [n["rank"] for n in result["nodes"]] == [0, 1]
+
+
+def test_without_asyncssh_the_operator_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_asyncssh(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "asyncssh" or name.startswith("asyncssh."):
+            raise ImportError("No module named 'asyncssh'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_asyncssh)
+    with pytest.raises(PrimeConfigError, match=r"airflow-provider-prime\[ssh\]"):
+        job(command="true")
