@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_prime import events
-from airflow_provider_prime._compat import AirflowTaskTimeout, mask_secret
+from airflow_provider_prime._compat import AirflowTaskTimeout
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
@@ -51,6 +50,7 @@ from airflow_provider_prime.job_wait import (
 )
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.operators._arguments import env_values, seconds
+from airflow_provider_prime.operators._masking import MasksRenderedSecrets
 from airflow_provider_prime.pod_ids import pod_ids_from
 from airflow_provider_prime.triggers.job import DEFAULT_JOB_POLL_INTERVAL, PrimeJobTrigger, log_step
 from airflow_provider_prime.waiting import DEFERRAL_MARGIN, AsyncDriver, first_check_after_deferral
@@ -107,7 +107,7 @@ class HookPods:
         return {status.pod_id: status for status in statuses}
 
 
-class PrimeRunJobOperator(BaseOperator):
+class PrimeRunJobOperator(MasksRenderedSecrets):
     """Run ``command`` on every node of the pods (detached, adoptable by a retry), and follow it.
 
     :param command: the command (templated), run with ``bash -l`` on every node, in ``working_dir``.
@@ -199,22 +199,9 @@ class PrimeRunJobOperator(BaseOperator):
 
     # --- Airflow's entry points ----------------------------------------------------------------
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: Any,
-        seen_oids: set[int],
-    ) -> None:
-        """Render, then hand every ``env`` value to the secret masker before Airflow stores the
-        rendered fields (as the create operator does with its ``env_vars``)."""
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-        self.mask_secrets()
-
-    def mask_secrets(self) -> None:
-        for secret in env_values(self.env):
-            mask_secret(secret)
+    def secrets(self) -> Iterable[str]:
+        """The ``env`` values (masked in the rendered fields and the task log)."""
+        return env_values(self.env)
 
     def execute(self, context: Context) -> Any:
         self.mask_secrets()

@@ -18,15 +18,15 @@ from airflow_provider_prime._compat import AirflowTaskTimeout
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeJobFailedError, PrimePodFailedError
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.operators.job import PrimeRunJobOperator
-from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod, ready_pod
+from airflow_provider_prime.testing import PrimeSimulator, fixed_pod, ready_pod
 from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
 from airflow_provider_prime.triggers.job import PrimeJobTrigger
 from tests.job.job_harness import (
     Running,
     TaskInstance,
     alive,
-    connect_ssh,
     context,
+    job_simulator,
     launches,
     probes,
     text,
@@ -46,12 +46,14 @@ def sim(
     prime_ssh_key: SshKeyPair,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[PrimeSimulator]:
-    simulator = prime_simulator_factory(
-        Scenario(pods=[fixed_pod(POD, nodes=2), ready_pod("pod-booting", ready_at=3600.0)]),
-        ssh_keys=[prime_ssh_key.public_key],
+    simulator = job_simulator(
+        prime_simulator_factory,
+        prime_connect,
+        prime_ssh_key,
+        monkeypatch,
+        fixed_pod(POD, nodes=2),
+        ready_pod("pod-booting", ready_at=3600.0),
     )
-    prime_connect(simulator)
-    connect_ssh(monkeypatch, prime_ssh_key)
     yield simulator
     wait_until(lambda: alive(simulator) == 0, "no process alive on any node")
 

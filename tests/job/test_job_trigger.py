@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_prime.operators.job import PrimeRunJobOperator
-from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod
+from airflow_provider_prime.testing import PrimeSimulator, fixed_pod
 from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
 from airflow_provider_prime.triggers.job import PrimeJobTrigger
-from tests.job.job_harness import alive, connect_ssh, context, text, wait_until
+from tests.job.job_harness import alive, context, job_simulator, text, wait_until
 from tests.operators.conftest import TaskDeferred
 from tests.simulated import until
 from tests.triggers.supervisor import TaskInstanceState, airflow_told
@@ -32,11 +32,9 @@ def sim(
     prime_ssh_key: SshKeyPair,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[PrimeSimulator]:
-    simulator = prime_simulator_factory(
-        Scenario(pods=[fixed_pod(POD, nodes=2)]), ssh_keys=[prime_ssh_key.public_key]
+    simulator = job_simulator(
+        prime_simulator_factory, prime_connect, prime_ssh_key, monkeypatch, fixed_pod(POD, nodes=2)
     )
-    prime_connect(simulator)
-    connect_ssh(monkeypatch, prime_ssh_key)
     yield simulator
     wait_until(lambda: alive(simulator) == 0, "no process alive on any node")
 
