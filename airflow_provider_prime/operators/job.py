@@ -33,7 +33,12 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 from airflow_provider_prime import events
 from airflow_provider_prime._compat import AirflowTaskTimeout
 from airflow_provider_prime.deployment import deployment_id
-from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
+from airflow_provider_prime.exceptions import (
+    PrimeConfigError,
+    PrimeError,
+    PrimeJobFailedError,
+    PrimePodFailedError,
+)
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.job_env import DEFAULT_MASTER_PORT, node_env, user_env
 from airflow_provider_prime.job_ids import job_dir, job_id
@@ -233,6 +238,11 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
             with self._killed_on_failure(job):
                 nxt = self._run(self._launch_command(job, envs, dict(command_counts or {})))
                 return self._go_on(job, nxt)
+        if parsed["status"] == "failed" and parsed["error_type"] not in _VERDICTS:
+            # The trigger could not follow the job (no SSH connection in the triggerer, say), so it
+            # killed nothing: the task is about to fail, and its job must not run on.
+            self.log.error("The trigger could not follow the job: %s", parsed["message"])
+            self._kill_now(self._find_job(context), FAILURE_KILL_BUDGET, "the trigger could not follow it")
         self._ended = True  # the trigger killed what had to be killed
         return self._finish(_end_of(parsed))
 
@@ -521,6 +531,10 @@ class _KillOnFailure:
         if kind is None or _is_deferral(error) or self.operator._ended:
             return
         self.operator._kill_now(self.job, FAILURE_KILL_BUDGET, f"the task failed: {type(error).__name__}")
+
+
+#: Failures a trigger's wait concluded on, having killed what still ran (:func:`.job_remote.conclude`).
+_VERDICTS = frozenset({PrimeJobFailedError.__name__, PrimePodFailedError.__name__})
 
 
 def _is_deferral(error: BaseException | None) -> bool:

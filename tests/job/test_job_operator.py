@@ -279,3 +279,22 @@ def test_without_asyncssh_the_operator_says_how_to_install_it(monkeypatch: pytes
     monkeypatch.setattr(builtins, "__import__", no_asyncssh)
     with pytest.raises(PrimeConfigError, match=r"airflow-provider-prime\[ssh\]"):
         job(command="true")
+
+
+def test_a_trigger_that_could_not_follow_the_job_has_it_killed_by_the_resumed_task(
+    sim: PrimeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = job(command="echo started; sleep 1000", deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context())
+    _, kwargs = deferred.value.trigger.serialize()
+    wait_until(lambda: alive(sim) >= 2, "the job runs")
+    # The triggerer has no such SSH connection: the trigger fails before following anything.
+    event = asyncio.run(
+        first_event(PrimeJobTrigger(**{**kwargs, "ssh_conn_id": "nowhere", "not_before": None}))
+    )
+    assert event["status"] == "failed"
+    assert "nowhere" in event["message"]
+    with pytest.raises(PrimeConfigError, match="nowhere"):
+        job(command="echo started; sleep 1000", deferrable=True).execute_complete(context(), event)
+    assert alive(sim) == 0
