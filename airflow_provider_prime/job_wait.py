@@ -16,7 +16,8 @@ Rules (see ``docs/training.md``):
     with its last lines;
   - a pod under the job is ``ERROR``, ``TERMINATED``, ``DELETING`` or ``STOPPED``, or is missing
     from the poller's answer (:class:`.PrimePodFailedError`, with the platform's reason);
-  - a node has not answered over SSH for ``unreachable_grace`` seconds;
+  - a node has not answered over SSH for ``unreachable_grace`` seconds, or showed another host key
+    than the one pinned for the job;
   - the job's directory is gone from a node (the pod was replaced or its disk wiped).
 * **running**: anything else. A failed poll of the pods as a whole is never a verdict on the pods
   (:meth:`JobWait.trouble`).
@@ -47,6 +48,7 @@ from airflow_provider_prime.job_script import (
     Poll,
     read_lines,
 )
+from airflow_provider_prime.job_ssh import PrimeHostKeyChangedError
 from airflow_provider_prime.log_throttles import ApiTrouble
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.readiness import Outcome, Requirements, assess_pod
@@ -298,6 +300,8 @@ class JobWait:
         return _Failure(node.rank, ended, message)
 
     def _unreachable(self, node: JobNode, error: BaseException, now: float) -> _Failure | None:
+        if isinstance(error, PrimeHostKeyChangedError):  # waiting cannot make it the same machine
+            return _Failure(node.rank, now, f"{error}")
         since = self.unreachable_since.setdefault(node.rank, now)
         if now - since < self.unreachable_grace:
             return None

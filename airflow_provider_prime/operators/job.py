@@ -28,13 +28,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_prime import events
-from airflow_provider_prime._compat import AirflowTaskTimeout, mask_secret
+from airflow_provider_prime._compat import AirflowTaskTimeout
 from airflow_provider_prime.deployment import deployment_id
-from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
+from airflow_provider_prime.exceptions import (
+    PrimeConfigError,
+    PrimeError,
+    PrimeJobFailedError,
+    PrimePodFailedError,
+)
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.job_env import DEFAULT_MASTER_PORT, node_env, user_env
 from airflow_provider_prime.job_ids import job_dir, job_id
@@ -42,6 +46,7 @@ from airflow_provider_prime.job_nodes import JobNode, handover_of, job_nodes
 from airflow_provider_prime.job_plan import PlanKind, check_if_running, plan_launch
 from airflow_provider_prime.job_remote import JobEnd, JobRemote, JobSource, conclude, report_kill
 from airflow_provider_prime.job_script import DEFAULT_KILL_GRACE, DEFAULT_LOG_CAP, Probe, Scripts
+from airflow_provider_prime.job_ssh import require_asyncssh
 from airflow_provider_prime.job_wait import (
     DEFAULT_MAX_LINES,
     DEFAULT_UNREACHABLE_GRACE,
@@ -50,6 +55,7 @@ from airflow_provider_prime.job_wait import (
 )
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.operators._arguments import env_values, seconds
+from airflow_provider_prime.operators._masking import MasksRenderedSecrets
 from airflow_provider_prime.pod_ids import pod_ids_from
 from airflow_provider_prime.triggers.job import DEFAULT_JOB_POLL_INTERVAL, PrimeJobTrigger, log_step
 from airflow_provider_prime.waiting import DEFERRAL_MARGIN, AsyncDriver, first_check_after_deferral
@@ -106,7 +112,7 @@ class HookPods:
         return {status.pod_id: status for status in statuses}
 
 
-class PrimeRunJobOperator(BaseOperator):
+class PrimeRunJobOperator(MasksRenderedSecrets):
     """Run ``command`` on every node of the pods (detached, adoptable by a retry), and follow it.
 
     :param command: the command (templated), run with ``bash -l`` on every node, in ``working_dir``.
@@ -161,6 +167,7 @@ class PrimeRunJobOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        require_asyncssh()  # at parse time, saying how to install it, rather than when the job starts
         if (pods is None) == (pod_ids is None):
             raise PrimeConfigError(f"{self.task_id}: give exactly one of pods= and pod_ids=")
         if not isinstance(command, str) or not command.strip():
@@ -197,22 +204,9 @@ class PrimeRunJobOperator(BaseOperator):
 
     # --- Airflow's entry points ----------------------------------------------------------------
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: Any,
-        seen_oids: set[int],
-    ) -> None:
-        """Render, then hand every ``env`` value to the secret masker before Airflow stores the
-        rendered fields (as the create operator does with its ``env_vars``)."""
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-        self.mask_secrets()
-
-    def mask_secrets(self) -> None:
-        for secret in env_values(self.env):
-            mask_secret(secret)
+    def secrets(self) -> Iterable[str]:
+        """The ``env`` values (masked in the rendered fields and the task log)."""
+        return env_values(self.env)
 
     def execute(self, context: Context) -> Any:
         self.mask_secrets()
@@ -244,6 +238,11 @@ class PrimeRunJobOperator(BaseOperator):
             with self._killed_on_failure(job):
                 nxt = self._run(self._launch_command(job, envs, dict(command_counts or {})))
                 return self._go_on(job, nxt)
+        if parsed["status"] == "failed" and parsed["error_type"] not in _VERDICTS:
+            # The trigger could not follow the job (no SSH connection in the triggerer, say), so it
+            # killed nothing: the task is about to fail, and its job must not run on.
+            self.log.error("The trigger could not follow the job: %s", parsed["message"])
+            self._kill_now(self._find_job(context), FAILURE_KILL_BUDGET, "the trigger could not follow it")
         self._ended = True  # the trigger killed what had to be killed
         return self._finish(_end_of(parsed))
 
@@ -532,6 +531,10 @@ class _KillOnFailure:
         if kind is None or _is_deferral(error) or self.operator._ended:
             return
         self.operator._kill_now(self.job, FAILURE_KILL_BUDGET, f"the task failed: {type(error).__name__}")
+
+
+#: Failures a trigger's wait concluded on, having killed what still ran (:func:`.job_remote.conclude`).
+_VERDICTS = frozenset({PrimeJobFailedError.__name__, PrimePodFailedError.__name__})
 
 
 def _is_deferral(error: BaseException | None) -> bool:

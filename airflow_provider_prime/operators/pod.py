@@ -39,7 +39,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_prime import events
-from airflow_provider_prime._compat import AirflowException, AirflowSensorTimeout, mask_secret
+from airflow_provider_prime._compat import AirflowException, AirflowSensorTimeout
 from airflow_provider_prime.deployment import deployment_id, deployment_source
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
@@ -65,6 +65,7 @@ from airflow_provider_prime.operators._arguments import (
     timestamp,
     whole_number,
 )
+from airflow_provider_prime.operators._masking import MasksRenderedSecrets
 from airflow_provider_prime.operators.ownership import (
     OwnerRecords,
     PodOwner,
@@ -149,7 +150,7 @@ def within(deadline: float, call: Callable[[], T]) -> T:
     return result[0]
 
 
-class PrimeCreatePodOperator(BaseOperator):
+class PrimeCreatePodOperator(MasksRenderedSecrets):
     """Create (or adopt) a pod, wait until it is ready, and delete it if the task does not succeed.
 
     **Which pod.** Either ``request`` (a :class:`~airflow_provider_prime.models.PodRequest` or its
@@ -294,28 +295,9 @@ class PrimeCreatePodOperator(BaseOperator):
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: Any,
-        seen_oids: set[int],
-    ) -> None:
-        """Render, then register every env value (and the Jupyter password) with the secret masker.
-
-        Airflow stores the rendered fields for its Rendered Template view right after rendering,
-        before ``execute`` runs, redacting what the masker knows: masking in ``execute`` would be
-        too late. This method, not ``render_template_fields``, is the one both an unmapped task and
-        a mapped task's expansion call.
-        """
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-        self.mask_secrets()
-
-    def mask_secrets(self) -> None:
-        """Hand every env value of ``env_vars`` and ``request`` (dict or list form) to the masker."""
-        for secret in (*env_values(self.env_vars), *request_secrets(self.request)):
-            mask_secret(secret)
+    def secrets(self) -> Iterable[str]:
+        """Every env value of ``env_vars`` and ``request`` (dict or list form), and the Jupyter password."""
+        return (*env_values(self.env_vars), *request_secrets(self.request))
 
     # -- execute -----------------------------------------------------------------------------
 

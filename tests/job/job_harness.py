@@ -134,3 +134,20 @@ def alive(sim: PrimeSimulator) -> int:
     stats = sim.stats.nodes
     assert stats is not None
     return int(stats.processes_alive)
+
+
+def job_simulator(
+    factory: Callable[..., PrimeSimulator],
+    connect: Callable[..., str],
+    key: SshKeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+    *pods: Any,
+) -> PrimeSimulator:
+    """A simulator with ``pods`` whose nodes accept ``key``, and Airflow's ``prime_default`` and
+    ``ssh_default`` connections to it."""
+    from airflow_provider_prime.testing import Scenario
+
+    simulator = factory(Scenario(pods=list(pods)), ssh_keys=[key.public_key])
+    connect(simulator)
+    connect_ssh(monkeypatch, key)
+    return simulator

@@ -18,15 +18,15 @@ from airflow_provider_prime._compat import AirflowTaskTimeout
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeJobFailedError, PrimePodFailedError
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.operators.job import PrimeRunJobOperator
-from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod, ready_pod
+from airflow_provider_prime.testing import PrimeSimulator, fixed_pod, ready_pod
 from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
 from airflow_provider_prime.triggers.job import PrimeJobTrigger
 from tests.job.job_harness import (
     Running,
     TaskInstance,
     alive,
-    connect_ssh,
     context,
+    job_simulator,
     launches,
     probes,
     text,
@@ -35,6 +35,7 @@ from tests.job.job_harness import (
 from tests.operators.conftest import TaskDeferred
 
 POD = "pod-train"
+STARTED = {"[node 0] started", "[node 1] started"}
 RESULT = 'if [ "$NODE_RANK" = 0 ]; then echo \'{"loss": 0.25}\' > "$PRIME_RESULT_FILE"; fi'
 
 
@@ -45,12 +46,14 @@ def sim(
     prime_ssh_key: SshKeyPair,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[PrimeSimulator]:
-    simulator = prime_simulator_factory(
-        Scenario(pods=[fixed_pod(POD, nodes=2), ready_pod("pod-booting", ready_at=3600.0)]),
-        ssh_keys=[prime_ssh_key.public_key],
+    simulator = job_simulator(
+        prime_simulator_factory,
+        prime_connect,
+        prime_ssh_key,
+        monkeypatch,
+        fixed_pod(POD, nodes=2),
+        ready_pod("pod-booting", ready_at=3600.0),
     )
-    prime_connect(simulator)
-    connect_ssh(monkeypatch, prime_ssh_key)
     yield simulator
     wait_until(lambda: alive(simulator) == 0, "no process alive on any node")
 
@@ -179,9 +182,13 @@ async def first_event(trigger: PrimeJobTrigger) -> Any:
     raise AssertionError("no event")
 
 
-def test_a_pod_deleted_under_a_running_job_fails_it_with_the_pods_state(sim: PrimeSimulator) -> None:
+def test_a_pod_deleted_under_a_running_job_fails_it_with_the_pods_state(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
     running = Running(lambda: job(command="echo started; sleep 1000").execute(context()))
-    wait_until(lambda: alive(sim) >= 2, "the job runs on both nodes")
+    wait_until(
+        lambda: {"[node 0] started", "[node 1] started"} <= set(text(logs)), "the job runs on both nodes"
+    )
     PrimeHook().delete_pod(POD)
     running.join()
     assert isinstance(running.error, PrimePodFailedError), running.error
@@ -194,10 +201,12 @@ def test_the_timeout_kills_the_job_and_fails_the_task(sim: PrimeSimulator) -> No
     assert alive(sim) == 0
 
 
-def test_on_kill_kills_the_job_on_every_node(sim: PrimeSimulator, prime_ssh_key: SshKeyPair) -> None:
-    operator = job(command="sleep 1000")
+def test_on_kill_kills_the_job_on_every_node(sim: PrimeSimulator, logs: list[dict[str, Any]]) -> None:
+    operator = job(command="echo started; sleep 1000")
     running = Running(lambda: operator.execute(context()))
-    wait_until(lambda: alive(sim) >= 2, "the job runs on both nodes")
+    wait_until(
+        lambda: {"[node 0] started", "[node 1] started"} <= set(text(logs)), "the job runs on both nodes"
+    )
     operator.on_kill()  # what SIGTERM or execution_timeout calls in the worker
     assert alive(sim) == 0
     running.join()
@@ -233,3 +242,59 @@ def test_exactly_one_of_pods_and_pod_ids() -> None:
         PrimeRunJobOperator(task_id="t", command="true")
     with pytest.raises(PrimeConfigError, match="exactly one"):
         PrimeRunJobOperator(task_id="t", command="true", pods={}, pod_ids=["p"])
+
+
+def test_airflow_failing_the_deferred_task_itself_kills_the_job(sim: PrimeSimulator) -> None:
+    operator = job(command="echo started; sleep 1000", deferrable=True)
+    with pytest.raises(TaskDeferred):
+        operator.execute(context())
+    wait_until(lambda: alive(sim) >= 2, "the job runs")
+    resumed = job(command="echo started; sleep 1000", deferrable=True)  # a new worker process
+    with pytest.raises(Exception, match="Trigger"):
+        resumed.resume_execution("__fail__", {"error": "Trigger timeout"}, context())  # type: ignore[arg-type]
+    assert alive(sim) == 0
+
+
+def test_a_mapped_creates_list_of_handovers_gives_ranks_in_order(
+    sim: PrimeSimulator, prime_simulator_factory: Any
+) -> None:
+    from airflow_provider_prime.job_nodes import handover_of
+
+    statuses = {s.pod_id: s for s in PrimeHook().get_pods_status([POD])}
+    handover = handover_of([POD], statuses)
+    result = job(pod_ids=None, pods=[handover], command='echo "rank $NODE_RANK"').execute(context())
+    assert [n["rank"] for n in result["nodes"]] == [0, 1]
+
+
+def test_without_asyncssh_the_operator_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_asyncssh(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "asyncssh" or name.startswith("asyncssh."):
+            raise ImportError("No module named 'asyncssh'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_asyncssh)
+    with pytest.raises(PrimeConfigError, match=r"airflow-provider-prime\[ssh\]"):
+        job(command="true")
+
+
+def test_a_trigger_that_could_not_follow_the_job_has_it_killed_by_the_resumed_task(
+    sim: PrimeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = job(command="echo started; sleep 1000", deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context())
+    _, kwargs = deferred.value.trigger.serialize()
+    wait_until(lambda: alive(sim) >= 2, "the job runs")
+    # The triggerer has no such SSH connection: the trigger fails before following anything.
+    event = asyncio.run(
+        first_event(PrimeJobTrigger(**{**kwargs, "ssh_conn_id": "nowhere", "not_before": None}))
+    )
+    assert event["status"] == "failed"
+    assert "nowhere" in event["message"]
+    with pytest.raises(PrimeConfigError, match="nowhere"):
+        job(command="echo started; sleep 1000", deferrable=True).execute_complete(context(), event)
+    assert alive(sim) == 0
