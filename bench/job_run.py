@@ -18,8 +18,9 @@ What happens, in this process's one event loop:
    (``time.process_time``), the simulator process's CPU, SSH connections open on the nodes (the
    simulator's ``ssh_nodes.connections_open``, read at both ends), and the worst event-loop lag
    (:class:`bench.trigger_run.LoopMonitor`, a 10 ms heartbeat);
-4. **grace** (:attr:`Timing.grace` intervals) so the window's last lines can arrive; then the
-   triggers are cancelled (as when a triggerer stops) and the pods deleted, which kills the jobs.
+4. **drain**: until every node delivered a line printed after the window (at most
+   :attr:`Timing.grace` intervals), so the window's last lines can arrive; then the triggers are
+   cancelled (as when a triggerer stops) and the pods deleted, which kills the jobs.
 
 **Line latency.** Every line the job prints carries the node's wall clock (``$EPOCHREALTIME``), its
 node and its sequence number. A structlog processor (:class:`LineClock`), first in the chain, notes
@@ -37,6 +38,7 @@ import cProfile
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import pstats
@@ -68,7 +70,9 @@ from airflow_provider_prime.triggers import polling
 from bench import procstat
 from bench.trigger_run import GcWatch, LoopMonitor
 
-SIDES = ("provider", "peer")
+#: ``peer-quiet`` is the peer with asyncssh's own INFO lines off, as ours has them (see
+#: :func:`asyncssh_logging`): the same protocol, without the logging's cost.
+SIDES = ("provider", "peer", "peer-quiet")
 #: The job every node runs: one line every LINE_EVERY seconds, with the node's clock, its tag and
 #: a sequence number. ``read -t`` on a pipe nobody writes to is a sleep without a fork (hundreds of
 #: ``sleep`` processes a second would load the machine more than the triggers do). One shell line,
@@ -80,7 +84,9 @@ JOB_TEXT = (
 _LINE = re.compile(r"(\d+\.\d+) bench (\S+) (\d+) end$")
 _MARK = " bench "
 #: Launches (SSH sessions that start a job) in flight at once, per side.
-LAUNCH_CONCURRENCY = 16
+LAUNCH_CONCURRENCY = 32
+#: Half-seconds the harness waits for the cancelled triggers to end.
+CANCEL_TRIES = 40
 #: The connection ids each side reads.
 SSH_CONN_ID = "ssh_default"
 PRIME_CONN_ID = "prime_default"
@@ -100,7 +106,9 @@ class Timing:
     #: Most intervals to wait for every node's first line.
     start_limit: float = 15.0
     window: float = 10.0
-    grace: float = 2.0
+    #: Most intervals to wait after the window for the lines printed in it (it ends as soon as
+    #: every node delivered a line printed after the window).
+    grace: float = 6.0
     line_every: float = 0.5
 
 
@@ -135,6 +143,8 @@ class SideResult:
     repeated: int = 0
     launch_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    #: Triggers that went on after their first cancellation and needed another (see :func:`_cancel_all`).
+    recancelled: int = 0
     processes_left: int | None = None
     profile: str | None = None
 
@@ -176,6 +186,8 @@ class LineClock:
         #: (node tag, sequence number, printed at, logged at), in arrival order.
         self.lines: list[tuple[str, int, float, float]] = []
         self.seen: set[str] = set()
+        #: The node's clock of the latest line of each node that reached a log.
+        self.latest: dict[str, float] = {}
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         event = event_dict.get("event")
@@ -193,11 +205,15 @@ class LineClock:
             match = _LINE.search(line)
             if match:
                 self.lines.append((match.group(2), int(match.group(3)), float(match.group(1)), now))
+                printed = float(match.group(1))
                 self.seen.add(match.group(2))
+                if printed > self.latest.get(match.group(2), 0.0):
+                    self.latest[match.group(2)] = printed
 
     def clear(self) -> None:
         self.lines = []
         self.seen = set()
+        self.latest = {}
 
     def tags(self) -> set[str]:
         """The nodes some line of which reached a log."""
@@ -448,6 +464,13 @@ async def launch_peer(jobs: Sequence[_Job], text: str) -> None:
     await _bounded([lambda job=job, node=node: one(job, node) for job in jobs for node in job.nodes])
 
 
+def _tags_per_trigger(side: str, jobs: Sequence[_Job]) -> list[set[str]]:
+    """The nodes each trigger follows, in the order of the triggers."""
+    if side == "provider":
+        return [{tag(job.index, node.rank) for node in job.nodes} for job in jobs]
+    return [{tag(job.index, rank)} for job in jobs for rank in sorted(job.peer)]
+
+
 def provider_triggers(jobs: Sequence[_Job], interval: float) -> list[Any]:
     from airflow_provider_prime.triggers.job import PrimeJobTrigger
 
@@ -488,6 +511,25 @@ async def _consume(trigger: Any, events: list[str]) -> None:
     """What the triggerer's ``run_trigger`` does with one trigger: iterate ``run()``."""
     async for event in trigger.run():
         events.append(f"{type(trigger).__name__} fired: {event.payload}")
+
+
+@contextlib.contextmanager
+def asyncssh_logging(side: str) -> Iterator[None]:
+    """asyncssh's logger as each side has it in a triggerer of its own, restored afterwards.
+
+    asyncssh logs several INFO lines per command (channel opened, command, exit status, closed).
+    Airflow's logging passes them on; the provider's SSH links set that logger to WARNING when the
+    deployment has not set it (:func:`.job_ssh.require_asyncssh`), the SSH provider leaves it. So the
+    logger starts unset for ``provider`` (its own code decides) and ``peer``, and at WARNING for
+    ``peer-quiet``.
+    """
+    logger = logging.getLogger("asyncssh")
+    saved = logger.level
+    logger.setLevel(logging.WARNING if side == "peer-quiet" else logging.NOTSET)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 # --- one side -----------------------------------------------------------------------------------
@@ -571,17 +613,16 @@ async def _run_side(
     ]
     try:
         window = await _measure(jobs, sim, timing, lines, profile)
-        await asyncio.sleep(timing.grace * interval)
+        await _drain(lines, window.end, timing.grace * interval)
     finally:
-        for task in tasks:  # as when a triggerer stops: every trigger is cancelled
-            task.cancel()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        stubborn = await _cancel_all(tasks, _tags_per_trigger(side, jobs), lines)
     failures = list(events)
-    failures += [
-        f"trigger {i}: raised {type(outcome).__name__}: {outcome}"
-        for i, outcome in enumerate(outcomes)
-        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError)
-    ]
+    for i, task in enumerate(tasks):
+        if not task.done():
+            failures.append(f"trigger {i}: still running {CANCEL_TRIES / 2:g} s after its cancellation")
+        elif not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            failures.append(f"trigger {i}: raised {type(error).__name__}: {error}")
     latencies, missing, repeated = judge_lines(lines.lines, window.start, window.end, timing.line_every)
     first, last = window.first, window.last
     intervals = (last.at - first.at) / interval
@@ -608,8 +649,45 @@ async def _run_side(
         repeated=repeated,
         launch_seconds=launch_seconds,
         failures=failures,
+        recancelled=stubborn,
         profile=window.profile,
     )
+
+
+async def _drain(lines: LineClock, after: float, most: float) -> None:
+    """Wait until every node delivered a line printed after ``after`` (at most ``most`` seconds)."""
+    end = time.monotonic() + most
+    while time.monotonic() < end and not all(printed > after for printed in lines.latest.values()):  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]], tags: Sequence[set[str]], lines: LineClock) -> int:
+    """Cancel every task and wait until it ends, as a triggerer that stops does; cancel again a task
+    that goes on polling (a line of one of its nodes, ``tags[i]``, reaches the log afterwards).
+    How many went on polling.
+
+    A trigger can go on after a cancellation: before Python 3.12, ``asyncio.wait_for`` (asyncssh's
+    ``run(timeout=...)``) can swallow a cancellation that arrives as its command finishes, and a
+    trigger loop that then carries on polls until it is cancelled again (seen with the peer's on
+    3.11). A task that is merely slow to end (ours records the log offsets on the nodes, then
+    closes its connections) is left alone.
+    """
+    for task in tasks:
+        task.cancel()
+    cancelled_at = time.time()
+    seen = len(lines.lines)
+    stubborn: set[int] = set()
+    for _ in range(CANCEL_TRIES):
+        _done, pending = await asyncio.wait(tasks, timeout=0.5)
+        if not pending:
+            break
+        fresh = {line[0] for line in lines.lines[seen:] if line[3] > cancelled_at}
+        seen = len(lines.lines)
+        for index, task in enumerate(tasks):
+            if not task.done() and tags[index] & fresh:
+                stubborn.add(index)
+                task.cancel()
+    return len(stubborn)
 
 
 def _top(profiler: cProfile.Profile, count: int = 15) -> str:
@@ -649,8 +727,8 @@ def run_side(
         with mock.patch.dict(os.environ, env):
             nodes = read_nodes(ids)
             jobs_ = [_Job(index, job_nodes_) for index, job_nodes_ in enumerate(nodes)]
-            peer_env = peer_connection_env(nodes, key_file) if side == "peer" else {}
-            with mock.patch.dict(os.environ, peer_env):
+            peer_env = peer_connection_env(nodes, key_file) if side != "provider" else {}
+            with mock.patch.dict(os.environ, peer_env), asyncssh_logging(side):
                 result = asyncio.run(_run_side(side, sim, jobs_, timing, lines, profile))
         if polling.active_pollers():
             result.failures.append(f"{len(polling.active_pollers())} shared poller(s) still running")

@@ -8,13 +8,14 @@ anything is stays in docs/benchmarks.md, never in an assertion here.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_prime.triggers import polling
-from bench.job_run import SIDES, LineClock, Timing, judge_lines, poll_periods
+from bench.job_run import LineClock, Timing, asyncssh_logging, judge_lines, poll_periods
 from bench.jobs import BEGIN, END, JobBenchRun, Options, parse_cases, render, run_benchmark
 from bench.trigger_report import write_into
 
@@ -27,7 +28,7 @@ SMOKE = Timing(interval=0.5, warmup=1.0, window=3.0, grace=2.0, line_every=0.2)
 def run(tmp_path_factory: pytest.TempPathFactory) -> JobBenchRun:
     options = Options(
         cases=((2, 2),),
-        sides=SIDES,
+        sides=("provider", "peer"),  # peer-quiet is the peer with a logger level changed
         timing=SMOKE,
         profile_case=None,
         output=None,
@@ -133,6 +134,22 @@ def test_the_line_clock_reads_both_sides_records() -> None:
         ("j1n0", 4, 11.0),
     ]
     assert clock.tags() == {"j0n1", "j1n0"}
+
+
+def test_each_side_gets_asyncssh_logging_as_in_its_own_triggerer() -> None:
+    logger = logging.getLogger("asyncssh")
+    saved = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with asyncssh_logging("peer"):
+            assert logger.level == logging.NOTSET  # Airflow's default: the INFO lines pass
+        with asyncssh_logging("peer-quiet"):
+            assert logger.level == logging.WARNING
+        with asyncssh_logging("provider"):
+            assert logger.level == logging.NOTSET  # the provider's own code decides
+        assert logger.level == logging.ERROR
+    finally:
+        logger.setLevel(saved)
 
 
 def test_cases_parse_as_documented() -> None:
