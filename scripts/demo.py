@@ -25,7 +25,8 @@ It prints what happens: task states (DEFERRED: the wait moved to the triggerer),
 progress as the trigger reports it, the job's lines as they reach Airflow, its result, the final
 state. Exit status 0 if
 the run succeeded, 1 if it failed, 130 on Ctrl-C; every process it started is stopped in all
-cases. ``--keep`` leaves Airflow running afterwards (until Ctrl-C) to look around in its UI.
+cases. ``--keep`` leaves Airflow running afterwards (until Ctrl-C) to look around in its UI;
+``--fail-training`` makes rank 1 of the lifecycle run fail, to watch the failure handling.
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def follow(
     return watcher
 
 
-def run_demo(console: Console, keep: bool, dag: str) -> int:
+def run_demo(console: Console, keep: bool, dag: str, fail_training: bool = False) -> int:
     shutil.rmtree(DEMO_HOME, ignore_errors=True)
     DEMO_HOME.mkdir()
     real_wait, real_create = real_api_settings(os.environ), real_create_settings(os.environ)
@@ -371,6 +372,9 @@ def run_demo(console: Console, keep: bool, dag: str) -> int:
                     f"  the run rents the two-node offer ({json.dumps(conf)}), which boots in about 20 s,"
                     " and trains on both nodes"
                 )
+        if fail_training and dag_id == LIFECYCLE:
+            conf["fail_training"] = True
+            console.say("  fail_training: rank 1 exits 3 at step 3; the task fails, the pod goes anyway")
         home = DEMO_HOME / "airflow"
         stack = cleanup.enter_context(
             AirflowStack(home=home, dags_folder=REPO / "example_dags", env=conn_env)
@@ -456,12 +460,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="lifecycle",
         help="create → wait → train → terminate (default), or wait for the demo pods and train",
     )
+    parser.add_argument(
+        "--fail-training",
+        action="store_true",
+        help="lifecycle: make rank 1 fail at step 3 (the task fails naming it; the pod is deleted anyway)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)  # stop everything on `kill` too, not only on Ctrl-C
     console = Console()
     try:
-        return run_demo(console, args.keep, LIFECYCLE if args.dag == "lifecycle" else WAIT_AND_TRAIN)
+        dag = LIFECYCLE if args.dag == "lifecycle" else WAIT_AND_TRAIN
+        return run_demo(console, args.keep, dag, fail_training=args.fail_training)
     except KeyboardInterrupt:
         console.say("interrupted; everything stopped")
         return 130
