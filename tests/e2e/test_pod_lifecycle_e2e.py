@@ -192,9 +192,10 @@ def test_happy_path_creates_once_waits_deferred_trains_on_both_nodes_and_termina
     assert processes_alive(e2e_simulator, pod_id) == 0
 
 
-def test_failed_training_names_rank_1_and_still_terminates_through_the_teardown(
+def test_failed_training_still_terminates_through_the_teardown(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
+    """Rank 1 fails at step 3: the task fails naming it, rank 0 stops, and the teardown deletes the pod."""
     watcher, pod_id = deferred_lifecycle(airflow_stack, {**CLUSTER, "fail_training": True})
     make_ready(e2e_simulator, pod_id, nodes=2)
     watcher.wait(timeout=STEP_TIMEOUT)
