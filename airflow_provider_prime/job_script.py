@@ -189,9 +189,12 @@ set --
 . "$PRIME_JOB_DIR/$__prime_phase.sh"
 ' "$PWD" "$2" "$phase"
 rc=$?
+ended=${EPOCHREALTIME:-}
+ended=${ended/,/.}
+[ -n "$ended" ] || ended=$(date +%s)
 trap '' TERM
 kill -TERM -- "-$$" 2>/dev/null
-printf '%s %s\n' "$rc" "$(date +%s)" > "$phase.exit.tmp" && mv -f "$phase.exit.tmp" "$phase.exit"
+printf '%s %s\n' "$rc" "$ended" > "$phase.exit.tmp" && mv -f "$phase.exit.tmp" "$phase.exit"
 """.replace("__RESULT__", RESULT_FILE_NAME)
 
 
@@ -399,6 +402,9 @@ class Phase:
     ended: int | None = None
     launches: int = 0
     log_start: int = 0
+    #: When the phase ended, to the microsecond where the node's bash has ``EPOCHREALTIME`` (5.0+):
+    #: which rank failed first is told by it, and a peer that lost its rank ends milliseconds later.
+    ended_at: float | None = None
 
     @property
     def seconds(self) -> int | None:
@@ -491,6 +497,11 @@ def _number(text: str | None) -> int | None:
     return int(text) if text is not None and re.fullmatch(r"-?\d+", text) else None
 
 
+def _moment(text: str | None) -> float | None:
+    """An epoch second as the node wrote it: whole (``date +%s``) or with a fraction (``EPOCHREALTIME``)."""
+    return float(text) if text is not None and re.fullmatch(r"-?\d+(\.\d+)?", text) else None
+
+
 def _text(output: bytes | str) -> str:
     return output.decode("utf-8", "replace") if isinstance(output, bytes) else output
 
@@ -519,6 +530,7 @@ def parse_probe(output: bytes | str) -> Probe:
         match = _PHASE_LINE.fullmatch(line)
         if match:
             values = dict(_FIELDS.findall(match["fields"]))
+            ended = _moment(values.get("ended"))
             try:
                 state = PhaseState(values.get("state", ""))
             except ValueError as exc:
@@ -529,7 +541,8 @@ def parse_probe(output: bytes | str) -> Probe:
                 exit_code=_number(values.get("rc")),
                 pid=_number(values.get("pid")),
                 started=_number(values.get("started")),
-                ended=_number(values.get("ended")),
+                ended=None if ended is None else int(ended),
+                ended_at=ended,
                 launches=_number(values.get("launches")) or 0,
                 log_start=_number(values.get("log_start")) or 0,
             )

@@ -269,7 +269,7 @@ class JobWait:
 
     def _judge(self, node: JobNode, poll: Poll, now: float) -> _Failure | None:
         phase = self.phases[node.rank]
-        ended = float(phase.ended) if phase.ended is not None else now
+        ended = phase.ended_at if phase.ended_at is not None else now
         if poll.probe.absent:
             return _Failure(
                 node.rank,

@@ -47,7 +47,9 @@ def poll(
 ) -> Poll:
     size = start + len(data) if size is None else size
     probe = Probe(
-        phases={phase: Phase(phase, state, rc, pid=100, started=1000, ended=ended, launches=1)},
+        phases={
+            phase: Phase(phase, state, rc, pid=100, started=1000, ended=ended, ended_at=ended, launches=1)
+        },
         log_size=size,
         directory="/home/root/.prime-jobs/j",
     )

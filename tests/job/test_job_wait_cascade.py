@@ -3,16 +3,14 @@
 In distributed training a rank that crashes takes the others down with it: they see the peer
 gone and exit too, milliseconds later (``train_regression.py`` exits 1 "lost rank 1"; NCCL and
 ``torchrun`` do the same). The wait names "the first node whose phase exits non-zero, by the
-node's clock; the lowest rank on a tie", but the node records when a phase ended in whole
-seconds, so the cascade is a tie and rank 0 (the victim) is named instead of rank 1 (the cause).
-Found by the lifecycle example's ``fail_training`` run (``make demo``, tests/e2e).
+node's clock; the lowest rank on a tie": with end times in whole seconds the cascade was a tie and
+rank 0 (the victim) was named instead of rank 1 (the cause), so the node records the end to the
+microsecond (bash's ``EPOCHREALTIME``). Found by the lifecycle example's ``fail_training`` run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from airflow_provider_prime.job_nodes import JobNode
 from airflow_provider_prime.job_script import kill_script, launch_script, parse_poll, poll_script
@@ -28,12 +26,6 @@ NODES = (
 CRASH = 's=$(date +%s); while [ "$(date +%s)" = "$s" ]; do sleep 0.01; done; echo "rank 1 crashed"; exit 3'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="job_script.py writes <phase>.exit's end time with `date +%s` (whole seconds) and "
-    "job_wait.py breaks ties by the lowest rank, so a peer that exits because rank 1 died within "
-    "the same second is named instead of rank 1",
-)
 def test_the_rank_that_crashed_is_named_not_the_peer_it_took_down(tmp_path: Path) -> None:
     nodes = [Node(tmp_path / "n0"), Node(tmp_path / "n1")]
     peer_exit = tmp_path / "n1" / JOB / "command.exit"
