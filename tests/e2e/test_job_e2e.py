@@ -33,7 +33,7 @@ from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_api import RunWatcher
 from scripts.airflow_stack import AirflowStack, wait_until
 from tests.e2e.conftest import CRASHED_TASKS_RETRY, ON_KILL_AIRFLOW
-from tests.e2e.pods import make_ready
+from tests.e2e.pods import make_ready, timestamp
 from tests.e2e.test_pod_lifecycle_e2e import (
     STEP_TIMEOUT,
     assert_none_billing,
@@ -224,6 +224,18 @@ def only(found: Counter[Line], label: str) -> Counter[Line]:
     return Counter({key: n for key, n in found.items() if key[1] == label})
 
 
+def trigger_fired_at(stack: AirflowStack, watcher: RunWatcher, try_number: int = 1) -> float:
+    """When the task's trigger fired its event (epoch seconds), from the log's timestamps."""
+    entries = stack.api.task_log_entries(watcher.dag_id, watcher.run_id, TRAIN, try_number)
+    fired = [
+        entry["timestamp"]
+        for entry in entries
+        if isinstance(entry, dict) and str(entry.get("event", "")).startswith("Trigger fired event")
+    ]
+    assert fired, "the trigger fired no event"
+    return timestamp(fired[-1]).timestamp()
+
+
 def job_id_in(log: str) -> str:
     match = re.search(r"Job (\S+) on \d+ node\(s\)", log)
     assert match, f"the job id is not in the log:\n{log[-3000:]}"
@@ -284,9 +296,9 @@ def test_a_failing_rank_fails_the_task_at_once_kills_the_others_and_the_teardown
         f"  {job.mark('failed')}",
         "  exit 3",
         "fi",
+        job.publish_dir,
         f"trap '{job.mark('killed')}; exit 143' TERM",
         'echo "rank 0 waits on the collective"',
-        f"{job.mark('waiting')}",
         "sleep 600 & wait",
     )
     watcher = run_job(airflow_stack, TEARDOWN, command)
@@ -295,7 +307,8 @@ def test_a_failing_rank_fails_the_task_at_once_kills_the_others_and_the_teardown
     pods.append(pod_id)
     make_ready(e2e_simulator, pod_id, 2)
     wait_deferred(airflow_stack, watcher, TRAIN)
-    job.wait_marked("waiting", (0,))
+    # The trigger polls (its first poll waits SETTLE_AFTER_DEFERRAL, 5 s, after the deferral).
+    job.wait_delivered("rank 0 waits on the collective", (0,))
     job.open()
     finished(watcher, airflow_stack)
 
@@ -306,8 +319,8 @@ def test_a_failing_rank_fails_the_task_at_once_kills_the_others_and_the_teardown
     assert failed_at is not None
     assert killed_at is not None, "rank 0 was not killed by TERM"
     # Rank 0 is killed by the wait that saw rank 1 fail: within one poll (and its round trips).
-    assert killed_at - failed_at < POLL_INTERVAL + POLL_SLACK, killed_at - failed_at
     log = task_log(airflow_stack, watcher)
+    assert killed_at - failed_at < POLL_INTERVAL + POLL_SLACK, (killed_at - failed_at, log[-3000:])
     host = node_stats(e2e_simulator, pod_id)[1]["host"]
     assert re.search(
         rf"failed on node 1 \({pod_id} node 2, [^)]*{re.escape(host)}[^)]*\): it exited with code 3", log
@@ -466,21 +479,23 @@ def test_a_pod_deleted_under_a_running_job_fails_the_task_at_once_naming_its_sta
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess, pods: list[str], job: Job
 ) -> None:
     pod_id = add_ready_pod(e2e_simulator, pods)
-    command = script(job.mark("started"), "sleep 600")
+    command = script(job.publish_dir, 'echo "started"', "sleep 600")
     watcher = run_job(airflow_stack, DEFERRED, command, [pod_id])
     wait_deferred(airflow_stack, watcher, TRAIN)
-    job.wait_marked("started")
-    deleted_at = time.monotonic()
+    job.wait_delivered("started")  # the trigger polls
+    deleted_at = time.time()
     delete_pods(e2e_simulator, [pod_id])
     finished(watcher, airflow_stack)
-    took = time.monotonic() - deleted_at
+    took = time.time() - deleted_at
 
     assert watcher.state == "failed"
     log = task_log(airflow_stack, watcher)
     assert re.search(rf"A pod under the job failed while it ran: .*{pod_id}.*(DELETING|TERMINATED)", log), (
         log[-3000:]
     )
-    assert took < 30, took  # one poll, then Airflow resumes the task to fail it (no SSH grace of 60 s)
+    # The trigger sees it on its next poll (the shared status poller's answer)...
+    assert trigger_fired_at(airflow_stack, watcher) - deleted_at < POLL_INTERVAL + POLL_SLACK
+    assert took < 30, took  # ...then Airflow resumes the task to fail it (no SSH grace of 60 s)
 
 
 def test_a_job_flooding_its_output_logs_the_capped_amount_and_counts_what_it_skipped(
