@@ -444,6 +444,14 @@ def test_a_deferred_job_marked_failed(
         )
         assert time.monotonic() - marked_at < ON_KILL_TIMEOUT + POLL_SLACK
         assert billing(e2e_simulator, [pod_id]) == [pod_id]  # killed by the job's kill, not a delete
+        wait_until(
+            lambda: (
+                "Killed the job's processes on node(s) 0, 1 (the task was stopped)"
+                in task_log(airflow_stack, watcher)
+            ),
+            STEP_TIMEOUT,
+            "the trigger's on_kill to say it killed the job",
+        )
         return
     assert processes_alive(e2e_simulator, [pod_id]) > 0
     job.open()
