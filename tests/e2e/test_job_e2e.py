@@ -179,8 +179,9 @@ def job(tmp_path: Path) -> Job:
     return Job(tmp_path)
 
 
-def lines_of(rank_var: str, label: str, first: int, last: int) -> str:
-    return f'for i in $(seq {first} {last}); do echo "{label} $i of rank {rank_var}"; done'
+def lines_of(label: str, first: int, last: int) -> str:
+    """Bash printing ``<label> <i> of rank <rank>`` for i from ``first`` to ``last``."""
+    return f'for i in $(seq {first} {last}); do echo "{label} $i of rank $PRIME_NODE_RANK"; done'
 
 
 def script(*parts: str) -> str:
@@ -242,9 +243,9 @@ def job_id_in(log: str) -> str:
     return match.group(1)
 
 
-def finished(watcher: RunWatcher, stack: AirflowStack) -> RunWatcher:
-    watcher.wait(timeout=STEP_TIMEOUT)
-    return watcher
+def finished(watcher: RunWatcher) -> RunWatcher:
+    """Wait for the run to end."""
+    return watcher.wait(timeout=STEP_TIMEOUT)
 
 
 # -- the scenarios -------------------------------------------------------------------------------
@@ -256,9 +257,9 @@ def test_a_two_node_deferred_job_logs_every_line_once_returns_its_result_and_lau
     pod_id = add_ready_pod(e2e_simulator, pods)
     command = script(
         job.publish_dir,
-        lines_of("$PRIME_NODE_RANK", "line", 1, 40),
+        lines_of("line", 1, 40),
         job.gate(),
-        lines_of("$PRIME_NODE_RANK", "line", 41, 80),
+        lines_of("line", 41, 80),
         'if [ "$PRIME_NODE_RANK" = 0 ]; then',
         '  echo "{\\"loss\\": 0.25, \\"nodes\\": $PRIME_NUM_NODES, \\"master\\": \\"$MASTER_ADDR\\"}" '
         '> "$PRIME_RESULT_FILE"',
@@ -268,7 +269,7 @@ def test_a_two_node_deferred_job_logs_every_line_once_returns_its_result_and_lau
     wait_deferred(airflow_stack, watcher, TRAIN)
     job.wait_delivered("line 40 of rank")  # the first half reached the log while deferred
     job.open()
-    finished(watcher, airflow_stack)
+    finished(watcher)
 
     assert watcher.state == "success", (watcher.history, last_try_log(airflow_stack, watcher, TRAIN))
     assert "deferred" in watcher.states(TRAIN)
@@ -310,7 +311,7 @@ def test_a_failing_rank_fails_the_task_at_once_kills_the_others_and_the_teardown
     # The trigger polls (its first poll waits SETTLE_AFTER_DEFERRAL, 5 s, after the deferral).
     job.wait_delivered("rank 0 waits on the collective", (0,))
     job.open()
-    finished(watcher, airflow_stack)
+    finished(watcher)
 
     assert watcher.state == "failed"
     assert watcher.states(TRAIN)[-1] == "failed"
@@ -339,9 +340,9 @@ def test_a_worker_killed_mid_job_leaves_it_running_and_the_retry_adopts_it(
     pod_id = add_ready_pod(e2e_simulator, pods)
     command = script(
         job.publish_dir,
-        lines_of("$PRIME_NODE_RANK", "before", 1, 30),
+        lines_of("before", 1, 30),
         job.gate(),
-        lines_of("$PRIME_NODE_RANK", "after", 1, 30),
+        lines_of("after", 1, 30),
         '[ "$PRIME_NODE_RANK" = 0 ] && echo \'{"adopted": true}\' > "$PRIME_RESULT_FILE"',
         "true",
     )
@@ -369,7 +370,7 @@ def test_a_worker_killed_mid_job_leaves_it_running_and_the_retry_adopts_it(
         "the second try to adopt the job",
     )
     job.open()
-    finished(watcher, airflow_stack)
+    finished(watcher)
 
     assert watcher.state == "success", (watcher.history, last_try_log(airflow_stack, watcher, TRAIN))
     first, second = (
@@ -388,11 +389,11 @@ def test_a_triggerer_restarted_mid_job_loses_and_repeats_no_line_and_the_job_fin
     pod_id = add_ready_pod(e2e_simulator, pods)
     command = script(
         job.publish_dir,
-        lines_of("$PRIME_NODE_RANK", "line", 1, 50),
+        lines_of("line", 1, 50),
         job.gate("first"),
-        lines_of("$PRIME_NODE_RANK", "line", 51, 100),
+        lines_of("line", 51, 100),
         job.gate("second"),
-        lines_of("$PRIME_NODE_RANK", "line", 101, 150),
+        lines_of("line", 101, 150),
     )
     watcher = run_job(airflow_stack, DEFERRED, command, [pod_id])
     wait_deferred(airflow_stack, watcher, TRAIN)
@@ -408,7 +409,7 @@ def test_a_triggerer_restarted_mid_job_loses_and_repeats_no_line_and_the_job_fin
     )
     job.wait_delivered("line 100 of rank")
     job.open("second")
-    finished(watcher, airflow_stack)
+    finished(watcher)
 
     assert watcher.state == "success", (watcher.history, last_try_log(airflow_stack, watcher, TRAIN))
     assert watcher.ti(TRAIN)["try_number"] == 1
@@ -434,7 +435,7 @@ def test_a_deferred_job_marked_failed(
         f"/dags/{DEFERRED}/dagRuns/{watcher.run_id}/taskInstances/{TRAIN}",
         json={"new_state": "failed"},
     )
-    finished(watcher, airflow_stack)
+    finished(watcher)
     assert watcher.state == "failed"
     if ON_KILL_AIRFLOW:
         wait_until(
@@ -469,7 +470,7 @@ def test_execution_timeout_while_deferred_kills_the_job_and_fails_the_task_with_
     watcher = run_job(airflow_stack, TIMEOUT, command, [pod_id])
     wait_deferred(airflow_stack, watcher, TRAIN)
     job.wait_marked("started")
-    finished(watcher, airflow_stack)
+    finished(watcher)
 
     assert watcher.state == "failed"
     assert "deferred" in watcher.states(TRAIN)
@@ -493,7 +494,7 @@ def test_a_pod_deleted_under_a_running_job_fails_the_task_at_once_naming_its_sta
     job.wait_delivered("started")  # the trigger polls
     deleted_at = time.time()
     delete_pods(e2e_simulator, [pod_id])
-    finished(watcher, airflow_stack)
+    finished(watcher)
     took = time.time() - deleted_at
 
     assert watcher.state == "failed"
@@ -515,7 +516,7 @@ def test_a_job_flooding_its_output_logs_the_capped_amount_and_counts_what_it_ski
     watcher = run_job(airflow_stack, DEFERRED, command, [pod_id])
     wait_deferred(airflow_stack, watcher, TRAIN)
     job.open()
-    finished(watcher, airflow_stack)
+    finished(watcher)
 
     assert watcher.state == "success", (watcher.history, last_try_log(airflow_stack, watcher, TRAIN))
     log = task_log(airflow_stack, watcher)
