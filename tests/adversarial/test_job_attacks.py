@@ -1,0 +1,533 @@
+"""Attacks on PrimeRunJobOperator and PrimeJobTrigger (issue 21), over real SSH to the simulator's nodes.
+
+Each ``xfail(strict=True)`` test is a finding: it shows a promise of ``docs/training.md`` broken, and
+its reason names the finding; it passes (and so fails the suite, strictly) the day the finding is
+fixed, when its marker must go. Every other test is an attack that held.
+
+The promises attacked: no remote process is left running when the task has ended (except the
+documented cases); a job another try or trigger legitimately follows is never killed; no log line
+is lost or repeated (beyond one poll's lines when a triggerer dies between logging and recording);
+one launch per node per logical task; no secret in any message, log line, trigger kwargs or XCom;
+every failure names the node or pod and the cause.
+
+"The worker dies" is simulated as SIGKILL is: the try stops at that step and runs nothing more (no
+kill on the way out). Launches are counted twice: by the job's own guard counter and by the job's
+command itself, which appends a line to a file in the node's home (a double launch that the guard
+counter cannot see shows there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeJobError, PrimePodFailedError
+from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.job_nodes import handover_of
+from airflow_provider_prime.job_remote import JobRemote
+from airflow_provider_prime.job_ssh import PrimeNodeUnreachableError
+from airflow_provider_prime.operators.job import PrimeRunJobOperator
+from airflow_provider_prime.testing import PrimeSimulator, Scenario, fixed_pod
+from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
+from airflow_provider_prime.triggers.job import PrimeJobTrigger
+from tests.job.job_harness import (
+    Running,
+    TaskInstance,
+    alive,
+    connect_ssh,
+    context,
+    job_simulator,
+    launches,
+    text,
+    the_job_dir,
+    wait_until,
+)
+from tests.operators.conftest import TaskDeferred
+from tests.simulated import until
+
+POD = "pod-adv"
+#: The pod's handover while it was ready, per simulator (to kill the job after the pod failed).
+READY: dict[int, Any] = {}
+#: Seconds a state that should already hold may take to show in the simulator's statistics.
+SETTLE = 5.0
+
+
+@pytest.fixture
+def sim(
+    prime_simulator_factory: Any,
+    prime_connect: Any,
+    prime_ssh_key: SshKeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[PrimeSimulator]:
+    simulator = job_simulator(
+        prime_simulator_factory, prime_connect, prime_ssh_key, monkeypatch, fixed_pod(POD, nodes=2)
+    )
+    READY[id(simulator)] = handover_of([POD], {s.pod_id: s for s in PrimeHook().get_pods_status([POD])})
+    yield simulator
+    READY.pop(id(simulator), None)
+    if alive(simulator):  # a finding left processes behind: the pod's deletion ends them
+        simulator.delete_pod(POD, deleting_for=0)
+    wait_until(lambda: alive(simulator) == 0, "no process alive on any node")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def job(**kwargs: Any) -> PrimeRunJobOperator:
+    kwargs.setdefault("pod_ids", [POD])
+    kwargs.setdefault("poll_interval", 0.2)
+    kwargs.setdefault("deferrable", False)
+    return PrimeRunJobOperator(task_id=kwargs.pop("task_id", "train"), **kwargs)
+
+
+def home(sim: PrimeSimulator, rank: int) -> Path:
+    """The home directory of node ``rank`` of the pod (on this machine)."""
+    assert sim.ssh_nodes is not None
+    return Path(sim.ssh_nodes.farm.nodes(POD)[rank].home)
+
+
+def job_path(sim: PrimeSimulator, rank: int, name: str = "") -> Path:
+    return home(sim, rank) / the_job_dir() / name
+
+
+def marks(sim: PrimeSimulator, name: str) -> list[int]:
+    """How many lines each node's ``~/<name>`` holds (the job's commands append one per run)."""
+    counts = []
+    for rank in (0, 1):
+        path = home(sim, rank) / name
+        counts.append(len(path.read_text().splitlines()) if path.exists() else 0)
+    return counts
+
+
+def settles(condition: Callable[[], object], within: float = SETTLE) -> bool:
+    """Whether ``condition`` holds within ``within`` seconds (a bound, not a timing)."""
+    end = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def kill_everything(sim: PrimeSimulator) -> None:
+    """Kill the job on every node, as a stopped task does (what is not the job's, the pod's
+    deletion in the fixture ends)."""
+    operator = job(command="true", pod_ids=None, pods=READY[id(sim)])
+    operator._kill_now(operator._find_job(context()), 10.0, "the test ends")
+
+
+def node_lines(logs: list[dict[str, Any]], rank: int, prefix: str = "") -> list[str]:
+    head = f"[node {rank}] {prefix}"
+    return [line[len(f"[node {rank}] ") :] for line in text(logs) if line.startswith(head)]
+
+
+async def first_event(trigger: PrimeJobTrigger) -> dict[str, Any]:
+    async for event in trigger.run():
+        return dict(event.payload)
+    raise AssertionError("no event")
+
+
+def deferred_kwargs(command: str, **kwargs: Any) -> tuple[PrimeRunJobOperator, dict[str, Any]]:
+    operator = job(command=command, deferrable=True, **kwargs)
+    with pytest.raises(TaskDeferred) as raised:
+        operator.execute(context())
+    _, trigger_kwargs = raised.value.trigger.serialize()
+    return operator, {**trigger_kwargs, "not_before": None}
+
+
+class WorkerDied(BaseException):
+    """The worker is SIGKILLed here: nothing of the task runs after it."""
+
+
+def sigkilled(operator: PrimeRunJobOperator) -> PrimeRunJobOperator:
+    """``operator`` as a worker that SIGKILL stops: no kill on the way out (none can run)."""
+    operator._kill_now = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    return operator
+
+
+# --- the worker dies at every step, and the retry finishes the job -----------------------------
+
+GATED = (
+    'echo "start $NODE_RANK" >> "$HOME/command-ran"; echo "start $NODE_RANK"; '
+    'while [ ! -f "$HOME/go" ]; do sleep 0.05; done; echo "end $NODE_RANK"'
+)
+SETUP = 'echo "setup $NODE_RANK" >> "$HOME/setup-ran"; echo "setup $NODE_RANK"'
+
+
+def _die_after_probe(real: Any) -> Any:
+    async def probe(self: JobRemote) -> Any:
+        await real.probe(self)
+        raise WorkerDied("after the probe")
+
+    return {"probe": probe}
+
+
+def _die_in_launch(phase: str, ranks: tuple[int, ...]) -> Callable[[Any], Any]:
+    """Launch ``phase`` on ``ranks`` only, then die (``()``: die before launching ``phase``)."""
+
+    def patch(real: Any) -> Any:
+        async def launch(self: JobRemote, name: str, text: str, envs: Any, expect: Any, **kw: Any) -> Any:
+            if name != phase:
+                return await real.launch(self, name, text, envs, expect, **kw)
+            some = {r: c for r, c in expect.items() if r in ranks}
+            if some:
+                await real.launch(self, name, text, envs, some, **kw)
+            raise WorkerDied(f"after launching {phase} on {ranks}")
+
+        return {"launch": launch}
+
+    return patch
+
+
+@pytest.mark.parametrize(
+    "dies",
+    [
+        pytest.param(_die_after_probe, id="after-probe"),
+        pytest.param(_die_in_launch("setup", (0,)), id="setup-on-node-0-only"),
+        pytest.param(_die_in_launch("command", ()), id="between-setup-and-command"),
+        pytest.param(_die_in_launch("command", (0,)), id="command-on-node-0-only"),
+        pytest.param(_die_in_launch("command", (0, 1)), id="after-launch-before-defer"),
+    ],
+)
+def test_a_retry_after_the_worker_died_at_any_step_runs_each_phase_once_per_node(
+    sim: PrimeSimulator,
+    prime_ssh_key: SshKeyPair,
+    logs: list[dict[str, Any]],
+    dies: Callable[[Any], dict[str, Any]],
+) -> None:
+    class Real:
+        probe = JobRemote.probe
+        launch = JobRemote.launch
+
+    with pytest.MonkeyPatch.context() as patched, pytest.raises(WorkerDied):
+        for name, replacement in dies(Real).items():
+            patched.setattr(JobRemote, name, replacement)
+        sigkilled(job(command=GATED, setup=SETUP)).execute(context())
+    retry = Running(lambda: job(command=GATED, setup=SETUP).execute(context(TaskInstance(try_number=2))))
+    wait_until(lambda: marks(sim, "command-ran") == [1, 1], "the command runs on both nodes")
+    for rank in (0, 1):
+        (home(sim, rank) / "go").touch()
+    result = retry.join()
+    assert retry.error is None, retry.error
+    assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
+    assert launches(sim, POD, prime_ssh_key, "setup") == [1, 1]
+    assert launches(sim, POD, prime_ssh_key, "command") == [1, 1]
+    assert marks(sim, "setup-ran") == [1, 1]
+    assert marks(sim, "command-ran") == [1, 1]
+    for rank in (0, 1):
+        assert node_lines(logs, rank, "start") == [f"start {rank}"]
+        assert node_lines(logs, rank, "end") == [f"end {rank}"]
+    assert alive(sim) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F7 (low): a retry relaunches the command on a node where it already exited 0 when another "
+        "node never launched it (the worker died between the two launches of a short command): the "
+        "plan treats 'succeeded on some, never launched on others' as 'launch everywhere'"
+    ),
+)
+def test_a_retry_does_not_run_the_command_again_where_it_already_succeeded(
+    sim: PrimeSimulator, prime_ssh_key: SshKeyPair
+) -> None:
+    command = 'echo "ran $NODE_RANK" >> "$HOME/command-ran"; echo "ran $NODE_RANK"'
+
+    class Real:
+        launch = JobRemote.launch
+
+    with pytest.MonkeyPatch.context() as patched, pytest.raises(WorkerDied):
+        patched.setattr(JobRemote, "launch", _die_in_launch("command", (0,))(Real)["launch"])
+        sigkilled(job(command=command)).execute(context())
+    wait_until(lambda: (job_path(sim, 0, "command.exit")).exists(), "node 0's command exits 0")
+    result = job(command=command).execute(context(TaskInstance(try_number=2)))
+    assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
+    assert marks(sim, "command-ran") == [1, 1]  # node 0 ran its part twice
+    assert launches(sim, POD, prime_ssh_key) == [1, 1]
+
+
+# --- SIGTERM while the job starts --------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F1 (high): on_kill (SIGTERM: the task marked failed, a worker shutdown) while the try probes "
+        "kills nothing (nothing runs yet), and Airflow's task runner then returns to execute(), which "
+        "launches the job on every node; SIGKILL follows 5 s later and the job runs on with no task"
+    ),
+)
+def test_sigterm_while_the_try_probes_launches_nothing(
+    sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = job(command='echo "ran" >> "$HOME/command-ran"; sleep 1000', deferrable=True)
+    real_probe = JobRemote.probe
+
+    async def probe_then_sigterm(self: JobRemote) -> Any:
+        probes = await real_probe(self)
+        operator.on_kill()  # what Airflow's SIGTERM handler calls, in the middle of execute()
+        return probes
+
+    monkeypatch.setattr(JobRemote, "probe", probe_then_sigterm)
+    try:
+        with pytest.raises(BaseException) as ended:  # noqa: PT011
+            operator.execute(context())
+        monkeypatch.setattr(JobRemote, "probe", real_probe)
+        assert not isinstance(ended.value, TaskDeferred), "the killed task launched the job and deferred"
+        assert marks(sim, "command-ran") == [0, 0]
+        assert alive(sim) == 0
+    finally:
+        monkeypatch.setattr(JobRemote, "probe", real_probe)
+        kill_everything(sim)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F1 (high), in the worker: on_kill while the try launches kills what ran so far, then the "
+        "launch goes on (the setup barrier included) and the command starts after the task was killed"
+    ),
+)
+def test_sigterm_between_setup_and_command_launches_no_command(
+    sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = job(command='echo "ran" >> "$HOME/command-ran"; sleep 1000', setup="echo set up", timeout=20)
+    real_launch = JobRemote.launch
+    after_kill: list[Any] = []
+
+    async def launch(self: JobRemote, name: str, text: str, envs: Any, expect: Any, **kw: Any) -> Any:
+        if name != "command":
+            return await real_launch(self, name, text, envs, expect, **kw)
+        operator.on_kill()  # SIGTERM lands once the setup succeeded everywhere
+        launched = await real_launch(self, name, text, envs, expect, **kw)
+        after_kill.append(sorted(rank for rank, probe in launched.items() if "launched" in probe.action))
+        return launched
+
+    monkeypatch.setattr(JobRemote, "launch", launch)
+    running = Running(lambda: operator.execute(context()))
+    try:
+        wait_until(lambda: after_kill or not running.thread.is_alive(), "the try launches or ends")
+        assert after_kill in ([], [[]]), f"the command was launched on {after_kill} after on_kill"
+    finally:
+        kill_everything(sim)
+        running.join()
+        monkeypatch.setattr(JobRemote, "launch", real_launch)
+
+
+# --- two tries at once -------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F2 (high): the launch guard is not atomic: two tries that probe at once both read launches=0, "
+        "both pass the check and both launch, on every node; the counter says 1, and the first "
+        "launch's process group is orphaned (command.pid names the second), so no kill of the job "
+        "ever reaches it"
+    ),
+)
+def test_two_tries_racing_launch_once_per_node(
+    sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tries of one task instance run at once (a worker Airflow took for dead still runs while
+    the retry starts): both probe before either launches. Three task instances race, each once."""
+    command = 'echo "ran $NODE_RANK" >> "$HOME/ran-$PRIME_JOB_ID"; sleep 1000'
+    real_probe = JobRemote.probe
+    barrier = threading.Barrier(2, timeout=30)
+
+    async def probe(self: JobRemote) -> Any:
+        probes = await real_probe(self)
+        await asyncio.to_thread(barrier.wait)  # both tries have probed: both see nothing launched
+        return probes
+
+    monkeypatch.setattr(JobRemote, "probe", probe)
+
+    def one_try(task_id: str, n: int, ended: list[BaseException]) -> None:
+        try:
+            operator = job(task_id=task_id, command=command, deferrable=True)
+            operator.execute(context(TaskInstance(task_id=task_id, try_number=n)))
+        except BaseException as exc:  # noqa: BLE001  (TaskDeferred is the expected end)
+            ended.append(exc)
+
+    ran: dict[str, list[int]] = {}
+    try:
+        for task_id in ("race-a", "race-b", "race-c"):
+            ended: list[BaseException] = []
+            threads = [threading.Thread(target=one_try, args=(task_id, n, ended)) for n in (1, 2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert all(isinstance(end, TaskDeferred) for end in ended), ended
+            ident = next(iter(ended)).trigger.serialize()[1]["job_dir"].rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+            ran[task_id] = marks(sim, f"ran-{ident}")
+    finally:
+        monkeypatch.setattr(JobRemote, "probe", real_probe)
+        for task_id in ("race-a", "race-b", "race-c"):
+            operator = job(task_id=task_id, command="true", pod_ids=None, pods=READY[id(sim)])
+            ti = TaskInstance(task_id=task_id)
+            operator._kill_now(operator._find_job(context(ti)), 10.0, "the test ends")
+    assert ran == dict.fromkeys(ran, [1, 1]), f"runs of the command per node: {ran}"
+    assert settles(lambda: alive(sim) == 0), "a process group of the job survived its kill"
+
+
+# --- a node dies, hangs, drops -----------------------------------------------------------------
+
+
+def _run_until_node_1_dies(sim: PrimeSimulator, logs: list[dict[str, Any]]) -> BaseException | None:
+    running = Running(lambda: job(command="echo up; sleep 1000").execute(context()))
+    wait_until(lambda: {"[node 0] up", "[node 1] up"} <= set(text(logs)), "the job runs on both nodes")
+    sim.kill_node(POD, rank=1)  # node 1 dies: SSH drops, its processes die, the pod goes ERROR
+    running.join()
+    return running.error
+
+
+def test_a_node_that_dies_mid_job_fails_the_task_naming_the_pod_and_its_state(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    error = _run_until_node_1_dies(sim, logs)
+    assert isinstance(error, PrimePodFailedError), error
+    assert POD in str(error)
+    assert "ERROR" in str(error)
+    kill_everything(sim)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F3 (medium): when one node of a multi-node pod dies (the pod goes ERROR), the task fails but "
+        "the live nodes of that pod are not killed (JobWait._pods spares every rank of a failed pod "
+        "as 'cannot be killed'): rank 0 waits on its collective until the pod is deleted"
+    ),
+)
+def test_a_node_that_dies_mid_job_leaves_no_process_on_the_live_nodes(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    _run_until_node_1_dies(sim, logs)
+    assert settles(lambda: alive(sim) == 0), f"{alive(sim)} process(es) of the job still run on node 0"
+
+
+def test_a_node_unreachable_past_the_grace_fails_the_task_naming_it_and_kills_the_others(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    assert sim.ssh_nodes is not None
+    running = Running(lambda: job(command="echo up; sleep 1000", unreachable_grace=1.0).execute(context()))
+    wait_until(lambda: {"[node 0] up", "[node 1] up"} <= set(text(logs)), "the job runs on both nodes")
+    sim.ssh_nodes.farm.refuse(POD, 1)  # SSH drops and is refused; the processes run on
+    running.join()
+    assert isinstance(running.error, PrimeJobError), running.error
+    message = str(running.error)
+    assert "node 1 (pod-adv node 2" in message
+    assert "has not answered over SSH" in message
+    lines = text(logs)
+    assert any("Could not kill the job on node 1" in line and "teardown" in line for line in lines)
+    assert any("Killed the job's processes on node(s) 0" in line for line in lines)
+    sim.ssh_nodes.farm.serve(POD, 1)  # the documented case: node 1's job runs on until the teardown
+    kill_everything(sim)
+
+
+def test_ssh_dropping_mid_job_loses_and_repeats_no_line(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    assert sim.ssh_nodes is not None
+    command = (
+        'for i in 1 2 3 4 5; do echo "line $i"; done; while [ ! -f "$HOME/go" ]; do sleep 0.05; done; '
+        "seq -f 'line %g' 6 10"
+    )
+    running = Running(lambda: job(command=command).execute(context()))
+    wait_until(lambda: len(node_lines(logs, 1, "line")) == 5, "node 1's first lines are logged")
+    sim.ssh_nodes.farm.refuse(POD, 1)  # sessions dropped, mid-poll or between polls
+    wait_until(
+        lambda: any("unreachable" in line for line in text(logs))
+        or sim.stats.nodes.pods[POD][1].connections_open == 0,  # type: ignore[union-attr]
+        "node 1 is cut off",
+    )
+    for rank in (0, 1):
+        (home(sim, rank) / "go").touch()
+    sim.ssh_nodes.farm.serve(POD, 1)
+    running.join()
+    assert running.error is None, running.error
+    for rank in (0, 1):
+        assert node_lines(logs, rank, "line") == [f"line {i}" for i in range(1, 11)]
+
+
+def test_a_node_that_accepts_tcp_and_never_answers_fails_the_try_naming_it(
+    sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    extra = {"key_file": str(prime_ssh_key.private_key_file), "conn_timeout": 1}
+    monkeypatch.setenv("AIRFLOW_CONN_SSH_DEFAULT", json.dumps({"conn_type": "ssh", "extra": extra}))
+    handover = handover_of([POD], {s.pod_id: s for s in PrimeHook().get_pods_status([POD])})
+    host, port = listener.getsockname()
+    handover[POD]["nodes"][1] = {**handover[POD]["nodes"][1], "host": host, "port": port}
+    try:
+        with pytest.raises(PrimeNodeUnreachableError) as failed:
+            job(pod_ids=None, pods=handover, command="echo ran >> $HOME/command-ran").execute(context())
+    finally:
+        stop.set()
+        acceptor.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert f"node 1 (pod-adv node 2, root@{host}:{port})" in str(failed.value)
+    assert "no SSH handshake within 1 s" in str(failed.value)
+    assert marks(sim, "command-ran") == [0, 0]
+
+
+# --- what the phases leave behind --------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F4 (medium): a process the command left in its group that ignores SIGTERM survives the end "
+        "of the phase: the runner sends TERM only (never KILL), and on success nothing else kills "
+        "the group, so the task succeeds with the process still running on the node"
+    ),
+)
+def test_a_process_left_behind_that_ignores_term_does_not_outlive_the_task(sim: PrimeSimulator) -> None:
+    command = "(trap '' TERM; exec sleep 1000) & echo done"
+    result = job(command=command).execute(context())
+    assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
+    assert settles(lambda: alive(sim) == 0), f"{alive(sim)} process(es) outlived the task"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F4 (medium), on failure: the failing node's own leftovers that ignore SIGTERM survive; the "
+        "wait kills only the nodes that had not ended"
+    ),
+)
+def test_a_failing_nodes_leftovers_that_ignore_term_are_killed(sim: PrimeSimulator) -> None:
+    command = "(trap '' TERM; exec sleep 1000) & exit 3"
+    with pytest.raises(PrimeJobError, match="code 3"):
+        job(command=command).execute(context())
+    assert settles(lambda: alive(sim) == 0), f"{alive(sim)} process(es) outlived the task"
