@@ -531,3 +531,254 @@ def test_a_failing_nodes_leftovers_that_ignore_term_are_killed(sim: PrimeSimulat
     with pytest.raises(PrimeJobError, match="code 3"):
         job(command=command).execute(context())
     assert settles(lambda: alive(sim) == 0), f"{alive(sim)} process(es) outlived the task"
+
+
+# --- garbled nodes -----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F5 (medium): a node's refusal (here: the job directory cannot be created, ~/.prime-jobs is a "
+        "file) fails the task with 'The job's script on the node refused: ...', naming neither the "
+        "node nor its pod: parse_probe's PrimeJobError is raised as it is by JobRemote.launch/probe"
+    ),
+)
+def test_a_node_that_cannot_hold_the_job_directory_is_named(sim: PrimeSimulator) -> None:
+    (home(sim, 1) / ".prime-jobs").write_text("not a directory\n")
+    with pytest.raises(PrimeJobError) as failed:
+        job(command="echo never").execute(context())
+    message = str(failed.value)
+    assert "cannot create the job directory" in message
+    assert "node 1" in message and POD in message, message
+
+
+def test_a_noisy_bashrc_that_ends_its_lines_does_not_disturb_the_job(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    for rank in (0, 1):
+        (home(sim, rank) / ".bashrc").write_text(
+            'echo "Welcome to node $HOSTNAME"\necho "prime-job v0 (not the header)" >&2\ncd /tmp\n'
+        )
+        (home(sim, rank) / ".profile").write_text('echo "profile says hi"\n')
+    command = 'echo "rank $NODE_RANK in $PWD"; echo \'{"ok": true}\' > "$PRIME_RESULT_FILE"'
+    result = job(command=command).execute(context())
+    assert result["result"] == {"ok": True}
+    for rank in (0, 1):
+        assert node_lines(logs, rank, "rank") == [f"rank {rank} in {job_path(sim, rank)}".rstrip("/")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F6 (low): a .bashrc that prints without a final newline (a banner, a 'conda activate' "
+        "message) glues its text to the scripts' header line, and every answer of the node is "
+        "refused as 'not a job report': the job cannot run there"
+    ),
+)
+def test_a_bashrc_printing_without_a_newline_does_not_break_the_job(sim: PrimeSimulator) -> None:
+    (home(sim, 1) / ".bashrc").write_text("printf '(base) '\n")
+    result = job(command="echo ok").execute(context())
+    assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F6 (low): a .bashrc line starting with 'read ' is taken for the poll's read marker "
+        "(parse_poll finds the first b'\\nread ' of the whole answer, before the header): every poll "
+        "of the node fails and the job is failed after unreachable_grace as 'has not answered over SSH'"
+    ),
+)
+def test_a_bashrc_line_starting_with_read_does_not_break_the_poll(sim: PrimeSimulator) -> None:
+    (home(sim, 1) / ".bashrc").write_text('echo "Welcome"\necho "read the notes in ~/README"\n')
+    result = job(command="echo ok", unreachable_grace=2.0).execute(context())
+    assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F8 (low): a job directory deleted under a running job fails the task (naming the node: that "
+        "held) but the node's processes run on: the kill finds no pid file there, and nothing else "
+        "looks for the job's processes"
+    ),
+)
+def test_a_job_directory_deleted_mid_job_leaves_no_process(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    running = Running(lambda: job(command="echo up; sleep 1000").execute(context()))
+    wait_until(lambda: {"[node 0] up", "[node 1] up"} <= set(text(logs)), "the job runs on both nodes")
+    shutil.rmtree(job_path(sim, 1))
+    running.join()
+    assert isinstance(running.error, PrimeJobError)
+    assert "The job's directory is gone from node 1" in str(running.error)  # held
+    assert settles(lambda: alive(sim) == 0), f"{alive(sim)} process(es) of the job still run on node 1"
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        pytest.param("head -c 2097152 /dev/zero | tr '\\0' 1 > result.json", "more than the limit", id="huge"),
+        pytest.param("printf 'loss: 0.3\\n' > result.json", "not JSON", id="not-json"),
+        pytest.param("ln -sf /dev/zero result.json", None, id="symlink-to-a-device"),
+        pytest.param("printf '\\377\\376{' > result.json", "not JSON", id="binary"),
+        pytest.param("mkfifo result.json", None, id="fifo"),
+    ],
+)
+def test_an_unusable_result_file_gives_null_and_says_why(
+    sim: PrimeSimulator, logs: list[dict[str, Any]], make: str, problem: str | None
+) -> None:
+    command = f'if [ "$NODE_RANK" = 0 ]; then cd "$PRIME_JOB_DIR" && {make}; fi; echo done'
+    result = job(command=command).execute(context())
+    assert result["result"] is None
+    assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
+    if problem is not None:
+        assert any("result is not returned" in line and problem in line for line in text(logs))
+
+
+# --- the log -----------------------------------------------------------------------------------
+
+
+def test_binary_and_invalid_utf8_output_is_logged_readably(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    command = (
+        r"printf 'bad \377\376 bytes\n'; printf 'nul \000 here\n'; printf 'progress 1\rprogress 2\r\n'; "
+        r"printf 'no newline at the end'"
+    )
+    job(command=command).execute(context())
+    for rank in (0, 1):
+        assert node_lines(logs, rank) == [
+            "bad \ufffd\ufffd bytes",
+            "nul \x00 here",
+            "progress 2",
+            "no newline at the end",
+        ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F9 (low): a 10 MB line without a newline is skipped with no note: read_lines drops a cut "
+        "line that has no newline yet without counting it, so the task log shows an empty line where "
+        "10 MB were, and no 'skipped ... the whole log is at' line"
+    ),
+)
+def test_a_10_mb_line_without_a_newline_is_counted_as_skipped(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    size = 10 * 1024 * 1024
+    command = (
+        f"head -c {size} /dev/zero | tr '\\0' x; touch \"$HOME/written\"; "
+        'while [ ! -f "$HOME/go" ]; do sleep 0.05; done; echo; echo after'
+    )
+    running = Running(lambda: job(command=command).execute(context()))
+
+    def read_past_it(rank: int) -> bool:
+        delivered = job_path(sim, rank, "delivered")
+        return delivered.exists() and int(delivered.read_text() or 0) >= size
+
+    wait_until(lambda: read_past_it(0) and read_past_it(1), "the long line was read and recorded")
+    for rank in (0, 1):
+        (home(sim, rank) / "go").touch()
+    running.join()
+    assert running.error is None, running.error
+    for rank in (0, 1):
+        assert node_lines(logs, rank)[-1] == "after"
+        assert any(line.startswith("skipped ") for line in node_lines(logs, rank)), node_lines(logs, rank)
+
+
+async def test_a_trigger_cancelled_after_a_poll_answered_and_before_logging_it_loses_no_line(
+    sim: PrimeSimulator, logs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = (
+        "seq -f 'line %g' 1 5; while [ ! -f \"$HOME/go\" ]; do sleep 0.05; done; seq -f 'line %g' 6 10; "
+        'while [ ! -f "$HOME/go2" ]; do sleep 0.05; done'
+    )
+    _, kwargs = await asyncio.to_thread(deferred_kwargs, command)
+    real_poll = JobRemote.poll
+    held: list[Any] = []
+
+    async def poll(self: JobRemote, offsets: Any, until: float) -> Any:
+        answer = await real_poll(self, offsets, until)
+        if (home(sim, 0) / "go").exists() and any(
+            not isinstance(a, BaseException) and a.chunk is not None and b"line 10" in a.chunk.data
+            for a in answer.values()
+        ):
+            held.append(answer)
+            await asyncio.Event().wait()  # the triggerer stops here: the answer is never logged
+        return answer
+
+    monkeypatch.setattr(JobRemote, "poll", poll)
+    first = asyncio.ensure_future(first_event(PrimeJobTrigger(**kwargs)))
+    await until(lambda: all(len(node_lines(logs, r, "line")) == 5 for r in (0, 1)), timeout=30)
+    for rank in (0, 1):
+        (home(sim, rank) / "go").touch()
+    await until(lambda: held, timeout=30)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    monkeypatch.setattr(JobRemote, "poll", real_poll)
+    for rank in (0, 1):
+        (home(sim, rank) / "go2").touch()
+    event = await first_event(PrimeJobTrigger(**kwargs))
+    assert event["status"] == "done"
+    for rank in (0, 1):
+        assert node_lines(logs, rank, "line") == [f"line {i}" for i in range(1, 11)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F10 (low/medium): two copies of one trigger following the job at once (a triggerer failover "
+        "while the old triggerer still runs: Airflow allows it) each log every line: the poll reads "
+        "from the copy's own offset, never after what the node records as delivered"
+    ),
+)
+async def test_two_copies_of_a_trigger_log_each_line_once(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    command = "seq -f 'line %g' 1 5; while [ ! -f \"$HOME/go\" ]; do sleep 0.05; done; seq -f 'line %g' 6 10"
+    _, kwargs = await asyncio.to_thread(deferred_kwargs, command)
+    copies = [asyncio.ensure_future(first_event(PrimeJobTrigger(**kwargs))) for _ in range(2)]
+    await until(lambda: all(len(node_lines(logs, r, "line")) >= 5 for r in (0, 1)), timeout=30)
+    for rank in (0, 1):
+        (home(sim, rank) / "go").touch()
+    events = await asyncio.gather(*copies)
+    assert [event["status"] for event in events] == ["done", "done"]
+    for rank in (0, 1):
+        lines = node_lines(logs, rank, "line")
+        assert sorted(set(lines)) == sorted(f"line {i}" for i in range(1, 11))
+        assert len(lines) <= 10 + 5, f"node {rank}: {len(lines)} lines for 10"  # one poll's repeats at most
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F11 (low): after output.log is truncated (logrotate copytruncate, a user's ': > output.log'), "
+        "the node's 'delivered' mark stays past the new end, and the next reader (a restarted trigger, "
+        "an adopting retry) starts at min(delivered, size): the new lines below the old mark are lost"
+    ),
+)
+async def test_a_truncated_log_then_a_restarted_trigger_loses_no_new_line(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    command = (
+        "for i in 1 2 3 4 5; do echo \"line $i $(printf '%100s' | tr ' ' x)\"; done; "
+        'while [ ! -f "$HOME/go" ]; do sleep 0.05; done; seq -f \'short %g\' 6 10'
+    )
+    _, kwargs = await asyncio.to_thread(deferred_kwargs, command)
+    first = asyncio.ensure_future(first_event(PrimeJobTrigger(**kwargs)))
+    await until(lambda: all(len(node_lines(logs, r, "line")) == 5 for r in (0, 1)), timeout=30)
+    first.cancel()  # the triggerer restarts: the offsets are recorded on the nodes
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    for rank in (0, 1):
+        os.truncate(job_path(sim, rank, "output.log"), 0)
+        (home(sim, rank) / "go").touch()
+    await until(lambda: all(job_path(sim, r, "command.exit").exists() for r in (0, 1)), timeout=30)
+    event = await first_event(PrimeJobTrigger(**kwargs))
+    assert event["status"] == "done"
+    for rank in (0, 1):
+        assert node_lines(logs, rank, "short") == [f"short {i}" for i in range(6, 11)]
