@@ -992,3 +992,24 @@ def test_a_retry_that_finds_the_job_done_logs_the_lines_no_try_delivered(
     assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
     for rank in (0, 1):
         assert node_lines(logs, rank, "final") == [f"final loss {rank}"]
+
+
+def test_a_working_dir_with_spaces_and_quotes_is_used_as_given(
+    sim: PrimeSimulator, logs: list[dict[str, Any]]
+) -> None:
+    job(command='echo "in $PWD"', working_dir="work dir/it's $(here)").execute(context())
+    for rank in (0, 1):
+        assert node_lines(logs, rank, "in") == [f"in {home(sim, rank)}/work dir/it's $(here)"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F14 (low): an env value holding a NUL byte is not refused: bash drops the NUL when it reads "
+        "the launch script, so the node gets another value than the one given ('x\\0y' becomes 'xy'), "
+        "silently; a NUL cannot be in an environment variable, so user_env should refuse it"
+    ),
+)
+def test_an_env_value_with_a_nul_byte_is_refused_before_anything_runs(sim: PrimeSimulator) -> None:
+    with pytest.raises(PrimeConfigError, match="NUL"):
+        job(command='echo "[$A]"', env={"A": "x\x00y"}).execute(context())
