@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_prime import events
-from airflow_provider_prime.exceptions import PrimeJobFailedError
+from airflow_provider_prime.exceptions import PrimeJobError, PrimeJobFailedError
 from airflow_provider_prime.job_nodes import JobNode
 from airflow_provider_prime.job_script import (
     REMOTE_COMMAND,
@@ -86,10 +86,19 @@ class PodsView(Protocol):
 class JobRemote:
     """The job's scripts on its nodes. Every method runs on all the nodes it is given at once."""
 
-    def __init__(self, nodes: Sequence[JobNode], links: NodeRunner, scripts: Scripts) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[JobNode],
+        links: NodeRunner,
+        scripts: Scripts,
+        *,
+        stopped: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.nodes = {node.rank: node for node in nodes}
         self.links = links
         self.scripts = scripts
+        #: Why the task was killed, once it was (``on_kill``): nothing is launched after that.
+        self.stopped = stopped
 
     async def _run(self, rank: int, script: str, timeout: float = SCRIPT_TIMEOUT) -> bytes:
         return await self.links.run(self.nodes[rank], script, timeout=timeout)
@@ -134,8 +143,19 @@ class JobRemote:
             )
             return parse_probe(await self._run(rank, script))
 
+        self._refuse_if_stopped(phase)
         answers = await self._each(sorted(expect), one)
+        if self.stopped():  # the kill came while launching: what it missed is killed now
+            ran = [r for r, a in answers.items() if isinstance(a, Probe) and "launched" in a.action]
+            if ran:
+                await self.kill(ran)
+            self._refuse_if_stopped(phase)
         return {rank: _raise_or(answer) for rank, answer in answers.items()}
+
+    def _refuse_if_stopped(self, phase: str) -> None:
+        why = self.stopped()
+        if why:
+            raise PrimeJobError(f"Not launching the job's {phase}: {why}")
 
     async def kill(
         self, ranks: Sequence[int], *, timeout: float = SCRIPT_TIMEOUT

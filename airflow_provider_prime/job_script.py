@@ -225,6 +225,22 @@ def _check_phase(phase: str) -> None:
         raise ValueError(f"not a phase: {phase!r} (one of {', '.join(PHASES)})")
 
 
+# Two launches of one phase at once (two tries racing, a launch re-sent while the first still runs)
+# must not both read "launched N times" and both launch: the check and the launch hold a lock. flock
+# (util-linux, like setsid) releases it when the script ends, however it ends; without flock, a
+# directory is the lock, taken over after 15 s so a launch that died holding it blocks no one forever.
+_LOCK = r"""if command -v flock >/dev/null 2>&1; then
+  exec 9>"$phase.lock" && flock 9
+else
+  i=0
+  until mkdir "$phase.lockdir" 2>/dev/null; do
+    i=$((i + 1)); [ $i -ge 300 ] && break; sleep 0.05
+  done
+  trap 'rmdir "$phase.lockdir" 2>/dev/null' EXIT
+fi
+"""
+
+
 def env_file(env: Mapping[str, str]) -> str:
     """The env file: one ``export NAME='value'`` line per variable."""
     return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
@@ -257,6 +273,7 @@ def launch_script(
         + f"{{ echo {q(_ERROR + _NO_SETSID)}; exit 0; }}\n"
         + _FUNCTIONS
         + f"phase={q(phase)}\nworkdir={workdir}\n"
+        + _LOCK
         + 'prime_state "$phase"\n'
         + 'if [ "$S" = running ]; then action=running\n'
         + f'elif [ {expect} -ge 0 ] && [ "$LAUNCHES" != {expect} ]; then action=changed\n'
@@ -269,7 +286,8 @@ def launch_script(
         + '  echo $((LAUNCHES + 1)) > "$phase.launches"\n'
         + f"  touch {LOG_FILE}\n"
         + f'  wc -c < {LOG_FILE} | tr -d " " > "$phase.log_start"\n'
-        + f'  setsid nohup bash runner.sh "$phase" "$workdir" < /dev/null >> {LOG_FILE} 2>&1 &\n'
+        # 9>&-: the phase must not inherit the launch lock, or it would hold it for its whole life.
+        + f'  setsid nohup bash runner.sh "$phase" "$workdir" < /dev/null >> {LOG_FILE} 2>&1 9>&- &\n'
         + '  i=0\n  while [ ! -s "$phase.pid" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done\n'
         + "  action=launched\n"
         + "fi\n"

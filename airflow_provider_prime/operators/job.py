@@ -201,6 +201,8 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
         self._job: _Job | None = None
         #: The job's processes are known dead or killed (the phase ended, or a kill ran): no other kill.
         self._ended = False
+        #: Why the task was killed (``on_kill``): set first, so no launch follows it.
+        self._killed: str | None = None
 
     # --- Airflow's entry points ----------------------------------------------------------------
 
@@ -261,6 +263,9 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
     def on_kill(self) -> None:
         """SIGTERM or ``execution_timeout`` in the worker: kill the job's processes on every node,
         within :data:`ON_KILL_BUDGET` (on its own event loop: the task's may be mid-step)."""
+        # First: whatever this try was about to launch is not launched (Airflow's SIGTERM handler
+        # returns into execute(), and SIGKILL comes seconds later).
+        self._killed = self._killed or "the task was killed (SIGTERM or execution_timeout)"
         job = self._job
         if job is not None and not self._ended:
             self._kill_now(job, ON_KILL_BUDGET, "the task was killed")
@@ -324,7 +329,7 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
 
     def _remote(self, job: _Job, links: Any, grace: float | None = None) -> JobRemote:
         scripts = Scripts(job.dir, cap=self.log_cap, grace=self.kill_grace if grace is None else grace)
-        return JobRemote(job.nodes, links, scripts)
+        return JobRemote(job.nodes, links, scripts, stopped=lambda: self._killed)
 
     async def _start(self, job: _Job, envs: Mapping[int, Mapping[str, str]]) -> _Next:
         """Probe, plan, kill and launch; then follow the phase here, or say what to defer for."""

@@ -271,14 +271,6 @@ def test_a_retry_does_not_run_the_command_again_where_it_already_succeeded(
 # --- SIGTERM while the job starts --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F1 (high): on_kill (SIGTERM: the task marked failed, a worker shutdown) while the try probes "
-        "kills nothing (nothing runs yet), and Airflow's task runner then returns to execute(), which "
-        "launches the job on every node; SIGKILL follows 5 s later and the job runs on with no task"
-    ),
-)
 def test_sigterm_while_the_try_probes_launches_nothing(
     sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,13 +295,6 @@ def test_sigterm_while_the_try_probes_launches_nothing(
         kill_everything(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F1 (high), in the worker: on_kill while the try launches kills what ran so far, then the "
-        "launch goes on (the setup barrier included) and the command starts after the task was killed"
-    ),
-)
 def test_sigterm_between_setup_and_command_launches_no_command(
     sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,15 +324,6 @@ def test_sigterm_between_setup_and_command_launches_no_command(
 # --- two tries at once -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F2 (high): the launch guard is not atomic: two tries that probe at once both read launches=0, "
-        "both pass the check and both launch, on every node; the counter says 1, and the first "
-        "launch's process group is orphaned (command.pid names the second), so no kill of the job "
-        "ever reaches it"
-    ),
-)
 def test_two_tries_racing_launch_once_per_node(
     sim: PrimeSimulator, prime_ssh_key: SshKeyPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
