@@ -390,14 +390,6 @@ def test_a_node_that_dies_mid_job_fails_the_task_naming_the_pod_and_its_state(
     kill_everything(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F3 (medium): when one node of a multi-node pod dies (the pod goes ERROR), the task fails but "
-        "the live nodes of that pod are not killed (JobWait._pods spares every rank of a failed pod "
-        "as 'cannot be killed'): rank 0 waits on its collective until the pod is deleted"
-    ),
-)
 def test_a_node_that_dies_mid_job_leaves_no_process_on_the_live_nodes(
     sim: PrimeSimulator, logs: list[dict[str, Any]]
 ) -> None:
@@ -492,14 +484,6 @@ def test_a_node_that_accepts_tcp_and_never_answers_fails_the_try_naming_it(
 # --- what the phases leave behind --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F4 (medium): a process the command left in its group that ignores SIGTERM survives the end "
-        "of the phase: the runner sends TERM only (never KILL), and on success nothing else kills "
-        "the group, so the task succeeds with the process still running on the node"
-    ),
-)
 def test_a_process_left_behind_that_ignores_term_does_not_outlive_the_task(sim: PrimeSimulator) -> None:
     command = "(trap '' TERM; exec sleep 1000) & echo done"
     result = job(command=command).execute(context())
@@ -507,13 +491,6 @@ def test_a_process_left_behind_that_ignores_term_does_not_outlive_the_task(sim: 
     assert settles(lambda: alive(sim) == 0), f"{alive(sim)} process(es) outlived the task"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F4 (medium), on failure: the failing node's own leftovers that ignore SIGTERM survive; the "
-        "wait kills only the nodes that had not ended"
-    ),
-)
 def test_a_failing_nodes_leftovers_that_ignore_term_are_killed(sim: PrimeSimulator) -> None:
     command = "(trap '' TERM; exec sleep 1000) & exit 3"
     with pytest.raises(PrimeJobError, match="code 3"):
