@@ -103,6 +103,15 @@ class JobRemote:
     async def _run(self, rank: int, script: str, timeout: float = SCRIPT_TIMEOUT) -> bytes:
         return await self.links.run(self.nodes[rank], script, timeout=timeout)
 
+    async def _probe(self, rank: int, script: str, timeout: float = SCRIPT_TIMEOUT) -> Probe:
+        """Run a script that reports the job (:func:`.job_script.parse_probe`); a refusal or an
+        unreadable answer names the node."""
+        output = await self._run(rank, script, timeout)
+        try:
+            return parse_probe(output)
+        except PrimeJobError as exc:
+            raise PrimeJobError(f"{self.nodes[rank].label}: {exc}") from exc
+
     async def _each(
         self, ranks: Sequence[int], call: Callable[[int], Awaitable[Any]]
     ) -> dict[int, Any | BaseException]:
@@ -116,7 +125,7 @@ class JobRemote:
         """Every node's probe, in rank order; the first node that cannot be probed raises."""
 
         async def one(rank: int) -> Probe:
-            return parse_probe(await self._run(rank, self.scripts.probe()))
+            return await self._probe(rank, self.scripts.probe())
 
         answers = await self._each(sorted(self.nodes), one)
         return [_raise_or(answers[rank]) for rank in sorted(self.nodes)]
@@ -141,7 +150,7 @@ class JobRemote:
                 expect_launches=expect[rank],
                 working_dir=working_dir,
             )
-            return parse_probe(await self._run(rank, script))
+            return await self._probe(rank, script)
 
         self._refuse_if_stopped(phase)
         answers = await self._each(sorted(expect), one)
@@ -163,7 +172,7 @@ class JobRemote:
         """Kill the job's process groups on ``ranks``; never raises (each node's error is returned)."""
 
         async def one(rank: int) -> Probe:
-            return parse_probe(await self._run(rank, self.scripts.kill(), timeout))
+            return await self._probe(rank, self.scripts.kill(), timeout)
 
         return await self._each(sorted(ranks), one)
 

@@ -51,7 +51,6 @@ from airflow_provider_prime.job_wait import (
     DEFAULT_MAX_LINES,
     DEFAULT_UNREACHABLE_GRACE,
     JobWait,
-    NodeResult,
 )
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.operators._arguments import env_values, seconds
@@ -339,20 +338,11 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
             plan = plan_launch(probes, if_running=self.if_running, has_setup=self.setup is not None)
             self.log.info("Job %s: %s", job.id, plan.reason)
             if plan.kind is PlanKind.DONE:
-                read = await remote.result()
-                if read.problem:
-                    self.log.warning("Rank 0's result is not returned: %s", read.problem)
-                nodes = [
-                    NodeResult(
-                        n.rank,
-                        n.host,
-                        probes[n.rank].phase("command").exit_code,
-                        probes[n.rank].phase("command").seconds,
-                    )
-                    for n in job.nodes
-                ]
-                xcom = {"nodes": [node.to_dict() for node in nodes], "result": read.value}
-                return _Next(JobEnd("done", plan.reason, xcom))
+                # Launch nothing, but show what no try delivered to the log yet (a worker killed
+                # before it followed the job), then return the result: here, it takes one poll.
+                offsets = {n.rank: probes[n.rank].resume_offset("command") for n in job.nodes}
+                ranks = tuple(n.rank for n in job.nodes)
+                return _Next(await self._follow(job, links, _Next(ranks=ranks, offsets=offsets)))
             if plan.kill:
                 report_kill(await remote.kill(plan.kill), remote, self.log, "restarting it")
             launched: dict[int, Probe] = {}

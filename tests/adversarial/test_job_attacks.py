@@ -501,14 +501,6 @@ def test_a_failing_nodes_leftovers_that_ignore_term_are_killed(sim: PrimeSimulat
 # --- garbled nodes -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F5 (medium): a node's refusal (here: the job directory cannot be created, ~/.prime-jobs is a "
-        "file) fails the task with 'The job's script on the node refused: ...', naming neither the "
-        "node nor its pod: parse_probe's PrimeJobError is raised as it is by JobRemote.launch/probe"
-    ),
-)
 def test_a_node_that_cannot_hold_the_job_directory_is_named(sim: PrimeSimulator) -> None:
     (home(sim, 1) / ".prime-jobs").write_text("not a directory\n")
     with pytest.raises(PrimeJobError) as failed:
@@ -917,14 +909,6 @@ def probes_of(sim: PrimeSimulator, key: SshKeyPair) -> list[Any]:
     return probes(sim, POD, key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F13 (medium): a retry that finds the job already succeeded returns its result but logs none "
-        "of the output no try delivered (the worker died before following it; with the default "
-        "retry_delay of 5 min a short job is done by then): those lines never reach the task log"
-    ),
-)
 def test_a_retry_that_finds_the_job_done_logs_the_lines_no_try_delivered(
     sim: PrimeSimulator, logs: list[dict[str, Any]]
 ) -> None:
