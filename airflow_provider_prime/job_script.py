@@ -525,14 +525,18 @@ def _text(output: bytes | str) -> str:
 
 
 def _header_lines(text: str) -> list[str]:
-    lines = text.splitlines()
-    errors = [line[len(_ERROR) :] for line in lines if line.startswith(_ERROR)]
+    """The report's lines after the header. Whatever a login file printed before it is ignored,
+    even with no newline of its own (a banner glued to the header)."""
+    errors = [line.partition(_ERROR)[2] for line in text.splitlines() if _ERROR in line]
     if errors:
         raise PrimeJobError(f"The job's script on the node refused: {'; '.join(errors)}")
-    if HEADER not in lines:
+    at = text.find(HEADER + "\n")
+    if at < 0 and text.rstrip("\n").endswith(HEADER):
+        at = len(text.rstrip("\n")) - len(HEADER)
+    if at < 0:
         shown = text.strip()[:300]
         raise PrimeJobError(f"The node's answer is not a job report (is bash installed?): {shown!r}")
-    return lines[lines.index(HEADER) + 1 :]
+    return text[at + len(HEADER) :].splitlines()[1:]
 
 
 def parse_probe(output: bytes | str) -> Probe:
@@ -585,7 +589,8 @@ def parse_probe(output: bytes | str) -> Probe:
 
 def parse_poll(output: bytes) -> Poll:
     """Read :func:`poll_script`'s output: the probe, then the raw log bytes after the ``read`` line."""
-    marker = output.find(b"\nread ")
+    header = output.find(HEADER.encode())  # a login file's line "read ..." before it is not the marker
+    marker = output.find(b"\nread ", max(header, 0))
     if marker < 0:
         return Poll(parse_probe(output))  # an absent job directory: nothing to read
     end = output.find(b"\n", marker + 1)

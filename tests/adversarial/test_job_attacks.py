@@ -526,28 +526,12 @@ def test_a_noisy_bashrc_that_ends_its_lines_does_not_disturb_the_job(
         assert node_lines(logs, rank, "rank") == [f"rank {rank} in {job_path(sim, rank)}".rstrip("/")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F6 (low): a .bashrc that prints without a final newline (a banner, a 'conda activate' "
-        "message) glues its text to the scripts' header line, and every answer of the node is "
-        "refused as 'not a job report': the job cannot run there"
-    ),
-)
 def test_a_bashrc_printing_without_a_newline_does_not_break_the_job(sim: PrimeSimulator) -> None:
     (home(sim, 1) / ".bashrc").write_text("printf '(base) '\n")
     result = job(command="echo ok").execute(context())
     assert [n["exit_code"] for n in result["nodes"]] == [0, 0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F6 (low): a .bashrc line starting with 'read ' is taken for the poll's read marker "
-        "(parse_poll finds the first b'\\nread ' of the whole answer, before the header): every poll "
-        "of the node fails and the job is failed after unreachable_grace as 'has not answered over SSH'"
-    ),
-)
 def test_a_bashrc_line_starting_with_read_does_not_break_the_poll(sim: PrimeSimulator) -> None:
     (home(sim, 1) / ".bashrc").write_text('echo "Welcome"\necho "read the notes in ~/README"\n')
     result = job(command="echo ok", unreachable_grace=2.0).execute(context())
