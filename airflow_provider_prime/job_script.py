@@ -318,6 +318,9 @@ def poll_script(job_dir: str, offset: int, *, cap: int = DEFAULT_LOG_CAP, commit
         + "prime_report\n"
         + f"from={int(offset)} cap={int(cap)}\n"
         + f"size=0\n[ -f {LOG_FILE} ] && size=$(wc -c < {LOG_FILE} | tr -d ' ')\n"
+        # Another reader of the job (a second copy of the trigger during a failover) logged further:
+        # read after it, so no line is logged twice.
+        + 'd=$(prime_read delivered 0)\n[ "$d" -gt "$from" ] && [ "$d" -le "$size" ] && from=$d\n'
         + '[ "$from" -gt "$size" ] && from=$size\n'
         + "avail=$((size - from)) skipped_bytes=0 skipped_lines=0 clean=1\n"
         + 'if [ "$avail" -gt "$cap" ]; then\n'
@@ -457,7 +460,12 @@ class Probe:
     def resume_offset(self, phase: str = "command") -> int:
         """Where a new reader of ``phase``'s output starts: after what already reached Airflow, and
         never before the phase's latest launch (an earlier launch's output is not re-shown)."""
-        return min(max(self.delivered, self.phase(phase).log_start), self.log_size)
+        size = self.log_size
+        # A log truncated under the job (logrotate's copytruncate, ": > output.log") voids the
+        # offsets recorded before: read the new content from its start.
+        delivered = self.delivered if self.delivered <= size else 0
+        launched = self.phase(phase).log_start
+        return min(max(delivered, launched if launched <= size else 0), size)
 
     @property
     def log_path(self) -> str:
@@ -635,8 +643,8 @@ def read_lines(chunk: LogChunk, *, final: bool = False) -> LogLines:
     data, start, skipped = chunk.data, chunk.start, chunk.skipped_lines
     if chunk.skipped_bytes and not chunk.clean:
         cut = data.find(b"\n")
-        if cut < 0:
-            return LogLines((), start + len(data), skipped)
+        if cut < 0:  # all of it is the cut line, which the count must show
+            return LogLines((), start + len(data), skipped + 1)
         data, start, skipped = data[cut + 1 :], start + cut + 1, skipped + 1
     last = data.rfind(b"\n")
     complete, rest = data[: last + 1], data[last + 1 :]
