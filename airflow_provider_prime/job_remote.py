@@ -283,11 +283,18 @@ async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, lo
     return JobEnd("timeout", wait.timeout_message())
 
 
-def report_kill(results: Mapping[int, Probe | BaseException], remote: JobRemote, log: Log, why: str) -> bool:
-    """Log what a kill did on each node; whether it reached every node."""
+def report_kill(
+    results: Mapping[int, Probe | BaseException],
+    remote: JobRemote,
+    log: Log,
+    why: str,
+    *,
+    quiet: bool = False,
+) -> bool:
+    """Log what a kill did on each node (``quiet``: only where it failed); whether it reached every node."""
     failed = {rank: answer for rank, answer in results.items() if isinstance(answer, BaseException)}
     done = sorted(rank for rank in results if rank not in failed)
-    if done:
+    if done and not quiet:
         log.info("Killed the job's processes on node(s) %s (%s)", ", ".join(map(str, done)), why)
     for rank, error in failed.items():
         log.error(
