@@ -273,7 +273,7 @@ async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, lo
         if read.problem:
             log.warning("Rank 0's result is not returned: %s", read.problem)
         # A sweep: what the command left running in its groups that ignored the runner's TERM.
-        await remote.kill(sorted(wait.nodes))
+        report_kill(await remote.kill(sorted(wait.nodes)), remote, log, "the job succeeded", quiet=True)
         return JobEnd("done", f"The job succeeded on {nodes} node(s)", step.xcom(read.value))
     if step is not None and step.outcome is JobOutcome.FAILED:
         if step.kill:
