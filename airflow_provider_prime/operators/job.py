@@ -53,7 +53,7 @@ from airflow_provider_prime.job_wait import (
     JobWait,
 )
 from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.operators._arguments import env_values, seconds
+from airflow_provider_prime.operators._arguments import seconds
 from airflow_provider_prime.operators._masking import MasksRenderedSecrets
 from airflow_provider_prime.pod_ids import pod_ids_from
 from airflow_provider_prime.triggers.job import DEFAULT_JOB_POLL_INTERVAL, PrimeJobTrigger, log_step
@@ -206,8 +206,9 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
     # --- Airflow's entry points ----------------------------------------------------------------
 
     def secrets(self) -> Iterable[str]:
-        """The ``env`` values (masked in the rendered fields and the task log)."""
-        return env_values(self.env)
+        """The ``env`` values, as the nodes get them (masked in the rendered fields and the task log)."""
+        env = self.env if isinstance(self.env, Mapping) else {}
+        return [str(value) for value in env.values() if value is not None and str(value)]
 
     def execute(self, context: Context) -> Any:
         self.mask_secrets()
