@@ -16,7 +16,9 @@
     │   └── PrimeTransientError       waiting may help: 408, 429, 5xx outlasting the retries
     │       └── PrimeConnectionError  no answer at all: DNS, refused, reset, timed out
     ├── PrimeNoOfferError             no GPU offer matches what was asked (lists the nearest ones)
-    └── PrimePodFailedError           a pod can never become ready (also AirflowFailException)
+    ├── PrimePodFailedError           a pod can never become ready (also AirflowFailException)
+    └── PrimeJobError                 a node's side of a job is unusable (no setsid, a garbled answer)
+        └── PrimeJobFailedError       the job failed on a node (its exit code, killed, lost, unreachable)
 
 Whether waiting can help follows from the class alone: a wait keeps going on a
 :class:`PrimeTransientError` and stops on anything else (:func:`is_transient`). Every message is

@@ -89,7 +89,10 @@ def user_env(env: Mapping[str, object] | None) -> dict[str, str]:
             )
         if value is None:
             raise PrimeConfigError(f"env: {name} is None; give it a value or leave it out")
-        checked[name] = value if isinstance(value, str) else str(value)
+        text = value if isinstance(value, str) else str(value)
+        if "\0" in text:  # bash drops it: the node would get another value than the one given
+            raise PrimeConfigError(f"env: {name} holds a NUL byte, which no environment variable can")
+        checked[name] = text
     return checked
 
 

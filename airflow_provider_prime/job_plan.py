@@ -8,8 +8,9 @@ A try of the task (the first, a retry, a re-run of the same try) probes every no
 * the command **runs** (on every node, or has finished with 0 on some):
   ``if_running="adopt"`` (the default) waits for it without launching anything;
   ``"restart"`` kills it everywhere and starts over, setup included;
-* it runs on some nodes and **never started** on others (a try died while launching): launch the
-  missing nodes only (their setup first); the rendezvous of the running ranks is waiting for them;
+* it runs (or succeeded) on some nodes and **never started** on others (a try died while
+  launching): launch the missing nodes only (their setup first); the rendezvous of the running
+  ranks is waiting for them, and a node where it succeeded does not run it twice;
 * it runs on some nodes and **failed** on another (non-zero, killed, lost): the job is broken;
   kill it everywhere and launch it again everywhere (a collective never recovers a lost rank);
 * otherwise (never launched, or failed): launch it again on every node, after setup.
@@ -121,6 +122,18 @@ def plan_launch(probes: Sequence[Probe], *, if_running: str = "adopt", has_setup
             "launching it there",
             setup={r: setup[r].launches for r in needs_setup if setup[r].state is not PhaseState.RUNNING},
             wait_setup=tuple(needs_setup),
+            command={r: command[r].launches for r in absent},
+        )
+    absent = [r for r in ranks if command[r].state is PhaseState.ABSENT]
+    if succeeded and len(succeeded) + len(absent) == len(probes):
+        # A try died between the launches of a short command: it ended well where it ran, and runs
+        # where it never started; not again where it succeeded.
+        return LaunchPlan(
+            PlanKind.COMPLETE,
+            f"the job succeeded on node(s) {_ranks(succeeded)} and was never launched on node(s) "
+            f"{_ranks(absent)}: launching it there",
+            setup={r: setup[r].launches for r in absent if has_setup and not setup[r].succeeded},
+            wait_setup=tuple(r for r in absent if has_setup and not setup[r].succeeded),
             command={r: command[r].launches for r in absent},
         )
     never = all(c.state is PhaseState.ABSENT for c in command)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_prime import events
-from airflow_provider_prime.exceptions import PrimeJobFailedError
+from airflow_provider_prime.exceptions import PrimeJobError, PrimeJobFailedError
 from airflow_provider_prime.job_nodes import JobNode
 from airflow_provider_prime.job_script import (
     REMOTE_COMMAND,
@@ -86,13 +86,31 @@ class PodsView(Protocol):
 class JobRemote:
     """The job's scripts on its nodes. Every method runs on all the nodes it is given at once."""
 
-    def __init__(self, nodes: Sequence[JobNode], links: NodeRunner, scripts: Scripts) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[JobNode],
+        links: NodeRunner,
+        scripts: Scripts,
+        *,
+        stopped: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.nodes = {node.rank: node for node in nodes}
         self.links = links
         self.scripts = scripts
+        #: Why the task was killed, once it was (``on_kill``): nothing is launched after that.
+        self.stopped = stopped
 
     async def _run(self, rank: int, script: str, timeout: float = SCRIPT_TIMEOUT) -> bytes:
         return await self.links.run(self.nodes[rank], script, timeout=timeout)
+
+    async def _probe(self, rank: int, script: str, timeout: float = SCRIPT_TIMEOUT) -> Probe:
+        """Run a script that reports the job (:func:`.job_script.parse_probe`); a refusal or an
+        unreadable answer names the node."""
+        output = await self._run(rank, script, timeout)
+        try:
+            return parse_probe(output)
+        except PrimeJobError as exc:
+            raise PrimeJobError(f"{self.nodes[rank].label}: {exc}") from exc
 
     async def _each(
         self, ranks: Sequence[int], call: Callable[[int], Awaitable[Any]]
@@ -107,7 +125,7 @@ class JobRemote:
         """Every node's probe, in rank order; the first node that cannot be probed raises."""
 
         async def one(rank: int) -> Probe:
-            return parse_probe(await self._run(rank, self.scripts.probe()))
+            return await self._probe(rank, self.scripts.probe())
 
         answers = await self._each(sorted(self.nodes), one)
         return [_raise_or(answers[rank]) for rank in sorted(self.nodes)]
@@ -132,10 +150,21 @@ class JobRemote:
                 expect_launches=expect[rank],
                 working_dir=working_dir,
             )
-            return parse_probe(await self._run(rank, script))
+            return await self._probe(rank, script)
 
+        self._refuse_if_stopped(phase)
         answers = await self._each(sorted(expect), one)
+        if self.stopped():  # the kill came while launching: what it missed is killed now
+            ran = [r for r, a in answers.items() if isinstance(a, Probe) and "launched" in a.action]
+            if ran:
+                await self.kill(ran)
+            self._refuse_if_stopped(phase)
         return {rank: _raise_or(answer) for rank, answer in answers.items()}
+
+    def _refuse_if_stopped(self, phase: str) -> None:
+        why = self.stopped()
+        if why:
+            raise PrimeJobError(f"Not launching the job's {phase}: {why}")
 
     async def kill(
         self, ranks: Sequence[int], *, timeout: float = SCRIPT_TIMEOUT
@@ -143,7 +172,7 @@ class JobRemote:
         """Kill the job's process groups on ``ranks``; never raises (each node's error is returned)."""
 
         async def one(rank: int) -> Probe:
-            return parse_probe(await self._run(rank, self.scripts.kill(), timeout))
+            return await self._probe(rank, self.scripts.kill(), timeout)
 
         return await self._each(sorted(ranks), one)
 
@@ -243,6 +272,8 @@ async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, lo
         read = await remote.result()
         if read.problem:
             log.warning("Rank 0's result is not returned: %s", read.problem)
+        # A sweep: what the command left running in its groups that ignored the runner's TERM.
+        report_kill(await remote.kill(sorted(wait.nodes)), remote, log, "the job succeeded", quiet=True)
         return JobEnd("done", f"The job succeeded on {nodes} node(s)", step.xcom(read.value))
     if step is not None and step.outcome is JobOutcome.FAILED:
         if step.kill:
@@ -252,11 +283,18 @@ async def conclude(ending: Ending[JobStep], wait: JobWait, remote: JobRemote, lo
     return JobEnd("timeout", wait.timeout_message())
 
 
-def report_kill(results: Mapping[int, Probe | BaseException], remote: JobRemote, log: Log, why: str) -> bool:
-    """Log what a kill did on each node; whether it reached every node."""
+def report_kill(
+    results: Mapping[int, Probe | BaseException],
+    remote: JobRemote,
+    log: Log,
+    why: str,
+    *,
+    quiet: bool = False,
+) -> bool:
+    """Log what a kill did on each node (``quiet``: only where it failed); whether it reached every node."""
     failed = {rank: answer for rank, answer in results.items() if isinstance(answer, BaseException)}
     done = sorted(rank for rank in results if rank not in failed)
-    if done:
+    if done and not quiet:
         log.info("Killed the job's processes on node(s) %s (%s)", ", ".join(map(str, done)), why)
     for rank, error in failed.items():
         log.error(

@@ -189,9 +189,12 @@ set --
 . "$PRIME_JOB_DIR/$__prime_phase.sh"
 ' "$PWD" "$2" "$phase"
 rc=$?
+ended=${EPOCHREALTIME:-}
+ended=${ended/,/.}
+[ -n "$ended" ] || ended=$(date +%s)
 trap '' TERM
 kill -TERM -- "-$$" 2>/dev/null
-printf '%s %s\n' "$rc" "$(date +%s)" > "$phase.exit.tmp" && mv -f "$phase.exit.tmp" "$phase.exit"
+printf '%s %s\n' "$rc" "$ended" > "$phase.exit.tmp" && mv -f "$phase.exit.tmp" "$phase.exit"
 """.replace("__RESULT__", RESULT_FILE_NAME)
 
 
@@ -220,6 +223,22 @@ def _enter(job_dir: str, *, create: bool) -> str:
 def _check_phase(phase: str) -> None:
     if phase not in PHASES:
         raise ValueError(f"not a phase: {phase!r} (one of {', '.join(PHASES)})")
+
+
+# Two launches of one phase at once (two tries racing, a launch re-sent while the first still runs)
+# must not both read "launched N times" and both launch: the check and the launch hold a lock. flock
+# (util-linux, like setsid) releases it when the script ends, however it ends; without flock, a
+# directory is the lock, taken over after 15 s so a launch that died holding it blocks no one forever.
+_LOCK = r"""if command -v flock >/dev/null 2>&1; then
+  exec 9>"$phase.lock" && flock 9
+else
+  i=0
+  until mkdir "$phase.lockdir" 2>/dev/null; do
+    i=$((i + 1)); [ $i -ge 300 ] && break; sleep 0.05
+  done
+  trap 'rmdir "$phase.lockdir" 2>/dev/null' EXIT
+fi
+"""
 
 
 def env_file(env: Mapping[str, str]) -> str:
@@ -254,6 +273,7 @@ def launch_script(
         + f"{{ echo {q(_ERROR + _NO_SETSID)}; exit 0; }}\n"
         + _FUNCTIONS
         + f"phase={q(phase)}\nworkdir={workdir}\n"
+        + _LOCK
         + 'prime_state "$phase"\n'
         + 'if [ "$S" = running ]; then action=running\n'
         + f'elif [ {expect} -ge 0 ] && [ "$LAUNCHES" != {expect} ]; then action=changed\n'
@@ -266,7 +286,8 @@ def launch_script(
         + '  echo $((LAUNCHES + 1)) > "$phase.launches"\n'
         + f"  touch {LOG_FILE}\n"
         + f'  wc -c < {LOG_FILE} | tr -d " " > "$phase.log_start"\n'
-        + f'  setsid nohup bash runner.sh "$phase" "$workdir" < /dev/null >> {LOG_FILE} 2>&1 &\n'
+        # 9>&-: the phase must not inherit the launch lock, or it would hold it for its whole life.
+        + f'  setsid nohup bash runner.sh "$phase" "$workdir" < /dev/null >> {LOG_FILE} 2>&1 9>&- &\n'
         + '  i=0\n  while [ ! -s "$phase.pid" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done\n'
         + "  action=launched\n"
         + "fi\n"
@@ -297,6 +318,9 @@ def poll_script(job_dir: str, offset: int, *, cap: int = DEFAULT_LOG_CAP, commit
         + "prime_report\n"
         + f"from={int(offset)} cap={int(cap)}\n"
         + f"size=0\n[ -f {LOG_FILE} ] && size=$(wc -c < {LOG_FILE} | tr -d ' ')\n"
+        # Another reader of the job (a second copy of the trigger during a failover) logged further:
+        # read after it, so no line is logged twice.
+        + 'd=$(prime_read delivered 0)\n[ "$d" -gt "$from" ] && [ "$d" -le "$size" ] && from=$d\n'
         + '[ "$from" -gt "$size" ] && from=$size\n'
         + "avail=$((size - from)) skipped_bytes=0 skipped_lines=0 clean=1\n"
         + 'if [ "$avail" -gt "$cap" ]; then\n'
@@ -399,6 +423,9 @@ class Phase:
     ended: int | None = None
     launches: int = 0
     log_start: int = 0
+    #: When the phase ended, to the microsecond where the node's bash has ``EPOCHREALTIME`` (5.0+):
+    #: which rank failed first is told by it, and a peer that lost its rank ends milliseconds later.
+    ended_at: float | None = None
 
     @property
     def seconds(self) -> int | None:
@@ -433,7 +460,12 @@ class Probe:
     def resume_offset(self, phase: str = "command") -> int:
         """Where a new reader of ``phase``'s output starts: after what already reached Airflow, and
         never before the phase's latest launch (an earlier launch's output is not re-shown)."""
-        return min(max(self.delivered, self.phase(phase).log_start), self.log_size)
+        size = self.log_size
+        # A log truncated under the job (logrotate's copytruncate, ": > output.log") voids the
+        # offsets recorded before: read the new content from its start.
+        delivered = self.delivered if self.delivered <= size else 0
+        launched = self.phase(phase).log_start
+        return min(max(delivered, launched if launched <= size else 0), size)
 
     @property
     def log_path(self) -> str:
@@ -491,19 +523,28 @@ def _number(text: str | None) -> int | None:
     return int(text) if text is not None and re.fullmatch(r"-?\d+", text) else None
 
 
+def _moment(text: str | None) -> float | None:
+    """An epoch second as the node wrote it: whole (``date +%s``) or with a fraction (``EPOCHREALTIME``)."""
+    return float(text) if text is not None and re.fullmatch(r"-?\d+(\.\d+)?", text) else None
+
+
 def _text(output: bytes | str) -> str:
     return output.decode("utf-8", "replace") if isinstance(output, bytes) else output
 
 
 def _header_lines(text: str) -> list[str]:
-    lines = text.splitlines()
-    errors = [line[len(_ERROR) :] for line in lines if line.startswith(_ERROR)]
+    """The report's lines after the header. Whatever a login file printed before it is ignored,
+    even with no newline of its own (a banner glued to the header)."""
+    errors = [line.partition(_ERROR)[2] for line in text.splitlines() if _ERROR in line]
     if errors:
         raise PrimeJobError(f"The job's script on the node refused: {'; '.join(errors)}")
-    if HEADER not in lines:
+    at = text.find(HEADER + "\n")
+    if at < 0 and text.rstrip("\n").endswith(HEADER):
+        at = len(text.rstrip("\n")) - len(HEADER)
+    if at < 0:
         shown = text.strip()[:300]
         raise PrimeJobError(f"The node's answer is not a job report (is bash installed?): {shown!r}")
-    return lines[lines.index(HEADER) + 1 :]
+    return text[at + len(HEADER) :].splitlines()[1:]
 
 
 def parse_probe(output: bytes | str) -> Probe:
@@ -519,6 +560,7 @@ def parse_probe(output: bytes | str) -> Probe:
         match = _PHASE_LINE.fullmatch(line)
         if match:
             values = dict(_FIELDS.findall(match["fields"]))
+            ended = _moment(values.get("ended"))
             try:
                 state = PhaseState(values.get("state", ""))
             except ValueError as exc:
@@ -529,7 +571,8 @@ def parse_probe(output: bytes | str) -> Probe:
                 exit_code=_number(values.get("rc")),
                 pid=_number(values.get("pid")),
                 started=_number(values.get("started")),
-                ended=_number(values.get("ended")),
+                ended=None if ended is None else int(ended),
+                ended_at=ended,
                 launches=_number(values.get("launches")) or 0,
                 log_start=_number(values.get("log_start")) or 0,
             )
@@ -554,7 +597,8 @@ def parse_probe(output: bytes | str) -> Probe:
 
 def parse_poll(output: bytes) -> Poll:
     """Read :func:`poll_script`'s output: the probe, then the raw log bytes after the ``read`` line."""
-    marker = output.find(b"\nread ")
+    header = output.find(HEADER.encode())  # a login file's line "read ..." before it is not the marker
+    marker = output.find(b"\nread ", max(header, 0))
     if marker < 0:
         return Poll(parse_probe(output))  # an absent job directory: nothing to read
     end = output.find(b"\n", marker + 1)
@@ -599,8 +643,8 @@ def read_lines(chunk: LogChunk, *, final: bool = False) -> LogLines:
     data, start, skipped = chunk.data, chunk.start, chunk.skipped_lines
     if chunk.skipped_bytes and not chunk.clean:
         cut = data.find(b"\n")
-        if cut < 0:
-            return LogLines((), start + len(data), skipped)
+        if cut < 0:  # all of it is the cut line, which the count must show
+            return LogLines((), start + len(data), skipped + 1)
         data, start, skipped = data[cut + 1 :], start + cut + 1, skipped + 1
     last = data.rfind(b"\n")
     complete, rest = data[: last + 1], data[last + 1 :]

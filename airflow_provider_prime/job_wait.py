@@ -10,7 +10,8 @@ Rules (see ``docs/training.md``):
 
 * **succeeded**: the phase exited 0 on every node, and each node's output was read to its end.
   The XCom is ``{"nodes": [{rank, host, exit_code, seconds}], "result": ...}`` (:meth:`JobStep.xcom`).
-* **failed** at once, and every other node is killed:
+* **failed** at once, and every node is killed (the others' processes, and what an ended phase left
+  behind that ignores TERM):
   - a node's phase exited non-zero, was killed, or vanished without an exit code (the first one to
     end, by the node's clock, then the lowest rank): the message names its rank, host and exit code,
     with its last lines;
@@ -214,15 +215,16 @@ class JobWait:
             elif not self.drained[rank] and self._ended(rank):
                 again = True
         notes = self._recovered(now) if pods is not None else ()
-        pod_error, spared = self._pods(pods, now)
+        # A failure kills every node: an ended phase may have left processes that ignore TERM in its
+        # group, and a node of a failed pod may still answer (one node of several died).
+        every = tuple(self.nodes)
+        pod_error = self._pods(pods, now)
         if pod_error is not None:
-            kill = tuple(r for r in self.nodes if r not in spared)
-            return JobStep(JobOutcome.FAILED, tuple(lines), notes, kill, pod_error)
+            return JobStep(JobOutcome.FAILED, tuple(lines), notes, every, pod_error)
         if failures:
             first = min(failures, key=lambda f: (f.ended, f.rank))
-            kill = tuple(r for r in self.nodes if not self._ended(r))
             error = PrimeJobFailedError(first.message)
-            return JobStep(JobOutcome.FAILED, tuple(lines), notes, kill, error)
+            return JobStep(JobOutcome.FAILED, tuple(lines), notes, every, error)
         if all(self._ended(r) and self.phases[r].succeeded and self.drained.get(r) for r in self.nodes):
             results = tuple(
                 NodeResult(r, self.nodes[r].host, self.phases[r].exit_code, self.phases[r].seconds)
@@ -269,7 +271,7 @@ class JobWait:
 
     def _judge(self, node: JobNode, poll: Poll, now: float) -> _Failure | None:
         phase = self.phases[node.rank]
-        ended = float(phase.ended) if phase.ended is not None else now
+        ended = phase.ended_at if phase.ended_at is not None else now
         if poll.probe.absent:
             return _Failure(
                 node.rank,
@@ -313,10 +315,10 @@ class JobWait:
             "port is reachable from Airflow",
         )
 
-    def _pods(self, pods: Mapping[str, PodStatus] | None, now: float) -> tuple[Exception | None, set[int]]:
-        """A failure of the pods under the job (and the ranks on them, which cannot be killed)."""
+    def _pods(self, pods: Mapping[str, PodStatus] | None, now: float) -> Exception | None:
+        """A failure of the pods under the job."""
         if pods is None:
-            return None, set()
+            return None
         reasons: list[str] = []
         broken: set[str] = set()
         for pod_id in dict.fromkeys(node.pod_id for node in self.nodes.values()):
@@ -333,10 +335,8 @@ class JobWait:
                 reasons.append(report.line())
                 broken.add(pod_id)
         if not reasons:
-            return None, set()
-        on_them = {r for r, node in self.nodes.items() if node.pod_id in broken}
-        message = f"A pod under the job failed while it ran: {'; '.join(reasons)}"
-        return PrimePodFailedError(message), on_them
+            return None
+        return PrimePodFailedError(f"A pod under the job failed while it ran: {'; '.join(reasons)}")
 
     def _recovered(self, now: float) -> tuple[str, ...]:
         line = self._trouble.answered(now)

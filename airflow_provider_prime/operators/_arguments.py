@@ -1,5 +1,5 @@
 """The operators' arguments read as the values they stand for: durations, whole numbers, prices,
-API timestamps, and the secret values in a pod request that must be masked in logs."""
+flags, API timestamps, and the secret values in a pod request that must be masked in logs."""
 
 from __future__ import annotations
 
@@ -101,3 +101,19 @@ def price(value: object, argument: str) -> float | None:
     if number is None or not math.isfinite(number) or number <= 0:
         raise PrimeConfigError(f"{argument} must be a positive finite number (per hour), not {value!r}")
     return number
+
+
+def flag(value: object, argument: str) -> bool:
+    """A yes/no argument: a bool, or its text from a template (``"True"``, ``"false"``, ``"1"``...).
+
+    Plain ``bool()`` would read the rendered text ``"False"`` as true, so text is read by its
+    meaning, and anything else is a ``PrimeConfigError`` naming the argument.
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise PrimeConfigError(f"{argument} must be true or false, not {value!r}")

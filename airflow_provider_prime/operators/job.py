@@ -51,10 +51,9 @@ from airflow_provider_prime.job_wait import (
     DEFAULT_MAX_LINES,
     DEFAULT_UNREACHABLE_GRACE,
     JobWait,
-    NodeResult,
 )
 from airflow_provider_prime.models import PodStatus
-from airflow_provider_prime.operators._arguments import env_values, seconds
+from airflow_provider_prime.operators._arguments import seconds
 from airflow_provider_prime.operators._masking import MasksRenderedSecrets
 from airflow_provider_prime.pod_ids import pod_ids_from
 from airflow_provider_prime.triggers.job import DEFAULT_JOB_POLL_INTERVAL, PrimeJobTrigger, log_step
@@ -201,12 +200,15 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
         self._job: _Job | None = None
         #: The job's processes are known dead or killed (the phase ended, or a kill ran): no other kill.
         self._ended = False
+        #: Why the task was killed (``on_kill``): set first, so no launch follows it.
+        self._killed: str | None = None
 
     # --- Airflow's entry points ----------------------------------------------------------------
 
     def secrets(self) -> Iterable[str]:
-        """The ``env`` values (masked in the rendered fields and the task log)."""
-        return env_values(self.env)
+        """The ``env`` values, as the nodes get them (masked in the rendered fields and the task log)."""
+        env = self.env if isinstance(self.env, Mapping) else {}
+        return [str(value) for value in env.values() if value is not None and str(value)]
 
     def execute(self, context: Context) -> Any:
         self.mask_secrets()
@@ -261,6 +263,9 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
     def on_kill(self) -> None:
         """SIGTERM or ``execution_timeout`` in the worker: kill the job's processes on every node,
         within :data:`ON_KILL_BUDGET` (on its own event loop: the task's may be mid-step)."""
+        # First: whatever this try was about to launch is not launched (Airflow's SIGTERM handler
+        # returns into execute(), and SIGKILL comes seconds later).
+        self._killed = self._killed or "the task was killed (SIGTERM or execution_timeout)"
         job = self._job
         if job is not None and not self._ended:
             self._kill_now(job, ON_KILL_BUDGET, "the task was killed")
@@ -324,7 +329,7 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
 
     def _remote(self, job: _Job, links: Any, grace: float | None = None) -> JobRemote:
         scripts = Scripts(job.dir, cap=self.log_cap, grace=self.kill_grace if grace is None else grace)
-        return JobRemote(job.nodes, links, scripts)
+        return JobRemote(job.nodes, links, scripts, stopped=lambda: self._killed)
 
     async def _start(self, job: _Job, envs: Mapping[int, Mapping[str, str]]) -> _Next:
         """Probe, plan, kill and launch; then follow the phase here, or say what to defer for."""
@@ -334,20 +339,11 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
             plan = plan_launch(probes, if_running=self.if_running, has_setup=self.setup is not None)
             self.log.info("Job %s: %s", job.id, plan.reason)
             if plan.kind is PlanKind.DONE:
-                read = await remote.result()
-                if read.problem:
-                    self.log.warning("Rank 0's result is not returned: %s", read.problem)
-                nodes = [
-                    NodeResult(
-                        n.rank,
-                        n.host,
-                        probes[n.rank].phase("command").exit_code,
-                        probes[n.rank].phase("command").seconds,
-                    )
-                    for n in job.nodes
-                ]
-                xcom = {"nodes": [node.to_dict() for node in nodes], "result": read.value}
-                return _Next(JobEnd("done", plan.reason, xcom))
+                # Launch nothing, but show what no try delivered to the log yet (a worker killed
+                # before it followed the job), then return the result: here, it takes one poll.
+                offsets = {n.rank: probes[n.rank].resume_offset("command") for n in job.nodes}
+                ranks = tuple(n.rank for n in job.nodes)
+                return _Next(await self._follow(job, links, _Next(ranks=ranks, offsets=offsets)))
             if plan.kill:
                 report_kill(await remote.kill(plan.kill), remote, self.log, "restarting it")
             launched: dict[int, Probe] = {}

@@ -59,6 +59,7 @@ from airflow_provider_prime.models import (
 from airflow_provider_prime.offers import OfferWish, choose_offer
 from airflow_provider_prime.operators._arguments import (
     env_values,
+    flag,
     price,
     request_secrets,
     seconds,
@@ -157,9 +158,10 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
     fields as a dict, e.g. from a template), or an offer chosen from the availability list: by
     ``cloud_id``, or by ``gpu_type`` and ``gpu_count`` plus ``regions``, ``socket``, ``security`` and
     ``max_price``; the cheapest match wins (``multi_node=True`` looks at multi-node offers and gives
-    one pod with several nodes). ``image``, ``disk_size``, ``vcpus``, ``memory``, ``env_vars`` and
-    ``team_id`` complete it (the offer's defaults otherwise). Many pods: dynamic task mapping. The
-    environment's values are masked in Airflow's logs and in its Rendered Template view.
+    one pod with several nodes; templated, like the offer filters). ``image``, ``disk_size``,
+    ``vcpus``, ``memory``, ``env_vars`` and ``team_id`` complete it (the offer's defaults otherwise).
+    Many pods: dynamic task mapping. The environment's values are masked in Airflow's logs and in
+    its Rendered Template view.
 
     **Idempotent.** The pod is named after the task instance and this deployment (``(deployment,
     dag_id, run_id, task_id, map_index)``, see :mod:`.pod_names`) unless ``name`` is given. Before
@@ -202,6 +204,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         "socket",
         "security",
         "max_price",
+        "multi_node",
         "image",
         "disk_size",
         "vcpus",
@@ -773,6 +776,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             for argument in ("gpu_count", "disk_size", "vcpus", "memory"):
                 whole_number(getattr(self, argument), argument)
             price(self.max_price, "max_price")
+            flag(self.multi_node, "multi_node")
 
     def _build_request(self, name: str) -> PodRequest:
         if self.request is not None:
@@ -792,13 +796,13 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             socket=self.socket,
             security=self.security,
             max_price=price(self.max_price, "max_price"),
-            multi_node=self.multi_node,
+            multi_node=flag(self.multi_node, "multi_node"),
         )
         offers = self.hook.list_gpu_offers(
             gpu_type=self.gpu_type,
             gpu_count=gpu_count,
             regions=list(regions) or None,
-            multi_node=self.multi_node,
+            multi_node=flag(self.multi_node, "multi_node"),
         )
         offer = choose_offer(offers, wish)
         return PodRequest.from_offer(

@@ -67,6 +67,10 @@ class FarmStats:
     def launches_per_node(self, pod_id: str) -> list[int]:
         return [node.launches for node in self.pods[pod_id]]
 
+    def job_launches_per_node(self, pod_id: str) -> list[dict[str, int]]:
+        """Per node of the pod, rank order: job id -> launches of that job's command there."""
+        return [dict(node.job_launches) for node in self.pods[pod_id]]
+
 
 class SshNodeFarm:
     """Simulated SSH nodes per pod; sync, thread-safe; serves from its own thread or a given loop."""

@@ -43,8 +43,9 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import asyncssh
 
@@ -56,6 +57,11 @@ DEFAULT_MAX_STARTUPS = 10
 #: How long ``stop()`` lets processes end after SIGTERM before SIGKILL.
 DEFAULT_STOP_GRACE = 2.0
 DEFAULT_USER = "root"
+#: Where a job of :class:`~airflow_provider_prime.operators.job.PrimeRunJobOperator` keeps its
+#: directories on a node, under the node's home (``airflow_provider_prime.job_ids.JOB_ROOT``).
+JOB_ROOT = ".prime-jobs"
+#: The file in a job's directory that counts its command's launches (its launch guard).
+COMMAND_LAUNCHES = "command.launches"
 
 
 class KeyRing:
@@ -158,7 +164,12 @@ class NodeTarget:
 
 @dataclass(frozen=True)
 class NodeStats:
-    """One node's counters: commands launched, its processes alive, SSH connections open."""
+    """One node's counters: commands launched, its processes alive, SSH connections open.
+
+    ``launches`` counts every exec request (a job's polls included); ``job_launches`` is, per job
+    id, how many times the job's command was launched on the node, as the job's own launch guard
+    counts it (:func:`job_launches`): one per logical task, whatever the retries, when adoption works.
+    """
 
     host: str
     port: int
@@ -168,6 +179,32 @@ class NodeStats:
     connections_open: int
     handshakes_dropped: int
     auth_refused: int
+    job_launches: dict[str, int] = field(default_factory=dict)
+
+
+def job_launches(home: str | Path) -> dict[str, int]:
+    """Per job directory under ``home``, its command's launches (``.prime-jobs/<id>/command.launches``).
+
+    A job whose command was never launched (its setup only, or nothing yet) counts 0. A count file
+    caught while the launch script rewrites it (empty, not a number) is left out of this reading.
+    """
+    root = Path(home) / JOB_ROOT
+    counts: dict[str, int] = {}
+    try:
+        jobs = sorted(entry for entry in root.iterdir() if entry.is_dir())
+    except OSError:
+        return counts
+    for job in jobs:
+        try:
+            text = (job / COMMAND_LAUNCHES).read_text().strip()
+        except FileNotFoundError:
+            counts[job.name] = 0
+            continue
+        except OSError:
+            continue
+        if text.isdigit():
+            counts[job.name] = int(text)
+    return counts
 
 
 class _NodeServer(asyncssh.SSHServer):
@@ -247,6 +284,8 @@ class SimulatedNode:
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._options: asyncssh.SSHServerConnectionOptions | None = None
+        #: The job launches read just before the home was removed (the node stopped).
+        self._final_job_launches: dict[str, int] | None = None
 
     # -- what the API reports --------------------------------------------------------------------
 
@@ -278,7 +317,15 @@ class SimulatedNode:
             connections_open=len(self._connections),
             handshakes_dropped=self._handshakes_dropped,
             auth_refused=self._auth_refused,
+            job_launches=self.job_launches(),
         )
+
+    def job_launches(self) -> dict[str, int]:
+        """Per job id, its command's launches on this node (:func:`job_launches` of the home); a
+        stopped node keeps what its home said when it was removed."""
+        if self._final_job_launches is not None:
+            return dict(self._final_job_launches)
+        return job_launches(self.home)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -333,6 +380,7 @@ class SimulatedNode:
             if self._held is not None:
                 self._held.close()
                 self._held = None
+            self._final_job_launches = job_launches(self.home)
             shutil.rmtree(self.home, ignore_errors=True)
 
     def _discard(self) -> None:
@@ -340,6 +388,7 @@ class SimulatedNode:
         if self._held is not None:
             self._held.close()
             self._held = None
+        self._final_job_launches = {}
         shutil.rmtree(self.home, ignore_errors=True)
         self.state = NodeState.STOPPED
 

@@ -38,6 +38,10 @@ DAG_IDS = (
     "e2e_prime_short_deferral",
     "e2e_prime_mapped",
     "e2e_prime_reaper",
+    "e2e_prime_job",
+    "e2e_prime_job_worker",
+    "e2e_prime_job_timeout",
+    "e2e_prime_job_teardown",
 )
 #: Whether this Airflow calls a trigger's ``on_kill`` when a user acts on a deferred task (3.3+).
 ON_KILL_AIRFLOW = hasattr(BaseTrigger, "on_kill")

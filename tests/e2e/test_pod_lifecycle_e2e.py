@@ -3,6 +3,9 @@
 Every test ends with the simulator's count of pods still billing at zero for the pods it made.
 Created pods boot "forever" in the simulator (see ``tests/e2e/conftest.py``) until the test makes
 them ready or breaks them, once it has seen the wait where it wants it (deferred, or in a worker).
+The lifecycle example's ``train`` runs ``training/train_regression.py`` on every node of the pod
+over SSH (the simulator's nodes run it as local processes): the tests that rent its two-node
+offer check the job's lines, its result, and that no process is left on the nodes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ pytestmark = pytest.mark.e2e
 
 LIFECYCLE = "example_prime_pod_lifecycle"
 CREATE, TRAIN, TERMINATE = "create_pod", "train", "terminate_pod"
+#: The lifecycle run's params for the simulator's two-node offer (``sim-h100-80gb-16x-cluster``).
+CLUSTER = {"gpu_count": 16, "multi_node": True}
+#: The training script's steps (the DAG's ``TRAIN_STEPS``).
+STEPS = 30
 STEP_TIMEOUT = 120.0
 INSTALLATION_FAILURE = "pip could not build flash-attn: CUDA toolkit not found (e2e)"
 
@@ -45,10 +52,22 @@ def creates_of(simulator: PrimeSimulatorProcess, name: str) -> int:
     return int(simulator.billing()["created"].get(name, 0))
 
 
-def make_ready(simulator: PrimeSimulatorProcess, pod_id: str) -> None:
+def make_ready(simulator: PrimeSimulatorProcess, pod_id: str, nodes: int = 1) -> None:
     simulator.set_pod_state(
-        pod_id, "ACTIVE", installation_status="FINISHED", installation_progress=100, ssh_nodes=1, ip_nodes=1
+        pod_id,
+        "ACTIVE",
+        installation_status="FINISHED",
+        installation_progress=100,
+        ssh_nodes=nodes,
+        ip_nodes=nodes,
     )
+
+
+def processes_alive(simulator: PrimeSimulatorProcess, pod_id: str) -> int:
+    """Processes still running on the pod's simulated nodes (its SSH nodes' own count)."""
+    stats = simulator.node_stats()
+    assert stats is not None, "the e2e simulator has SSH nodes"
+    return sum(node["processes_alive"] for node in stats["pods"].get(pod_id, []))
 
 
 # -- Airflow's side ----------------------------------------------------------------------------
@@ -113,47 +132,88 @@ def run_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: 
     return stack.api.task_log(watcher.dag_id, watcher.run_id, task_id, try_number)
 
 
+def task_error(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int = 1) -> str:
+    """The exception the task failed with, as its log records it."""
+    entries = stack.api.task_log_entries(watcher.dag_id, watcher.run_id, task_id, try_number)
+    errors = [
+        str(detail["exc_value"])
+        for entry in entries
+        if isinstance(entry, dict)
+        for detail in entry.get("error_detail") or []
+    ]
+    assert errors, f"no error in the log of {task_id}"
+    return errors[-1]
+
+
+def log_events(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int = 1) -> list[str]:
+    """The task log's lines as logged (worker and triggerer parts merged by the api-server)."""
+    entries = stack.api.task_log_entries(watcher.dag_id, watcher.run_id, task_id, try_number)
+    return [str(e.get("event", "")) if isinstance(e, dict) else str(e) for e in entries]
+
+
 # -- the tests ---------------------------------------------------------------------------------
 
 
-def test_happy_path_creates_once_waits_deferred_trains_and_terminates(
+def test_happy_path_creates_once_waits_deferred_trains_on_both_nodes_and_terminates(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    watcher, pod_id = deferred_lifecycle(airflow_stack)
+    watcher, pod_id = deferred_lifecycle(airflow_stack, CLUSTER)
     name = name_of(e2e_simulator, pod_id)
     assert billing(e2e_simulator, [pod_id]) == [pod_id]  # billing while it boots
 
-    make_ready(e2e_simulator, pod_id)
+    make_ready(e2e_simulator, pod_id, nodes=2)
     watcher.wait(timeout=STEP_TIMEOUT)
 
-    assert watcher.state == "success", watcher.history
+    assert watcher.state == "success", (watcher.history, last_try_log(airflow_stack, watcher, TRAIN))
     assert "deferred" in watcher.states(CREATE)
+    assert "deferred" in watcher.states(TRAIN)
     assert watcher.states(TRAIN)[-1] == watcher.states(TERMINATE)[-1] == "success"
     handover = airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, CREATE)
     assert set(handover) == {pod_id}
     assert handover[pod_id]["price_hr"] > 0
-    assert handover[pod_id]["ssh_connections"]
-    assert airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, TRAIN) == handover[pod_id]["ssh_connections"]
+    assert len(handover[pod_id]["ssh_connections"]) == 2
+    job = airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, TRAIN)
+    assert [(node["rank"], node["exit_code"]) for node in job["nodes"]] == [(0, 0), (1, 0)]
+    assert job["result"]["nodes"] == 2
+    assert job["result"]["steps"] == STEPS
+    assert job["result"]["final_loss"] < 0.01
+    events = log_events(airflow_stack, watcher, TRAIN)
+    for rank in (0, 1):  # every step of both ranks reached the task log, each exactly once
+        for step in range(1, STEPS + 1):
+            prefix = f"[node {rank}] step {step}/{STEPS} loss "
+            assert sum(event.startswith(prefix) for event in events) == 1, (prefix, events)
+    assert any(event.startswith("[node 1] joined rank 0 at MASTER_ADDR:MASTER_PORT") for event in events)
     report = airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, TERMINATE)
     assert report[pod_id]["status"] in ("TERMINATED", "GONE")
     assert report[pod_id]["cost"] is not None
     assert f"Pod {pod_id}" in run_log(airflow_stack, watcher, TERMINATE)
     assert creates_of(e2e_simulator, name) == 1
     assert_none_billing(e2e_simulator, [pod_id])
+    assert processes_alive(e2e_simulator, pod_id) == 0
 
 
 def test_failed_training_still_terminates_through_the_teardown(
     airflow_stack: AirflowStack, e2e_simulator: PrimeSimulatorProcess
 ) -> None:
-    watcher, pod_id = deferred_lifecycle(airflow_stack, {"fail_training": True})
-    make_ready(e2e_simulator, pod_id)
+    """Rank 1 fails at step 3: the task fails naming it, rank 0 stops, and the teardown deletes the pod."""
+    watcher, pod_id = deferred_lifecycle(airflow_stack, {**CLUSTER, "fail_training": True})
+    make_ready(e2e_simulator, pod_id, nodes=2)
     watcher.wait(timeout=STEP_TIMEOUT)
 
     assert watcher.state == "failed"
     assert watcher.states(CREATE)[-1] == "success"
     assert watcher.states(TRAIN)[-1] == "failed"
     assert watcher.states(TERMINATE)[-1] == "success"
+    events = log_events(airflow_stack, watcher, TRAIN)
+    assert "[node 1] rank 1: failing at step 3, as TRAIN_FAIL_RANK asks" in events  # as it came
+    assert not any(e.startswith(f"[node 0] step {STEPS}/") for e in events)  # rank 0 stopped too
+    failure = task_error(airflow_stack, watcher, TRAIN)
+    # Rank 0 exits too ("lost rank 1") milliseconds later: the rank that ended first is named.
+    assert f"failed on node 1 ({pod_id} node 2" in failure, failure
+    assert "exited with code 3" in failure
+    assert "rank 1: failing at step 3" in failure  # its last lines, quoted
     assert_none_billing(e2e_simulator, [pod_id])
+    assert processes_alive(e2e_simulator, pod_id) == 0
 
 
 def test_failed_installation_fails_the_create_with_the_reason_and_deletes_the_pod(

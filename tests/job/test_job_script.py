@@ -299,7 +299,7 @@ class TestReaders:
         chunk = LogChunk(start=0, data=b"10%\r50%\r100%\n\xff ok\n\r\n", size=19, cap=100)
         assert read_lines(chunk).lines == ("100%", "\ufffd ok", "")
 
-    def test_log_path_and_resume_never_point_past_the_log(self):
+    def test_log_path_and_a_truncated_log_is_read_from_its_start(self):
         probe = Probe(phases={}, log_size=5, delivered=50, directory="/j")
-        assert probe.resume_offset() == 5
+        assert probe.resume_offset() == 0  # truncated under the job: its new content is read from the start
         assert probe.log_path == f"/j/{LOG_FILE}"

@@ -47,7 +47,9 @@ def poll(
 ) -> Poll:
     size = start + len(data) if size is None else size
     probe = Probe(
-        phases={phase: Phase(phase, state, rc, pid=100, started=1000, ended=ended, launches=1)},
+        phases={
+            phase: Phase(phase, state, rc, pid=100, started=1000, ended=ended, ended_at=ended, launches=1)
+        },
         log_size=size,
         directory="/home/root/.prime-jobs/j",
     )
@@ -171,7 +173,7 @@ class TestFailed:
         )
         assert step.outcome is JobOutcome.FAILED
         assert isinstance(step.error, PrimeJobFailedError)
-        assert step.kill == (2,)  # the ended nodes' groups were already ended by their runners
+        assert step.kill == (0, 1, 2)  # every node: an ended phase may have left processes behind
         message = str(step.error)
         assert message.startswith(
             "The job's command failed on node 1 (pod-a node 2, root@h1:22): it exited with code 1. "
@@ -184,7 +186,7 @@ class TestFailed:
     def test_on_the_same_second_the_lowest_rank_is_named(self):
         step = wait().take({2: poll(X, 1, ended=1000), 1: poll(X, 1, ended=1000)}, PODS, 1.0)
         assert "node 1 (" in str(step.error)
-        assert step.kill == (0,)
+        assert step.kill == (0, 1, 2)
 
     @pytest.mark.parametrize(
         ("state", "says"),
@@ -225,7 +227,7 @@ class TestFailed:
             f"A pod under the job failed while it ran: pod-b: pod is {state} "
             "(installation failure: GPU fell off the bus)"
         )
-        assert step.kill == (0, 1)  # the nodes on the other pod; pod-b's are gone with it
+        assert step.kill == (0, 1, 2)  # pod-b's node too: one node of several may have died
 
     def test_a_pod_that_vanished_fails_after_the_missing_grace(self):
         w = wait(missing_grace=30.0)
@@ -242,7 +244,7 @@ class TestFailed:
         pods = {**PODS, "pod-a": pod("pod-a", status="TERMINATED")}
         step = wait().take({0: poll(L), 1: OSError("gone")}, pods, 1.0)
         assert isinstance(step.error, PrimePodFailedError)
-        assert step.kill == (2,)
+        assert step.kill == (0, 1, 2)
 
     def test_the_timeout_message_names_the_nodes_still_running(self):
         w = wait()
@@ -301,7 +303,7 @@ class TestOnRealNodes:
         _, step = self.drive(nodes, wait(tuple(NODES[:2])), 0.0)
         assert "failed on node 1" in str(step.error)
         assert "  boom\n" in str(step.error)
-        assert step.kill == (0,)  # type: ignore[attr-defined]
+        assert step.kill == (0, 1)  # type: ignore[attr-defined]
         group = int((nodes[0].dir / "command.pid").read_text().split()[0])
         for rank in step.kill:  # type: ignore[attr-defined]
             nodes[rank].run(kill_script(JOB, grace=2))

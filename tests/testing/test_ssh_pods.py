@@ -21,7 +21,10 @@ import asyncssh
 import httpx
 import pytest
 
+from airflow_provider_prime import job_ids
 from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.job_ids import job_dir
+from airflow_provider_prime.job_script import REMOTE_COMMAND, launch_script
 from airflow_provider_prime.sensors.pod_status import PodStatusSensor
 from airflow_provider_prime.testing import (
     PODS_PATH,
@@ -40,7 +43,7 @@ from airflow_provider_prime.testing import (
 )
 from airflow_provider_prime.testing.__main__ import main
 from airflow_provider_prime.testing.pytest_plugin import SshKeyPair
-from airflow_provider_prime.testing.ssh_nodes import NodeState
+from airflow_provider_prime.testing.ssh_nodes import JOB_ROOT, NodeState
 from tests.simulated import advancing_per_request
 
 DEADLINE = 20.0
@@ -303,6 +306,55 @@ def test_a_stopped_pod_s_nodes_die_and_a_removed_or_vanished_pod_s_nodes_go(ssh_
     wait_until(lambda: "vanishes" not in sim.ssh_nodes.farm.stats().pods, "the vanished pod's nodes to go")
     sim.delete_pod("stops", deleting_for=0)
     assert sim.billing()["billing"] == {}
+
+
+def launch_job(node: dict[str, Any], key: Path, job: str, text: str, expect: int) -> str:
+    """Launch a job's command on a node with the job's own launch script; the action it took."""
+    script = launch_script(job_dir(job), "command", text, {}, expect_launches=expect)
+
+    async def go() -> asyncssh.SSHCompletedProcess:
+        async with asyncssh.connect(
+            node["host"], node["port"], username=node["user"], client_keys=[str(key)], known_hosts=None
+        ) as conn:
+            return await asyncio.wait_for(conn.run(REMOTE_COMMAND, input=script, check=True), DEADLINE)
+
+    output = str(asyncio.run(go()).stdout)
+    return output.rsplit("action ", 1)[1].strip()
+
+
+def test_the_stats_count_each_jobs_command_launches_per_node_from_the_jobs_own_guard(ssh_sim, prime_ssh_key):
+    """``job_launches``: per node, job id -> its command's launches (polls and probes do not count),
+    kept after the pod's nodes are removed; over HTTP too."""
+    sim = ssh_sim(fixed_pod("jobs", nodes=2))
+    key = prime_ssh_key.private_key_file
+    nodes = [target(sim, "jobs", rank) for rank in (0, 1)]
+    first, second = "train-" + "1" * 24, "eval-" + "2" * 24
+    status(sim, "jobs")  # the API reports the nodes: they serve
+    assert launch_job(nodes[0], key, first, "sleep 1000", 0) == "launched"
+    assert launch_job(nodes[0], key, first, "sleep 1000", 0) == "running"  # a re-sent launch: no second
+    assert launch_job(nodes[1], key, first, "true", 0) == "launched"
+    run(nodes[1], key, f"mkdir -p {JOB_ROOT}/{second}")  # a job whose command never launched
+    wait_until(lambda: sim.stats.nodes.pods["jobs"][1].processes_alive == 0, "node 1's job to end")
+    assert launch_job(nodes[1], key, first, "true", 0) == "changed"  # a stale guard launches nothing
+    assert launch_job(nodes[1], key, first, "true", 1) == "launched"  # a relaunch counts
+
+    counted = sim.stats.nodes
+    assert counted is not None
+    assert counted.job_launches_per_node("jobs") == [{first: 1}, {first: 2, second: 0}]
+    assert counted.launches_per_node("jobs")[0] > 1  # every exec counts there, the launch's probe too
+    snapshot = SimulatorClient(sim.base_url).node_stats()
+    assert snapshot is not None
+    assert [node["job_launches"] for node in snapshot["pods"]["jobs"]] == [{first: 1}, {first: 2, second: 0}]
+
+    sim.remove_pod("jobs")  # the homes go with the nodes; the counts stay
+    after = sim.stats.nodes
+    assert after is not None
+    assert after.processes_alive == 0
+    assert after.job_launches_per_node("jobs") == [{first: 1}, {first: 2, second: 0}]
+
+
+def test_the_job_root_the_stats_read_is_the_jobs():
+    assert JOB_ROOT == job_ids.JOB_ROOT
 
 
 def test_a_replaced_pod_gets_new_nodes_and_its_old_ones_are_removed(ssh_sim, prime_ssh_key):
