@@ -79,3 +79,7 @@ ci:
 
 clean:
 	rm -rf .venv .venv-lowest build dist site .mypy_cache .ruff_cache .pytest_cache
+
+# N jobs x M nodes tailed from one event loop, ours against the SSH provider's trigger (~5 min; docs/benchmarks.md)
+bench-jobs: $(STAMP)
+	$(BIN)/python -m bench.jobs
