@@ -34,7 +34,7 @@ from scripts.airflow_api import RunWatcher
 from scripts.airflow_stack import AirflowStack, wait_until
 from tests.e2e.conftest import CRASHED_TASKS_RETRY, ON_KILL_AIRFLOW
 from tests.e2e.pods import make_ready, timestamp
-from tests.e2e.test_pod_lifecycle_e2e import (
+from tests.e2e.runs import (
     STEP_TIMEOUT,
     assert_none_billing,
     billing,

@@ -10,37 +10,40 @@ offer check the job's lines, its result, and that no process is left on the node
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from typing import Any
 
 import pytest
 
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
-from scripts.airflow_api import AirflowApiError, RunWatcher
+from scripts.airflow_api import RunWatcher
 from scripts.airflow_stack import AirflowStack, wait_until
 from tests.e2e.conftest import CRASHED_TASKS_RETRY, ON_KILL_AIRFLOW
+from tests.e2e.runs import (
+    CREATE,
+    STEP_TIMEOUT,
+    assert_none_billing,
+    billing,
+    kill_task_process,
+    last_try_log,
+    pod_id_of,
+    run_log,
+    wait_deferred,
+    wait_state,
+)
 
 pytestmark = pytest.mark.e2e
 
 LIFECYCLE = "example_prime_pod_lifecycle"
-CREATE, TRAIN, TERMINATE = "create_pod", "train", "terminate_pod"
+TRAIN, TERMINATE = "train", "terminate_pod"
 #: The lifecycle run's params for the simulator's two-node offer (``sim-h100-80gb-16x-cluster``).
 CLUSTER = {"gpu_count": 16, "multi_node": True}
 #: The training script's steps (the DAG's ``TRAIN_STEPS``).
 STEPS = 30
-STEP_TIMEOUT = 120.0
 INSTALLATION_FAILURE = "pip could not build flash-attn: CUDA toolkit not found (e2e)"
 
 
 # -- the simulator's side -----------------------------------------------------------------------
-
-
-def billing(simulator: PrimeSimulatorProcess, pod_ids: list[str]) -> list[str]:
-    """Which of ``pod_ids`` the simulator still bills (its own account, not the API's answers)."""
-    pods = simulator.billing()["pods"]
-    return [pod_id for pod_id in pod_ids if pods[pod_id]["billing"]]
 
 
 def name_of(simulator: PrimeSimulatorProcess, pod_id: str) -> str:
@@ -73,63 +76,11 @@ def processes_alive(simulator: PrimeSimulatorProcess, pod_id: str) -> int:
 # -- Airflow's side ----------------------------------------------------------------------------
 
 
-def pod_id_of(stack: AirflowStack, watcher: RunWatcher, task_id: str = CREATE, map_index: int = -1) -> str:
-    """The pod id the create task pushed to XCom before waiting (it is there as soon as the pod is)."""
-
-    def pushed() -> str | None:
-        path = f"/dags/{watcher.dag_id}/dagRuns/{watcher.run_id}/taskInstances/{task_id}/xcomEntries/pod_id"
-        try:
-            return str(stack.api.request("GET", path, params={"map_index": map_index})["value"])
-        except AirflowApiError:
-            return None
-
-    found: str = wait_until(pushed, STEP_TIMEOUT, f"the pod id of {task_id}[{map_index}] in XCom")
-    return found
-
-
-def wait_state(watcher: RunWatcher, task_id: str, state: str) -> None:
-    watcher.wait(lambda w: w.states(task_id)[-1:] == [state], timeout=STEP_TIMEOUT, what=f"{task_id} {state}")
-
-
-def wait_deferred(
-    stack: AirflowStack, watcher: RunWatcher, task_id: str = CREATE, map_index: int = -1
-) -> None:
-    """Deferred, held by a triggerer, and the deferring worker's end processed by the scheduler."""
-
-    def ti(w: RunWatcher) -> dict[str, Any]:
-        if map_index < 0:
-            return w.task_instances.get(task_id, {})  # nothing yet on the run's first polls
-        path = f"/dags/{w.dag_id}/dagRuns/{w.run_id}/taskInstances/{task_id}/{map_index}"
-        try:
-            found: dict[str, Any] = stack.api.request("GET", path)
-        except AirflowApiError:
-            return {}  # not expanded yet
-        return found
-
-    def deferred(w: RunWatcher) -> bool:
-        current = ti(w)
-        return (
-            current.get("state") == "deferred"
-            and (current.get("trigger") or {}).get("triggerer_id") is not None
-            and stack.deferral_processed(w.dag_id, w.run_id, task_id, map_index)
-        )
-
-    watcher.wait(deferred, timeout=STEP_TIMEOUT, what=f"{task_id}[{map_index}] deferred to a triggerer")
-
-
 def deferred_lifecycle(stack: AirflowStack, conf: dict[str, Any] | None = None) -> tuple[RunWatcher, str]:
     """A run of the example lifecycle DAG whose create is deferred; the watcher and the pod id."""
     watcher = stack.trigger(LIFECYCLE, conf)
     wait_deferred(stack, watcher)
     return watcher, pod_id_of(stack, watcher)
-
-
-def assert_none_billing(simulator: PrimeSimulatorProcess, pod_ids: list[str]) -> None:
-    wait_until(lambda: not billing(simulator, pod_ids), 30, f"{pod_ids} to stop billing")
-
-
-def run_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int = 1) -> str:
-    return stack.api.task_log(watcher.dag_id, watcher.run_id, task_id, try_number)
 
 
 def task_error(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int = 1) -> str:
@@ -388,19 +339,6 @@ def test_the_reaper_deletes_the_pod_of_a_task_killed_hard_and_spares_a_live_wait
 
 
 # -- helpers that reach into processes ---------------------------------------------------------
-
-
-def kill_task_process(watcher: RunWatcher, task_id: str) -> None:
-    """SIGKILL the process running the task (the pid Airflow recorded for it): a hard crash."""
-    pid = int(watcher.ti(task_id)["pid"])
-    assert os.path.exists(f"/proc/{pid}"), f"the task process {pid} is not running"
-    os.kill(pid, signal.SIGKILL)
-
-
-def last_try_log(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> str:
-    """The log of the task's latest try, for a failure message (its tail is what tells why)."""
-    try_number = int(watcher.ti(task_id)["try_number"])
-    return f"try {try_number}: ..." + run_log(stack, watcher, task_id, try_number)[-4000:]
 
 
 def wait_for_log(stack: AirflowStack, watcher: RunWatcher, task_id: str, try_number: int, text: str) -> str:

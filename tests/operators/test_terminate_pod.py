@@ -14,7 +14,7 @@ from airflow_provider_prime.operators.pod import (
     PrimeCreatePodOperator,
     PrimeTerminatePodOperator,
 )
-from airflow_provider_prime.testing import Fault
+from airflow_provider_prime.testing import CreateLifecycle, Fault
 from airflow_provider_prime.triggers.pod_lifecycle import PodTerminationTrigger
 from airflow_provider_prime.waiting import SETTLE_AFTER_DEFERRAL
 from tests.clocks import FakeClock
@@ -153,8 +153,13 @@ def test_deferred_termination_waits_in_the_trigger(lifecycle_sim):
     assert billing_pods(sim) == []
 
 
+#: Created pods that stay DELETING for 3 s: a check made right after the DELETE, on a loaded machine
+#: too, still finds them not yet TERMINATED.
+SLOW_DELETE = CreateLifecycle(active_after=1.0, installed_after=36_000.0, deleting_for=60.0)
+
+
 def test_a_termination_that_outlives_the_deadline_is_a_timeout_event_the_operator_reads(lifecycle_sim):
-    sim = lifecycle_sim(SLOW_BOOT)
+    sim = lifecycle_sim(SLOW_DELETE)
     pod_ids = created_pods(1)
     operator, deferred, trigger = deferred_termination(pod_ids)
     trigger.deadline = trigger.not_before = time.time()  # deleted, not yet TERMINATED: out of time
