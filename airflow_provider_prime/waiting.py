@@ -6,6 +6,8 @@ error fetching them raised, and each gives one step that says whether the wait i
 (:attr:`StepResult.done`). The step objects decide; a driver only fetches facts, feeds them in and
 keeps time, by these rules:
 
+* **rate**: checks start every ``interval`` (the time a check takes is part of it, not added to it),
+  so what a check reads is never older than one interval plus one check;
 * **deadline**: after a step that is not done, the wait has timed out once the clock reaches the
   wait's ``deadline``; a pause never runs past it, so the last check is made at the deadline, not
   an interval before or after it.
@@ -185,6 +187,7 @@ class SyncDriver(Generic[F, S]):
         """Check until done or timed out; ``hold()``, asked before each pause, may hand the wait back."""
         clock, wait = self.clock, self.wait
         while True:
+            started = clock.time()
             step = self.check()
             if step.done:
                 return Ending(step)
@@ -195,7 +198,7 @@ class SyncDriver(Generic[F, S]):
                 continue
             if not hold():
                 return Ending(step)
-            clock.sleep(max(0.0, min(self.interval, wait.due - now)))
+            clock.sleep(max(0.0, min(started + self.interval, wait.due) - now))
 
 
 #: One check's fetch on an event loop: the facts, or ``None`` when none came by the deadline given.
@@ -253,6 +256,7 @@ class AsyncDriver(Generic[F, S]):
                 now = clock.time()
                 if self.interval is None and now >= wait.deadline:
                     break  # a self-paced source is not waited on past the deadline
+                started = now
                 until = wait.deadline if self.interval is None else request_deadline(wait.deadline, now)
                 try:
                     facts = await fetch(until)
@@ -270,5 +274,5 @@ class AsyncDriver(Generic[F, S]):
                 if now >= wait.deadline:
                     break
                 if self.interval is not None and not step.again:
-                    await clock.asleep(max(0.0, min(self.interval, wait.due - now)))
+                    await clock.asleep(max(0.0, min(started + self.interval, wait.due) - now))
         return Ending(step, timed_out=True)

@@ -122,9 +122,16 @@ class TestSyncDriver:
         fetch, _ = fetcher(clock, took=1, errors=[error])
         ending = SyncDriver(wait, fetch, interval=5, clock=clock).run()
         assert wait.troubles == [(error, clock.start + 1)]
-        assert wait.answers == [(7, clock.start + 7)]  # the time after the request, not before
+        assert wait.answers == [(6, clock.start + 6)]  # checks start every 5 s; the time after the request
         assert ending.step is not None
         assert ending.step.done
+
+    def test_checks_start_every_interval_whatever_they_take(self):
+        clock = FakeClock()
+        wait = Script(deadline=clock.now + 100, done_after=3)
+        fetch, _ = fetcher(clock, took=2)
+        SyncDriver(wait, fetch, interval=5, clock=clock).run()
+        assert [at - clock.start for _, at in wait.answers] == [2, 7, 12]  # not 2, 9, 16
 
     def test_on_step_sees_every_step(self):
         clock = FakeClock()
