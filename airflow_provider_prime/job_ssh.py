@@ -344,6 +344,22 @@ class HostKeyPins:
 # --- asyncssh, lazily ---------------------------------------------------------------------------
 
 
+#: Ciphers offered first: AES-GCM runs on the CPU's AES instructions, where asyncssh's default
+#: (ChaCha20-Poly1305) builds a cipher context per packet, its largest cost polling hundreds of
+#: nodes (``make bench-jobs``' profile; 300 polls on loopback: 1.03 s of CPU against 1.40 s).
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _encryption_algs() -> list[str]:
+    """:data:`PREFERRED_CIPHERS`, then asyncssh's own list: a server without them still agrees."""
+    from asyncssh.encryption import get_default_encryption_algs
+
+    defaults = [alg.decode("ascii") for alg in get_default_encryption_algs()]
+    return [alg for alg in PREFERRED_CIPHERS if alg in defaults] + [
+        alg for alg in defaults if alg not in PREFERRED_CIPHERS
+    ]
+
+
 def require_asyncssh() -> None:
     """Raise :class:`PrimeConfigError` saying how to install asyncssh when it is missing.
 
@@ -714,6 +730,7 @@ class NodeLinks:
             "keepalive_interval": KEEPALIVE_INTERVAL,
             "keepalive_count_max": KEEPALIVE_COUNT_MAX,
             "config": None,
+            "encryption_algs": _encryption_algs(),
         }
         keys = self._keys()
         if keys is not None:

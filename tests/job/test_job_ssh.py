@@ -611,3 +611,13 @@ def test_importing_the_module_does_not_import_asyncssh():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     )
     assert done.stdout.strip() == "False"
+
+
+def test_aes_gcm_is_offered_first_and_every_default_cipher_still_is() -> None:
+    from asyncssh.encryption import get_default_encryption_algs
+
+    from airflow_provider_prime.job_ssh import PREFERRED_CIPHERS, _encryption_algs
+
+    offered = _encryption_algs()
+    assert tuple(offered[: len(PREFERRED_CIPHERS)]) == PREFERRED_CIPHERS
+    assert sorted(offered) == sorted(alg.decode() for alg in get_default_encryption_algs())
