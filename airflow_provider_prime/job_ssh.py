@@ -22,14 +22,19 @@ command ever reach a host that shows another key. A connection extra ``host_key`
 every node up front (rarely useful: every pod has its own key).
 
 **One connection per node**, reused by every :meth:`~NodeLinks.run` and kept alive with SSH
-keepalives (every 15 s), so a dead node is noticed. A connection that failed, dropped or timed out
+keepalives (every 15 s), so a dead node is noticed. The jobs of one event loop (one triggerer)
+that reach the same node with the same SSH connection share that connection: a fan-out of 50 jobs
+on one pod holds one connection per node, not 50, its scripts bounded to
+:data:`MAX_SESSIONS_PER_CONNECTION` at once (sshd's ``MaxSessions`` is 10). A job pinned to another
+host key than the one the shared connection was verified with refuses it; one pinned to nothing
+takes that key as its pin. The last job to let go closes the connection. A connection that failed, dropped or timed out
 is closed; the next run reconnects. Failed connects to a node back off (1, 2, 4 ... 30 s): inside
 the backoff, a run fails at once without dialling, so a dead node costs nothing per poll.
 
 **Handshakes are bounded**: at most :data:`MAX_HANDSHAKES_PER_HOST` connections per ``(host, port)``
 are in their handshake at once in one event loop, across every :class:`NodeLinks` of that loop.
 sshd's default ``MaxStartups 10:30:100`` starts dropping new connections beyond 10 unauthenticated
-ones, so 50 jobs on one pod in one triggerer connect in turns instead of failing.
+ones, so 50 jobs on one pod with 50 different SSH connections connect in turns instead of failing.
 
 asyncssh only, imported when first needed: no thread and no blocking call on the event loop
 (``pip install 'airflow-provider-prime[ssh]'``). No message or log line carries the private key,
@@ -469,6 +474,10 @@ class _Link:
     failures: int = 0
     retry_at: float = 0.0
     last_error: str = ""
+    #: The host key the live connection was verified with (a sharer pinned to another refuses it).
+    host_key: str | None = None
+    #: The :class:`NodeLinks` using this link (it is closed when the last one lets go).
+    users: int = 0
 
     def alive(self) -> bool:
         return self.conn is not None and not self.client.lost
@@ -477,6 +486,21 @@ class _Link:
         conn, self.conn, self.client = self.conn, None, None
         if conn is not None:
             conn.close()
+
+
+#: The links of every job on an event loop, by login, node and user: the jobs of one triggerer that
+#: run on the same node (a fan-out on one pod) share one connection to it instead of one each.
+_SHARED_LINKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _Link]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_links() -> dict[tuple[Any, ...], _Link]:
+    loop = asyncio.get_running_loop()
+    links = _SHARED_LINKS.get(loop)
+    if links is None:
+        links = _SHARED_LINKS[loop] = {}
+    return links
 
 
 def _cause(exc: BaseException) -> str:
@@ -504,7 +528,7 @@ class NodeLinks:
         self._login = login
         self._pins = pins if pins is not None else HostKeyPins()
         self._clock = clock_time
-        self._links: dict[tuple[str, int, str], _Link] = {}
+        self._links: dict[tuple[Any, ...], _Link] = {}
         self._changed: dict[str, str] = {}
         self._client_keys: list[Any] | None = None
         self.connections_opened = 0
@@ -528,10 +552,19 @@ class NodeLinks:
         await self.close()
 
     async def close(self) -> None:
-        """Close every connection (idempotent). The links may be used again: they reconnect."""
-        conns = [link.conn for link in self._links.values() if link.conn is not None]
-        for link in self._links.values():
-            link.drop()
+        """Let go of every link (idempotent): a connection no other job uses is closed. The links may
+        be used again: they reconnect."""
+        conns = []
+        shared = _SHARED_LINKS.get(asyncio.get_running_loop(), {})
+        for key, link in self._links.items():
+            link.users -= 1
+            if link.users <= 0:
+                if link.conn is not None:
+                    conns.append(link.conn)
+                link.drop()
+                if shared.get(key) is link:
+                    del shared[key]
+        self._links.clear()
         if conns:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(
@@ -568,10 +601,15 @@ class NodeLinks:
             ) from None
 
     def _link(self, node: JobNode) -> _Link:
-        user = self._user(node)
-        link = self._links.get((node.host, node.port, user))
+        key = (self._login, node.host, node.port, self._user(node))
+        link = self._links.get(key)
         if link is None:
-            link = self._links[(node.host, node.port, user)] = _Link()
+            shared = _shared_links()
+            link = shared.get(key)
+            if link is None:
+                link = shared[key] = _Link()
+            link.users += 1
+            self._links[key] = link
         return link
 
     def _user(self, node: JobNode) -> str:
@@ -649,12 +687,12 @@ class NodeLinks:
     async def _connection(self, node: JobNode, link: _Link) -> Any:
         """The node's live connection, dialled if needed (one dial at a time per node)."""
         if link.alive():
-            return link.conn
+            return self._verified(node, link)
         if link.lock is None:
             link.lock = asyncio.Lock()
         async with link.lock:
             if link.alive():
-                return link.conn
+                return self._verified(node, link)
             link.drop()
             where = host_port(node.host, node.port)
             if where in self._changed:
@@ -685,6 +723,22 @@ class NodeLinks:
             link.conn, link.client = conn, client
             link.failures, link.retry_at, link.last_error = 0, 0.0, ""
             return conn
+
+    def _verified(self, node: JobNode, link: _Link) -> Any:
+        """A live connection another job dialled, once its host key agrees with this job's pin."""
+        where = host_port(node.host, node.port)
+        if where in self._changed:
+            raise PrimeHostKeyChangedError(self._changed[where], node)
+        pinned = self._pins.get(node.host, node.port)
+        if link.host_key is not None:
+            if pinned is None:
+                self._pins.pin(node.host, node.port, link.host_key)
+            elif _key_line(pinned) != _key_line(link.host_key):
+                import asyncssh
+
+                shown = asyncssh.import_public_key(link.host_key)
+                raise self._host_key_changed(node, where, pinned, shown)
+        return link.conn
 
     def _keys(self) -> list[Any] | None:
         """The private key of the login, imported once (None: asyncssh's defaults)."""
@@ -765,6 +819,7 @@ class NodeLinks:
             if self._pins.get(node.host, node.port) is None:
                 log.info("Pinned the host key of %s: %s", node.label, shown.get_fingerprint())
             self._pins.pin(node.host, node.port, line)
+            link.host_key = line
         self.connections_opened += 1
         return conn, client
 

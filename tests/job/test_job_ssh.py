@@ -8,6 +8,7 @@ only real waits are for conditions (a marker file, a connection closing), never 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -356,11 +357,28 @@ def test_pins_round_trip_through_a_plain_dict_and_are_never_replaced():
 # --- bounded handshakes ---------------------------------------------------------------------------
 
 
-async def test_fifty_jobs_on_one_pod_stay_under_max_startups(farm, nodes, login):
-    """50 NodeLinks (50 jobs in one triggerer) dial the same node at once: every run succeeds and
-    the node drops no handshake, because at most MAX_HANDSHAKES_PER_HOST are in flight. With the
-    bound raised to 50, the node drops the 11th concurrent handshake and runs fail."""
+async def test_fifty_jobs_on_one_pod_share_one_connection_to_each_node(farm, nodes, login):
+    """50 jobs of one triggerer (one event loop) on one pod, with the same SSH connection: one
+    connection to the node, shared, its sessions bounded; the last job to let go closes it."""
     jobs = [NodeLinks(login, clock_time=Clock()) for _ in range(50)]
+    try:
+        answers = await asyncio.gather(*(job.run(nodes[0], "echo ok", timeout=60) for job in jobs))
+        assert answers == [b"ok\n"] * 50
+        assert sum(job.connections_opened for job in jobs) == 1
+        assert farm.stats().pods[POD][0].connections_open == 1
+    finally:
+        await asyncio.gather(*(job.close() for job in jobs[1:]))
+    assert jobs[0].open_connections() == 1  # still used by one job
+    await jobs[0].close()
+    assert jobs[0].open_connections() == 0
+    assert not job_ssh._shared_links()
+
+
+async def test_fifty_logins_on_one_pod_stay_under_max_startups(farm, nodes, login):
+    """50 jobs with 50 SSH connections (nothing to share) dial the same node at once: every run
+    succeeds and the node drops no handshake, because at most MAX_HANDSHAKES_PER_HOST are in
+    flight. With the bound raised to 50, the node drops the 11th concurrent handshake."""
+    jobs = [NodeLinks(dataclasses.replace(login, conn_id=f"ssh_{i}"), clock_time=Clock()) for i in range(50)]
     try:
         answers = await asyncio.gather(*(job.run(nodes[0], "echo ok", timeout=60) for job in jobs))
         assert answers == [b"ok\n"] * 50
@@ -621,3 +639,24 @@ def test_aes_gcm_is_offered_first_and_every_default_cipher_still_is() -> None:
     offered = _encryption_algs()
     assert tuple(offered[: len(PREFERRED_CIPHERS)]) == PREFERRED_CIPHERS
     assert sorted(offered) == sorted(alg.decode() for alg in get_default_encryption_algs())
+
+
+async def test_a_job_pinned_to_another_key_does_not_use_a_connection_another_job_shares(farm, nodes, login):
+    first = NodeLinks(login, clock_time=Clock())
+    assert await first.run(nodes[1], "echo up", timeout=20) == b"up\n"
+    other_key = farm.nodes(POD)[0].host_public_key
+    second = NodeLinks(
+        login, HostKeyPins({host_port(nodes[1].host, nodes[1].port): other_key}), clock_time=Clock()
+    )
+    try:
+        with pytest.raises(PrimeHostKeyChangedError):
+            await second.run(nodes[1], "touch ~/ran", timeout=20)
+        assert not (Path(farm.nodes(POD)[1].home) / "ran").exists()
+        unpinned = NodeLinks(login, clock_time=Clock())
+        assert await unpinned.run(nodes[1], "echo shared", timeout=20) == b"shared\n"
+        assert unpinned.pins.to_dict() == first.pins.to_dict()  # it takes the key the link was verified with
+        assert unpinned.connections_opened == 0
+        await unpinned.close()
+    finally:
+        await second.close()
+        await first.close()
