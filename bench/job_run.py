@@ -147,6 +147,8 @@ class SideResult:
     recancelled: int = 0
     processes_left: int | None = None
     profile: str | None = None
+    #: Jobs that run on the same pod (its nodes shared by that many jobs).
+    jobs_per_pod: int = 1
 
     @property
     def nodes(self) -> int:
@@ -713,11 +715,13 @@ def run_side(
     lines: LineClock,
     *,
     profile: bool = False,
+    jobs_per_pod: int = 1,
 ) -> SideResult:
-    """Start a simulator with ``jobs`` pods of ``nodes_per_job`` nodes, run one side against it."""
+    """Start a simulator with ``jobs`` jobs of ``nodes_per_job`` nodes, ``jobs_per_pod`` of them on
+    each pod (a fan-out on one pod shares its nodes), run one side against it."""
     if side not in SIDES:
         raise ValueError(f"unknown side {side!r}; one of {', '.join(SIDES)}")
-    ids = pod_ids(side, jobs)
+    ids = pod_ids(side, -(-jobs // jobs_per_pod))
     scenario = Scenario(pods=tuple(fixed_pod(pod_id, nodes=nodes_per_job) for pod_id in ids))
     with PrimeSimulatorProcess(scenario, ssh_keys=[public_key]) as sim:
         env = {
@@ -726,10 +730,13 @@ def run_side(
         }
         with mock.patch.dict(os.environ, env):
             nodes = read_nodes(ids)
-            jobs_ = [_Job(index, job_nodes_) for index, job_nodes_ in enumerate(nodes)]
-            peer_env = peer_connection_env(nodes, key_file) if side != "provider" else {}
+            jobs_ = [_Job(index, nodes[index // jobs_per_pod]) for index in range(jobs)]
+            peer_env = (
+                peer_connection_env([job.nodes for job in jobs_], key_file) if side != "provider" else {}
+            )
             with mock.patch.dict(os.environ, peer_env), asyncssh_logging(side):
                 result = asyncio.run(_run_side(side, sim, jobs_, timing, lines, profile))
+                result.jobs_per_pod = jobs_per_pod
         if polling.active_pollers():
             result.failures.append(f"{len(polling.active_pollers())} shared poller(s) still running")
         result.processes_left = _delete_pods(sim, ids)

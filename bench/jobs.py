@@ -51,6 +51,7 @@ class Options:
     profile_case: tuple[int, int] | None
     output: Path | None
     log_file: Path | None
+    jobs_per_pod: int = 1
 
 
 @dataclass
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         "--profile-case",
         help="NxM to profile the provider at ('none': no profile; default: the largest case)",
     )
+    parser.add_argument(
+        "--jobs-per-pod", type=int, default=1, help="jobs sharing each pod's nodes (default 1: a pod per job)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_CASES}, 0.5 s interval")
     parser.add_argument("--output", type=Path, help=f"Markdown file to update (default {DEFAULT_DOC})")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
@@ -135,7 +139,7 @@ def options_from(args: argparse.Namespace) -> Options:
     if args.profile_case:
         (profile_case,) = parse_cases(args.profile_case)
     output = None if args.no_write or (quick and args.output is None) else (args.output or DEFAULT_DOC)
-    return Options(cases, sides, timing, profile_case, output, args.log_file)
+    return Options(cases, sides, timing, profile_case, output, args.log_file, args.jobs_per_pod)
 
 
 def _key_pair(directory: Path) -> tuple[Path, str]:
@@ -175,7 +179,16 @@ def run_benchmark(options: Options, command: str, console: TextIO | None = None)
                 for side in options.sides:
                     results.append(
                         _one(
-                            side, jobs, nodes, options.timing, key_file, public_key, lines, log_path, console
+                            side,
+                            jobs,
+                            nodes,
+                            options.timing,
+                            key_file,
+                            public_key,
+                            lines,
+                            log_path,
+                            console,
+                            jobs_per_pod=options.jobs_per_pod,
                         )
                     )
             if options.profile_case is not None:
@@ -217,16 +230,25 @@ def _one(
     console: TextIO,
     *,
     profile: bool = False,
+    jobs_per_pod: int = 1,
 ) -> SideResult:
     what = f"{side}{' (profiled)' if profile else ''}"
     print(f"  {what:<20} {jobs:>4} jobs x {nodes} nodes ...", end="", file=console, flush=True)
     with _logs_to(log_path):
-        result = run_side(side, jobs, nodes, timing, key_file, public_key, lines, profile=profile)
+        result = run_side(
+            side, jobs, nodes, timing, key_file, public_key, lines, profile=profile, jobs_per_pod=jobs_per_pod
+        )
     print(_progress(result), file=console, flush=True)
     return result
 
 
 # --- the report ---------------------------------------------------------------------------------
+
+
+def _case(r: SideResult) -> str:
+    """``50 x 2 (100)``, with how many jobs share a pod when they do."""
+    shared = f", {r.jobs_per_pod} jobs per pod" if r.jobs_per_pod > 1 else ""
+    return f"{r.jobs} x {r.nodes_per_job} ({r.nodes}{shared})"
 
 
 def _ms(seconds: float) -> str:
@@ -294,7 +316,7 @@ def render(run: JobBenchRun) -> str:
         late = r.late_lines
         share = f"{late:,} ({late / max(1, len(r.latencies) + r.missing):.0%})"
         out.append(
-            f"| {r.jobs} x {r.nodes_per_job} ({r.nodes}) | {r.side} | {r.triggers:,} "
+            f"| {_case(r)} | {r.side} | {r.triggers:,} "
             f"| {r.connections_open:,} | {r.cpu_per_interval:.3f} s | {r.server_cpu_per_interval:.3f} s "
             f"| {r.machine_busy:.0%} "
             f"| {_ms(r.loop_lag_window)} ({_ms(r.loop_busy_window)}) | {_ms(r.gc_pause_max)} | {_period(r)} "
@@ -310,7 +332,7 @@ def render(run: JobBenchRun) -> str:
     for against in ("peer", "peer-quiet"):
         for ours, peer in _pairs(run, against):
             out.append(
-                f"| {ours.jobs} x {ours.nodes_per_job} ({ours.nodes}) | {against} "
+                f"| {_case(ours)} | {against} "
                 f"| {_ratio(ours.connections_open, peer.connections_open)} "
                 f"| {_ratio(ours.cpu_per_interval, peer.cpu_per_interval)} "
                 f"| {_ratio(ours.loop_lag_window, peer.loop_lag_window)} "
