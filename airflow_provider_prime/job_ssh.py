@@ -27,9 +27,10 @@ that reach the same node with the same SSH connection share that connection: a f
 on one pod holds one connection per node, not 50, its scripts bounded to
 :data:`MAX_SESSIONS_PER_CONNECTION` at once (sshd's ``MaxSessions`` is 10). A job pinned to another
 host key than the one the shared connection was verified with refuses it; one pinned to nothing
-takes that key as its pin. The last job to let go closes the connection. A connection that failed, dropped or timed out
-is closed; the next run reconnects. Failed connects to a node back off (1, 2, 4 ... 30 s): inside
-the backoff, a run fails at once without dialling, so a dead node costs nothing per poll.
+takes that key as its pin. The last job to let go closes the connection. A connection that
+failed, dropped or timed out is closed; the next run reconnects. Failed connects to a node back
+off (1, 2, 4 ... 30 s): inside the backoff, a run fails at once without dialling, so a dead node
+costs nothing per poll.
 
 **Handshakes are bounded**: at most :data:`MAX_HANDSHAKES_PER_HOST` connections per ``(host, port)``
 are in their handshake at once in one event loop, across every :class:`NodeLinks` of that loop.
