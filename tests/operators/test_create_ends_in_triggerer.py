@@ -16,14 +16,30 @@ from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.execution_time.comms import SetXCom
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
+from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import PrimePodFailedError
 from airflow_provider_prime.hooks.prime import PrimeHook
+from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
+from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing import CreateLifecycle
-from tests.operators.conftest import TaskInstance, account, billing_after_deletes, create, make_context
-from tests.operators.test_create_pod import NAME, deferral
+from tests.operators.conftest import (
+    TaskDeferred,
+    TaskInstance,
+    account,
+    billing_after_deletes,
+    create,
+    make_context,
+)
 from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
+NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
+
+
+def deferral(operator: PrimeCreatePodOperator, ti: TaskInstance) -> TaskDeferred:
+    with pytest.raises(TaskDeferred) as caught:
+        operator.execute(make_context(ti))
+    return caught.value
 
 
 def only_event(trigger: Any) -> TriggerEvent:
