@@ -36,6 +36,43 @@ except ImportError:  # Airflow 3.1
 START_FROM_TRIGGER = Version(Version(_airflow_version).base_version) >= Version("3.3.0")
 
 
+def _trigger_can_end_task() -> bool:
+    """Whether this Airflow has both halves of ending a task from its trigger (see below)."""
+    try:
+        from airflow.sdk.execution_time.comms import SetXCom  # noqa: F401
+        from airflow.triggers.base import TaskSuccessEvent  # noqa: F401
+    except ImportError:  # pragma: no cover - every supported Airflow has both
+        return False
+    return True
+
+
+#: Whether a trigger can end its task with success and the task's XCom, with no worker process.
+#:
+#: What Airflow's code does, the same on 3.1.0 and 3.3.2 (``airflow/models/trigger.py``,
+#: ``handle_event_submit`` for a ``BaseTaskEndEvent``): the triggerer's supervisor sets the task
+#: instance's state from the event and clears its trigger, so no worker resumes it, and it files
+#: a task callback request. Three things differ from a worker's success, and decide how this
+#: provider uses it (:mod:`airflow_provider_prime.triggers.task_end`):
+#:
+#: * The event's own ``xcoms`` are stored with ``TaskInstance.xcom_push`` -> ``XComModel.set``,
+#:   which ``json.dumps`` the value into the JSON column: a dict arrives in a downstream task's
+#:   ``xcom_pull`` as its JSON *string* (the execution API hands the stored value over as it is),
+#:   where a worker's push (through the execution API, value already a JSON document) gives the
+#:   dict. So the provider's trigger pushes the XCom itself the way a worker does, with
+#:   ``SetXCom`` through the triggerer's supervisor channel (answered on 3.1.0 and 3.3.2 alike,
+#:   ``TriggerRunnerSupervisor._handle_request``), then yields a bare ``TaskSuccessEvent``.
+#: * The task's ``on_success_callback`` never runs: the callback request goes to the DAG
+#:   processor, which runs failure callbacks only (``_execute_task_callbacks``: "Task callback
+#:   requested but is not a failure callback"). Nor do ``post_execute``, asset events for
+#:   ``outlets`` or listeners' ``on_task_instance_success``. Tasks with any of the first three end
+#:   on a worker as before.
+#: * ``airflow dags test`` (``_run_task`` in ``airflow/sdk/definitions/dag.py``, 3.1.0 and 3.3.2)
+#:   runs the trigger in line and resumes the task with the event's ``payload``, which for a
+#:   ``TaskSuccessEvent`` is the string ``"success"``; it ignores ``xcoms`` and the state. There the
+#:   trigger has no ``task_instance`` (the triggerer sets it), and the trigger sends today's event.
+TRIGGER_ENDS_TASK = _trigger_can_end_task()
+
+
 class _ConnectionSource(Protocol):
     """What :func:`get_connection` needs: a hook's lookups (``BaseHook`` has both)."""
 
@@ -103,6 +140,7 @@ async def amask_secret(secret: str) -> None:
 
 __all__ = [
     "START_FROM_TRIGGER",
+    "TRIGGER_ENDS_TASK",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",

@@ -17,7 +17,15 @@ waits (``bench/production_dags``) over N distinct booting pods and measures:
   triggerer's resident memory per wait (its process group's RSS less the RSS before the case);
 * **detection**: every pod is then made ready; latency is the time from a pod turning ready to the
   first API answer that reported it so (the simulator's log), and "all fired" the time until no
-  wait is deferred any more (every trigger has fired its event).
+  wait is deferred any more (every trigger has fired its event);
+* **end**: from the last pod made ready until every wait's task instance is ``success``: the
+  seconds, the worker processes started to end them (none when the trigger ends the task), and the
+  CPU seconds of the scheduler's group (worker processes included) and of the triggerer's.
+
+Three ways a wait can run (``--cases``, ``--resume``, ``--classic``): started and ended in the
+triggerer; started in the triggerer and ended on a worker (``bench_waits_resume``: a no-op success
+callback keeps the ending on a worker, as it was before waits could end in the triggerer); and
+deferred from a worker, the classic way.
 
 CPU and RSS sum every process of the component's group (``/proc``): the triggerer's trigger runner
 is a child process, the worker processes are children of the scheduler. The results table goes to
@@ -103,6 +111,10 @@ class CaseResult:
     latency_p95: float
     latency_max: float
     all_fired: float
+    to_all_succeeded: float  # from the last pod made ready until every task instance is success
+    end_worker_starts: int
+    end_scheduler_cpu: float  # scheduler + worker processes, over the end phase
+    end_triggerer_cpu: float
 
 
 class Bench:
@@ -192,13 +204,24 @@ class Bench:
             self.simulator.set_pod_state(pid, "ACTIVE", **READY)
             ready_at[pid] = time.time()
         made_ready = time.monotonic()
-        wait_until(
-            lambda: not {"deferred-on-triggerer", "deferred"} & set(self._states(dag_id, run_ids)),
-            PHASE_TIMEOUT,
-            "every trigger to fire",
-            1.0,
-        )
-        all_fired = time.monotonic() - made_ready
+        end_offset, end_before = self._scheduler_log_size(), group_usage(scheduler.pid)
+        end_triggerer_before = group_usage(triggerer.pid)
+        fired_at: float | None = None
+        while True:  # "all fired" (no wait deferred) first, then every task instance successful
+            states = self._states(dag_id, run_ids)
+            now = time.monotonic()
+            if fired_at is None and not {"deferred-on-triggerer", "deferred"} & set(states):
+                fired_at = now
+            if states.count("success") == len(pods):
+                break
+            if now - made_ready > PHASE_TIMEOUT:
+                raise TimeoutError(f"{len(pods) - states.count('success')} waits not successful")
+            time.sleep(0.5)
+        succeeded_at = time.monotonic()
+        all_fired = (fired_at or succeeded_at) - made_ready
+        end_usage, end_triggerer = group_usage(scheduler.pid), group_usage(triggerer.pid)
+        time.sleep(3.0)  # the scheduler logs a worker's end moments after its task's success
+        end_worker_starts = self._worker_ends(end_offset, dag_id)
         latencies = detection_latencies(self.simulator.stats_snapshot(log=None)["log"], ready_at)
         print(f"[{start} N={len(pods)}] all fired {all_fired:.1f} s after the last ready", file=sys.stderr)
         if finish:
@@ -222,6 +245,10 @@ class Bench:
             latency_p95=percentile(latencies, 0.95),
             latency_max=max(latencies),
             all_fired=all_fired,
+            to_all_succeeded=succeeded_at - made_ready,
+            end_worker_starts=end_worker_starts,
+            end_scheduler_cpu=end_usage.cpu - end_before.cpu,
+            end_triggerer_cpu=end_triggerer.cpu - end_triggerer_before.cpu,
         )
 
 
@@ -272,8 +299,14 @@ def production_stack(interval: float, capacity: int) -> Iterator[Bench]:
         with stack:
             stack.init()
             stack.start(timeout=600)
-            stack.wait_for_dags("bench_waits_triggerer", "bench_waits_worker", timeout=600)
+            dag_ids = ("bench_waits_triggerer", "bench_waits_worker", "bench_waits_resume")
+            stack.wait_for_dags(*dag_ids, timeout=600)
             yield Bench(stack, simulator, interval)
+
+
+#: Where each kind of case starts and ends its waits (see the DAGs in ``bench/production_dags``).
+STARTED = {"triggerer": "in the triggerer", "resume": "in the triggerer", "worker": "on a worker"}
+ENDED = {"triggerer": "in the triggerer", "resume": "on a worker", "worker": "on a worker"}
 
 
 def _s(seconds: float) -> str:
@@ -297,11 +330,25 @@ def render(results: Sequence[CaseResult], options: argparse.Namespace, machine: 
     ]
     for r in results:
         out.append(
-            f"| {'in the triggerer' if r.start == 'triggerer' else 'on a worker'} | {r.waits:,} "
+            f"| {STARTED[r.start]} | {r.waits:,} "
             f"| {_s(r.start_seconds)} | {r.worker_starts:,} | {r.scheduler_cpu:.1f} s "
             f"| {r.triggerer_start_cpu:.1f} s | {r.requests_per_interval:.1f} "
             f"| {r.triggerer_cpu_per_interval * 1000:.0f} ms | {r.rss_per_wait / 1024:.1f} KiB "
             f"| {_s(r.latency_p50)} / {_s(r.latency_p95)} / {_s(r.latency_max)} | {_s(r.all_fired)} |"
+        )
+    out += [
+        "",
+        "Ending the waits, from the last pod made ready (every wait's pods are ready by then):",
+        "",
+        "| started | ended | waits | worker processes started to end | per wait | ready → all succeeded "
+        "| scheduler+workers CPU to end | triggerer CPU to end |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        out.append(
+            f"| {STARTED[r.start]} | {ENDED[r.start]} | {r.waits:,} | {r.end_worker_starts:,} "
+            f"| {r.end_worker_starts / r.waits:.2f} | {_s(r.to_all_succeeded)} | {r.end_scheduler_cpu:.1f} s "
+            f"| {r.end_triggerer_cpu:.1f} s |"
         )
     out += ["", *notes(results), END]
     return "\n".join(out) + "\n"
@@ -331,10 +378,17 @@ def notes(results: Sequence[CaseResult]) -> list[str]:
                 "just to defer (plus as many to resume); at the per-start cost above that is "
                 "minutes of CPU on this machine."
             )
-    lines.append(
-        "- Resuming a wait (``execute_complete``) runs on a worker either way; only the start moves "
-        "to the triggerer."
-    )
+    for (start, waits), resumed in sorted(by.items()):
+        ours = by.get(("triggerer", waits))
+        if start != "resume" or ours is None:
+            continue
+        avoided = resumed.end_worker_starts - ours.end_worker_starts
+        lines.append(
+            f"- N = {waits:,}: ending in the triggerer avoided {avoided:,} "
+            f"worker processes; every task succeeded {_s(ours.to_all_succeeded)} after the last pod was "
+            f"ready instead of {_s(resumed.to_all_succeeded)}, for {ours.end_scheduler_cpu:.1f} instead of "
+            f"{resumed.end_scheduler_cpu:.1f} CPU s of scheduler and workers."
+        )
     return lines
 
 
@@ -353,16 +407,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--classic", type=parse_sizes, default=parse_sizes("100"), help="sizes run the classic way"
     )
+    parser.add_argument(
+        "--resume",
+        type=parse_sizes,
+        default=parse_sizes(""),
+        help="sizes started in the triggerer but ended on a worker (as before waits ended there)",
+    )
     parser.add_argument("--interval", type=float, default=5.0, help="poke / poll interval, seconds")
     parser.add_argument("--steady", type=int, default=6, help="poll intervals in the steady-state window")
     parser.add_argument("--output", type=Path, default=DEFAULT_DOC)
     parser.add_argument("--no-write", action="store_true")
     options = parser.parse_args(argv)
     options.command = "python -m bench.production" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
-    plan = [("worker", n) for n in options.classic] + [("triggerer", n) for n in options.cases]
+    plan = [("worker", n) for n in options.classic] + [("resume", n) for n in options.resume]
+    plan += [("triggerer", n) for n in options.cases]
     machine = procstat.machine_info()
     results = []
-    with production_stack(options.interval, capacity=2 * max(options.cases + options.classic)) as bench:
+    capacity = 2 * max(options.cases + options.classic + options.resume)
+    with production_stack(options.interval, capacity=capacity) as bench:
         for index, (start, waits) in enumerate(plan):
             results.append(bench.run_case(start, waits, options.steady, finish=index < len(plan) - 1))
     section = render(results, options, machine)

@@ -88,7 +88,8 @@ from airflow_provider_prime.readiness import (
     handover_entry,
 )
 from airflow_provider_prime.termination import GONE, TerminationWait, ask
-from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger
+from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger, with_price
+from airflow_provider_prime.triggers.task_end import ends_in_triggerer
 from airflow_provider_prime.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TERMINATION_INTERVAL,
@@ -346,6 +347,9 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 poll_interval=self.poll_interval,
                 not_before=first_check_after_deferral(self.clock.time(), self.poll_interval),
                 terminate_on_kill=self._deletes(),
+                # A successful wait ends in the triggerer when nothing else is due (no worker).
+                end_from_trigger=ends_in_triggerer(self),
+                price_hr=pod.price_hr,
                 **self.requirements.to_kwargs(),
             )
         self._defer(trigger, pod, deadline)
@@ -997,16 +1001,6 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             yield
         except Exception as exc:
             self.log.error("%s: %s", what, exc)
-
-
-def with_price(
-    handover: Mapping[str, Mapping[str, Any]], pod_id: str, price_hr: float | None
-) -> dict[str, Any]:
-    """The create operator's return value: the sensor's handover of the pod, plus its price."""
-    return {
-        pid: {**entry, "price_hr": price_hr} if pid == pod_id else dict(entry)
-        for pid, entry in handover.items()
-    }
 
 
 def borrowed_pods(ti: Any, task_ids: list[str]) -> set[str]:

@@ -33,6 +33,7 @@ from airflow_provider_prime.readiness import (
     describe_api,
 )
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
+from airflow_provider_prime.triggers.task_end import ends_in_triggerer
 from airflow_provider_prime.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
@@ -72,6 +73,12 @@ class PodStatusSensor(BaseSensorOperator):
 
     XCom ``return_value``: ``{pod_id: {"status", "installation_status", "provider_type",
     "ssh_connections": [...], "ips": [...]}}``, one entry per node in the two lists.
+
+    Deferred, a wait whose pods become ready ends in the triggerer: the trigger records that XCom
+    and Airflow marks the task successful with no worker process (unless the task has an
+    ``on_success_callback``, ``post_execute``, ``outlets`` or a custom XCom backend, which only a
+    worker honours; see :mod:`airflow_provider_prime.triggers.task_end`). Failures, timeouts and
+    ``soft_fail`` resume on a worker, as does ``airflow dags test``.
 
     :param pod_ids: one pod id or a list of them (templated). Validated at execute time: empty,
         blank or non-string ids are an error; duplicates are dropped.
@@ -141,6 +148,7 @@ class PodStatusSensor(BaseSensorOperator):
                     "unreachable_timeout": self.unreachable_timeout,
                     "prime_conn_id": prime_conn_id,
                     "poll_interval": self.poke_interval,
+                    "end_from_trigger": ends_in_triggerer(self),
                     **self.requirements.to_kwargs(),
                 },
                 next_method="execute_complete",
@@ -254,6 +262,7 @@ class PodStatusSensor(BaseSensorOperator):
                 first_answer_by=wait.first_answer_by,
                 answered=wait.answered,
                 not_before=first_check_after_deferral(now, self.poke_interval),
+                end_from_trigger=ends_in_triggerer(self),
                 **self.requirements.to_kwargs(),
             ),
             method_name="execute_complete",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -45,15 +45,32 @@ class OwnedPodTrigger(PodStatusTrigger):
         stopped); the operator sets it only for pods it owns and when ``terminate_on_failure`` is
         on. Every other argument is the status trigger's; ``answered`` defaults to True, since the
         API has just created (or shown) the pod with this connection.
+    :param price_hr: the pod's price per hour, for the return value when the wait ends here
+        (``end_from_trigger``): the create operator's, :func:`with_price`. The pod is the first id.
     """
 
-    def __init__(self, *, terminate_on_kill: bool = True, answered: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        terminate_on_kill: bool = True,
+        answered: bool = True,
+        price_hr: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(answered=answered, **kwargs)
         self.terminate_on_kill = bool(terminate_on_kill)
+        self.price_hr = None if price_hr is None else float(price_hr)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         classpath, kwargs = super().serialize()
-        return classpath, {**kwargs, "terminate_on_kill": self.terminate_on_kill}
+        kwargs = {**kwargs, "terminate_on_kill": self.terminate_on_kill}
+        if self.end_from_trigger:
+            kwargs["price_hr"] = self.price_hr
+        return classpath, kwargs
+
+    def return_value(self, pods: events.Pods) -> Any:
+        """The create operator's return value: the handover plus ``price_hr`` in its pod's entry."""
+        return with_price(pods, self.pod_ids[0], self.price_hr)
 
     async def on_kill(self) -> None:
         """Delete the pods if Airflow says the task was stopped; keep them if it is still waiting.
@@ -104,6 +121,16 @@ class OwnedPodTrigger(PodStatusTrigger):
             )
         else:
             self.log.info("Deleted pod %s", pod_id)
+
+
+def with_price(
+    handover: Mapping[str, Mapping[str, Any]], pod_id: str, price_hr: float | None
+) -> dict[str, Any]:
+    """The create operator's return value: the sensor's handover of the pod, plus its price."""
+    return {
+        pid: {**entry, "price_hr": price_hr} if pid == pod_id else dict(entry)
+        for pid, entry in handover.items()
+    }
 
 
 def describe_error(exc: BaseException) -> str:

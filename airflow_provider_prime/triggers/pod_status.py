@@ -11,6 +11,10 @@ then as the DAG wrote them (rendered by the triggerer, validated by :meth:`PodSt
 and the deadline is Airflow's own trigger timeout less
 :data:`~airflow_provider_prime.waiting.DEFERRAL_MARGIN`, kept in the database with the trigger.
 
+A successful wait ends the task right here when the operator allows it (``end_from_trigger``,
+:mod:`airflow_provider_prime.triggers.task_end`): the return value goes to XCom and no worker
+resumes the task. Every other ending, and a success that cannot end here, is the event above.
+
 The trigger is read-only and owns nothing: it can be cancelled, moved to another triggerer or run
 twice. Its kwargs are plain values; the API key is looked up inside :meth:`run`, never serialized.
 """
@@ -30,6 +34,7 @@ from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    READY_LINE,
     Outcome,
     PodWait,
     Requirements,
@@ -38,6 +43,7 @@ from airflow_provider_prime.readiness import (
 )
 from airflow_provider_prime.triggers import polling
 from airflow_provider_prime.triggers.polling import connection_settings
+from airflow_provider_prime.triggers.task_end import end_task
 from airflow_provider_prime.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFERRAL_MARGIN,
@@ -80,6 +86,11 @@ class PodStatusTrigger(BaseTrigger):
         then, and a trigger that fires within a second or two of the deferral can race the
         scheduler's bookkeeping of the worker that deferred (Airflow then marks the resumed task
         failed). Absolute, so a triggerer restart does not delay the wait again.
+    :param end_from_trigger: on success, record the task's return value (what the operator's
+        ``execute_complete`` returns, :meth:`return_value`) and end the task here, with no worker
+        (see :mod:`~airflow_provider_prime.triggers.task_end`; the operator decides with
+        :func:`~airflow_provider_prime.triggers.task_end.ends_in_triggerer`). Outside a triggerer
+        (``airflow dags test``) or when the push fails, the success event is sent as without it.
     """
 
     #: The clock of the wait (a test gives one that it moves by hand); never serialized.
@@ -101,6 +112,7 @@ class PodStatusTrigger(BaseTrigger):
         timeout: float | None = None,
         unreachable_timeout: float | None = None,
         answered: bool = False,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.starts_here = deadline is None
@@ -120,6 +132,7 @@ class PodStatusTrigger(BaseTrigger):
         self.first_answer_by = None if first_answer_by is None else float(first_answer_by)
         self.not_before = None if not_before is None else float(not_before)
         self.answered = bool(answered)
+        self.end_from_trigger = bool(end_from_trigger)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain values only; the API key is looked up again by :meth:`run`."""
@@ -136,12 +149,29 @@ class PodStatusTrigger(BaseTrigger):
                 "not_before": self.not_before,
                 "answered": self.answered,
                 **self._start_kwargs(),
+                **self._end_kwargs(),
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield exactly one event (see the module docstring), then return."""
-        yield TriggerEvent(await self._wait())  # type: ignore[no-untyped-call]
+        event = await self._wait()
+        if event["status"] == "success" and self.end_from_trigger:
+            ended = await end_task(self, self.return_value(event["pods"]))
+            if ended is not None:
+                # The line the operator's execute_complete logs; this trigger's log is the task's.
+                self.log.info(READY_LINE, event["message"])
+                yield ended
+                return
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    def return_value(self, pods: events.Pods) -> Any:
+        """The task's XCom for a successful wait: the handover, as the sensor's ``execute_complete``."""
+        return pods
+
+    def _end_kwargs(self) -> dict[str, Any]:
+        """``end_from_trigger`` when set (left out otherwise, as a trigger of an older release had it)."""
+        return {"end_from_trigger": True} if self.end_from_trigger else {}
 
     def _start_kwargs(self) -> dict[str, Any]:
         """The kwargs only a wait started in the triggerer has (none for one a worker deferred)."""

@@ -22,6 +22,7 @@ from scripts.airflow_api import AirflowApiError, RunWatcher
 from scripts.airflow_stack import AirflowStack, wait_until
 from tests.e2e.conftest import DAG_IDS, SENSOR_OVERRIDES
 from tests.e2e.pods import INSTALLATION_FAILURE, add_booting_pods, as_list, make_ready, timestamp
+from tests.e2e.task_end import assert_ended_in_triggerer
 
 pytestmark = pytest.mark.e2e
 
@@ -106,6 +107,8 @@ def test_sensor_defers_to_the_triggerer_and_hands_ssh_targets_to_training(
     assert watcher.states(SENSOR)[-1] == watcher.states("train")[-1] == "success"
     # The trigger ran in that triggerer: its log file carries the triggerer job's id.
     assert_trigger_fired_in(airflow_stack, watcher, triggerer)
+    # ...and ended the task there: no worker process resumed the sensor.
+    assert_ended_in_triggerer(airflow_stack, WAIT_AND_TRAIN, watcher.run_id, SENSOR)
 
     reported = {pod["podId"]: pod for pod in e2e_simulator.pods()}
     handover = airflow_stack.api.xcom(WAIT_AND_TRAIN, watcher.run_id, SENSOR)

@@ -31,6 +31,7 @@ from tests.e2e.runs import (
     wait_deferred,
     wait_state,
 )
+from tests.e2e.task_end import assert_ended_in_triggerer
 
 pytestmark = pytest.mark.e2e
 
@@ -119,6 +120,7 @@ def test_happy_path_creates_once_waits_deferred_trains_on_both_nodes_and_termina
     assert "deferred" in watcher.states(CREATE)
     assert "deferred" in watcher.states(TRAIN)
     assert watcher.states(TRAIN)[-1] == watcher.states(TERMINATE)[-1] == "success"
+    assert_ended_in_triggerer(airflow_stack, LIFECYCLE, watcher.run_id, CREATE)  # no worker resumed it
     handover = airflow_stack.api.xcom(LIFECYCLE, watcher.run_id, CREATE)
     assert set(handover) == {pod_id}
     assert handover[pod_id]["price_hr"] > 0
@@ -304,6 +306,8 @@ def test_a_mapped_create_with_one_broken_pod_trains_two_and_deletes_all_three(
     states = mapped_states(airflow_stack, watcher, train)
     assert states == {0: "success", 1: "upstream_failed", 2: "success"}
     assert mapped_states(airflow_stack, watcher, create)[1] == "failed"
+    for index in (0, 2):  # the ready ones ended in the triggerer; the broken one resumed a worker
+        assert_ended_in_triggerer(airflow_stack, dag_id, watcher.run_id, create, index)
     assert mapped_states(airflow_stack, watcher, terminate) == {
         0: "success",
         1: "upstream_failed",
