@@ -152,3 +152,20 @@ __all__ = [
     "get_connection",
     "mask_secret",
 ]
+
+
+def success_listeners() -> bool:
+    """Whether a listener (OpenLineage's, a plugin's) waits for task successes in this process.
+
+    Airflow calls ``on_task_instance_success`` only when a worker ends the task, never for one a
+    trigger ends: where one is registered, a wait keeps ending on a worker, so the listener sees
+    what it saw before. Unknown counts as yes.
+    """
+    try:
+        try:  # Airflow 3.2+: the Task SDK's own manager (the worker's)
+            from airflow.sdk.listener import get_listener_manager
+        except ImportError:  # Airflow 3.1
+            from airflow.listeners.listener import get_listener_manager  # type: ignore[no-redef, assignment, unused-ignore]
+        return bool(get_listener_manager().hook.on_task_instance_success.get_hookimpls())
+    except Exception:
+        return True

@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_prime._compat import TRIGGER_ENDS_TASK
+from airflow_provider_prime._compat import TRIGGER_ENDS_TASK, success_listeners
 
 #: The XCom key of a task's return value (Airflow's ``XCOM_RETURN_KEY``).
 RETURN_KEY = "return_value"
@@ -38,7 +38,8 @@ def ends_in_triggerer(task: Any) -> bool:
     ``on_success_callback``, ``post_execute`` or ``outlets`` (Airflow runs none of these for a task a
     trigger ends; see :data:`~airflow_provider_prime._compat.TRIGGER_ENDS_TASK`). A custom XCom
     backend keeps the worker too: its ``serialize_value`` may do blocking I/O, out of place in the
-    triggerer's event loop.
+    triggerer's event loop. A registered success listener (OpenLineage) keeps the worker as well:
+    Airflow would not call it for a task a trigger ends.
     """
     return (
         TRIGGER_ENDS_TASK
@@ -48,6 +49,7 @@ def ends_in_triggerer(task: Any) -> bool:
         and getattr(task, "_post_execute_hook", None) is None
         and not getattr(task, "outlets", None)
         and default_xcom_backend()
+        and not success_listeners()
     )
 
 

@@ -22,6 +22,7 @@ from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.operators.pod import PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
 from airflow_provider_prime.testing import CreateLifecycle
+from airflow_provider_prime.triggers import task_end
 from tests.operators.conftest import (
     TaskDeferred,
     TaskInstance,
@@ -34,6 +35,13 @@ from tests.triggers.supervisor import TaskInstanceState, airflow_told
 
 FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
 NAME = derived_pod_name("train_dag", "manual__1", "create_pod", -1, deployment=deployment_id())
+
+
+@pytest.fixture(autouse=True)
+def no_success_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No listener waits for task successes (Airflow's example plugin may be loaded in a test run);
+    the tests that need one register it themselves."""
+    monkeypatch.setattr(task_end, "success_listeners", lambda: False)
 
 
 def deferral(operator: PrimeCreatePodOperator, ti: TaskInstance) -> TaskDeferred:

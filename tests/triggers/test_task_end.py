@@ -40,6 +40,13 @@ from tests.triggers.supervisor import DAG_ID, RUN_ID, TASK_ID, FakeSupervisor, a
 POLL = 0.05
 
 
+@pytest.fixture(autouse=True)
+def no_success_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No listener waits for task successes (Airflow's example plugin may be loaded in a test run);
+    the tests that need one register it themselves."""
+    monkeypatch.setattr(task_end, "success_listeners", lambda: False)
+
+
 def status_trigger(pod_ids: list[str], **kwargs: Any) -> PodStatusTrigger:
     return PodStatusTrigger(pod_ids=pod_ids, deadline=time.time() + 30, poll_interval=POLL, **kwargs)
 
@@ -287,3 +294,16 @@ class TestEndsInTriggerer:
         )
         assert with_callback.start_trigger_args is not None
         assert with_callback.start_trigger_args.trigger_kwargs["end_from_trigger"] is False
+
+
+def test_a_registered_success_listener_keeps_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow calls on_task_instance_success (OpenLineage's, a plugin's) only for a task a worker
+    ends: with one registered, the wait resumes a worker, so the listener sees the success."""
+    sensor = PodStatusSensor(task_id="wait", pod_ids=["p"], deferrable=True)
+    assert task_end.ends_in_triggerer(sensor)
+    monkeypatch.setattr(task_end, "success_listeners", lambda: True)
+    assert not task_end.ends_in_triggerer(sensor)
+
+
+def test_success_listeners_reads_airflows_listener_manager() -> None:
+    assert isinstance(_compat.success_listeners(), bool)
