@@ -56,8 +56,13 @@ from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.operators._arguments import seconds
 from airflow_provider_prime.operators._masking import MasksRenderedSecrets
 from airflow_provider_prime.pod_ids import pod_ids_from
-from airflow_provider_prime.triggers.job import DEFAULT_JOB_POLL_INTERVAL, PrimeJobTrigger, log_step
-from airflow_provider_prime.waiting import DEFERRAL_MARGIN, AsyncDriver, first_check_after_deferral
+from airflow_provider_prime.triggers.job import (
+    DEFAULT_JOB_POLL_INTERVAL,
+    JOB_SETTLE_AFTER_DEFERRAL,
+    PrimeJobTrigger,
+    log_step,
+)
+from airflow_provider_prime.waiting import DEFERRAL_MARGIN, AsyncDriver
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -458,7 +463,7 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
             max_lines=self.max_lines,
             log_cap=self.log_cap,
             kill_grace=self.kill_grace,
-            not_before=first_check_after_deferral(now, min(self.poll_interval, 5.0)),
+            not_before=now + max(self.poll_interval, JOB_SETTLE_AFTER_DEFERRAL),
         )
         timeout = (
             None

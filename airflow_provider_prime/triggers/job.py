@@ -45,6 +45,12 @@ from airflow_provider_prime.waiting import SYSTEM_CLOCK, AsyncDriver, Clock
 #: Seconds between two polls of a job's nodes, by default: a failed rank is reported (and the other
 #: ranks killed) within this, and a node's output reaches the task log within it.
 DEFAULT_JOB_POLL_INTERVAL = 10.0
+#: Seconds after a job's deferral before its trigger's first poll. A phase that has already ended
+#: (a short setup) fires the trigger's event at its first poll, and an event that comes before the
+#: scheduler has processed the exit of the worker that deferred fails the resumed task (Airflow's
+#: race, see ``waiting.SETTLE_AFTER_DEFERRAL``). CI saw the scheduler process that exit 5.5 s after
+#: the deferral on a loaded machine; a job runs for minutes, so it waits longer than a pod wait does.
+JOB_SETTLE_AFTER_DEFERRAL = 15.0
 
 
 class PollerPods:
@@ -252,4 +258,10 @@ class PrimeJobTrigger(BaseTrigger):
             )
 
 
-__all__ = ["DEFAULT_JOB_POLL_INTERVAL", "PollerPods", "PrimeJobTrigger", "log_step"]
+__all__ = [
+    "DEFAULT_JOB_POLL_INTERVAL",
+    "JOB_SETTLE_AFTER_DEFERRAL",
+    "PollerPods",
+    "PrimeJobTrigger",
+    "log_step",
+]

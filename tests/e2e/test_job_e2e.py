@@ -308,7 +308,7 @@ def test_a_failing_rank_fails_the_task_at_once_kills_the_others_and_the_teardown
     pods.append(pod_id)
     make_ready(e2e_simulator, pod_id, 2)
     wait_deferred(airflow_stack, watcher, TRAIN)
-    # The trigger polls (its first poll waits SETTLE_AFTER_DEFERRAL, 5 s, after the deferral).
+    # The trigger polls (its first poll waits JOB_SETTLE_AFTER_DEFERRAL, 15 s, after the deferral).
     job.wait_delivered("rank 0 waits on the collective", (0,))
     job.open()
     finished(watcher)
