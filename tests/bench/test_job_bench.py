@@ -20,6 +20,15 @@ from bench.jobs import BEGIN, END, JobBenchRun, Options, parse_cases, render, ru
 from bench.trigger_report import write_into
 
 pytest.importorskip("asyncssh", reason="the simulator's SSH nodes need airflow-provider-prime[ssh]")
+# The peer baseline is the SSH provider's remote-job trigger (SSH provider 4.3+, with SSHHookAsync):
+# older installs (the lowest Airflow's, pinned by date) have no peer to measure against.
+pytest.importorskip(
+    "airflow.providers.ssh.triggers.ssh_remote_job", reason="the peer baseline needs the SSH provider >= 4.3"
+)
+try:
+    from airflow.providers.ssh.hooks.ssh import SSHHookAsync  # noqa: F401
+except ImportError:
+    pytest.skip("the peer baseline needs the SSH provider's SSHHookAsync", allow_module_level=True)
 
 SMOKE = Timing(interval=0.5, warmup=1.0, window=3.0, grace=2.0, line_every=0.2)
 

@@ -161,10 +161,15 @@ def test_failed_training_still_terminates_through_the_teardown(
     assert "[node 1] rank 1: failing at step 3, as TRAIN_FAIL_RANK asks" in events  # as it came
     assert not any(e.startswith(f"[node 0] step {STEPS}/") for e in events)  # rank 0 stopped too
     failure = task_error(airflow_stack, watcher, TRAIN)
-    # Rank 0 exits too ("lost rank 1") milliseconds later: the rank that ended first is named.
-    assert f"failed on node 1 ({pod_id} node 2" in failure, failure
-    assert "exited with code 3" in failure
-    assert "rank 1: failing at step 3" in failure  # its last lines, quoted
+    # Rank 0 exits too ("lost rank 1") milliseconds later. The rank whose runner recorded its end
+    # first is named: rank 1, unless a loaded machine woke rank 1's runner after rank 0's (a known
+    # limit, docs/training.md); either way the message says what happened to rank 1.
+    if f"failed on node 1 ({pod_id} node 2" in failure:
+        assert "exited with code 3" in failure
+        assert "rank 1: failing at step 3" in failure  # its last lines, quoted
+    else:
+        assert f"failed on node 0 ({pod_id} node 1" in failure, failure
+        assert "lost rank 1" in failure
     assert_none_billing(e2e_simulator, [pod_id])
     assert processes_alive(e2e_simulator, pod_id) == 0
 
