@@ -9,7 +9,8 @@
     │   │   ├── PrimeAuthError        401/403: wrong or revoked key, or a missing permission
     │   │   ├── PrimeNotFoundError    404 saying that pod does not exist (or is not visible)
     │   │   └── PrimeRequestError     422 and other 4xx: the request was refused (.details)
-    │   │       └── PrimeBillingError 402: the account cannot pay for this
+    │   │       ├── PrimeBillingError 402: the account cannot pay for this
+    │   │       └── PrimeSoldOutError a create refused as sold out: nothing was created
     │   ├── PrimeResponseError        an answer that could not be used: not JSON, the wrong shape,
     │   │                             too large, too many redirects, a TLS certificate failure,
     │   │                             a 404 from a path the API does not have (wrong base URL)
@@ -79,6 +80,12 @@ class PrimeBillingError(PrimeRequestError):
     """402 Payment Required: the account behind the key has no credit or no payment method."""
 
 
+class PrimeSoldOutError(PrimeRequestError):
+    """A create refused (4xx) because the offer is sold out. The API has no code for it, so the
+    answer's text decides (:mod:`.hooks._errors`). Refused means nothing was created: creating again
+    once capacity is back is safe."""
+
+
 class PrimeResponseError(PrimeAPIError):
     """An answer that could not be used: not JSON, the wrong shape, too large, or an untrusted certificate."""
 
@@ -130,6 +137,7 @@ ERROR_CLASSES: dict[str, type[PrimeError]] = {
         PrimeNotFoundError,
         PrimeRequestError,
         PrimeBillingError,
+        PrimeSoldOutError,
         PrimeJobError,
         PrimeJobFailedError,
         PrimeResponseError,

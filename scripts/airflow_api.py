@@ -218,7 +218,10 @@ class RunWatcher:
             if condition(self):
                 return self
             if self.finished:
-                raise RuntimeError(f"run {self.run_id} ended {self.state} before {what or 'the condition'}")
+                raise RuntimeError(
+                    f"run {self.run_id} ended {self.state} before {what or 'the condition'}; "
+                    f"task states {self.history}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"run {self.run_id} of {self.dag_id}: no {what or 'end'} after {timeout:.0f}s; "

@@ -80,6 +80,26 @@ def kill_task_process(watcher: RunWatcher, task_id: str) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def clear_failed_run(stack: AirflowStack, watcher: RunWatcher, task_id: str, **options: Any) -> None:
+    """Clear a failed run's task as a user would, and wait until the run is seen queued again.
+
+    The API answers the clear before its transaction is visible to the next read (seen on 3.1: a
+    poll right after it read the run still failed and the task already cleared), so a wait that
+    treats a finished run as the end must not start before the run has left ``failed``.
+    """
+    stack.api.request(
+        "POST",
+        f"/dags/{watcher.dag_id}/clearTaskInstances",
+        json={"dry_run": False, "dag_run_id": watcher.run_id, "task_ids": [task_id], **options},
+    )
+
+    def reopened() -> bool:
+        state: str = stack.api.dag_run(watcher.dag_id, watcher.run_id)["state"]
+        return state not in ("failed", "success")
+
+    wait_until(reopened, STEP_TIMEOUT, f"run {watcher.run_id} queued again after clearing {task_id}")
+
+
 def last_try_log(stack: AirflowStack, watcher: RunWatcher, task_id: str) -> str:
     """The log of the task's latest try, for a failure message (its tail is what tells why)."""
     try_number = int(watcher.ti(task_id)["try_number"])

@@ -38,6 +38,7 @@ from tests.e2e.runs import (
     STEP_TIMEOUT,
     assert_none_billing,
     billing,
+    clear_failed_run,
     kill_task_process,
     last_try_log,
     pod_id_of,
@@ -355,11 +356,7 @@ def test_a_worker_killed_mid_job_leaves_it_running_and_the_retry_adopts_it(
     if not CRASHED_TASKS_RETRY:
         watcher.wait(timeout=STEP_TIMEOUT)
         assert watcher.state == "failed"
-        airflow_stack.api.request(
-            "POST",
-            f"/dags/{WORKER}/clearTaskInstances",
-            json={"dry_run": False, "dag_run_id": watcher.run_id, "task_ids": [TRAIN]},
-        )
+        clear_failed_run(airflow_stack, watcher, TRAIN)
     watcher.wait(
         lambda w: w.ti(TRAIN)["try_number"] == 2 and w.states(TRAIN)[-1] == "running",
         timeout=STEP_TIMEOUT,

@@ -24,6 +24,7 @@ from tests.e2e.runs import (
     STEP_TIMEOUT,
     assert_none_billing,
     billing,
+    clear_failed_run,
     kill_task_process,
     last_try_log,
     pod_id_of,
@@ -209,16 +210,7 @@ def test_a_worker_killed_mid_wait_is_retried_and_the_retry_adopts_the_pod(
         assert watcher.states(CREATE)[-1] == "failed"
         assert watcher.states(TERMINATE)[-1] == "upstream_failed"  # a teardown skips a failed setup
         assert billing(e2e_simulator, [pod_id]) == [pod_id]  # no code of the task ran to delete it
-        airflow_stack.api.request(
-            "POST",
-            f"/dags/{watcher.dag_id}/clearTaskInstances",
-            json={
-                "dry_run": False,
-                "dag_run_id": watcher.run_id,
-                "task_ids": [CREATE],
-                "include_downstream": True,
-            },
-        )
+        clear_failed_run(airflow_stack, watcher, CREATE, include_downstream=True)
     watcher.wait(
         lambda w: w.ti(CREATE)["try_number"] == 2 and w.states(CREATE)[-1] == "running",
         timeout=STEP_TIMEOUT,
