@@ -62,6 +62,7 @@ from airflow_provider_prime.triggers.job import (
     PrimeJobTrigger,
     log_step,
 )
+from airflow_provider_prime.triggers.task_end import ends_in_triggerer
 from airflow_provider_prime.waiting import DEFERRAL_MARGIN, AsyncDriver
 
 if TYPE_CHECKING:
@@ -464,6 +465,7 @@ class PrimeRunJobOperator(MasksRenderedSecrets):
             log_cap=self.log_cap,
             kill_grace=self.kill_grace,
             not_before=now + max(self.poll_interval, JOB_SETTLE_AFTER_DEFERRAL),
+            end_from_trigger=nxt.phase == "command" and ends_in_triggerer(self),
         )
         timeout = (
             None

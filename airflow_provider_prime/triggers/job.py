@@ -39,6 +39,7 @@ from airflow_provider_prime.job_script import DEFAULT_KILL_GRACE, DEFAULT_LOG_CA
 from airflow_provider_prime.job_wait import DEFAULT_MAX_LINES, DEFAULT_UNREACHABLE_GRACE, JobStep, JobWait
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.triggers import polling
+from airflow_provider_prime.triggers.task_end import end_task
 from airflow_provider_prime.triggers.task_state import ask_own_state, on_kill_budget, through_cancels
 from airflow_provider_prime.waiting import SYSTEM_CLOCK, AsyncDriver, Clock
 
@@ -89,6 +90,11 @@ class PrimeJobTrigger(BaseTrigger):
         another key is refused.
     :param ssh_conn_id: the SSH connection with the key to log in with.
     :param prime_conn_id: the Prime connection the pods' statuses are read with.
+    :param end_from_trigger: when the ``command`` phase succeeds, log the result line and record the
+        task's return value (the job's result, as the operator's ``execute_complete`` returns it)
+        here, ending the task with no worker (:mod:`~airflow_provider_prime.triggers.task_end`; the
+        operator decides with ``ends_in_triggerer``). A ``setup`` phase's success never ends the
+        task: the worker launches the command after it.
     """
 
     #: The clock of the wait (a test gives one it moves by hand); never serialized.
@@ -112,6 +118,7 @@ class PrimeJobTrigger(BaseTrigger):
         log_cap: int = DEFAULT_LOG_CAP,
         kill_grace: float = DEFAULT_KILL_GRACE,
         not_before: float | None = None,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.nodes = [JobNode.from_dict(node) for node in nodes]
@@ -129,6 +136,7 @@ class PrimeJobTrigger(BaseTrigger):
         self.log_cap = int(log_cap)
         self.kill_grace = float(kill_grace)
         self.not_before = None if not_before is None else float(not_before)
+        self.end_from_trigger = bool(end_from_trigger)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -149,6 +157,8 @@ class PrimeJobTrigger(BaseTrigger):
                 "log_cap": self.log_cap,
                 "kill_grace": self.kill_grace,
                 "not_before": self.not_before,
+                # Left out when unset, as a trigger of an older release serialized it.
+                **({"end_from_trigger": True} if self.end_from_trigger else {}),
             },
         )
 
@@ -172,6 +182,12 @@ class PrimeJobTrigger(BaseTrigger):
         except Exception as exc:  # the connection lookups, an unusable node: the task says why
             self.log.error("The job's %s could not be followed: %s", self.phase, exc)
             event = events.build_failed(exc)
+        if event["status"] == "done" and self.phase == "command" and self.end_from_trigger:
+            ended = await end_task(self, event["job"])
+            if ended is not None:
+                self.log.info("%s", event["message"])  # the line execute_complete logs
+                yield ended
+                return
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _follow(self) -> events.Event:

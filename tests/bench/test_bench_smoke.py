@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_prime.triggers import polling
-from bench.trigger_report import BEGIN, END, render, write_into
+from bench.trigger_report import BEGIN, END, net_cpu, ratio_table, render, write_into
 from bench.trigger_run import KINDS, CaseResult, Timing
 from bench.triggers import CONN_ID, Options, parse_cases, run_benchmark
 
@@ -101,6 +101,25 @@ def test_the_report_renders_and_replaces_only_its_own_section(run, tmp_path: Pat
     assert "prose stays" in text
     assert "after stays" in text
     assert "\nold\n" not in text
+
+
+def test_the_cpu_ratio_net_of_the_harness_takes_the_idle_cost_off_both_sides(run):
+    assert run.idle_cpu is not None
+    assert run.idle_cpu > 0
+    assert net_cpu(0.168, 0.131) == pytest.approx(0.037)
+    assert net_cpu(0.1, 0.131) == 0.0  # noise below the idle cost is none, never negative
+    assert net_cpu(None, 0.131) is None
+    provider, baseline = by(run.results, "provider", 10), by(run.results, "baseline-shared-tls", 10)
+    row = next(
+        line for line in ratio_table(run.results, run.idle_cpu) if line.startswith("| 10 (10) | baseline-")
+    )
+    net = net_cpu(baseline.cpu_per_interval, run.idle_cpu)
+    mine = net_cpu(provider.cpu_per_interval, run.idle_cpu)
+    assert net is not None
+    assert mine is not None
+    expected = f"{net / mine:,.1f}x" if mine > 0 else ("∞" if net > 0 else "-")
+    assert row.split("|")[5].strip() == expected
+    assert "net of the harness" in render(run)
 
 
 def test_cases_parse_as_documented():

@@ -23,11 +23,11 @@ def log_files(
 
 
 def assert_ended_in_triggerer(
-    stack: AirflowStack, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    stack: AirflowStack, dag_id: str, run_id: str, task_id: str, map_index: int = -1, line: str = READY
 ) -> None:
-    """The trigger logged the success line and no worker resumed the task to log it again."""
+    """The trigger logged the success ``line`` and no worker resumed the task to log it again."""
     files = log_files(stack, dag_id, run_id, task_id, map_index)
     worker = files.get("attempt=1.log", "")
     triggers = {name: text for name, text in files.items() if ".trigger." in name}
-    assert any(READY in text for text in triggers.values()), (task_id, map_index, sorted(files))
-    assert READY not in worker, (task_id, map_index, worker[-3000:])
+    assert any(line in text for text in triggers.values()), (task_id, map_index, sorted(files))
+    assert line not in worker, (task_id, map_index, worker[-3000:])

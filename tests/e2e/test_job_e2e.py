@@ -45,6 +45,7 @@ from tests.e2e.runs import (
     wait_deferred,
     wait_state,
 )
+from tests.e2e.task_end import assert_ended_in_triggerer
 
 pytestmark = pytest.mark.e2e
 
@@ -286,6 +287,8 @@ def test_a_two_node_deferred_job_logs_every_line_once_returns_its_result_and_lau
     ident = job_id_in(log)
     assert job_launches(e2e_simulator, pod_id) == [{ident: 1}, {ident: 1}]
     assert processes_alive(e2e_simulator, [pod_id]) == 0  # the job ended with its command
+    # The trigger recorded the result and ended the task: no worker resumed it (issue 23).
+    assert_ended_in_triggerer(airflow_stack, DEFERRED, watcher.run_id, TRAIN, line="The job succeeded")
 
 
 def test_a_failing_rank_fails_the_task_at_once_kills_the_others_and_the_teardown_deletes_the_pod(

@@ -126,3 +126,47 @@ async def test_a_node_whose_host_key_changed_fails_the_job_at_once(
     killer = PrimeJobTrigger(**kwargs)
     airflow_told(monkeypatch, killer, TaskInstanceState.FAILED)
     await killer.on_kill()
+
+
+async def test_a_successful_command_ends_the_task_in_the_triggerer_with_the_result_a_worker_returns(
+    sim: PrimeSimulator, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    """``end_from_trigger``: the result is pushed as the worker's return value would be, the end
+    line logged here, and a bare ``TaskSuccessEvent`` ends the task with no worker."""
+    from airflow.sdk.bases.xcom import BaseXCom
+    from airflow.sdk.execution_time.comms import SetXCom
+    from airflow.triggers.base import TaskSuccessEvent
+
+    from airflow_provider_prime.triggers import task_end
+
+    monkeypatch.setattr(task_end, "success_listeners", lambda: False)
+    command = 'echo hi; [ "$PRIME_NODE_RANK" = 0 ] && echo \'{"loss": 0.5}\' > "$PRIME_RESULT_FILE"; true'
+    operator, kwargs = await deferred(command)
+    assert kwargs.get("end_from_trigger") is task_end.ends_in_triggerer(operator)
+    ended = PrimeJobTrigger(**{**kwargs, "end_from_trigger": True})
+    supervisor = airflow_told(monkeypatch, ended, TaskInstanceState.DEFERRED)
+
+    event = [event async for event in ended.run()]
+
+    assert len(event) == 1 and isinstance(event[0], TaskSuccessEvent), event
+    assert [line for line in text(logs) if line.startswith("The job succeeded")] == [
+        "The job succeeded on 2 node(s)"
+    ]  # the line execute_complete logs, in the trigger's (the task's) log
+    (push,) = [q for q in supervisor.questions if isinstance(q, SetXCom)]
+    # The same job read again by a trigger that does not end the task: the worker's return value.
+    again = await first_event(PrimeJobTrigger(**kwargs | {"end_from_trigger": False}))
+    returned = operator.execute_complete(context(), again)
+    assert returned["result"] == {"loss": 0.5}
+    assert BaseXCom.deserialize_value(push) == returned
+
+
+async def test_a_setup_phase_never_ends_the_task_in_the_triggerer(sim: PrimeSimulator) -> None:
+    operator = PrimeRunJobOperator(
+        task_id="train", pod_ids=[POD], setup="true", command="true", deferrable=True, poll_interval=0.2
+    )
+    with pytest.raises(TaskDeferred) as raised:
+        await asyncio.to_thread(operator.execute, context())
+    _, kwargs = raised.value.trigger.serialize()
+    assert kwargs["phase"] == "setup"
+    assert "end_from_trigger" not in kwargs
+    operator.on_kill()  # the setup is not followed here: stop it
