@@ -332,6 +332,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self._in_on_kill = False  # inside the SIGTERM handler: no Task SDK calls (see on_kill)
         self._records_left: set[str] = set()  # pods deleted in on_kill whose record is still to delete
         self._choice: Choice | None = None  # the offer this try chose, and why
+        self._offers_seen: list[GpuOffer] = []  # what the last choice looked at
 
     @cached_property
     def hook(self) -> PrimeHook:
@@ -889,7 +890,8 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         wish = self._wish()
         disk_size = whole_number(self.disk_size, "disk_size")
         vcpus, memory = whole_number(self.vcpus, "vcpus"), whole_number(self.memory, "memory")
-        choice = choose_offer(self._list_offers(wish), wish)
+        self._offers_seen = self._list_offers(wish)
+        choice = choose_offer(self._offers_seen, wish)
         self.log.info("Chose offer %s: %s", describe_offer(choice.offer), choice.why)
         self._choice = choice
         return PodRequest.from_offer(
@@ -943,7 +945,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 )
             if self.deferrable:
                 self._defer_for_capacity(wish, deadline, refused)
-            self._await_capacity_here(name, wish, deadline, refused, failure)
+            self._await_capacity_here(name, wish, deadline, failure)
             self._raise_if_killed(name)
             pod = self._adopt(name)
             if pod is not None:
@@ -968,15 +970,17 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         )
 
     def _await_capacity_here(
-        self, name: str, wish: OfferWish, deadline: float, refused: bool, failure: str
+        self, name: str, wish: OfferWish, deadline: float, failure: str
     ) -> None:
         """Poll the offers in this worker until one fits ``wish`` (return) or the deadline passes.
 
-        After a sold-out refusal the first look is one poll interval on (the list may still show the
-        offer). Stops when the task is killed (nothing is created after a kill).
+        The create has just looked (its offers are logged now), so the next look is one poll interval
+        on (after a sold-out refusal the list may still show the offer, too). Stops when the task is
+        killed (nothing is created after a kill).
         """
-        shown: list[str] | None = None
-        not_before = self.clock.time() + (self.poll_interval if refused else 0.0)
+        shown = nearest_offers(self._offers_seen, wish)
+        self.log.info(awaited_line(wish, deadline, self.clock.time(), shown))
+        not_before = self.clock.time() + self.poll_interval
         while True:
             self._raise_if_killed(name)
             if self.clock.time() >= not_before:
