@@ -940,9 +940,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             if now >= deadline:
                 raise PrimeNoOfferError(failure + GAVE_UP)
             if refused:
-                self.log.warning(
-                    "The create of %s was refused as sold out (nothing was created): %s", name, failure
-                )
+                self.log.warning("The create of %s was refused as sold out: %s", name, failure)
             if self.deferrable:
                 self._defer_for_capacity(wish, deadline, refused)
             self._await_capacity_here(name, wish, deadline, failure)
@@ -969,9 +967,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             timeout=timedelta(seconds=max(deadline - now, 0.0) + DEFERRAL_MARGIN),
         )
 
-    def _await_capacity_here(
-        self, name: str, wish: OfferWish, deadline: float, failure: str
-    ) -> None:
+    def _await_capacity_here(self, name: str, wish: OfferWish, deadline: float, failure: str) -> None:
         """Poll the offers in this worker until one fits ``wish`` (return) or the deadline passes.
 
         The create has just looked (its offers are logged now), so the next look is one poll interval

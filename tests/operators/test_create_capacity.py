@@ -140,7 +140,7 @@ def test_a_sold_out_create_waits_a_poll_then_creates_once(lifecycle_sim, logs):
     assert requests(sim, CREATES) == 2  # the refused one (nothing made) and the one that made the pod
     assert account(sim)["created"] == {NAME: 1}
     assert clock.pauses[0] == 10  # the list still showed the offer: no create again before a poll
-    assert [e for e in logs if "was refused as sold out, nothing was created" in str(e["event"])]
+    assert [e for e in logs if "was refused as sold out: The offer sold out" in str(e["event"])]
 
 
 def test_gives_up_at_the_deadline_with_the_no_offer_explanation(lifecycle_sim):
