@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeNoOfferError
 from airflow_provider_prime.models import GpuOffer
+from airflow_provider_prime.triggers.availability import AvailabilityQuery
 
 #: Rejected offers listed in a "no offer" message, nearest first.
 NEAREST_LIMIT = 5
@@ -49,37 +50,6 @@ SPOT_PREFERENCES: tuple[str, ...] = ("never", "prefer", "only")
 
 #: How offers are ordered: billed price, on-demand price, cloud_id, then the whole offer as JSON.
 _RankKey = tuple[float, float, str, str]
-
-
-@dataclass(frozen=True)
-class AvailabilityQuery:
-    """One availability request, exactly as sent (the filters the API applies itself).
-
-    Stand-in with the fields of :class:`airflow_provider_prime.triggers.availability.AvailabilityQuery`
-    until the shared poller is merged; then this class is replaced by that import.
-    """
-
-    gpu_type: str | None = None
-    gpu_count: int | None = None
-    regions: tuple[str, ...] = ()
-    multi_node: bool = False
-
-    def serialize(self) -> dict[str, Any]:
-        return {
-            "gpu_type": self.gpu_type,
-            "gpu_count": self.gpu_count,
-            "regions": list(self.regions),
-            "multi_node": self.multi_node,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AvailabilityQuery:
-        return cls(
-            gpu_type=data.get("gpu_type"),
-            gpu_count=data.get("gpu_count"),
-            regions=tuple(data.get("regions") or ()),
-            multi_node=bool(data.get("multi_node", False)),
-        )
 
 
 def names_in_order(value: object, argument: str) -> tuple[str, ...]:

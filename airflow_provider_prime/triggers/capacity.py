@@ -25,69 +25,25 @@ twice. Its kwargs are plain values; the API key is looked up inside :meth:`run`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_prime import events
 from airflow_provider_prime.exceptions import PrimeNoOfferError, is_transient
-from airflow_provider_prime.hooks import _plans
-from airflow_provider_prime.hooks._clients import AsyncPrimeClient
-from airflow_provider_prime.hooks._settings import PrimeApiSettings
-from airflow_provider_prime.models import GpuOffer
 from airflow_provider_prime.offers import (
-    AvailabilityQuery,
     OfferWish,
     choose_offer,
     describe_offer,
     nearest_offers,
 )
+from airflow_provider_prime.triggers.availability import watch_offers
 from airflow_provider_prime.triggers.polling import connection_settings
 from airflow_provider_prime.waiting import SYSTEM_CLOCK, Clock
 
 #: The first words of the success event's message (the operator logs the whole line).
 CAPACITY_LINE = "Capacity found"
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """Stand-in for ``triggers.availability.OffersSnapshot``: one round's offers, or its error."""
-
-    offers: tuple[GpuOffer, ...]
-    error: BaseException | None
-
-
-class _Subscription:
-    """Stand-in for ``triggers.availability.OffersSubscription``: one poller per trigger, not shared."""
-
-    def __init__(self, settings: PrimeApiSettings, query: AvailabilityQuery, interval: float) -> None:
-        self.settings, self.query, self.interval = settings, query, interval
-        self.rounds = 0
-
-    async def next(self) -> _Snapshot:
-        if self.rounds:
-            await asyncio.sleep(self.interval)
-        self.rounds += 1
-        query = self.query
-        plan = _plans.list_gpu_offers(
-            self.settings, query.gpu_type, query.gpu_count, list(query.regions), query.multi_node
-        )
-        try:
-            async with AsyncPrimeClient(self.settings) as client:
-                return _Snapshot(tuple(await client.run(plan)), None)
-        except Exception as exc:
-            return _Snapshot((), exc)
-
-
-@contextlib.asynccontextmanager
-async def watch_offers(
-    settings: PrimeApiSettings, query: AvailabilityQuery, interval: float
-) -> AsyncIterator[_Subscription]:
-    """Stand-in with the interface of ``triggers.availability.watch_offers`` until that is merged."""
-    yield _Subscription(settings, query, interval)
 
 
 class PrimeCapacityTrigger(BaseTrigger):
