@@ -54,7 +54,10 @@ def sold_out_once(sim: PrimeSimulator, words: str = "is out of stock") -> None:
 
 
 def set_stock(sim: PrimeSimulator, cloud_id: str, status: str) -> None:
-    """The offer's stock from now on, pods untouched (stand-in for avail's ``set_stock`` control)."""
+    """The offer's stock from now on, pods untouched: the simulator's ``set_stock`` once it has one."""
+    if hasattr(sim, "set_stock"):
+        sim.set_stock(cloud_id, status)
+        return
     offers = tuple(
         offer.model_copy(update={"stock_status": status}) if offer.cloud_id == cloud_id else offer
         for offer in sim.scenario.offers
