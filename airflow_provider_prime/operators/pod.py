@@ -950,10 +950,14 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 return pod, "adopted"
 
     def _defer_for_capacity(self, wish: OfferWish, deadline: float, refused: bool) -> NoReturn:
+        """Defer to :class:`PrimeCapacityTrigger`; the nearest offers go to this (the worker's) log.
+
+        The trigger logs them again when they change, but Airflow writes one trigger log file per
+        triggerer and try, and the ready-wait's trigger that follows in the same try replaces it.
+        """
         now = self.clock.time()
-        self.log.info(
-            "Deferring the wait for capacity (%.0f s left): %s", max(deadline - now, 0.0), wish.describe()
-        )
+        awaited = awaited_line(wish, deadline, now, nearest_offers(self._offers_seen, wish))
+        self.log.info("Deferring the wait for capacity to the triggerer. %s", awaited)
         self.defer(
             trigger=PrimeCapacityTrigger(
                 wish=wish.to_dict(),

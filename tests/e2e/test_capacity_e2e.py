@@ -18,7 +18,15 @@ from airflow_provider_prime.testing import GPUS_PATH, Scenario
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_stack import AirflowStack, wait_until
 from tests.e2e.conftest import SLOW_BOOT
-from tests.e2e.runs import CREATE, STEP_TIMEOUT, assert_none_billing, last_try_log, pod_id_of, wait_deferred
+from tests.e2e.runs import (
+    CREATE,
+    STEP_TIMEOUT,
+    assert_none_billing,
+    last_try_log,
+    pod_id_of,
+    run_log,
+    wait_deferred,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -97,9 +105,11 @@ def test_a_deferred_create_waits_through_a_sold_out_period_then_creates_exactly_
     name = e2e_simulator.billing()["pods"][pod_id]["name"]
     assert created(e2e_simulator).get(name) == 1  # exactly one create across the wait and the resume
     assert offer_of(dags, WAIT_DAG, watcher.run_id)["cloud_id"] == H100
-    log = last_try_log(dags, watcher, CREATE)
-    assert "Waiting for capacity" in log
-    assert "stock Unavailable" in log
+    # The worker's part: the trigger's own lines are in a file the ready-wait's trigger replaced.
+    log = run_log(dags, watcher, CREATE)
+    assert "Deferring the wait for capacity to the triggerer. Waiting for capacity" in log
+    assert f"cloud_id={H100}, stock Unavailable: out of stock (Unavailable)" in log
+    assert "Capacity found for H100_80GB x1" in log
     assert_none_billing(e2e_simulator, [pod_id])
 
 

@@ -267,7 +267,7 @@ def deferral(call: Any) -> TaskDeferred:
     return caught.value
 
 
-def test_a_deferred_wait_through_a_sold_out_period_creates_exactly_one_pod(lifecycle_sim):
+def test_a_deferred_wait_through_a_sold_out_period_creates_exactly_one_pod(lifecycle_sim, logs):
     sim = lifecycle_sim()
     set_stock(sim, H100, "Unavailable")
     ti = TaskInstance()
@@ -287,6 +287,8 @@ def test_a_deferred_wait_through_a_sold_out_period_creates_exactly_one_pod(lifec
     assert 600 < deferred.timeout.total_seconds() < 700
     assert deferred.method_name == "execute_after_capacity"
     assert not ti.xcom  # nothing created, nothing pushed
+    (deferring,) = lines(logs, "Deferring the wait for capacity to the triggerer")
+    assert f"cloud_id={H100}, stock Unavailable: out of stock" in deferring  # in the worker's own log
 
     lists_before = requests(sim, LISTS)
 
