@@ -114,7 +114,11 @@ def _log_lines(payload: Any, depth: int) -> list[str] | None:
     if isinstance(payload, list):
         lines: list[str] = []
         for item in payload:
-            got = _log_lines(_log_entry(item), depth - 1)
+            entry = _log_entry(item)
+            if isinstance(entry, dict) and not any(entry.get(key) is not None for key in LOG_KEYS):
+                lines.append(json.dumps(entry, default=str))  # an entry without text: kept as it is
+                continue
+            got = _log_lines(entry, depth - 1)
             lines += got if got is not None else [json.dumps(item, default=str)]
         return lines
     if isinstance(payload, dict):
