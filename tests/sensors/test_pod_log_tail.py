@@ -43,6 +43,11 @@ from airflow_provider_prime.testing.pod_logs import INSTALL_STEPS
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from tests.statuses import pod
 
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef, attr-defined, unused-ignore]
+
 KEY = "pk-tail-secret-abcdef0123"
 
 
@@ -103,7 +108,8 @@ def test_the_quote_is_bounded_in_pods_and_characters() -> None:
     assert len(message) < POD_LOGS_QUOTED * (POD_LOG_CHARS + 200) + len(str(step.error))
     assert lines[-1] in message  # the newest lines win
     section = log_section("p0", lines)
-    assert section.startswith("The last ") and "lines before them left out" in section
+    assert section.startswith("The last ")
+    assert "lines before them left out" in section
 
 
 async def test_async_reads_concurrently_and_lets_a_cancel_through() -> None:
@@ -206,9 +212,9 @@ def test_sensor_refuses_a_bad_tail(tail: Any) -> None:
 def test_sensor_hands_its_tail_to_the_trigger() -> None:
     made = sensor("bad", pod_log_tail=7)
     made._wait = PodWait(["bad"], Requirements(), mock.Mock(), deadline=time.time() + 60)
-    with pytest.raises(BaseException) as deferred:
+    with pytest.raises(TaskDeferred) as deferred:
         made._defer(made._wait)
-    trigger = deferred.value.trigger  # type: ignore[attr-defined]
+    trigger = deferred.value.trigger
     assert trigger.pod_log_tail == 7
     assert trigger.serialize()[1]["pod_log_tail"] == 7
 
@@ -230,7 +236,8 @@ async def test_trigger_event_carries_the_tail_bounded(broken, logs) -> None:
     assert event["status"] == "failed"
     assert event["error_type"] == "PrimePodFailedError"
     message = event["message"]
-    assert "The last " in message and "of pod bad's log:\n" in message
+    assert "The last " in message
+    assert "of pod bad's log:\n" in message
     assert message.rstrip().endswith(f"ERROR: {DEFAULT_INSTALLATION_FAILURE}")
     assert any(e["event"] == message for e in logs)  # the task log (the trigger's) has it too
     assert KEY not in json.dumps(event) + json.dumps(logs, default=str)
