@@ -63,7 +63,7 @@ _TEST_CONNECTION_RETRIES = 1
 
 
 class PrimeHook(BaseHook):
-    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete), GPU offers.
+    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete, log), GPU offers.
 
     Every method has an async twin (``a`` + name) for triggers; docs/hook.md lists each one's errors.
 
