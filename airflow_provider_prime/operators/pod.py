@@ -855,7 +855,16 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 whole_number(getattr(self, argument), argument)
             price(self.max_price, "max_price")
             flag(self.multi_node, "multi_node")
-            self._wish()  # GPU types, regions and spot: refused before any request
+            if names_in_order(self.gpu_type, "gpu_type") or self.cloud_id:
+                self._wish()  # GPU types, regions and spot: refused before any request
+            else:
+                names_in_order(self.regions, "regions")  # no wish: only needed if nothing is adopted
+        elif self.wait_for_capacity is not None:
+            raise PrimeConfigError(
+                "wait_for_capacity waits for an offer that fits gpu_type/cloud_id and the other offer "
+                "arguments; a full request names its offer itself. Give the offer arguments instead of "
+                "request, or leave wait_for_capacity unset."
+            )
 
     def _wish(self) -> OfferWish:
         """The offer wish of the arguments (after templating: lists may arrive as their text)."""
@@ -931,7 +940,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             try:
                 return self._create(name), "created"
             except (PrimeNoOfferError, PrimeSoldOutError) as exc:
-                if self.wait_for_capacity is None or self.request is not None:
+                if self.wait_for_capacity is None:
                     raise
                 refused = isinstance(exc, PrimeSoldOutError)
                 failure = str(exc)

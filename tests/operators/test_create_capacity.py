@@ -239,6 +239,20 @@ def test_bad_lists_and_spot_are_refused_before_any_request(lifecycle_sim, argume
     assert sim.stats.total == 0 or requests(sim, LISTS) == 0
 
 
+def test_a_full_request_with_wait_for_capacity_is_refused_before_any_request(lifecycle_sim):
+    sim = lifecycle_sim()
+    request = {"cloud_id": H100, "gpu_type": "H100_80GB", "gpu_count": 1, "socket": "SXM5"}
+    with pytest.raises(PrimeConfigError, match="a full request names its offer itself"):
+        create(request=request, wait_for_capacity=60).execute(make_context())
+    assert sim.stats.total == 0
+
+
+def test_no_gpu_type_is_still_only_refused_when_a_pod_must_be_created(lifecycle_sim):
+    lifecycle_sim()
+    with pytest.raises(PrimeConfigError, match="Give gpu_type"):
+        create(gpu_type=None, name="nothing-to-adopt").execute(make_context())
+
+
 def test_a_negative_wait_for_capacity_is_refused():
     with pytest.raises(PrimeConfigError, match="wait_for_capacity must not be negative"):
         create(wait_for_capacity=-1)
