@@ -296,7 +296,7 @@ def _why(best: GpuOffer, fitting: list[GpuOffer], wish: OfferWish) -> str:
     price = best.prices.price
     cost = f"${price:.2f}/h" if price is not None else "no price"
     if len(same_spot) > 1:
-        parts.append(f"cheapest ({cost}) of {len(same_spot)} offers alike so far")
+        parts.append(f"the cheapest ({cost}) of {len(same_spot)} offers equal by type, region and spot")
     else:
         parts.append(f"the only such offer ({cost})")
     return "; ".join(parts) + f"; {len(fitting)} of the offers fit"

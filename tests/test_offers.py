@@ -304,7 +304,7 @@ class TestPreferenceOrder:
     def test_price_decides_among_offers_equal_by_type_region_and_spot(self):
         choice = choose_offer([priced("dear", 9.0), priced("cheap", 3.0)], FALLBACK)
         assert choice.offer.cloud_id == "cheap"
-        assert "cheapest ($3.00/h) of 2 offers alike so far" in choice.why
+        assert "the cheapest ($3.00/h) of 2 offers equal by type, region and spot" in choice.why
         assert choice.why.endswith("2 of the offers fit")
 
     def test_the_summary_for_the_xcom(self):
