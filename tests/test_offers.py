@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +11,15 @@ from hypothesis import strategies as st
 
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeNoOfferError
 from airflow_provider_prime.models import GpuOffer
-from airflow_provider_prime.offers import NEAREST_LIMIT, OfferWish, choose_offer, describe_offer
+from airflow_provider_prime.offers import (
+    NEAREST_LIMIT,
+    AvailabilityQuery,
+    OfferWish,
+    choose_offer,
+    describe_offer,
+    names_in_order,
+    nearest_offers,
+)
 from tests.payloads import make_offer
 
 
@@ -26,7 +35,7 @@ H100 = OfferWish(gpu_type="H100_80GB", gpu_count=8)
 
 
 def chosen(offers: list[GpuOffer], wish: OfferWish = H100) -> str:
-    return choose_offer(offers, wish).cloud_id
+    return choose_offer(offers, wish).offer.cloud_id
 
 
 class TestFilters:
@@ -106,8 +115,8 @@ class TestRanking:
 
     def test_one_cloud_id_in_two_data_centers_is_chosen_the_same_way_in_any_order(self):
         offers = [priced("same", 12.0, dataCenter="US-TX-1"), priced("same", 12.0, dataCenter="US-CA-2")]
-        first = choose_offer(offers, H100).data_center
-        assert choose_offer(list(reversed(offers)), H100).data_center == first
+        first = choose_offer(offers, H100).offer.data_center
+        assert choose_offer(list(reversed(offers)), H100).offer.data_center == first
 
     def test_unpriced_offers_come_last(self):
         assert chosen([priced("unpriced", None, None), priced("priced", 99.0)]) == "priced"
@@ -124,8 +133,8 @@ class TestRanking:
         offers = [priced(cloud_id, community, on_demand) for cloud_id, community, on_demand in specs]
         shuffled = list(offers)
         rng.shuffle(shuffled)
-        best = choose_offer(offers, H100)
-        assert choose_offer(shuffled, H100) == best
+        best = choose_offer(offers, H100).offer
+        assert choose_offer(shuffled, H100).offer == best
         inf = float("inf")
         price = best.prices.price
         assert all(
@@ -207,7 +216,7 @@ class TestNoOffer:
             multi_node=True,
         )
         assert wish.describe() == (
-            "H100_80GB x16 in US or CA, cloud_id c, socket SXM5, security secure_cloud, "
+            "H100_80GB x16 in US or else CA, cloud_id c, socket SXM5, security secure_cloud, "
             "at most $40.5/h, multi-node"
         )
 
@@ -254,3 +263,159 @@ class TestDescribeOffer:
         assert describe_offer(offer) == "H100_80GB x8, no price spot, unknown provider cloud_id=x"
         only_dc = priced("y", 1.5, country=None, region=None, isSpot=True)
         assert describe_offer(only_dc) == "H100_80GB x8 in US-CA-2, $1.50/h spot, runpod cloud_id=y"
+
+
+# -- ordered fallbacks, spot, the reason, the request -------------------------------------------
+
+FALLBACK = OfferWish(gpu_type=["H100_80GB", "A100_80GB"], gpu_count=8)  # type: ignore[arg-type]
+
+
+class TestPreferenceOrder:
+    def test_the_earliest_gpu_type_wins_over_a_cheaper_later_one(self):
+        offers = [priced("a100", 1.0, gpuType="A100_80GB"), priced("h100", 20.0)]
+        choice = choose_offer(offers, FALLBACK)
+        assert choice.offer.cloud_id == "h100"
+        assert "GPU type H100_80GB is choice 1 of 2" in choice.why
+
+    def test_a_later_gpu_type_is_taken_when_no_earlier_one_fits(self):
+        offers = [
+            priced("h100-gone", 1.0, stockStatus="Unavailable"),
+            priced("a100", 9.0, gpuType="A100_80GB"),
+            priced("b200", 0.5, gpuType="B200"),
+        ]
+        choice = choose_offer(offers, FALLBACK)
+        assert choice.offer.cloud_id == "a100"
+        assert "GPU type A100_80GB is choice 2 of 2 (no offer of H100_80GB fits)" in choice.why
+
+    def test_the_earliest_region_wins_over_a_cheaper_later_one_within_a_gpu_type(self):
+        offers = [
+            priced("ca", 1.0, region="canada", country="CA", dataCenter="CA-1"),
+            priced("us", 5.0),
+            priced("a100-eu", 0.1, gpuType="A100_80GB", region="eu", country="DE", dataCenter="DE-1"),
+        ]
+        wish = OfferWish(gpu_type=("H100_80GB", "A100_80GB"), regions=("US", "CA", "DE"))
+        choice = choose_offer(offers, wish)
+        assert choice.offer.cloud_id == "us"
+        assert "region US is choice 1 of 3" in choice.why
+        without_us = choose_offer(offers[::2], wish)
+        assert without_us.offer.cloud_id == "ca"  # a later region of the first type before a later type
+        assert "region CA is choice 2 of 3 (no offer in US fits)" in without_us.why
+
+    def test_price_decides_among_offers_equal_by_type_region_and_spot(self):
+        choice = choose_offer([priced("dear", 9.0), priced("cheap", 3.0)], FALLBACK)
+        assert choice.offer.cloud_id == "cheap"
+        assert "the cheapest ($3.00/h) of 2 offers equal by type, region and spot" in choice.why
+        assert choice.why.endswith("2 of the offers fit")
+
+    def test_the_summary_for_the_xcom(self):
+        choice = choose_offer([priced("one", 3.0)], H100)
+        assert choice.summary() == {
+            "cloud_id": "one",
+            "gpu_type": "H100_80GB",
+            "gpu_count": 8,
+            "provider": choice.offer.provider,
+            "region": "united_states",
+            "country": "US",
+            "data_center": "US-CA-2",
+            "price_hr": 3.0,
+            "is_spot": False,
+            "stock_status": "Available",
+            "why": "the only such offer ($3.00/h); 1 of the offers fit",
+        }
+
+
+class TestSpot:
+    OFFERS = (priced("spot", 1.0, isSpot=True), priced("on-demand", 4.0))
+
+    def test_never_is_the_default_and_refuses_spot(self):
+        assert OfferWish(gpu_type="H100_80GB").spot == "never"
+        assert chosen(list(self.OFFERS)) == "on-demand"
+        with pytest.raises(PrimeNoOfferError, match=r"a spot offer \(spot='never'\)"):
+            choose_offer(self.OFFERS[:1], H100)
+
+    def test_prefer_takes_spot_first_even_when_dearer_and_on_demand_without_it(self):
+        wish = OfferWish(gpu_type="H100_80GB", spot="prefer")
+        dear_spot = [priced("spot", 9.0, isSpot=True), priced("on-demand", 4.0)]
+        choice = choose_offer(dear_spot, wish)
+        assert (choice.offer.cloud_id, "spot, as preferred" in choice.why) == ("spot", True)
+        fallback = choose_offer(dear_spot[1:], wish)
+        assert "on-demand (no spot offer fits)" in fallback.why
+
+    def test_prefer_ranks_after_gpu_type_and_region(self):
+        wish = OfferWish(gpu_type=("H100_80GB", "A100_80GB"), spot="prefer")
+        offers = [priced("a100-spot", 1.0, gpuType="A100_80GB", isSpot=True), priced("h100", 4.0)]
+        assert choose_offer(offers, wish).offer.cloud_id == "h100"
+
+    def test_only_refuses_on_demand(self):
+        wish = OfferWish(gpu_type="H100_80GB", spot="only")
+        assert choose_offer(self.OFFERS, wish).offer.cloud_id == "spot"
+        with pytest.raises(PrimeNoOfferError, match=r"not a spot offer \(spot='only'\)"):
+            choose_offer(self.OFFERS[1:], wish)
+
+    def test_an_unknown_preference_is_refused(self):
+        with pytest.raises(PrimeConfigError, match="spot must be one of never, prefer, only"):
+            OfferWish(gpu_type="H100_80GB", spot="sometimes")  # type: ignore[arg-type]
+
+
+class TestNamesInOrder:
+    @pytest.mark.parametrize(
+        "given",
+        [
+            ["H100_80GB", "A100_80GB"],
+            ("H100_80GB", "A100_80GB"),
+            '["H100_80GB", "A100_80GB"]',  # JSON from params | tojson
+            "['H100_80GB', 'A100_80GB']",  # what Jinja renders for a Python list
+            " [ 'H100_80GB' , 'A100_80GB', 'H100_80GB' ] ",  # a repeat counts once
+        ],
+    )
+    def test_a_list_or_its_text_is_the_list(self, given):
+        assert names_in_order(given, "gpu_type") == ("H100_80GB", "A100_80GB")
+        assert OfferWish(gpu_type=given).gpu_types == ("H100_80GB", "A100_80GB")
+
+    def test_one_name_stays_a_name(self):
+        assert OfferWish(gpu_type=["H100_80GB"]).gpu_type == "H100_80GB"  # type: ignore[arg-type]
+        assert OfferWish(gpu_type="H100_80GB").gpu_types == ("H100_80GB",)
+
+    @pytest.mark.parametrize("text", ["[H100_80GB, A100]", "[1, 2]", '["ok", ""]', "[{}]"])
+    def test_text_that_looks_like_a_list_but_is_not_one_of_names_is_refused(self, text):
+        with pytest.raises(PrimeConfigError, match="gpu_type"):
+            names_in_order(text, "gpu_type")
+
+    def test_regions_text_is_read_as_the_list_too(self):
+        assert names_in_order('["US", "CA"]', "regions") == ("US", "CA")
+
+
+class TestRequestAndRoundTrip:
+    def test_one_type_is_the_api_filter_several_are_one_unfiltered_request(self):
+        one = OfferWish(gpu_type="H100_80GB", gpu_count=8, regions=("US",), multi_node=True)
+        assert one.availability_query() == AvailabilityQuery("H100_80GB", 8, ("US",), True)
+        assert FALLBACK.availability_query() == AvailabilityQuery(None, 8, (), False)
+        assert OfferWish(cloud_id="c").availability_query() == AvailabilityQuery()
+
+    def test_a_wish_survives_plain_data(self):
+        wish = OfferWish(
+            gpu_type=("H100_80GB", "A100_80GB"),
+            gpu_count=8,
+            regions=("US", "CA"),
+            max_price=12.5,
+            spot="prefer",
+            socket="SXM5",
+        )
+        data = json.loads(json.dumps(wish.to_dict()))
+        assert OfferWish.from_dict(data) == wish
+        assert OfferWish.from_dict({**data, "future_field": 1}) == wish
+
+    def test_several_types_in_the_no_offer_message_and_the_nearest_lines(self):
+        offers = [priced("b200", 1.0, gpuType="B200"), priced("h100-gone", 2.0, stockStatus="Unavailable")]
+        with pytest.raises(PrimeNoOfferError) as caught:
+            choose_offer(offers, FALLBACK)
+        text = str(caught.value)
+        assert "No GPU offer matches H100_80GB or else A100_80GB x8" in text
+        assert text.index("h100-gone") < text.index("b200")  # the wished type is nearer
+        assert "GPU type is not H100_80GB or A100_80GB" in text
+        lines = nearest_offers(offers, FALLBACK)
+        assert lines[0].startswith("H100_80GB x8 in US (US-CA-2), $2.00/h")
+        assert "stock Unavailable: out of stock (Unavailable)" in lines[0]
+        assert nearest_offers(offers[1:], OfferWish(gpu_type="H100_80GB"))[0].endswith(
+            "out of stock (Unavailable)"
+        )

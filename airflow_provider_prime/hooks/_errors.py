@@ -21,6 +21,7 @@ from airflow_provider_prime.exceptions import (
     PrimeNotFoundError,
     PrimeRequestError,
     PrimeResponseError,
+    PrimeSoldOutError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks._endpoints import ApiRequest
@@ -33,8 +34,20 @@ _DETAILS_SHOWN = 5
 #: Also retried for requests that are safe to repeat (GET, DELETE).
 TRANSIENT_STATUSES = frozenset({408, 429})
 _PLAIN_HTTP_MARKERS = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long")
-#: Words of an error saying the chosen offer is gone (the simulator: "Offer <id> is out of stock").
-_SOLD_OUT = re.compile(r"out of stock|sold out|no longer available", re.IGNORECASE)
+#: Phrases (lower case) of a refused create's text that mean "no capacity for this offer now". The API
+#: has no code for it (FACTS.md: "the text varies"): the simulator says "Offer <id> is out of stock";
+#: the others are the wordings GPU clouds use for the same thing. Matched case-insensitively, with
+#: runs of spaces, ``_`` and ``-`` read as one space ("OUT_OF_STOCK", "sold-out").
+SOLD_OUT_PHRASES: tuple[str, ...] = (
+    "out of stock",
+    "sold out",
+    "no capacity",
+    "insufficient capacity",
+    "not enough capacity",
+    "not available",
+    "no longer available",
+    "unavailable",
+)
 
 
 @dataclass(frozen=True)
@@ -94,17 +107,29 @@ def status_error(request: ApiRequest, status: int, body: bytes, secret: str | Se
     if status in TRANSIENT_STATUSES or status >= 500:
         return PrimeTransientError(f"HTTP {status} {where}.{said_part}", http_status=status)
     if 400 <= status < 500:
-        if any(_SOLD_OUT.search(text) for text in details):
-            headline = (
-                f"The offer sold out (HTTP {status}) {where}: choose another offer "
-                "(PrimeHook.list_gpu_offers) and create the pod again."
+        texts = [text for _, text in found] or [said]
+        if request.method == "POST" and not request.idempotent and says_sold_out(texts):
+            return PrimeSoldOutError(
+                f"The offer sold out (HTTP {status}) {where}, nothing was created: choose another offer "
+                "(PrimeHook.list_gpu_offers) and create the pod again, or let the create operator wait "
+                f"for capacity (wait_for_capacity=...).{said_part}",
+                http_status=status,
+                details=details,
             )
-        else:
-            fields = [name for name, _ in found if name]
-            named = f" field {', '.join(fields)}" if fields else " the request"
-            headline = f"The Prime Intellect API rejected{named} (HTTP {status}) {where}."
+        fields = [name for name, _ in found if name]
+        named = f" field {', '.join(fields)}" if fields else " the request"
+        headline = f"The Prime Intellect API rejected{named} (HTTP {status}) {where}."
         return PrimeRequestError(headline + said_part, http_status=status, details=details)
     return PrimeResponseError(f"Unexpected HTTP {status} {where}.{said_part}", http_status=status)
+
+
+def says_sold_out(texts: Sequence[str]) -> bool:
+    """Whether any of ``texts`` (what a refused create said) holds one of :data:`SOLD_OUT_PHRASES`."""
+    for text in texts:
+        flat = " ".join(re.sub(r"[\s_-]+", " ", text.lower()).split())
+        if any(phrase in flat for phrase in SOLD_OUT_PHRASES):
+            return True
+    return False
 
 
 _NOT_FOUND_WORDS = re.compile(r"not found|does not exist|doesn't exist|no such|unknown", re.IGNORECASE)

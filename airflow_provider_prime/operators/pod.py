@@ -44,19 +44,31 @@ from airflow_provider_prime.deployment import deployment_id, deployment_source
 from airflow_provider_prime.exceptions import (
     PrimeConfigError,
     PrimeError,
+    PrimeNoOfferError,
     PrimeNotFoundError,
     PrimeRejectedError,
+    PrimeSoldOutError,
+    is_transient,
 )
 from airflow_provider_prime.hooks.prime import LIST_LAG_BOUND, PrimeHook
 from airflow_provider_prime.models import (
     BROKEN_STATES,
     GONE_STATES,
+    GpuOffer,
     InstallationState,
     Pod,
     PodRequest,
     PodState,
 )
-from airflow_provider_prime.offers import OfferWish, choose_offer
+from airflow_provider_prime.offers import (
+    Choice,
+    OfferWish,
+    SpotPreference,
+    choose_offer,
+    describe_offer,
+    names_in_order,
+    nearest_offers,
+)
 from airflow_provider_prime.operators._arguments import (
     env_values,
     flag,
@@ -90,6 +102,7 @@ from airflow_provider_prime.readiness import (
     log_reader,
 )
 from airflow_provider_prime.termination import GONE, TerminationWait, ask
+from airflow_provider_prime.triggers.capacity import PrimeCapacityTrigger, awaited_line
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger, with_price
 from airflow_provider_prime.triggers.task_end import ends_in_triggerer
 from airflow_provider_prime.waiting import (
@@ -114,6 +127,11 @@ POD_ID_KEY = "pod_id"
 #: XCom key of the ownership verdict, ``{pod_id: True}`` for this task instance's own pod and
 #: ``{pod_id: False}`` for a borrowed one (a user-named pod it only adopted); pushed with the id.
 POD_OWNED_KEY = "pod_owned"
+#: XCom key of the chosen offer and why it won (:meth:`~airflow_provider_prime.offers.Choice.summary`),
+#: pushed with the pod id when the operator chose an offer (not for an adopted pod or a full request).
+OFFER_KEY = "offer"
+#: The last line of the PrimeNoOfferError of a capacity wait that reached its deadline.
+GAVE_UP = "\nThe wait for capacity (wait_for_capacity) reached its deadline."
 #: Seconds between a retry's looks at a pod list that may still lag an earlier try's create.
 LIST_LAG_STEP = 5.0
 #: Seconds ``on_kill`` spends on its one attempt: Airflow sends SIGKILL about 5 s after SIGTERM.
@@ -192,8 +210,27 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
     ownership record (before the create request, then with the pod id) that the reaper reads as
     its backstop; ``terminate_on_failure=False`` writes none (nothing deletes that pod but you).
 
+    **Fallbacks.** ``gpu_type`` and ``regions`` may be lists in order of preference; ``spot`` is
+    ``"never"`` (default: a preempted training is lost work), ``"prefer"`` or ``"only"``. The rule:
+    the earliest GPU type, then the earliest region, then the spot preference, then the price
+    (:mod:`airflow_provider_prime.offers`). A templated list that renders to text (JSON, or Jinja's
+    rendering of a Python list) is read back as the list. The chosen offer and why it won are logged,
+    pushed to XCom (key ``offer``) and returned in the pod's entry (key ``offer``).
+
+    **Waiting for capacity** (``wait_for_capacity``, off by default): when no offer fits, or the
+    create is refused as sold out (:class:`~airflow_provider_prime.exceptions.PrimeSoldOutError`),
+    the task waits until an offer fits, then creates through the same idempotent path as a retry
+    (the name is looked up first, so nothing is created twice). Deferrable: in the triggerer
+    (:class:`~airflow_provider_prime.triggers.capacity.PrimeCapacityTrigger`); otherwise in the worker,
+    polling every ``poll_interval``. The log says what is awaited and the nearest offers when they
+    change. At its deadline: :class:`~airflow_provider_prime.exceptions.PrimeNoOfferError` with the
+    explanation. The deadline counts from the first time this try started waiting (a resumed task that
+    finds the capacity gone again keeps it); the pod wait's ``timeout`` counts from the create, so the
+    capacity wait does not eat it. Airflow's ``execution_timeout`` covers both.
+
     :param timeout: seconds the wait may take (default 45 minutes), counted from when this try created
         or adopted the pod (per try, like a sensor's ``timeout`` in poke mode).
+    :param wait_for_capacity: how long to wait for an offer (a timedelta or seconds; None: fail at once).
     :param poll_interval: seconds between two status checks (default 15).
     """
 
@@ -208,6 +245,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         "security",
         "max_price",
         "multi_node",
+        "spot",
         "image",
         "disk_size",
         "vcpus",
@@ -223,7 +261,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
     def __init__(
         self,
         *,
-        gpu_type: str | None = None,
+        gpu_type: str | Sequence[str] | None = None,
         gpu_count: int | str = 1,
         cloud_id: str | None = None,
         regions: str | Sequence[str] | None = None,
@@ -231,6 +269,8 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         security: str | None = None,
         max_price: float | str | None = None,
         multi_node: bool = False,
+        spot: SpotPreference | str = "never",
+        wait_for_capacity: timedelta | float | None = None,
         request: PodRequest | Mapping[str, Any] | None = None,
         name: str | None = None,
         image: str | None = None,
@@ -258,6 +298,10 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self.gpu_type, self.gpu_count, self.cloud_id = gpu_type, gpu_count, cloud_id
         self.regions, self.socket, self.security, self.max_price = regions, socket, security, max_price
         self.multi_node = multi_node
+        self.spot = spot
+        self.wait_for_capacity = None if wait_for_capacity is None else seconds(wait_for_capacity)
+        if self.wait_for_capacity is not None and self.wait_for_capacity < 0:
+            raise PrimeConfigError(f"wait_for_capacity must not be negative, got {wait_for_capacity!r}")
         self.request = request
         self.name = name
         self.image, self.disk_size, self.vcpus, self.memory = image, disk_size, vcpus, memory
@@ -289,6 +333,8 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self._sent_before: int | None = None  # the hook's count of sent creates before this try's
         self._in_on_kill = False  # inside the SIGTERM handler: no Task SDK calls (see on_kill)
         self._records_left: set[str] = set()  # pods deleted in on_kill whose record is still to delete
+        self._choice: Choice | None = None  # the offer this try chose, and why
+        self._offers_seen: list[GpuOffer] = []  # what the last choice looked at
 
     @cached_property
     def hook(self) -> PrimeHook:
@@ -308,6 +354,21 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
     # -- execute -----------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        return self._run(context, capacity_deadline=None)
+
+    def execute_after_capacity(
+        self, context: Context, event: dict[str, Any] | None = None, capacity_deadline: float | None = None
+    ) -> Any:
+        """The capacity trigger's event: create now (the same path as a first try), or give up."""
+        parsed = events.parse_event(event)
+        if parsed["status"] == "timeout":
+            raise PrimeNoOfferError(parsed["message"])
+        if parsed["status"] != "success":
+            raise events.event_error(parsed)
+        self.log.info("%s; creating the pod now", parsed["message"])
+        return self._run(context, capacity_deadline=capacity_deadline)
+
+    def _run(self, context: Context, capacity_deadline: float | None) -> Any:
         self._started_at = self.clock.time()
         self.mask_secrets()  # also when a caller runs execute without Airflow's rendering
         self._know_task_instance(context)
@@ -317,7 +378,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self._raise_if_killed(name)
         pod, action = self._adopt(name), "adopted"
         if pod is None:
-            pod, action = self._create(name), "created"
+            pod, action = self._create_when_capacity(name, capacity_deadline)
         deadline = self.clock.time() + self.timeout
         with self._delete_on_failure():
             self._raise_if_killed(name)  # killed while the create was in flight: delete, never wait
@@ -325,6 +386,10 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             # teardown would delete a borrowed pod (a kill between the two pushes).
             context["ti"].xcom_push(key=POD_OWNED_KEY, value={pod.id: self._owned})
             context["ti"].xcom_push(key=POD_ID_KEY, value=pod.id)
+            if self._choice is not None and action == "created":
+                context["ti"].xcom_push(key=OFFER_KEY, value=self._choice.summary())
+            else:
+                self._choice = None  # an adopted pod is not the offer this try chose
             self.log.info(
                 "Pod %s (name %s, %s x%s, %s/h) %s, %s; %s.",
                 pod.id,
@@ -339,7 +404,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             self._raise_if_killed(pod.id)  # never hand over, or defer, a pod on_kill deleted
             if not self.wait_for_ready:
                 status = pod.to_status()
-                return with_price({pod.id: handover_entry(status)}, pod.id, pod.price_hr)
+                return self._handover({pod.id: handover_entry(status)}, pod.id, pod.price_hr)
             if not self.deferrable:
                 return self._wait_here(pod, deadline)
             trigger = OwnedPodTrigger(
@@ -352,6 +417,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 # A successful wait ends in the triggerer when nothing else is due (no worker).
                 end_from_trigger=ends_in_triggerer(self),
                 price_hr=pod.price_hr,
+                offer=self._offer_summary(),
                 **self.requirements.to_kwargs(),
             )
         self._defer(trigger, pod, deadline)
@@ -360,7 +426,12 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
-            kwargs={"pod_id": pod.id, "price_hr": pod.price_hr, "owned": self._owned},
+            kwargs={
+                "pod_id": pod.id,
+                "price_hr": pod.price_hr,
+                "owned": self._owned,
+                **({"offer": self._offer_summary()} if self._choice is not None else {}),
+            },
             timeout=timedelta(seconds=max(deadline - self.clock.time(), 0.0) + DEFERRAL_MARGIN),
         )
 
@@ -371,6 +442,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         pod_id: str = "",
         price_hr: float | None = None,
         owned: bool = False,
+        offer: dict[str, Any] | None = None,
     ) -> Any:
         """The trigger's event: the pod's handover, or its deletion and the wait's error."""
         self._pod_id, self._owned = pod_id, owned
@@ -381,7 +453,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             if parsed["status"] != "success":
                 raise events.event_error(parsed)
             self.log.info(READY_LINE, parsed["message"])
-            return with_price(parsed["pods"], pod_id, price_hr)
+            return with_offer(with_price(parsed["pods"], pod_id, price_hr), pod_id, offer)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also delete the pod when Airflow fails the deferred task itself (deferral timeout, trigger crash).
@@ -783,36 +855,58 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 whole_number(getattr(self, argument), argument)
             price(self.max_price, "max_price")
             flag(self.multi_node, "multi_node")
+            if names_in_order(self.gpu_type, "gpu_type") or self.cloud_id:
+                self._wish()  # GPU types, regions and spot: refused before any request
+            else:
+                names_in_order(self.regions, "regions")  # no wish: only needed if nothing is adopted
+        elif self.wait_for_capacity is not None:
+            raise PrimeConfigError(
+                "wait_for_capacity waits for an offer that fits gpu_type/cloud_id and the other offer "
+                "arguments; a full request names its offer itself. Give the offer arguments instead of "
+                "request, or leave wait_for_capacity unset."
+            )
 
-    def _build_request(self, name: str) -> PodRequest:
-        if self.request is not None:
-            fields = self.request.model_dump() if isinstance(self.request, PodRequest) else dict(self.request)
-            return PodRequest.model_validate({**fields, "name": name})
-        if not self.gpu_type and not self.cloud_id:
+    def _wish(self) -> OfferWish:
+        """The offer wish of the arguments (after templating: lists may arrive as their text)."""
+        gpu_types = names_in_order(self.gpu_type, "gpu_type")
+        if not gpu_types and not self.cloud_id:
             raise PrimeConfigError("Give gpu_type (and gpu_count), a cloud_id, or a full request")
-        gpu_count = whole_number(self.gpu_count, "gpu_count") or 1
-        disk_size = whole_number(self.disk_size, "disk_size")
-        vcpus, memory = whole_number(self.vcpus, "vcpus"), whole_number(self.memory, "memory")
-        regions = (self.regions,) if isinstance(self.regions, str) else tuple(self.regions or ())
-        wish = OfferWish(
-            gpu_type=self.gpu_type,
-            gpu_count=gpu_count,
+        return OfferWish(
+            gpu_type=gpu_types,
+            gpu_count=whole_number(self.gpu_count, "gpu_count") or 1,
             cloud_id=self.cloud_id,
-            regions=regions,
+            regions=names_in_order(self.regions, "regions"),
             socket=self.socket,
             security=self.security,
             max_price=price(self.max_price, "max_price"),
             multi_node=flag(self.multi_node, "multi_node"),
+            spot=str(self.spot).strip().lower(),  # type: ignore[arg-type]  # OfferWish refuses the others
         )
-        offers = self.hook.list_gpu_offers(
-            gpu_type=self.gpu_type,
-            gpu_count=gpu_count,
-            regions=list(regions) or None,
-            multi_node=flag(self.multi_node, "multi_node"),
+
+    def _list_offers(self, wish: OfferWish) -> list[GpuOffer]:
+        """The offers of the wish's one availability request (all pages)."""
+        query = wish.availability_query()
+        return self.hook.list_gpu_offers(
+            gpu_type=query.gpu_type,
+            gpu_count=query.gpu_count,
+            regions=list(query.regions) or None,
+            multi_node=query.multi_node,
         )
-        offer = choose_offer(offers, wish)
+
+    def _build_request(self, name: str) -> PodRequest:
+        self._choice = None
+        if self.request is not None:
+            fields = self.request.model_dump() if isinstance(self.request, PodRequest) else dict(self.request)
+            return PodRequest.model_validate({**fields, "name": name})
+        wish = self._wish()
+        disk_size = whole_number(self.disk_size, "disk_size")
+        vcpus, memory = whole_number(self.vcpus, "vcpus"), whole_number(self.memory, "memory")
+        self._offers_seen = self._list_offers(wish)
+        choice = choose_offer(self._offers_seen, wish)
+        self.log.info("Chose offer %s: %s", describe_offer(choice.offer), choice.why)
+        self._choice = choice
         return PodRequest.from_offer(
-            offer,
+            choice.offer,
             name=name,
             image=self.image,
             disk_size=disk_size,
@@ -822,6 +916,111 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             team_id=self.team_id or None,
             max_price=wish.max_price,
         )
+
+    def _offer_summary(self) -> dict[str, Any] | None:
+        return None if self._choice is None else self._choice.summary()
+
+    def _handover(
+        self, handover: Mapping[str, Mapping[str, Any]], pod_id: str, price_hr: float | None
+    ) -> dict[str, Any]:
+        """The return value: the handover, ``price_hr`` and (when this try chose one) ``offer``."""
+        return with_offer(with_price(handover, pod_id, price_hr), pod_id, self._offer_summary())
+
+    # -- waiting for capacity ----------------------------------------------------------------
+
+    def _create_when_capacity(self, name: str, capacity_deadline: float | None) -> tuple[Pod, str]:
+        """Create the pod; with ``wait_for_capacity``, wait for an offer when none fits or it sold out.
+
+        Deferrable: defer to :class:`PrimeCapacityTrigger` (the task resumes in
+        :meth:`execute_after_capacity`, which starts over: name lookup, then create). In the worker:
+        poll until an offer fits, then look the name up and create, as a resumed task would.
+        """
+        deadline = capacity_deadline
+        while True:
+            try:
+                return self._create(name), "created"
+            except (PrimeNoOfferError, PrimeSoldOutError) as exc:
+                if self.wait_for_capacity is None:
+                    raise
+                refused = isinstance(exc, PrimeSoldOutError)
+                failure = str(exc)
+            wish = self._wish()
+            now = self.clock.time()
+            if deadline is None:
+                deadline = now + self.wait_for_capacity
+            if now >= deadline:
+                raise PrimeNoOfferError(failure + GAVE_UP)
+            if refused:
+                self.log.warning("The create of %s was refused as sold out: %s", name, failure)
+            if self.deferrable:
+                self._defer_for_capacity(wish, deadline, refused)
+            self._await_capacity_here(name, wish, deadline, failure)
+            self._raise_if_killed(name)
+            pod = self._adopt(name)
+            if pod is not None:
+                return pod, "adopted"
+
+    def _defer_for_capacity(self, wish: OfferWish, deadline: float, refused: bool) -> NoReturn:
+        """Defer to :class:`PrimeCapacityTrigger`; the nearest offers go to this (the worker's) log.
+
+        The trigger logs them again when they change, but Airflow writes one trigger log file per
+        triggerer and try, and the ready-wait's trigger that follows in the same try replaces it.
+        """
+        now = self.clock.time()
+        awaited = awaited_line(wish, deadline, now, nearest_offers(self._offers_seen, wish))
+        self.log.info("Deferring the wait for capacity to the triggerer. %s", awaited)
+        self.defer(
+            trigger=PrimeCapacityTrigger(
+                wish=wish.to_dict(),
+                deadline=deadline,
+                poll_interval=self.poll_interval,
+                prime_conn_id=self.prime_conn_id,
+                not_before=now + self.poll_interval if refused else None,
+            ),
+            method_name="execute_after_capacity",
+            kwargs={"capacity_deadline": deadline},
+            timeout=timedelta(seconds=max(deadline - now, 0.0) + DEFERRAL_MARGIN),
+        )
+
+    def _await_capacity_here(self, name: str, wish: OfferWish, deadline: float, failure: str) -> None:
+        """Poll the offers in this worker until one fits ``wish`` (return) or the deadline passes.
+
+        The create has just looked (its offers are logged now), so the next look is one poll interval
+        on (after a sold-out refusal the list may still show the offer, too). Stops when the task is
+        killed (nothing is created after a kill).
+        """
+        shown = nearest_offers(self._offers_seen, wish)
+        self.log.info(awaited_line(wish, deadline, self.clock.time(), shown))
+        not_before = self.clock.time() + self.poll_interval
+        while True:
+            self._raise_if_killed(name)
+            if self.clock.time() >= not_before:
+                try:
+                    offers = self._list_offers(wish)
+                except PrimeError as exc:
+                    if not is_transient(exc):
+                        raise
+                    self.log.warning("Could not list the offers (the wait goes on): %s", exc)
+                else:
+                    lines = nearest_offers(offers, wish)
+                    if lines != shown:
+                        self.log.info(awaited_line(wish, deadline, self.clock.time(), lines))
+                        shown = lines
+                    try:
+                        choice = choose_offer(offers, wish)
+                    except PrimeNoOfferError as exc:
+                        failure = str(exc)
+                    else:
+                        self.log.info(
+                            "Capacity found for %s: %s", wish.describe(), describe_offer(choice.offer)
+                        )
+                        return
+            now = self.clock.time()
+            if now >= deadline:
+                raise PrimeNoOfferError(failure + GAVE_UP)
+            self.clock.sleep(
+                min(self.poll_interval, deadline - now, max(not_before - now, 0.0) or self.poll_interval)
+            )
 
     # -- waiting in the worker ---------------------------------------------------------------
 
@@ -851,7 +1050,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self._raise_if_killed(pod.id)  # never hand over a pod on_kill deleted
         step = ending.step
         if step is not None and step.outcome is Outcome.READY:
-            return with_price(step.handover, pod.id, pod.price_hr)
+            return self._handover(step.handover, pod.id, pod.price_hr)
         if step is not None and step.error is not None:
             raise add_pod_logs(step, log_reader(self.hook)).error or step.error  # the pod's log tail
         raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
@@ -1003,6 +1202,14 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             yield
         except Exception as exc:
             self.log.error("%s: %s", what, exc)
+
+
+def with_offer(handover: dict[str, Any], pod_id: str, offer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``handover`` with the chosen offer in ``pod_id``'s entry (key ``offer``), when one was chosen."""
+    if offer is None or pod_id not in handover:
+        return handover
+    entry: dict[str, Any] = {**handover[pod_id], "offer": dict(offer)}
+    return {**handover, pod_id: entry}
 
 
 def borrowed_pods(ti: Any, task_ids: list[str]) -> set[str]:

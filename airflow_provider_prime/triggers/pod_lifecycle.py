@@ -47,6 +47,7 @@ class OwnedPodTrigger(PodStatusTrigger):
         API has just created (or shown) the pod with this connection.
     :param price_hr: the pod's price per hour, for the return value when the wait ends here
         (``end_from_trigger``): the create operator's, :func:`with_price`. The pod is the first id.
+    :param offer: the offer the create chose and why, added to that return value (key ``offer``).
     """
 
     def __init__(
@@ -55,22 +56,29 @@ class OwnedPodTrigger(PodStatusTrigger):
         terminate_on_kill: bool = True,
         answered: bool = True,
         price_hr: float | None = None,
+        offer: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(answered=answered, **kwargs)
         self.terminate_on_kill = bool(terminate_on_kill)
         self.price_hr = None if price_hr is None else float(price_hr)
+        self.offer = None if offer is None else dict(offer)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         classpath, kwargs = super().serialize()
         kwargs = {**kwargs, "terminate_on_kill": self.terminate_on_kill}
         if self.end_from_trigger:
             kwargs["price_hr"] = self.price_hr
+            if self.offer is not None:
+                kwargs["offer"] = self.offer
         return classpath, kwargs
 
     def return_value(self, pods: events.Pods) -> Any:
         """The create operator's return value: the handover plus ``price_hr`` in its pod's entry."""
-        return with_price(pods, self.pod_ids[0], self.price_hr)
+        value = with_price(pods, self.pod_ids[0], self.price_hr)
+        if self.offer is not None and self.pod_ids[0] in value:
+            value[self.pod_ids[0]] = {**value[self.pod_ids[0]], "offer": self.offer}
+        return value
 
     async def on_kill(self) -> None:
         """Delete the pods if Airflow says the task was stopped; keep them if it is still waiting.

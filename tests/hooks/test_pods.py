@@ -16,6 +16,7 @@ from airflow_provider_prime.exceptions import (
     PrimeConfigError,
     PrimeNotFoundError,
     PrimeRequestError,
+    PrimeSoldOutError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks._plans import ADOPTION_PAUSES
@@ -153,7 +154,7 @@ def test_a_refused_create_is_retried_because_it_never_left(
         ),
         (
             Reply(400, {"detail": "Offer h100-sxm5-8 is out of stock"}),
-            PrimeRequestError,
+            PrimeSoldOutError,
             ["The offer sold out", "choose another offer", "h100-sxm5-8 is out of stock"],
         ),
     ],

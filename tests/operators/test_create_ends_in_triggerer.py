@@ -63,7 +63,7 @@ def test_the_ready_pod_ends_the_task_with_the_creates_return_value(lifecycle_sim
     ti = TaskInstance()
     deferred = deferral(create(deferrable=True, poll_interval=0.05), ti)
     pushed_before = dict(ti.xcom)
-    assert set(pushed_before) == {"pod_id", "pod_owned"}
+    assert set(pushed_before) == {"pod_id", "pod_owned", "offer"}  # offer: the chosen one and why
     trigger = deferred.trigger
     assert trigger.end_from_trigger is True
     supervisor = airflow_told(monkeypatch, trigger, TaskInstanceState.DEFERRED)

@@ -302,7 +302,13 @@ def test_defers_with_plain_kwargs_a_deadline_before_airflows_timeout_and_the_pod
     assert kwargs["terminate_on_kill"] is True
     assert sim.api_key not in json.dumps(kwargs)
     assert deferred.timeout.total_seconds() > 600 + DEFERRAL_MARGIN - 5
-    assert deferred.kwargs == {"pod_id": ti.xcom["pod_id"], "price_hr": pytest.approx(2.49), "owned": True}
+    assert deferred.kwargs == {
+        "pod_id": ti.xcom["pod_id"],
+        "price_hr": pytest.approx(2.49),
+        "owned": True,
+        "offer": ti.xcom["offer"],  # the chosen offer and why, for the return value
+    }
+    assert json.loads(json.dumps(deferred.kwargs)) == deferred.kwargs
 
 
 def test_the_deferred_wait_resumes_with_the_handover_and_the_price(lifecycle_sim):
@@ -313,6 +319,7 @@ def test_the_deferred_wait_resumes_with_the_handover_and_the_price(lifecycle_sim
     event = run_trigger(deferred.trigger)
     handover = operator.execute_complete(make_context(ti), event, **deferred.kwargs)
     assert handover[ti.xcom["pod_id"]]["price_hr"] == pytest.approx(2.49)
+    assert handover[ti.xcom["pod_id"]]["offer"]["cloud_id"] == "sim-h100-80gb-1x"
 
 
 @pytest.mark.parametrize(
