@@ -9,25 +9,42 @@ the simulator (the operator fixtures of ``tests/operators``); worker waits run o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from airflow_provider_prime import events, readiness
+from airflow_provider_prime import retry as retry_module
+from airflow_provider_prime._compat import RETRY_POLICY
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeBillingError,
+    PrimeConfigError,
+    PrimeConnectionError,
     PrimeError,
     PrimeNoOfferError,
+    PrimePodFailedError,
     PrimeRequestError,
+    PrimeResponseError,
     PrimeSoldOutError,
     PrimeTransientError,
 )
 from airflow_provider_prime.hooks import _plans
+from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import GpuOffer
 from airflow_provider_prime.offers import OfferWish, choose_offer
-from airflow_provider_prime.testing import GPUS_PATH, PODS_PATH, Fault, PrimeSimulator
+from airflow_provider_prime.operators.pod import GAVE_UP
+from airflow_provider_prime.testing import GPUS_PATH, PODS_PATH, CreateLifecycle, Fault, PrimeSimulator
+from airflow_provider_prime.triggers.availability import (
+    AvailabilityQuery,
+    active_availability_pollers,
+    watch_offers,
+)
 from airflow_provider_prime.triggers.capacity import PrimeCapacityTrigger
 from tests.clocks import FakeClock
 from tests.operators.conftest import (
@@ -38,7 +55,7 @@ from tests.operators.conftest import (
     create,
     make_context,
 )
-from tests.simulated import until
+from tests.simulated import FAST_RETRY, until
 
 H100 = "sim-h100-80gb-1x"
 A100 = "sim-a100-80gb-1x-community"
@@ -427,3 +444,197 @@ def test_held_a_price_cap_moves_to_the_fallback_and_the_xcom_says_why(lifecycle_
     assert sim_pod["billing"]
     create().hook.delete_pod(pod_id)
     assert billing_after_deletes(sim) == []
+
+
+# -- the pod log tail in a failed wait's message ------------------------------------------------------------
+
+FAILURE = "pip could not build flash-attn: CUDA toolkit not found"
+LOG_PATH = "/api/v1/pods/*/log"
+
+
+def failed_install(lifecycle_sim: Any) -> PrimeSimulator:
+    sim: PrimeSimulator = lifecycle_sim(
+        CreateLifecycle(active_after=1, installed_after=2, installation_failure=FAILURE, deleting_for=0.5)
+    )
+    return sim
+
+
+def log_says(sim: PrimeSimulator, text: str) -> None:
+    sim.inject(Fault.json_reply({"data": text, "status": "ok"}, method="GET", path=LOG_PATH, times=None))
+
+
+def failure_of(**kwargs: Any) -> str:
+    with pytest.raises(PrimePodFailedError) as caught:
+        create(gpu_count=1, **kwargs).execute(make_context())
+    return str(caught.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F5: the pod log tail is scrubbed of the API key only: an env_vars secret the pod printed "
+    "(set -x, a traceback) lands in the failure message (and, deferred, in the trigger event in the DB)",
+)
+def test_an_env_secret_printed_in_the_pod_log_is_not_in_the_failure(lifecycle_sim):
+    sim = failed_install(lifecycle_sim)
+    log_says(sim, f"+ export HF_TOKEN={SECRET}\n+ pip install flash-attn\nERROR: {FAILURE}")
+    message = failure_of(env_vars={"HF_TOKEN": SECRET})
+    assert "pip install flash-attn" in message  # the log is quoted (held)
+    assert SECRET not in message
+    assert billing_after_deletes(sim) == []
+
+
+def test_held_the_api_key_in_any_spelling_is_scrubbed_from_the_log_tail(lifecycle_sim):
+    sim = failed_install(lifecycle_sim)
+    key = sim.api_key
+    spellings = [
+        f"curl -H 'Authorization: Bearer {key}'",
+        "json: " + json.dumps({"key": key}),
+        f"url: https://x/?k={quote(key, safe='')}",
+        f"repr: {key!r}",
+    ]
+    log_says(sim, "\n".join([*spellings, f"ERROR: {FAILURE}"]))
+    message = failure_of()
+    assert "Authorization: Bearer ***" in message
+    assert key not in message
+    for form in (json.dumps(key)[1:-1], quote(key, safe="")):
+        assert form not in message
+    assert billing_after_deletes(sim) == []
+
+
+def test_held_megabytes_binary_and_ansi_in_the_log_give_a_small_clean_message(lifecycle_sim):
+    sim = failed_install(lifecycle_sim)
+    junk = "\x1b[31mred\x1b[0m \x00\x07binary\x08 " + "x" * 5000
+    noise = "\n".join(f"line {i} {junk}" for i in range(1000))  # ~5 MB
+    sim.inject(Fault.raw(noise + f"\nERROR: {FAILURE}", method="GET", path=LOG_PATH, times=None))
+    message = failure_of()
+    assert len(message) < 12_000
+    assert "\x1b" not in message
+    assert "\x00" not in message
+    assert "\x07" not in message
+    assert message.rstrip().endswith(f"ERROR: {FAILURE}")
+    assert billing_after_deletes(sim) == []
+
+
+@pytest.mark.parametrize("trouble", ["hang", "500"])
+def test_held_a_hanging_or_failing_log_endpoint_does_not_hold_the_failure(
+    lifecycle_sim, monkeypatch, trouble
+):
+    """Held: the log read is bounded (POD_LOG_READ_TIME, brought to 1 s here); the failure still names
+    the pod's own installation failure and says the log could not be read."""
+    monkeypatch.setattr(readiness, "POD_LOG_READ_TIME", 1.0)
+    sim = failed_install(lifecycle_sim)
+    fault = Fault.hang if trouble == "hang" else Fault.server_error
+    sim.inject(fault(method="GET", path=LOG_PATH, times=None))
+    started = time.monotonic()
+    message = failure_of()
+    assert time.monotonic() - started < 15  # boot (about 0.1 s at time_scale 20) + 1 s log bound + delete
+    assert FAILURE in message
+    assert "could not be read" in message
+    assert billing_after_deletes(sim) == []
+
+
+# -- the retry policy ---------------------------------------------------------------------------------------
+
+needs_policy = pytest.mark.skipif(not RETRY_POLICY, reason="Airflow without retry_policy (3.1, 3.2)")
+
+
+def decide(error: BaseException) -> tuple[str, timedelta | None]:
+    policy = retry_module.PRIME_RETRY_POLICY
+    assert policy is not None
+    decision = policy.evaluate(exception=error, try_number=1, max_tries=4)
+    return decision.action.value, decision.retry_delay
+
+
+@needs_policy
+@pytest.mark.parametrize(
+    ("error", "action"),
+    [
+        (PrimeSoldOutError("sold out"), "retry"),
+        (PrimeNoOfferError("no offer"), "retry"),
+        (PrimeBillingError("402"), "fail"),
+        (PrimeAuthError("401"), "fail"),
+        (PrimeRequestError("422"), "fail"),
+        (PrimeConfigError("bad"), "fail"),
+        (PrimeConnectionError("no answer"), "retry"),
+        (PrimeTransientError("503"), "retry"),
+        (TimeoutError("read"), "retry"),
+        (PrimePodFailedError("ERROR"), "default"),  # an AirflowFailException: Airflow fails it anyway
+        (PrimeResponseError("garbled"), "default"),
+        (ValueError("user code"), "default"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v,
+)
+def test_held_the_policy_table(error, action):
+    got, delay = decide(error)
+    assert got == action
+    if isinstance(error, (PrimeSoldOutError, PrimeNoOfferError)):
+        assert delay == retry_module.NO_CAPACITY_RETRY_DELAY
+
+
+@needs_policy
+def test_held_a_deferred_waits_refusal_keeps_its_class_through_the_event():
+    """Held: an auth error in the capacity trigger reaches the task as PrimeAuthError: fails at once."""
+    event = events.parse_event(events.build_failed(PrimeAuthError("key revoked")))
+    error = events.event_error(event)
+    assert isinstance(error, PrimeAuthError)
+    assert decide(error)[0] == "fail"
+
+
+@needs_policy
+@pytest.mark.xfail(
+    strict=True,
+    reason="F6: a capacity wait that reached its deadline raises a plain PrimeNoOfferError, which "
+    "PRIME_RETRY_POLICY retries; each retry waits the whole wait_for_capacity afresh, so "
+    "wait_for_capacity=2h with retries=3 waits 8h45m (docs say the wait 'gives up at its deadline')",
+)
+def test_a_capacity_wait_that_reached_its_deadline_is_not_retried_into_another_full_wait(lifecycle_sim):
+    sim = lifecycle_sim()
+    set_stock(sim, H100, "Unavailable")
+    with pytest.raises(PrimeNoOfferError) as caught:
+        waiting(FakeClock()).execute(make_context())
+    assert str(caught.value).endswith(GAVE_UP)
+    assert decide(caught.value)[0] != "retry"
+
+
+def test_held_the_policy_is_none_without_retry_policies(monkeypatch):
+    monkeypatch.setattr(retry_module, "RETRY_POLICY", False)
+    assert retry_module.prime_retry_policy() is None
+    assert retry_module.prime_retry_policy(timedelta(minutes=1)) is None
+    with pytest.raises(PrimeConfigError):
+        retry_module.prime_retry_policy(timedelta(minutes=-1))
+
+
+# -- the shared availability poller ---------------------------------------------------------------------
+
+
+async def test_held_a_thousand_waits_on_one_query_make_one_request_per_tick(prime_simulator_factory):
+    sim = prime_simulator_factory()
+    settings = PrimeApiSettings(base_url=sim.base_url, api_key=sim.api_key, **FAST_RETRY)  # type: ignore[arg-type]
+    query = AvailabilityQuery(gpu_type="H100_80GB", gpu_count=1)
+    async with contextlib.AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(watch_offers(settings, query, 0.05)) for _ in range(1000)]
+        for _ in range(3):
+            snapshots = await asyncio.gather(*(sub.next() for sub in subs))
+            assert len({id(s) for s in snapshots}) == 1
+        (poller,) = active_availability_pollers()
+        await until(lambda: poller.idle)
+        assert sim.stats.by_path[GPUS_PATH] == poller.requests <= 4
+    assert active_availability_pollers() == []
+
+
+async def test_held_a_refused_key_ends_only_its_own_waits(prime_simulator_factory):
+    """Held: two keys, two pollers: the refused key's waiters get a PrimeAuthError snapshot, the
+    other key's waiters get offers, and no answer crosses between them."""
+    sim = prime_simulator_factory()
+    good = PrimeApiSettings(base_url=sim.base_url, api_key=sim.api_key, **FAST_RETRY)  # type: ignore[arg-type]
+    bad = PrimeApiSettings(base_url=sim.base_url, api_key="pit_revoked_key_0000", **FAST_RETRY)  # type: ignore[arg-type]
+    query = AvailabilityQuery(gpu_type="H100_80GB", gpu_count=1)
+    async with watch_offers(good, query, 0.05) as mine, watch_offers(bad, query, 0.05) as theirs:
+        assert len(active_availability_pollers()) == 2
+        refused = await theirs.next()
+        fine = await mine.next()
+        assert isinstance(refused.error, PrimeAuthError)
+        assert refused.offers == ()
+        assert fine.error is None
+        assert fine.offers
+        assert "pit_revoked_key_0000" not in str(refused.error)
