@@ -20,7 +20,7 @@ import pytest
 
 from airflow_provider_prime import events, readiness
 from airflow_provider_prime import retry as retry_module
-from airflow_provider_prime._compat import RETRY_POLICY
+from airflow_provider_prime._compat import RETRY_POLICY, AirflowException
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeBillingError,
@@ -48,6 +48,7 @@ from airflow_provider_prime.triggers.availability import (
 from airflow_provider_prime.triggers.capacity import PrimeCapacityTrigger
 from tests.clocks import FakeClock
 from tests.operators.conftest import (
+    TaskDeferralTimeout,
     TaskDeferred,
     TaskInstance,
     account,
@@ -638,3 +639,64 @@ async def test_held_a_refused_key_ends_only_its_own_waits(prime_simulator_factor
         assert fine.error is None
         assert fine.offers
         assert "pit_revoked_key_0000" not in str(refused.error)
+
+
+# -- never twice, never wrongly: kills, deferral timeouts, a refused first choice ----------------------------
+
+
+def test_held_a_kill_between_choosing_and_posting_after_capacity_appears_sends_no_create(lifecycle_sim):
+    sim = lifecycle_sim()
+    set_stock(sim, H100, "Unavailable")
+
+    def pause(_: float) -> None:
+        set_stock(sim, H100, "High")
+
+    operator = waiting(FakeClock(on_pause=pause))
+    build = operator._build_request
+    builds: list[int] = []
+
+    def build_then_killed(name: str) -> Any:
+        request = build(name)
+        builds.append(1)
+        if len(builds) == 1:  # the create after the wait (the first found no offer): not yet sent
+            operator.on_kill()
+        return request
+
+    operator._build_request = build_then_killed
+    with pytest.raises(AirflowException, match="nothing more is created"):
+        operator.execute(make_context())
+    assert len(builds) == 1
+    assert requests(sim, CREATES) == 0
+    assert account(sim)["created"] == {}
+
+
+def test_held_airflows_deferral_timeout_of_a_capacity_wait_deletes_nothing(lifecycle_sim):
+    sim = lifecycle_sim()
+    set_stock(sim, H100, "Unavailable")
+    ti = TaskInstance()
+    with pytest.raises(TaskDeferred):
+        create(gpu_count=1, deferrable=True, wait_for_capacity=600).execute(make_context(ti))
+    resumed = create(gpu_count=1, deferrable=True, wait_for_capacity=600)
+    with pytest.raises(TaskDeferralTimeout):
+        resumed.resume_execution("__fail__", {"error": "Trigger timeout"}, make_context(ti))
+    assert [r for r in sim.stats.log if r.method in ("POST", "DELETE")] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F7: a create refused as sold out does not fall back: with gpu_type=[H100, A100] and the A100 "
+    "in stock, the H100 refusal fails the task (or, with wait_for_capacity, waits and re-POSTs H100 while "
+    "the list still shows it) instead of choosing again without the refused offer",
+)
+def test_a_sold_out_first_choice_falls_back_to_the_next_gpu_type(lifecycle_sim):
+    sim = lifecycle_sim()
+    refuse_create(sim, 400, f"Offer {H100} is out of stock")  # the list still shows it in stock
+    ti = TaskInstance()
+    handover = create(gpu_type=["H100_80GB", "A100_80GB"], gpu_count=1, wait_for_ready=False).execute(
+        make_context(ti)
+    )
+    (pod_id,) = handover
+    assert ti.xcom["offer"]["gpu_type"] == "A100_80GB"
+    assert requests(sim, CREATES) == 2
+    create().hook.delete_pod(pod_id)
+    assert billing_after_deletes(sim) == []
