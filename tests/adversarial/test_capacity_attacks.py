@@ -700,3 +700,39 @@ def test_a_sold_out_first_choice_falls_back_to_the_next_gpu_type(lifecycle_sim):
     assert requests(sim, CREATES) == 2
     create().hook.delete_pod(pod_id)
     assert billing_after_deletes(sim) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F8: PrimeCreatePodOperator has no pod_log_tail (the sensor has): the create's failed wait always "
+    "reads 50 lines; a user cannot turn the log off (the only guard against F5) nor ask for more",
+)
+def test_the_create_operator_takes_pod_log_tail_zero_and_reads_no_log(lifecycle_sim):
+    sim = failed_install(lifecycle_sim)
+    message = failure_of(pod_log_tail=0)
+    assert FAILURE in message
+    assert not [r for r in sim.stats.log if r.path.endswith("/log")]
+    assert billing_after_deletes(sim) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F5 (deferred): the triggerer reads the log tail and puts the env secret into the event, "
+    "which Airflow stores in its database (next_kwargs) and the task raises as its error",
+)
+def test_an_env_secret_printed_in_the_pod_log_is_not_in_the_deferred_waits_event(lifecycle_sim):
+    sim = failed_install(lifecycle_sim)
+    log_says(sim, f"+ export HF_TOKEN={SECRET}\nERROR: {FAILURE}")
+    ti = TaskInstance()
+    operator = create(gpu_count=1, deferrable=True, env_vars={"HF_TOKEN": SECRET})
+    with pytest.raises(TaskDeferred) as caught:
+        operator.execute(make_context(ti))
+    assert SECRET not in json.dumps(caught.value.trigger.serialize()[1])  # held: not in the kwargs
+    event = run_trigger(caught.value.trigger)  # type: ignore[arg-type]
+    try:
+        assert event["status"] == "failed"
+        assert "ERROR: " + FAILURE in event["message"]  # the log is quoted (held)
+        assert SECRET not in json.dumps(event)
+    finally:
+        create().hook.delete_pod(ti.xcom["pod_id"])
+        assert billing_after_deletes(sim) == []
