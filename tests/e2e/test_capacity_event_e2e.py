@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_prime._compat import ASSET_STATE_STORE
 from airflow_provider_prime.testing import GPUS_PATH
 from airflow_provider_prime.testing.process import PrimeSimulatorProcess
 from scripts.airflow_api import RunWatcher
@@ -92,6 +93,10 @@ def test_a_dag_run_per_appearance_of_capacity_and_none_while_it_stays(
     polls_pass(capacity, 8)  # the new triggerer has taken the trigger over and polls
     assert len(asset_events(airflow_stack)) == events + 1
     assert len(dag_runs(airflow_stack)) == runs + 1
+    # ... because it remembered, not by luck: the restarted trigger says what it read, and where
+    memory = "asset state store" if ASSET_STATE_STORE else "Variable"
+    log = (airflow_stack.log_dir / "triggerer.log").read_text(errors="replace")
+    assert f"remembered: capacity present ({memory}" in log
 
     # Gone, then back: a second run.
     capacity.set_stock(OFFER, "Unavailable")
