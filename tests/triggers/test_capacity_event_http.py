@@ -325,3 +325,25 @@ def test_kwargs_round_trip_as_plain_json():
 def test_a_bad_wish_fails_when_the_dag_is_parsed(kwargs, message):
     with pytest.raises(PrimeConfigError, match=message):
         PrimeCapacityEventTrigger(**kwargs)
+
+
+async def test_an_unreadable_asset_store_falls_back_to_a_variable(sim, comms, monkeypatch):
+    class Unreadable(FakeStore):
+        async def aget(self, key: str, default: Any = None) -> Any:
+            raise RuntimeError("asset store unavailable")
+
+    monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
+    sim.set_stock(EU_8X, "High")
+    trigger = h100s()
+    trigger.asset_state_store = Unreadable()  # type: ignore[attr-defined]
+    async with running(trigger) as (run,):
+        await until(lambda: len(run.events) == 1)
+    assert list(comms.variables) == [f"prime_capacity_seen_{trigger.memory_digest}"]
+
+
+@pytest.mark.parametrize("stored", ["not json", '["a list"]'])
+async def test_a_variable_it_cannot_read_is_no_memory(sim, comms, stored):
+    comms.variables[f"prime_capacity_seen_{h100s().memory_digest}"] = stored
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s()) as (run,):
+        await until(lambda: len(run.events) == 1)  # nothing remembered: the capacity is new
