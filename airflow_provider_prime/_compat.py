@@ -36,6 +36,23 @@ except ImportError:  # Airflow 3.1
 START_FROM_TRIGGER = Version(Version(_airflow_version).base_version) >= Version("3.3.0")
 
 
+def _tasks_take_retry_policy() -> bool:
+    """Whether tasks take ``retry_policy=`` (AIP-105): the module and the operator argument, both."""
+    try:
+        from airflow.sdk import BaseOperator
+        from airflow.sdk.definitions.retry_policy import RetryPolicy  # noqa: F401
+    except ImportError:
+        return False
+    import inspect
+
+    return "retry_policy" in inspect.signature(BaseOperator.__init__).parameters
+
+
+#: Whether tasks take a ``retry_policy`` (Airflow 3.3+). Below, the provider's retry policy is
+#: ``None``, which changes nothing (:mod:`airflow_provider_prime.retry`).
+RETRY_POLICY = _tasks_take_retry_policy()
+
+
 def _trigger_can_end_task() -> bool:
     """Whether this Airflow has both halves of ending a task from its trigger (see below)."""
     try:
@@ -155,6 +172,7 @@ async def amask_secret(secret: str) -> None:
 
 __all__ = [
     "ASSET_STATE_STORE",
+    "RETRY_POLICY",
     "START_FROM_TRIGGER",
     "TRIGGER_ENDS_TASK",
     "AirflowException",

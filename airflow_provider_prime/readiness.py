@@ -28,7 +28,10 @@ API errors (:meth:`PodWait.trouble`) are about the whole request, never a verdic
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -56,6 +59,15 @@ DEFAULT_MISSING_GRACE = 60.0
 MIN_TROUBLE_GRACE = 60.0
 #: Poll intervals that refusals or garbled answers may go on after good answers before a wait fails.
 TROUBLE_GRACE_POLLS = 3
+#: Lines of a failed pod's own log a failure message quotes unless told otherwise (``pod_log_tail``).
+DEFAULT_POD_LOG_TAIL = 50
+#: Most failed pods whose log one failure message quotes (the others are counted).
+POD_LOGS_QUOTED = 3
+#: Most characters of one pod's log in a failure message: a trigger's event carrying it is stored
+#: in Airflow's database, so it stays small whatever ``pod_log_tail`` asks (the newest lines win).
+POD_LOG_CHARS = 4000
+#: Seconds reading the failed pods' logs may take: a failure is never held up long by its log.
+POD_LOG_READ_TIME = 20.0
 #: Pods named one by one in a progress line; the rest are counted, so a 500-pod wait logs one
 #: readable line rather than a page.
 SUMMARY_POD_LIMIT = 10
@@ -451,6 +463,133 @@ class PodWait:
             f"certificate authority: the connection extra 'verify'), and proxy settings (HTTPS_PROXY, "
             f"NO_PROXY). Last error: {error}"
         )
+
+
+# -- the pod's log in a failure message -----------------------------------------------------------
+
+#: Reads the last lines of one pod's log (``PrimeHook.get_pod_log`` with its tail and a deadline).
+LogReader = Callable[[str], list[str]]
+#: The async twin, for a trigger (``PrimeHook.aget_pod_log``).
+AsyncLogReader = Callable[[str], Awaitable[list[str]]]
+
+
+class LogSource(Protocol):
+    """What reads a pod's log: :class:`~airflow_provider_prime.hooks.prime.PrimeHook`."""
+
+    def get_pod_log(self, pod_id: str, tail: int = ..., *, deadline: float | None = None) -> list[str]: ...
+
+    async def aget_pod_log(
+        self, pod_id: str, tail: int = ..., *, deadline: float | None = None
+    ) -> list[str]: ...
+
+
+def log_reader(hook: LogSource, tail: int = DEFAULT_POD_LOG_TAIL) -> LogReader | None:
+    """A reader of ``tail`` lines through ``hook``, each read bounded by :data:`POD_LOG_READ_TIME`;
+    None for ``tail=0`` (no log wanted)."""
+    if tail <= 0:
+        return None
+
+    def read(pod_id: str) -> list[str]:
+        return hook.get_pod_log(pod_id, tail, deadline=time.time() + POD_LOG_READ_TIME)
+
+    return read
+
+
+def alog_reader(hook: LogSource, tail: int = DEFAULT_POD_LOG_TAIL) -> AsyncLogReader | None:
+    """Async :func:`log_reader` (a trigger's)."""
+    if tail <= 0:
+        return None
+
+    async def read(pod_id: str) -> list[str]:
+        return await hook.aget_pod_log(pod_id, tail, deadline=time.time() + POD_LOG_READ_TIME)
+
+    return read
+
+
+def pods_worth_a_log(step: Step) -> list[str]:
+    """The pods whose own log may say why the wait failed: ``ERROR``, or a failed installation.
+
+    Only for a failed verdict (a :class:`PrimePodFailedError`): a pod gone (``TERMINATED``,
+    ``DELETING``), stopped or missing has no story in its log, and an API error is not about a pod.
+    """
+    if step.verdict is None or not isinstance(step.error, PrimePodFailedError):
+        return []
+    picked = []
+    for report in step.verdict.pods:
+        status = report.status
+        if report.outcome is not Outcome.FAILED or status is None:
+            continue
+        install_failed = status.installation_status in FAILED_INSTALLATION_STATES or bool(
+            (status.installation_failure or "").strip()
+        )
+        if status.status == PodState.ERROR.value or install_failed:
+            picked.append(report.pod_id)
+    return picked
+
+
+def log_section(pod_id: str, lines: list[str] | BaseException) -> str:
+    """What a failure message says of one pod's log: its last lines, that it is empty, or why it
+    could not be read (one clause: the failure itself is the message's point, not the log)."""
+    if isinstance(lines, BaseException):
+        why = " ".join(str(lines).split()) or type(lines).__name__
+        if len(why) > 300:
+            why = why[:299] + "…"
+        return f"The log of pod {pod_id} could not be read ({why})."
+    if not lines:
+        return f"The log of pod {pod_id} is empty."
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        size += len(line) + 3
+        if size > POD_LOG_CHARS and kept:
+            break
+        kept.append(line)
+    kept.reverse()
+    cut = f" (the {len(lines) - len(kept)} lines before them left out)" if len(kept) < len(lines) else ""
+    noun = "line" if len(kept) == 1 else f"{len(kept)} lines"
+    body = "\n".join(f"  | {line}" for line in kept)
+    return f"The last {noun} of pod {pod_id}'s log{cut}:\n{body}"
+
+
+def with_log_sections(step: Step, pod_ids: list[str], logs: Sequence[list[str] | BaseException]) -> Step:
+    """``step`` whose error (same class) ends with each pod's log section; pods over
+    :data:`POD_LOGS_QUOTED` are counted, not read."""
+    assert step.error is not None
+    sections = [log_section(pid, got) for pid, got in zip(pod_ids, logs, strict=True)]
+    more = len(pods_worth_a_log(step)) - len(pod_ids)
+    if more > 0:
+        sections.append(f"({more} more failed pods: their logs are not quoted here.)")
+    error = type(step.error)("\n".join([str(step.error), *sections]))
+    return dataclasses.replace(step, error=error)
+
+
+def add_pod_logs(step: Step, read: LogReader | None) -> Step:
+    """``step`` with the failed pods' log tails in its error (:func:`pods_worth_a_log`); unchanged
+    when nothing is to be read or ``read`` is None (``pod_log_tail=0``). Never raises for a log."""
+    pod_ids = pods_worth_a_log(step)[:POD_LOGS_QUOTED] if read is not None else []
+    if not pod_ids or read is None:
+        return step
+    logs: list[list[str] | BaseException] = []
+    for pod_id in pod_ids:
+        try:
+            logs.append(read(pod_id))
+        except Exception as exc:
+            logs.append(exc)
+    return with_log_sections(step, pod_ids, logs)
+
+
+async def aadd_pod_logs(step: Step, read: AsyncLogReader | None) -> Step:
+    """Async :func:`add_pod_logs`: the logs are read concurrently."""
+    pod_ids = pods_worth_a_log(step)[:POD_LOGS_QUOTED] if read is not None else []
+    if not pod_ids or read is None:
+        return step
+    got = await asyncio.gather(*(read(pod_id) for pod_id in pod_ids), return_exceptions=True)
+    logs: list[list[str] | BaseException] = []
+    for item in got:
+        if isinstance(item, BaseException) and not isinstance(item, Exception):
+            raise item  # a cancellation is not a log that could not be read
+        logs.append(item)
+    return with_log_sections(step, pod_ids, logs)
 
 
 def describe_api(base_url: str, conn_id: str) -> str:

@@ -21,6 +21,8 @@ PODS_PATH = "/api/v1/pods/"
 OFFERS_PATHS = {False: "/api/v1/availability/gpus", True: "/api/v1/availability/multi-node"}
 #: Most pod ids sent in one status request (the platform's batch endpoints cap at 100).
 CHUNK_SIZE = 100
+#: The pod log's path below a pod's (``GET /api/v1/pods/{id}/log?tail=N``).
+POD_LOG_SUFFIX = "/log"
 #: Items asked for per page of a list (the API's default and the CLI's).
 PAGE_SIZE = 100
 #: The API key permissions a 401/403 names.
@@ -39,6 +41,8 @@ class ApiRequest:
     means when the API itself says ``pod_id`` was not found (:func:`says_pod_not_found`); any other
     404 (``missing`` None, or a router's bare "Not Found", HTML, no JSON) means the base URL or
     path is wrong. ``answer_ignored``: any 2xx is success whatever its body (a delete).
+    ``text_answer``: a 2xx body that is not JSON is handed to the parser as text (decoded, errors
+    replaced) instead of being an error: the pod log's shape is not documented (FACTS.md).
     ``secrets``: values of the request that no message may show (a create's env values and Jupyter
     password: an API that echoes them in an error body must not put them in the task log), scrubbed
     like the key.
@@ -55,6 +59,8 @@ class ApiRequest:
     pod_id: str | None = None
     answer_ignored: bool = False
     secrets: tuple[str, ...] = ()
+    #: A 2xx body that is not JSON is the answer itself, as text (the pod log may be plain text).
+    text_answer: bool = False
 
 
 def chunk_pod_ids(pod_ids: list[str], size: int = CHUNK_SIZE) -> list[list[str]]:
@@ -156,4 +162,20 @@ def offers_page_request(
     params += [("regions", region) for region in regions]
     return ApiRequest(
         "GET", settings.base_url + OFFERS_PATHS[multi_node], "listing GPU offers", params=tuple(params)
+    )
+
+
+def pod_log_request(settings: PrimeApiSettings, pod_id: str, tail: int) -> ApiRequest:
+    """``GET /api/v1/pods/{id}/log?tail=N``: the last ``tail`` lines of the pod's own log.
+
+    Its answer's shape is not documented (FACTS.md "Pod log"): text is accepted as well as JSON.
+    """
+    return ApiRequest(
+        "GET",
+        _pod_url(settings, pod_id) + POD_LOG_SUFFIX,
+        f"reading the log of pod {pod_id}",
+        params=(("tail", str(tail)),),
+        missing=_no_such_pod(pod_id),
+        pod_id=pod_id,
+        text_answer=True,
     )

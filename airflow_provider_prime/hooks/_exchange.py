@@ -235,7 +235,9 @@ class Exchange(Generic[T]):
         # Errors are raised outside the except blocks: the decoder's and the parser's exceptions hold
         # the raw body, which must not stay reachable from ours as __context__ (see validated()).
         payload = decode_json(response.body)
-        if payload is NOT_JSON:
+        if payload is NOT_JSON and self.request.text_answer:
+            payload = response.body.decode("utf-8", errors="replace")
+        elif payload is NOT_JSON:
             shown = excerpt(response.body, self.secrets)
             raise PrimeResponseError(
                 f"The Prime Intellect API answered HTTP {status} with a body that is not JSON while "

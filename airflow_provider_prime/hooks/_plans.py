@@ -35,11 +35,19 @@ from airflow_provider_prime.hooks._endpoints import (
     create_request,
     delete_request,
     offers_page_request,
+    pod_log_request,
     pod_request,
     pods_page_request,
 )
 from airflow_provider_prime.hooks._exchange import DeliveryUnknown, Exchange
-from airflow_provider_prime.hooks._payloads import parse_ignored, parse_offer_page, parse_pod, parse_pod_page
+from airflow_provider_prime.hooks._payloads import (
+    parse_ignored,
+    parse_offer_page,
+    parse_pod,
+    parse_pod_log,
+    parse_pod_page,
+    tidy_log_lines,
+)
 from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.models import GONE_STATES, GpuOffer, Pod, PodRequest
 
@@ -89,6 +97,17 @@ def every_page(
 def get_pod(settings: PrimeApiSettings, pod_id: str, deadline: float | None = None) -> Plan[Pod]:
     pod: Pod = yield Exchange(settings, pod_request(settings, pod_id), parse_pod, deadline)
     return pod
+
+
+def get_pod_log(
+    settings: PrimeApiSettings, pod_id: str, tail: int, deadline: float | None = None
+) -> Plan[list[str]]:
+    """The last ``tail`` lines of the pod's log, tidied (:func:`~._payloads.tidy_log_lines`): the
+    key scrubbed from every line, long lines cut. An empty answer is an empty log."""
+    lines: list[str] = yield Exchange(
+        settings, pod_log_request(settings, pod_id, tail), parse_pod_log, deadline, parse_empty=list
+    )
+    return tidy_log_lines(lines, tail, settings.api_key)
 
 
 def list_pods(settings: PrimeApiSettings) -> Plan[list[Pod]]:

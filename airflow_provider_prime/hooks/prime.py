@@ -53,12 +53,17 @@ __all__ = ["PrimeHook"]
 
 T = TypeVar("T")
 
+#: Lines of a pod's log :meth:`PrimeHook.get_pod_log` returns unless told otherwise.
+DEFAULT_LOG_TAIL = 50
+#: Most lines of a pod's log ever asked for (a failure message quotes them all).
+MAX_LOG_TAIL = 1000
+
 #: Retries the connection test allows itself: a UI "Test" click should answer within seconds.
 _TEST_CONNECTION_RETRIES = 1
 
 
 class PrimeHook(BaseHook):
-    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete), GPU offers.
+    """The Prime Intellect API: pod statuses, pods (get, list, find by name, create, delete, log), GPU offers.
 
     Every method has an async twin (``a`` + name) for triggers; docs/hook.md lists each one's errors.
 
@@ -143,6 +148,29 @@ class PrimeHook(BaseHook):
     async def aget_pod(self, pod_id: str) -> Pod:
         """Async :meth:`get_pod`."""
         return await self._arun(_plans.get_pod, _one_pod_id(pod_id))
+
+    def get_pod_log(
+        self, pod_id: str, tail: int = DEFAULT_LOG_TAIL, *, deadline: float | None = None
+    ) -> list[str]:
+        """The last ``tail`` lines of the pod's own log (``GET /pods/{id}/log?tail=N``), oldest first.
+
+        The answer's shape is not documented: plain text, a JSON string, a list of lines or an
+        object holding one (``data``, ``logs``...) are all read (docs/lifecycle.md, "The pod's
+        log"). The API key is scrubbed from every line; a line is cut at 500 characters and at
+        most :data:`MAX_LOG_TAIL` lines are asked for. ``tail=0`` asks nothing and returns ``[]``.
+        ``deadline`` (epoch seconds) as for :meth:`get_pods_status`. Errors: ``PrimeNotFoundError``
+        naming the pod, ``PrimeConfigError`` (a bad id or tail, before any request), and the API
+        errors of docs/hook.md.
+        """
+        pod_id, tail = _one_pod_id(pod_id), _log_tail(tail)
+        return self._run(_plans.get_pod_log, pod_id, tail, deadline) if tail else []
+
+    async def aget_pod_log(
+        self, pod_id: str, tail: int = DEFAULT_LOG_TAIL, *, deadline: float | None = None
+    ) -> list[str]:
+        """Async :meth:`get_pod_log`."""
+        pod_id, tail = _one_pod_id(pod_id), _log_tail(tail)
+        return await self._arun(_plans.get_pod_log, pod_id, tail, deadline) if tail else []
 
     def list_pods(self) -> list[Pod]:
         """Every pod of the key (all pages of ``GET /pods/``, 100 a page); terminated pods are not listed."""
@@ -305,6 +333,12 @@ def _one_pod_id(value: object) -> str:
     if not isinstance(value, str):
         raise PrimeConfigError(f"pod_id must be one pod id (a string), not {type(value).__name__}")
     return validate_pod_ids(value)[0]
+
+
+def _log_tail(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PrimeConfigError(f"tail must be a whole number of lines, 0 or more, not {value!r}")
+    return min(value, MAX_LOG_TAIL)
 
 
 def _pod_name(value: object) -> str:

@@ -83,9 +83,11 @@ from airflow_provider_prime.readiness import (
     PodWait,
     Requirements,
     Step,
+    add_pod_logs,
     by_id,
     describe_api,
     handover_entry,
+    log_reader,
 )
 from airflow_provider_prime.termination import GONE, TerminationWait, ask
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger, with_price
@@ -851,7 +853,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         if step is not None and step.outcome is Outcome.READY:
             return with_price(step.handover, pod.id, pod.price_hr)
         if step is not None and step.error is not None:
-            raise step.error
+            raise add_pod_logs(step, log_reader(self.hook)).error or step.error  # the pod's log tail
         raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
 
     # -- clean-up ----------------------------------------------------------------------------

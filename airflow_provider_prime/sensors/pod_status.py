@@ -18,19 +18,22 @@ from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_prime import events
 from airflow_provider_prime._compat import START_FROM_TRIGGER, AirflowFailException, AirflowSensorTimeout
-from airflow_provider_prime.exceptions import PrimeError
+from airflow_provider_prime.exceptions import PrimeConfigError, PrimeError
 from airflow_provider_prime.hooks.prime import PrimeHook
 from airflow_provider_prime.models import PodStatus
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    DEFAULT_POD_LOG_TAIL,
     READY_LINE,
     Outcome,
     PodWait,
     Requirements,
     Step,
+    add_pod_logs,
     by_id,
     describe_api,
+    log_reader,
 )
 from airflow_provider_prime.triggers.pod_status import PodStatusTrigger
 from airflow_provider_prime.triggers.task_end import ends_in_triggerer
@@ -87,6 +90,9 @@ class PodStatusSensor(BaseSensorOperator):
     :param wait_for_installation: also wait for the image installation to finish (default).
     :param require_ssh: also wait for an SSH connection on every node (default).
     :param missing_grace: seconds a pod may be missing from the API's answer before failing.
+    :param pod_log_tail: lines of a failed pod's own log (``ERROR``, or its installation failed)
+        the failure message and the task log quote (default 50; 0: none). The API key is scrubbed
+        from them; a log that cannot be read is said so in one clause, never hiding the failure.
     :param poke_interval: seconds between checks (default 15; also the trigger's poll interval).
     :param timeout: seconds before the wait times out (default 45 minutes).
     :param deferrable: wait in the triggerer instead of a worker slot; defaults to Airflow's
@@ -121,9 +127,15 @@ class PodStatusSensor(BaseSensorOperator):
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
         start_from_trigger: bool = False,
+        pod_log_tail: int = DEFAULT_POD_LOG_TAIL,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        if isinstance(pod_log_tail, bool) or not isinstance(pod_log_tail, int) or pod_log_tail < 0:
+            raise PrimeConfigError(
+                f"pod_log_tail must be a whole number of lines, 0 or more, not {pod_log_tail!r}"
+            )
+        self.pod_log_tail = pod_log_tail
         self.pod_ids = pod_ids
         self.prime_conn_id = prime_conn_id
         self.requirements = Requirements(
@@ -149,6 +161,7 @@ class PodStatusSensor(BaseSensorOperator):
                     "prime_conn_id": prime_conn_id,
                     "poll_interval": self.poke_interval,
                     "end_from_trigger": ends_in_triggerer(self),
+                    "pod_log_tail": pod_log_tail,
                     **self.requirements.to_kwargs(),
                 },
                 next_method="execute_complete",
@@ -183,7 +196,7 @@ class PodStatusSensor(BaseSensorOperator):
         if step.outcome is Outcome.READY:
             return PokeReturnValue(is_done=True, xcom_value=step.handover)
         if step.error is not None:
-            self._fail(step.error)
+            self._fail(add_pod_logs(step, log_reader(self.hook, self.pod_log_tail)).error or step.error)
         if ending.timed_out:  # our own timeout, so that it says what each pod still lacked
             self._fail(AirflowSensorTimeout(wait.timeout_message()))
         if self.deferrable:
@@ -263,6 +276,7 @@ class PodStatusSensor(BaseSensorOperator):
                 answered=wait.answered,
                 not_before=first_check_after_deferral(now, self.poke_interval),
                 end_from_trigger=ends_in_triggerer(self),
+                pod_log_tail=self.pod_log_tail,
                 **self.requirements.to_kwargs(),
             ),
             method_name="execute_complete",

@@ -1,4 +1,4 @@
-"""The simulated Prime API: every endpoint of ``LIFECYCLE.md``'s table but the pod log.
+"""The simulated Prime API: every endpoint of ``LIFECYCLE.md``'s table, and the pod log.
 
 Behaviour, where the published contract leaves room (see ``docs/simulator.md``):
 
@@ -15,6 +15,9 @@ Behaviour, where the published contract leaves room (see ``docs/simulator.md``):
   A read-only key creating or deleting gets 403, its body saying the key lacks write permission.
 * The status endpoint's 422 is the documented ``{"errors": [{"param", "details"}]}``; the other
   endpoints' 422 is FastAPI's ``{"detail": [{"loc", "msg", "type"}]}``, naming the field.
+* The pod log (``GET /pods/{id}/log?tail=N``) is ``{"data": "<lines>", "status": "ok"}``, lines
+  told by the pod's timeline (:mod:`.pod_logs`); 404 like ``GET /pods/{id}`` for a pod the key
+  does not see; ``tail`` (default 100) must be a whole number from 0 to 10000, else 422.
 * Status: known ids are answered once each, in the order first asked; unknown, foreign and
   terminated ids are left out; no ``pod_ids`` at all gives ``data: []``.
 """
@@ -40,6 +43,7 @@ from airflow_provider_prime.testing.paths import (
     STATUS_PATH,
     WHOAMI_PATH,
 )
+from airflow_provider_prime.testing.pod_logs import DEFAULT_TAIL, MAX_TAIL, log_body, pod_log
 from airflow_provider_prime.testing.shapes import user_object, validation_error
 from airflow_provider_prime.testing.state import SimulatorState
 from airflow_provider_prime.testing.stats import NO_KEY, NO_RESPONSE
@@ -68,6 +72,9 @@ _FIXED: dict[str, tuple[str, ...]] = {
     GPU_SUMMARY_PATH: ("GET",),
 }
 _POD_METHODS = ("GET", "DELETE")
+#: The pod log's path below a pod's, and its route.
+_LOG_SUFFIX = "/log"
+POD_LOG_ROUTE = PODS_PATH + "{id}" + _LOG_SUFFIX
 _WRITES = frozenset({("POST", PODS_PATH), ("DELETE", None)})
 _ENVELOPE_HEAD = b'{"data": ['
 _ENVELOPE_TAIL = b'], "status": "ok"}'
@@ -117,6 +124,9 @@ def resolve(path: str) -> tuple[str | None, str | None, str | None]:
         rest = path[len(PODS_PATH) :]
         if rest and "/" not in rest:
             return PODS_PATH + "{id}", rest, None
+        log_of = rest[: -len(_LOG_SUFFIX)] if rest.endswith(_LOG_SUFFIX) else ""
+        if log_of and "/" not in log_of:
+            return POD_LOG_ROUTE, log_of, None
         if rest.endswith("/") and rest[:-1] and "/" not in rest[:-1]:
             return None, None, path[:-1]
     return None, None, None
@@ -140,6 +150,7 @@ class PrimeApi:
             ("GET", GPU_SUMMARY_PATH): lambda _call: json_reply(200, gpu_summary(self._state.offers())),
             ("GET", PODS_PATH + "{id}"): self._get,
             ("DELETE", PODS_PATH + "{id}"): self._delete,
+            ("GET", POD_LOG_ROUTE): self._log,
         }
 
     def __call__(self, request: Request) -> Reply:
@@ -194,7 +205,10 @@ class PrimeApi:
             return _redirect(request, redirect)
         if route is None:
             return _detail(404, "Not Found")
-        methods = _POD_METHODS if pod_id is not None else _FIXED[route]
+        if route == POD_LOG_ROUTE:
+            methods: tuple[str, ...] = ("GET",)
+        else:
+            methods = _POD_METHODS if pod_id is not None else _FIXED[route]
         if request.method not in methods:
             return _detail(405, "Method Not Allowed", ("allow", ", ".join(methods)))
         if not api_key:
@@ -243,6 +257,22 @@ class PrimeApi:
         state = self._state
         pod = state.pods.pod(pod_id, call.api_key, terminated=state.scenario.deleted_pods == "terminated")
         return json_reply(200, pod) if pod is not None else _detail(404, f"Pod {pod_id} not found")
+
+    def _log(self, call: _Call) -> Reply:
+        """The pod's log as its timeline tells it (:mod:`.pod_logs`), to the keys that see the pod."""
+        pod_id, state = call.pod_id, self._state
+        text = call.request.params().get("tail", [str(DEFAULT_TAIL)])[-1]
+        if not text.isdigit() or int(text) > MAX_TAIL:
+            raise _Invalid("tail", f"must be a whole number from 0 to {MAX_TAIL}, not {text!r}")
+        terminated = state.scenario.deleted_pods == "terminated"
+        script = next((s for s in state.pods.scripts() if s.pod_id == pod_id), None)
+        if script is None or state.pods.pod(pod_id, call.api_key, terminated=terminated) is None:
+            return _detail(404, f"Pod {pod_id} not found")
+        try:
+            lines = pod_log(script, state.pods.pod_time(pod_id), int(text))
+        except KeyError:  # removed meanwhile
+            return _detail(404, f"Pod {pod_id} not found")
+        return json_reply(200, log_body(lines))
 
     def _delete(self, call: _Call) -> Reply:
         pod_id = call.pod_id

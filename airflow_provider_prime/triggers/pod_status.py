@@ -34,11 +34,15 @@ from airflow_provider_prime.hooks._settings import PrimeApiSettings
 from airflow_provider_prime.pod_ids import validate_pod_ids
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    DEFAULT_POD_LOG_TAIL,
     READY_LINE,
+    AsyncLogReader,
     Outcome,
     PodWait,
     Requirements,
     StatusAnswer,
+    aadd_pod_logs,
+    alog_reader,
     describe_api,
 )
 from airflow_provider_prime.triggers import polling
@@ -91,6 +95,10 @@ class PodStatusTrigger(BaseTrigger):
         (see :mod:`~airflow_provider_prime.triggers.task_end`; the operator decides with
         :func:`~airflow_provider_prime.triggers.task_end.ends_in_triggerer`). Outside a triggerer
         (``airflow dags test``) or when the push fails, the success event is sent as without it.
+    :param pod_log_tail: lines of a failed pod's own log (``ERROR``, or its installation failed)
+        the failed event's message quotes (default 50; 0: none); bounded in size
+        (:data:`~airflow_provider_prime.readiness.POD_LOG_CHARS` per pod, at most
+        :data:`~airflow_provider_prime.readiness.POD_LOGS_QUOTED` pods) as the event is stored.
     """
 
     #: The clock of the wait (a test gives one that it moves by hand); never serialized.
@@ -113,6 +121,7 @@ class PodStatusTrigger(BaseTrigger):
         unreachable_timeout: float | None = None,
         answered: bool = False,
         end_from_trigger: bool = False,
+        pod_log_tail: int = DEFAULT_POD_LOG_TAIL,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.starts_here = deadline is None
@@ -133,6 +142,7 @@ class PodStatusTrigger(BaseTrigger):
         self.not_before = None if not_before is None else float(not_before)
         self.answered = bool(answered)
         self.end_from_trigger = bool(end_from_trigger)
+        self.pod_log_tail = max(0, int(pod_log_tail))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain values only; the API key is looked up again by :meth:`run`."""
@@ -150,6 +160,7 @@ class PodStatusTrigger(BaseTrigger):
                 "answered": self.answered,
                 **self._start_kwargs(),
                 **self._end_kwargs(),
+                **self._log_kwargs(),
             },
         )
 
@@ -172,6 +183,16 @@ class PodStatusTrigger(BaseTrigger):
     def _end_kwargs(self) -> dict[str, Any]:
         """``end_from_trigger`` when set (left out otherwise, as a trigger of an older release had it)."""
         return {"end_from_trigger": True} if self.end_from_trigger else {}
+
+    def _log_kwargs(self) -> dict[str, Any]:
+        """``pod_log_tail`` unless the default (left out then, as an older release's trigger had it)."""
+        return {} if self.pod_log_tail == DEFAULT_POD_LOG_TAIL else {"pod_log_tail": self.pod_log_tail}
+
+    def _log_reader(self) -> AsyncLogReader | None:
+        """How a failed wait reads a pod's log tail (None: ``pod_log_tail=0``)."""
+        from airflow_provider_prime.hooks.prime import PrimeHook  # only a failed wait needs it
+
+        return alog_reader(PrimeHook(self.prime_conn_id), self.pod_log_tail)
 
     def _start_kwargs(self) -> dict[str, Any]:
         """The kwargs only a wait started in the triggerer has (none for one a worker deferred)."""
@@ -213,6 +234,7 @@ class PodStatusTrigger(BaseTrigger):
             return events.build_timeout(wait.timeout_message(), wait.handover())
         if step.outcome is Outcome.READY:
             return events.build_success(step.handover, wait.summary)
+        step = await aadd_pod_logs(step, self._log_reader())
         self.log.error("%s", step.error)
         return events.build_failed(step.error or PrimeError("the wait failed"), step.handover)
 

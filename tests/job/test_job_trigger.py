@@ -146,9 +146,9 @@ async def test_a_successful_command_ends_the_task_in_the_triggerer_with_the_resu
     ended = PrimeJobTrigger(**{**kwargs, "end_from_trigger": True})
     supervisor = airflow_told(monkeypatch, ended, TaskInstanceState.DEFERRED)
 
-    event = [event async for event in ended.run()]
+    (event,) = [event async for event in ended.run()]  # exactly one event
 
-    assert len(event) == 1 and isinstance(event[0], TaskSuccessEvent), event
+    assert isinstance(event, TaskSuccessEvent), event
     assert [line for line in text(logs) if line.startswith("The job succeeded")] == [
         "The job succeeded on 2 node(s)"
     ]  # the line execute_complete logs, in the trigger's (the task's) log

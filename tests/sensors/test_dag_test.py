@@ -1,14 +1,13 @@
 """A DAG with a deferrable PodStatusSensor run by ``dag.test()`` against the simulator.
 
 ``dag.test()`` needs a metadata database, so each run happens in a child process whose
-``AIRFLOW_HOME`` is a temporary directory migrated once per session (see ``dags/pod_wait_dag.py``).
+``AIRFLOW_HOME`` is a temporary directory migrated once per session (``dag_runs.py``).
 The trigger runs in line, as ``dag.test()`` does it, over real HTTP to the simulator.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,43 +25,11 @@ from airflow_provider_prime.testing import (
     install_failure_pod,
     ready_pod,
 )
+from tests.sensors.dag_runs import DAGS, REPO, airflow_env
 from tests.sensors.dags.pod_wait_dag import RESULT_MARK
 from tests.simulated import connection_env
 
-REPO = Path(__file__).resolve().parents[2]
-DAGS = Path(__file__).resolve().parent / "dags"
-MIGRATE_TIMEOUT = 300
 RUN_TIMEOUT = 180
-
-
-def airflow_env(home: Path) -> dict[str, str]:
-    """The environment of a child Airflow process using ``home``, nothing inherited from ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "PRIME_"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW_CONFIG=str(home / "airflow.cfg"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
-        PYTHONPATH=str(REPO),
-    )
-    return env
-
-
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throw-away AIRFLOW_HOME with a migrated SQLite metadata database."""
-    home = tmp_path_factory.mktemp("airflow_home")
-    done = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=airflow_env(home),
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=MIGRATE_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return home
 
 
 @pytest.fixture
@@ -144,3 +111,8 @@ def test_broken_pod_fails_the_task_with_the_platform_reason(prime_simulator_fact
     assert "PrimePodFailedError" in output
     assert f"bad: pod is ACTIVE, installation ERROR: {DEFAULT_INSTALLATION_FAILURE}" in output
     assert "train" not in result["xcoms"]
+    # the tail of the pod's own log, read by the trigger, in the failure (good's is not read)
+    assert "of pod bad's log:" in output
+    assert f"  | [+   60.0s] ERROR: {DEFAULT_INSTALLATION_FAILURE}" in output
+    assert sim.stats.by_path["/api/v1/pods/good/log"] == 0
+    assert sim.api_key not in output

@@ -61,6 +61,7 @@ class Api:
         self.calls: list[list[str]] = []
         self.deadlines: list[float] = []
         self.clock, self.took = clock, took
+        self.pod_logs: dict[str, list[str]] = {}
 
     def __call__(self, pod_ids, deadline=None):
         self.calls.append(list(pod_ids))
@@ -80,6 +81,12 @@ def api(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("PRIME_API_KEY", "pk-sensor-test")  # settings resolve; no request is made
         monkeypatch.setattr(
             pod_status.PrimeHook, "get_pods_status", lambda self, ids, deadline: fake(ids, deadline)
+        )
+        # A failed pod's log (empty unless a test puts lines in fake.pod_logs): no request is made.
+        monkeypatch.setattr(
+            pod_status.PrimeHook,
+            "get_pod_log",
+            lambda self, pod_id, tail=50, *, deadline=None: list(fake.pod_logs.get(pod_id, []))[-tail:],
         )
         return fake
 
@@ -271,7 +278,8 @@ class TestPokeModeExecute:
             sensor(soft_fail=True).execute(context())
         skips = [e["event"] for e in logs if "Skipping the task" in e["event"]]
         assert skips == [
-            "Skipping the task (soft_fail is set) instead of failing it: Pod wait failed: a: pod is ERROR"
+            "Skipping the task (soft_fail is set) instead of failing it: Pod wait failed: a: pod is ERROR\n"
+            "The log of pod a is empty."
         ]
 
     def test_soft_fail_does_not_skip_a_rejected_key_nor_says_it_would(self, api, logs):

@@ -254,4 +254,8 @@ def test_other_methods_get_405_with_allow(api: httpx.Client) -> None:
     response = api.put(PODS_PATH + "pod-life-single")
     assert (response.status_code, response.headers["allow"]) == (405, "GET, DELETE")
     assert api.delete(PODS_PATH).headers["allow"] == "GET, POST"
-    assert api.get(PODS_PATH + "pod-life-single/log").status_code == 404  # the pod log is not simulated
+    assert api.get(PODS_PATH + "pod-life-single/log").status_code == 200  # the pod log (pod_logs.py)
+    log_delete = api.delete(PODS_PATH + "pod-life-single/log")
+    assert (log_delete.status_code, log_delete.headers["allow"]) == (405, "GET")
+    assert api.get(PODS_PATH + "pod-life-single/log/more").status_code == 404
+    assert api.get(PODS_PATH + "pod-life-single/log", params={"tail": "-1"}).status_code == 422
