@@ -90,6 +90,21 @@ def _trigger_can_end_task() -> bool:
 TRIGGER_ENDS_TASK = _trigger_can_end_task()
 
 
+def _asset_state_store() -> bool:
+    try:
+        from airflow.sdk.execution_time.comms import GetAssetStateStoreByName  # noqa: F401
+    except ImportError:  # Airflow 3.1 and 3.2
+        return False
+    return True
+
+
+#: Whether the triggerer gives event triggers a per-asset state store (``asset_state_store``,
+#: Airflow 3.3+), where :class:`~airflow_provider_prime.triggers.capacity_event.PrimeCapacityEventTrigger`
+#: remembers the capacity it saw; below, it uses a Variable. (``BaseEventTrigger`` itself is in
+#: ``airflow.triggers.base`` from 3.1 on: no switch needed for it.)
+ASSET_STATE_STORE = _asset_state_store()
+
+
 class _ConnectionSource(Protocol):
     """What :func:`get_connection` needs: a hook's lookups (``BaseHook`` has both)."""
 
@@ -156,6 +171,7 @@ async def amask_secret(secret: str) -> None:
 
 
 __all__ = [
+    "ASSET_STATE_STORE",
     "RETRY_POLICY",
     "START_FROM_TRIGGER",
     "TRIGGER_ENDS_TASK",

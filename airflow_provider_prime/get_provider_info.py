@@ -57,6 +57,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_prime.triggers.pod_lifecycle",
                     "airflow_provider_prime.triggers.job",
                     "airflow_provider_prime.triggers.capacity",
+                    "airflow_provider_prime.triggers.capacity_event",
                 ],
             }
         ],

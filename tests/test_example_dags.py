@@ -54,6 +54,7 @@ def test_example_dags_parse_offline() -> None:
         "example_prime_wait_and_train",
         "example_prime_pod_lifecycle",
         "example_prime_reaper",
+        "example_prime_capacity_event",
     }
 
 
@@ -85,6 +86,25 @@ def test_lifecycle_creates_deferrably_and_terminates_as_the_teardown_of_the_crea
     assert create.downstream_task_ids == {"train", "terminate_pod"}
     assert dag.get_task("train").downstream_task_ids == {"terminate_pod"}
     assert terminate.upstream_task_ids == {"create_pod", "train"}
+
+
+@pytest.mark.usefixtures("offline")
+def test_capacity_event_starts_a_run_per_appearance_and_gives_the_pod_back() -> None:
+    from airflow_provider_prime.operators.pod import PrimeCreatePodOperator, PrimeTerminatePodOperator
+    from airflow_provider_prime.triggers.capacity_event import PrimeCapacityEventTrigger
+
+    dag = _dag_bag().dags["example_prime_capacity_event"]
+    (asset,) = dag.timetable.asset_condition.objects
+    (watcher,) = asset.watchers
+    trigger = watcher.trigger
+    assert isinstance(trigger, PrimeCapacityEventTrigger)
+    assert [query.gpu_type for query in trigger.queries()] == ["H100_80GB", "H200_141GB"]
+    create, terminate = dag.get_task("create_pod"), dag.get_task("terminate_pod")
+    assert isinstance(create, PrimeCreatePodOperator)
+    assert isinstance(terminate, PrimeTerminatePodOperator)
+    assert create.deferrable
+    assert terminate.is_teardown
+    assert (create.regions, create.max_price, create.gpu_count) == (["europe"], 20.0, 8)
 
 
 @pytest.mark.usefixtures("offline")

@@ -19,6 +19,8 @@ never hit by faults. Every endpoint maps onto a :class:`SimulatorState` method:
 ``GET /_sim/settings``                   page cap, payment_required, the create lifecycle
 ``POST /_sim/settings``                  change them, pods kept: ``{"page_cap": 50, "list_lag": 5}``
 ``GET /_sim/scenario``                   the scenario last loaded
+``GET /_sim/offers``                     every offer as listed now (rendered), with its current stock
+``POST /_sim/offers/CLOUD_ID``           pin its stock from now on: ``{"stock_status": "Unavailable"}``
 ``POST /_sim/scenario``                  a scenario object, or a string: built-in name, bulk:N, file
 =======================================  ==========================================================
 """
@@ -86,6 +88,8 @@ class ControlApi:
             ("POST", "settings"): self._configure,
             ("GET", "scenario"): lambda _r, _p: self._state.scenario.to_dict(),
             ("POST", "scenario"): self._set_scenario,
+            ("GET", "offers"): lambda _r, _p: {"data": [offer.render() for offer in self._state.offers()]},
+            ("POST", "offers"): self._set_stock,
         }
         if not parts:
             raise _Problem(404, "Not Found")
@@ -175,6 +179,18 @@ class ControlApi:
         if not isinstance(lifecycle, dict):
             raise _Problem(400, "lifecycle must be an object of CreateLifecycle fields")
         return self._state.configure(**changes, **lifecycle)
+
+    def _set_stock(self, request: Request, parts: list[str]) -> Any:
+        body = self._body(request)
+        if len(parts) != 2:
+            raise _Problem(404, "give the offer: POST /_sim/offers/{cloud_id}")
+        if not isinstance(body, dict) or not isinstance(body.get("stock_status"), str):
+            raise _Problem(400, 'expected {"stock_status": "..."}')
+        try:
+            offer = self._state.set_stock(parts[1], body["stock_status"])
+        except KeyError:
+            raise _Problem(404, f"no offer with cloud_id {parts[1]!r}") from None
+        return offer.render()
 
     def _set_scenario(self, request: Request, _parts: list[str]) -> Any:
         scenario = self._state.set_scenario(self._body(request))

@@ -5,6 +5,12 @@ An :class:`Offer` is what ``GET /api/v1/availability/gpus`` (single node) or
 is rendered, null where the scenario leaves it empty. The wire shape is written from the API
 facts (``LIFECYCLE.md``), never from the provider's own models, so the simulator stays an
 independent check of the client code.
+
+Capacity comes and goes: an offer's ``stock_schedule`` lists ``(after_seconds, stock_status)``
+changes on the simulator's clock (pod seconds since the scenario was loaded, so time-scaled and
+hand-clocked runs work), and the control API pins a stock on command
+(``POST /_sim/offers/{cloud_id}``). A sold-out offer is still listed, with its status, and a
+create on it answers 400 "out of stock".
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: ``stockStatus`` of an offer that can be rented; anything else in :data:`SOLD_OUT` cannot.
 IN_STOCK = "High"
@@ -71,6 +77,31 @@ class Offer(BaseModel):
     vcpu: Resource = Resource(min_count=4, default_count=16, max_count=32)
     memory: Resource = Resource(min_count=16, default_count=128, max_count=256)
     provisioning_time: int | None = None
+    #: Stock changes on the simulator's clock: ``(after_seconds, stock_status)``, from the load of
+    #: the scenario; before the first one the offer has ``stock_status``. Not part of the wire shape.
+    stock_schedule: tuple[tuple[float, str], ...] = ()
+
+    @field_validator("stock_schedule")
+    @classmethod
+    def _schedule_in_order(cls, schedule: tuple[tuple[float, str], ...]) -> tuple[tuple[float, str], ...]:
+        if any(after < 0 for after, _ in schedule):
+            raise ValueError("stock_schedule times must not be negative")
+        if any(not status for _, status in schedule):
+            raise ValueError("stock_schedule statuses must not be empty")
+        return tuple(sorted(schedule, key=lambda change: change[0]))
+
+    def stock_at(self, seconds: float) -> str:
+        """The stock status ``seconds`` (pod time) after the scenario was loaded, by the schedule."""
+        status = self.stock_status
+        for after, scheduled in self.stock_schedule:
+            if after > seconds:
+                break
+            status = scheduled
+        return status
+
+    def with_stock(self, status: str) -> Offer:
+        """This offer as listed with ``status`` (schedule dropped: the status is a fact now)."""
+        return self.model_copy(update={"stock_status": status, "stock_schedule": ()})
 
     @property
     def multi_node(self) -> bool:
@@ -120,7 +151,8 @@ class Offer(BaseModel):
 
 
 def default_offers() -> tuple[Offer, ...]:
-    """Built-in offers: one H100, one A100 (community-cheap), 8 H100, a 2-node cluster, a sold-out B200."""
+    """Built-in offers: one H100, one A100 (community-cheap), 8 H100, a 2-node cluster, a sold-out
+    B200, and one L40S both on demand (Germany) and spot (cheaper, US)."""
     return (
         Offer(
             cloud_id="sim-h100-80gb-1x",
@@ -183,6 +215,28 @@ def default_offers() -> tuple[Offer, ...]:
             gpu_memory=180,
             on_demand=44.0,
             stock_status="Unavailable",
+        ),
+        Offer(
+            cloud_id="sim-l40s-1x",
+            gpu_type="L40S_48GB",
+            gpu_count=1,
+            provider="datacrunch",
+            country="DE",
+            region="europe",
+            data_center="EU-DE-2",
+            gpu_memory=48,
+            on_demand=0.99,
+        ),
+        Offer(
+            cloud_id="sim-l40s-1x-spot",
+            gpu_type="L40S_48GB",
+            gpu_count=1,
+            provider="runpod",
+            data_center="US-GA-1",
+            gpu_memory=48,
+            on_demand=0.49,
+            stock_status="Medium",
+            is_spot=True,
         ),
     )
 

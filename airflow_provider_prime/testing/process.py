@@ -129,6 +129,16 @@ class SimulatorClient:
         result: dict[str, Any] = self._call("POST", "scenario", body)
         return result
 
+    def offers(self) -> list[dict[str, Any]]:
+        """Every offer as the availability endpoints list it now (camelCase), current stock included."""
+        result: list[dict[str, Any]] = self._call("GET", "offers")["data"]
+        return result
+
+    def set_stock(self, cloud_id: str, stock_status: str) -> dict[str, Any]:
+        """Pin an offer's stock from now on (e.g. ``"Unavailable"``, then ``"High"``); the offer as listed."""
+        result: dict[str, Any] = self._call("POST", f"offers/{cloud_id}", {"stock_status": stock_status})
+        return result
+
     def close(self) -> None:
         if self._http is not None:
             self._http.close()

@@ -147,9 +147,7 @@ class PrimeApi:
             ("GET", HISTORY_PATH): self._history,
             ("GET", GPUS_PATH): lambda call: self._offers(call.request, multi_node=False),
             ("GET", MULTI_NODE_PATH): lambda call: self._offers(call.request, multi_node=True),
-            ("GET", GPU_SUMMARY_PATH): lambda _call: json_reply(
-                200, gpu_summary(self._state.scenario.offers)
-            ),
+            ("GET", GPU_SUMMARY_PATH): lambda _call: json_reply(200, gpu_summary(self._state.offers())),
             ("GET", PODS_PATH + "{id}"): self._get,
             ("DELETE", PODS_PATH + "{id}"): self._delete,
             ("GET", POD_LOG_ROUTE): self._log,
@@ -291,7 +289,7 @@ class PrimeApi:
             body = json.loads(call.request.body) if call.request.body else None
         except ValueError:
             return json_reply(422, validation_error((("body",), "JSON decode error")))
-        checked = check(body, state.scenario.offers)
+        checked = check(body, state.offers())
         if isinstance(checked, list):
             return json_reply(422, validation_error(*checked))
         if checked.offer.sold_out:
@@ -309,7 +307,7 @@ class PrimeApi:
         if count is not None and not count.isdigit():
             raise _Invalid("gpu_count", "must be an integer")
         offers = matching(
-            self._state.scenario.offers,
+            self._state.offers(),
             multi_node=multi_node,
             gpu_type=params.get("gpu_type", [None])[-1],
             gpu_count=None if count is None else int(count),

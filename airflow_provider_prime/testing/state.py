@@ -19,6 +19,7 @@ from airflow_provider_prime.testing.clock import Clock, real_clock
 from airflow_provider_prime.testing.create import CreateRequest
 from airflow_provider_prime.testing.faults import Fault, FaultBook
 from airflow_provider_prime.testing.lifecycles import provisioned_pod
+from airflow_provider_prime.testing.offers import Offer
 from airflow_provider_prime.testing.pod_book import PodBook
 from airflow_provider_prime.testing.scenario import CreateLifecycle, Phase, PodScript, Scenario
 from airflow_provider_prime.testing.shapes import SSH_PORT_MAPPING, user_id
@@ -87,6 +88,9 @@ class SimulatorState:
         self.payment_required: bool = scenario.payment_required
         #: Most items a page of the pod list or history holds (the scenario's ``page_cap``, until changed).
         self.page_cap: int | None = scenario.page_cap
+        # Offers' stock schedules run from here (pod seconds); stocks pinned on command win over them.
+        self._offers_loaded_at = self.sim_time()
+        self._stock_pins: dict[str, str] = {}
 
     @property
     def api_key(self) -> str:
@@ -137,6 +141,34 @@ class SimulatorState:
             "payment_required": self.payment_required,
             "lifecycle": self.create_lifecycle.model_dump(mode="json"),
         }
+
+    # offers ----------------------------------------------------------------------------------------
+
+    def offers(self) -> tuple[Offer, ...]:
+        """The scenario's offers as the availability endpoints list them now, each with its stock
+        of this moment: pinned by :meth:`set_stock`, else by its ``stock_schedule``."""
+        since = self.sim_time() - self._offers_loaded_at
+        pins = self._stock_pins
+        return tuple(
+            offer.with_stock(pins[offer.cloud_id] if offer.cloud_id in pins else offer.stock_at(since))
+            if offer.stock_schedule or offer.cloud_id in pins
+            else offer
+            for offer in self._scenario.offers
+        )
+
+    def set_stock(self, cloud_id: str, stock_status: str) -> Offer:
+        """Pin an offer's stock from now on (its schedule stops); e.g. ``"Unavailable"`` sells it out.
+
+        Returns the offer as listed now. Raises KeyError for an unknown ``cloud_id``, ValueError
+        for an empty status. Loading a scenario (or resetting it) forgets the pins.
+        """
+        if not isinstance(stock_status, str) or not stock_status.strip():
+            raise ValueError("stock_status must be a non-empty string, e.g. 'High' or 'Unavailable'")
+        offer = self._scenario.offer(cloud_id)
+        if offer is None:
+            raise KeyError(cloud_id)
+        self._stock_pins = {**self._stock_pins, cloud_id: stock_status}
+        return offer.with_stock(stock_status)
 
     # pods ------------------------------------------------------------------------------------------
 

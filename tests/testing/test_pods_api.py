@@ -93,21 +93,21 @@ def test_a_create_through_the_redirect_keeps_its_body(life: PrimeSimulator, api:
 
 def test_offers_by_endpoint_filter_and_page(api: httpx.Client) -> None:
     single = api.get(GPUS_PATH).json()
-    assert single["totalCount"] == 4
+    assert single["totalCount"] == 6
     assert all(set(offer) >= OFFER_KEYS for offer in single["items"])
     assert [offer["cloudId"] for offer in api.get(MULTI_NODE_PATH).json()["items"]] == [CLUSTER]
     h100 = api.get(GPUS_PATH, params={"gpu_type": "H100_80GB", "gpu_count": 8}).json()
     assert [offer["cloudId"] for offer in h100["items"]] == ["sim-h100-80gb-8x"]
     canada = api.get(GPUS_PATH, params=[("regions", "canada"), ("regions", "mars")]).json()
     assert [offer["prices"]["communityPrice"] for offer in canada["items"]] == [0.89]
-    second = api.get(GPUS_PATH, params={"page": 2, "page_size": 3}).json()
-    assert (second["totalCount"], len(second["items"])) == (4, 1)
+    second = api.get(GPUS_PATH, params={"page": 2, "page_size": 4}).json()
+    assert (second["totalCount"], len(second["items"])) == (6, 2)
     assert api.get(GPUS_PATH, params={"page": 0}).json()["detail"][0]["loc"] == ["query", "page"]
 
 
 def test_gpu_summary_lists_what_is_in_stock(api: httpx.Client) -> None:
     summary = api.get("/api/v1/availability/gpu-summary").json()
-    assert set(summary) == {"H100_80GB", "A100_80GB"}  # the sold-out B200 is not summarised
+    assert set(summary) == {"H100_80GB", "A100_80GB", "L40S_48GB"}  # the sold-out B200 is not summarised
     assert summary["A100_80GB"]["1"]["cheapest"]["communityPrice"] == 0.89
 
 

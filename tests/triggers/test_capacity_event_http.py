@@ -1,0 +1,349 @@
+"""PrimeCapacityEventTrigger against the simulator over HTTP: once per appearance, never per poll.
+
+The simulator's capacity is steered on command (``set_stock``); every "nothing more happened"
+is proven by the simulator's own request counter moving on, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import ErrorType
+from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, PutVariable, VariableResult
+
+from airflow_provider_prime.exceptions import PrimeConfigError
+from airflow_provider_prime.models import GpuOffer
+from airflow_provider_prime.testing import GPUS_PATH, Fault, PrimeSimulator, Scenario
+from airflow_provider_prime.testing.offers import Offer
+from airflow_provider_prime.triggers import capacity_event
+from airflow_provider_prime.triggers.availability import active_availability_pollers
+from airflow_provider_prime.triggers.capacity_event import PrimeCapacityEventTrigger
+from tests.simulated import until
+
+POLL = 0.05
+EU_8X = "sim-h100-8x-eu"
+US_8X = "sim-h100-8x-us"
+A100_8X = "sim-a100-8x"
+
+
+def capacity_scenario() -> Scenario:
+    """8x H100 in the EU (sold out at first) at $2.40/h per GPU... and pricier elsewhere."""
+
+    def offer(cloud_id: str, gpu_type: str, region: str, country: str, price: float) -> Offer:
+        return Offer(
+            cloud_id=cloud_id,
+            gpu_type=gpu_type,
+            gpu_count=8,
+            socket="SXM5",
+            region=region,
+            country=country,
+            on_demand=price,
+            stock_status="Unavailable",
+        )
+
+    return Scenario(
+        name="capacity",
+        offers=(
+            offer(EU_8X, "H100_80GB", "europe", "DE", 19.2),
+            offer(US_8X, "H100_80GB", "united_states", "US", 30.0),
+            offer(A100_8X, "A100_80GB", "europe", "FR", 12.0),
+        ),
+    )
+
+
+def h100s(**wish: Any) -> PrimeCapacityEventTrigger:
+    options: dict[str, Any] = {"gpu_type": "H100_80GB", "gpu_count": 8, "regions": ["europe"]}
+    return PrimeCapacityEventTrigger(poll_interval=POLL, **{**options, "max_price": 20, **wish})
+
+
+class Running:
+    """A trigger's ``run()`` in a task, its events' payloads collected."""
+
+    def __init__(self, trigger: PrimeCapacityEventTrigger) -> None:
+        self.trigger = trigger
+        self.events: list[dict[str, Any]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.trigger.run():
+            self.events.append(event.payload)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@contextlib.asynccontextmanager
+async def running(*triggers: PrimeCapacityEventTrigger) -> AsyncIterator[list[Running]]:
+    runs = [Running(t) for t in triggers]
+    try:
+        yield runs
+    finally:
+        for run in runs:
+            await run.stop()
+
+
+def requests(sim: PrimeSimulator) -> int:
+    return sim.stats.by_path[GPUS_PATH]
+
+
+async def polls_pass(sim: PrimeSimulator, n: int = 3) -> None:
+    """``n`` more availability requests reached the simulator (so n - 1 answers were judged)."""
+    target = requests(sim) + n
+    await until(lambda: requests(sim) >= target)
+
+
+@pytest.fixture
+def sim(prime_simulator_factory, prime_connect) -> PrimeSimulator:
+    simulator: PrimeSimulator = prime_simulator_factory(capacity_scenario())
+    prime_connect(simulator)
+    return simulator
+
+
+async def test_fires_once_per_appearance_not_per_poll(sim):
+    async with running(h100s()) as (run,):
+        await polls_pass(sim)
+        assert run.events == []  # sold out: nothing
+        sim.set_stock(US_8X, "High")  # in stock, but not in the EU
+        await polls_pass(sim)
+        assert run.events == []
+        sim.set_stock(EU_8X, "Low")
+        await until(lambda: len(run.events) == 1)
+        await polls_pass(sim, 5)  # capacity stays: nothing more fires
+        assert len(run.events) == 1
+        sim.set_stock(EU_8X, "Unavailable")
+        await polls_pass(sim)
+        assert len(run.events) == 1
+        sim.set_stock(EU_8X, "High")  # back: a new appearance
+        await until(lambda: len(run.events) == 2)
+        await polls_pass(sim)
+    assert len(run.events) == 2
+    first = run.events[0]
+    assert (first["cloud_id"], first["country"], first["stock_status"]) == (EU_8X, "DE", "Low")
+    assert first["price"] == 19.2
+    assert GpuOffer.model_validate(first["offer"]).cloud_id == EU_8X  # the DAG can rent it
+    assert first["wish"] == {"gpu_type": "H100_80GB", "gpu_count": 8, "regions": ["europe"], "max_price": 20}
+    assert run.events[1]["stock_status"] == "High"
+    assert run.events[0]["appeared_at"] < run.events[1]["appeared_at"]
+
+
+async def test_an_offer_above_the_price_cap_is_no_capacity(sim):
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s(max_price=10)) as (run,):
+        await polls_pass(sim, 4)
+        assert run.events == []
+
+
+async def test_gpu_types_in_order_of_preference(sim):
+    trigger = h100s(gpu_type=["H100_80GB", "A100_80GB"], max_price=None)
+    assert [q.gpu_type for q in trigger.queries()] == ["H100_80GB", "A100_80GB"]
+    sim.set_stock(A100_8X, "High")
+    async with running(trigger) as (run,):
+        await until(lambda: len(run.events) == 1)
+        assert run.events[0]["cloud_id"] == A100_8X  # the second choice, the first being gone
+        sim.set_stock(EU_8X, "High")  # the first choice too: still present, nothing new
+        await polls_pass(sim, 4)
+        assert len(run.events) == 1
+
+
+async def test_a_failed_poll_is_not_capacity_gone(sim):
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s()) as (run,):
+        await until(lambda: len(run.events) == 1)
+        # every attempt of two whole rounds fails (the connection retries twice)
+        sim.inject(Fault(kind="http_error", status=503, path=GPUS_PATH, times=6))
+        await until(lambda: not sim.faults)
+        await polls_pass(sim, 3)
+        assert len(run.events) == 1  # the outage did not make the capacity "new" again
+
+
+async def test_many_triggers_with_one_wish_share_one_request_per_tick(sim):
+    sim.set_stock(EU_8X, "High")
+    async with running(*(h100s() for _ in range(20))) as runs:
+        await until(lambda: all(len(run.events) == 1 for run in runs))
+        (poller,) = active_availability_pollers()
+        await polls_pass(sim, 3)
+        await until(lambda: poller.idle)
+        assert requests(sim) == poller.requests  # 20 triggers, one request a tick
+        assert all(len(run.events) == 1 for run in runs)
+
+
+# -- the memory across restarts -------------------------------------------------------------------
+
+
+class FakeComms:
+    """The triggerer's supervisor channel as far as Variables go (the Task SDK's own messages)."""
+
+    def __init__(self) -> None:
+        self.variables: dict[str, str] = {}
+        self.sent: list[Any] = []
+
+    async def asend(self, msg: Any) -> Any:
+        self.sent.append(msg)
+        if isinstance(msg, GetVariable):
+            if msg.key not in self.variables:
+                return ErrorResponse(error=ErrorType.VARIABLE_NOT_FOUND, detail={"key": msg.key})
+            return VariableResult(key=msg.key, value=self.variables[msg.key])
+        if isinstance(msg, PutVariable):
+            assert msg.value is not None
+            self.variables[msg.key] = msg.value
+            return None
+        raise AssertionError(f"unexpected message {msg!r}")
+
+
+class FakeStore:
+    """Airflow 3.3's ``asset_state_store`` for one watched asset."""
+
+    def __init__(self, several_assets: bool = False) -> None:
+        self.values: dict[str, Any] = {}
+        self.several_assets = several_assets
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        if self.several_assets:
+            raise ValueError("Task has 2 concrete inlets and outlets")
+        return self.values.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+@pytest.fixture
+def comms(monkeypatch) -> FakeComms:
+    fake = FakeComms()
+    monkeypatch.setattr(capacity_event, "supervisor_comms", lambda: fake)
+    return fake
+
+
+async def test_a_restart_does_not_fire_for_capacity_already_seen(sim, comms):
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s()) as (run,):
+        await until(lambda: len(run.events) == 1)
+    (key,) = comms.variables
+    assert key == f"prime_capacity_seen_{h100s().memory_digest}"
+    async with running(h100s()) as (again,):  # the triggerer restarted
+        await polls_pass(sim, 4)
+        assert again.events == []
+        sim.set_stock(EU_8X, "Unavailable")
+        await polls_pass(sim)
+        sim.set_stock(EU_8X, "High")
+        await until(lambda: len(again.events) == 1)  # a real new appearance still fires
+    # a changed wish has its own memory: capacity there counts as new for it
+    async with running(h100s(max_price=25)) as (other,):
+        await until(lambda: len(other.events) == 1)
+
+
+async def test_a_restart_after_capacity_went_fires_when_it_is_back(sim, comms):
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s()) as (run,):
+        await until(lambda: len(run.events) == 1)
+        sim.set_stock(EU_8X, "Unavailable")
+        await until(lambda: '"present": false' in next(iter(comms.variables.values())))
+    sim.set_stock(EU_8X, "High")  # came back while no triggerer ran
+    async with running(h100s()) as (again,):
+        await until(lambda: len(again.events) == 1)
+
+
+async def test_airflow_3_3_remembers_in_the_assets_state_store(sim, comms, monkeypatch):
+    monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
+    store = FakeStore()
+    sim.set_stock(EU_8X, "High")
+    first = h100s()
+    first.asset_state_store = store  # type: ignore[attr-defined]
+    async with running(first) as (run,):
+        await until(lambda: len(run.events) == 1)
+    assert store.values[f"prime_capacity:{first.memory_digest}"]["present"] is True
+    assert comms.variables == {}
+    second = h100s()
+    second.asset_state_store = store  # type: ignore[attr-defined]
+    async with running(second) as (again,):
+        await polls_pass(sim, 4)
+        assert again.events == []
+
+
+async def test_a_trigger_on_several_assets_remembers_in_a_variable(sim, comms, monkeypatch):
+    monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
+    sim.set_stock(EU_8X, "High")
+    trigger = h100s()
+    trigger.asset_state_store = FakeStore(several_assets=True)  # type: ignore[attr-defined]
+    async with running(trigger) as (run,):
+        await until(lambda: len(run.events) == 1)
+    assert list(comms.variables) == [f"prime_capacity_seen_{trigger.memory_digest}"]
+
+
+async def test_an_unreadable_memory_still_fires_once_per_appearance(sim, monkeypatch):
+    class Broken:
+        async def asend(self, msg: Any) -> Any:
+            raise ConnectionError("the supervisor is gone")
+
+    monkeypatch.setattr(capacity_event, "supervisor_comms", Broken)
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s()) as (run,):
+        await until(lambda: len(run.events) == 1)
+        await polls_pass(sim, 3)
+        assert len(run.events) == 1
+
+
+# -- construction ---------------------------------------------------------------------------------
+
+
+def test_kwargs_round_trip_as_plain_json():
+    trigger = PrimeCapacityEventTrigger(
+        gpu_type=("H100_80GB", "A100_80GB"), gpu_count=8, regions=("europe",), max_price=2.5, poll_interval=30
+    )
+    path, kwargs = trigger.serialize()
+    assert path == "airflow_provider_prime.triggers.capacity_event.PrimeCapacityEventTrigger"
+    assert kwargs == {
+        "gpu_type": ["H100_80GB", "A100_80GB"],
+        "prime_conn_id": "prime_default",
+        "poll_interval": 30.0,
+        "gpu_count": 8,
+        "regions": ["europe"],
+        "max_price": 2.5,
+    }
+    again = PrimeCapacityEventTrigger(**kwargs)
+    assert again.serialize() == (path, kwargs)
+    assert again.memory_digest == trigger.memory_digest
+    assert PrimeCapacityEventTrigger(**{**kwargs, "poll_interval": 5}).memory_digest == trigger.memory_digest
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpu_type": []}, "non-empty list"),
+        ({"gpu_type": ["H100_80GB", ""]}, "non-empty list"),
+        ({"gpu_type": "H100_80GB", "colour": "red"}, "colour"),
+        ({"gpu_type": "H100_80GB", "poll_interval": 0}, "poll_interval"),
+        ({"gpu_type": "H100_80GB", "gpu_count": 0}, "gpu_count"),
+        ({"gpu_count": 8}, "gpu_type or a cloud_id"),
+    ],
+)
+def test_a_bad_wish_fails_when_the_dag_is_parsed(kwargs, message):
+    with pytest.raises(PrimeConfigError, match=message):
+        PrimeCapacityEventTrigger(**kwargs)
+
+
+async def test_an_unreadable_asset_store_falls_back_to_a_variable(sim, comms, monkeypatch):
+    class Unreadable(FakeStore):
+        async def aget(self, key: str, default: Any = None) -> Any:
+            raise RuntimeError("asset store unavailable")
+
+    monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
+    sim.set_stock(EU_8X, "High")
+    trigger = h100s()
+    trigger.asset_state_store = Unreadable()  # type: ignore[attr-defined]
+    async with running(trigger) as (run,):
+        await until(lambda: len(run.events) == 1)
+    assert list(comms.variables) == [f"prime_capacity_seen_{trigger.memory_digest}"]
+
+
+@pytest.mark.parametrize("stored", ["not json", '["a list"]'])
+async def test_a_variable_it_cannot_read_is_no_memory(sim, comms, stored):
+    comms.variables[f"prime_capacity_seen_{h100s().memory_digest}"] = stored
+    sim.set_stock(EU_8X, "High")
+    async with running(h100s()) as (run,):
+        await until(lambda: len(run.events) == 1)  # nothing remembered: the capacity is new
