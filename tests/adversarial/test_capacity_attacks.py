@@ -844,3 +844,19 @@ async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim
         async with running(eu_h100s(poll_interval=0.07)) as (second,):
             await polls_pass(event_sim, 5)
             assert len(second.events) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='F11: gpu_type given as the text of a list (\'["H100_80GB", "A100_80GB"]\', which OfferWish reads '
+    "as two types) makes one wish whose availability query filters on the first type only: the A100 "
+    "offers are never fetched, so their appearance never fires",
+)
+async def test_a_gpu_type_list_given_as_text_watches_every_type(event_sim):
+    from tests.triggers.test_capacity_event_http import A100_8X, running
+
+    trigger = eu_h100s(gpu_type='["H100_80GB", "A100_80GB"]', max_price=None)
+    event_sim.set_stock(A100_8X, "High")
+    async with running(trigger) as (run,):
+        await polls_pass(event_sim, 4)
+        assert [event["cloud_id"] for event in run.events] == [A100_8X]
