@@ -860,3 +860,29 @@ async def test_a_gpu_type_list_given_as_text_watches_every_type(event_sim):
     async with running(trigger) as (run,):
         await polls_pass(event_sim, 4)
         assert [event["cloud_id"] for event in run.events] == [A100_8X]
+
+
+def test_held_a_kill_while_the_create_after_capacity_is_in_flight_deletes_what_it_made(lifecycle_sim):
+    """Held: the create after the wait reached the server; the kill lands before its answer is read:
+    on_kill finds the pod by name and deletes it, the task neither waits on it nor creates again."""
+    sim = lifecycle_sim()
+    set_stock(sim, H100, "Unavailable")
+
+    def pause(_: float) -> None:
+        set_stock(sim, H100, "High")
+
+    operator = waiting(FakeClock(on_pause=pause))
+    hook = operator.hook
+    send = hook.create_pod
+
+    def sent_then_killed(request: Any) -> Any:
+        pod = send(request)
+        operator.on_kill()  # the answer is still "in flight" for the operator
+        return pod
+
+    hook.create_pod = sent_then_killed  # type: ignore[method-assign]
+    with pytest.raises(AirflowException, match="killed"):
+        operator.execute(make_context())
+    assert requests(sim, CREATES) == 1
+    assert list(account(sim)["created"].values()) == [1]
+    assert billing_after_deletes(sim) == []
