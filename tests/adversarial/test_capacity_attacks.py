@@ -886,3 +886,30 @@ def test_held_a_kill_while_the_create_after_capacity_is_in_flight_deletes_what_i
     assert requests(sim, CREATES) == 1
     assert list(account(sim)["created"].values()) == [1]
     assert billing_after_deletes(sim) == []
+
+
+def test_held_two_tries_of_one_task_after_a_capacity_wait_make_one_pod(lifecycle_sim):
+    """Held: try 1 is still deferred on capacity when try 2 runs and creates; try 1's trigger then fires
+    and its resume adopts try 2's pod (the derived name is the task instance's, not the try's)."""
+    sim = lifecycle_sim()
+    set_stock(sim, H100, "Unavailable")
+    first_ti = TaskInstance()
+    with pytest.raises(TaskDeferred) as caught:
+        create(gpu_count=1, deferrable=True, wait_for_capacity=600, wait_for_ready=False).execute(
+            make_context(first_ti)
+        )
+    set_stock(sim, H100, "High")
+    second_ti = TaskInstance()
+    second_ti.try_number = 2
+    second = create(gpu_count=1, deferrable=True, wait_for_capacity=600, wait_for_ready=False)
+    second.clock = FakeClock()  # a retry first lets the list catch up (LIST_LAG_BOUND): no real wait
+    (pod_id,) = second.execute(make_context(second_ti))
+    event = run_trigger(caught.value.trigger)  # type: ignore[arg-type]
+    assert event["status"] == "success"
+    first = create(gpu_count=1, deferrable=True, wait_for_capacity=600, wait_for_ready=False)
+    assert list(first.execute_after_capacity(make_context(first_ti), event, **caught.value.kwargs)) == [
+        pod_id
+    ]
+    assert requests(sim, CREATES) == 1
+    first.hook.delete_pod(pod_id)
+    assert billing_after_deletes(sim) == []
