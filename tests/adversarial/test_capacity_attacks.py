@@ -913,3 +913,15 @@ def test_held_two_tries_of_one_task_after_a_capacity_wait_make_one_pod(lifecycle
     assert requests(sim, CREATES) == 1
     first.hook.delete_pod(pod_id)
     assert billing_after_deletes(sim) == []
+
+
+def test_held_a_rate_limited_create_then_sold_out_is_a_refusal_and_nothing_exists(lifecycle_sim):
+    """Held: 429 is 'not handled' (re-sent safely), the 4xx sold-out answer to the re-send is a refusal:
+    one PrimeSoldOutError, no pod, no lookup by name as after a lost answer."""
+    sim = lifecycle_sim()
+    sim.inject(Fault.rate_limited(0.01, method="POST", path=PODS_PATH, times=1))
+    refuse_create(sim, 400, f"Offer {H100} is sold out")
+    with pytest.raises(PrimeSoldOutError):
+        create(gpu_count=1).execute(make_context())
+    assert requests(sim, CREATES) == 2
+    assert account(sim)["created"] == {}
