@@ -371,11 +371,6 @@ def offer(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F4: Choice.why says 'on-demand (no spot offer fits)' while a spot offer of a later GPU type "
-    "fits: the XCom's reason is false (type outranks spot; the text must say 'of this type/region')",
-)
 def test_why_does_not_claim_no_spot_offer_fits_when_one_of_a_later_type_does():
     offers = [offer("h100-od", "H100_80GB", 3.0), offer("a100-spot", "A100_80GB", 0.5, spot=True)]
     choice = choose_offer(offers, OfferWish(gpu_type=("H100_80GB", "A100_80GB"), spot="prefer"))
