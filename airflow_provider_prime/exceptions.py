@@ -17,6 +17,7 @@
     │   └── PrimeTransientError       waiting may help: 408, 429, 5xx outlasting the retries
     │       └── PrimeConnectionError  no answer at all: DNS, refused, reset, timed out
     ├── PrimeNoOfferError             no GPU offer matches what was asked (lists the nearest ones)
+    │   └── PrimeCapacityTimeoutError the capacity wait reached its deadline: it already waited
     ├── PrimePodFailedError           a pod can never become ready (also AirflowFailException)
     └── PrimeJobError                 a node's side of a job is unusable (no setsid, a garbled answer)
         └── PrimeJobFailedError       the job failed on a node (its exit code, killed, lost, unreachable)
@@ -102,6 +103,14 @@ class PrimeNoOfferError(PrimeError):
     """No GPU offer matches the wish (type, count, region, price...); the message lists the nearest."""
 
 
+class PrimeCapacityTimeoutError(PrimeNoOfferError):
+    """The capacity wait (``wait_for_capacity``) reached its deadline with no offer that fits.
+
+    Still a :class:`PrimeNoOfferError` (no capacity), but the user already said how long to wait:
+    ``PRIME_RETRY_POLICY`` fails it rather than retrying it into another full wait (docs/retries.md).
+    """
+
+
 class PrimePodFailedError(PrimeError, AirflowFailException):
     """A pod reached a state no waiting can fix (ERROR, TERMINATED, installation failure, not found).
 
@@ -144,6 +153,7 @@ ERROR_CLASSES: dict[str, type[PrimeError]] = {
         PrimeTransientError,
         PrimeConnectionError,
         PrimeNoOfferError,
+        PrimeCapacityTimeoutError,
         PrimePodFailedError,
     )
 }

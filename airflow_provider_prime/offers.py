@@ -289,7 +289,7 @@ def _why(best: GpuOffer, fitting: list[GpuOffer], wish: OfferWish) -> str:
         parts.append(part + (f" (no offer in {', '.join(regions[:rank])} fits)" if rank else ""))
     same_place = [o for o in same_type if _region_rank(o, wish) == _region_rank(best, wish)]
     if wish.spot == "prefer":
-        parts.append("spot, as preferred" if best.is_spot else "on-demand (no spot offer fits)")
+        parts.append(_spot_why(best, fitting))
     elif wish.spot == "only":
         parts.append("spot only")
     same_spot = [o for o in same_place if _spot_rank(o, wish) == _spot_rank(best, wish)]
@@ -300,6 +300,19 @@ def _why(best: GpuOffer, fitting: list[GpuOffer], wish: OfferWish) -> str:
     else:
         parts.append(f"the only such offer ({cost})")
     return "; ".join(parts) + f"; {len(fitting)} of the offers fit"
+
+
+def _spot_why(best: GpuOffer, fitting: list[GpuOffer]) -> str:
+    """The spot part of the reason with ``spot="prefer"``: true whichever offers fit.
+
+    A spot offer of a later GPU type or region may fit while an on-demand offer of an earlier one
+    wins (type and region outrank spot): "no spot offer fits" would then be false.
+    """
+    if best.is_spot:
+        return "spot, as preferred"
+    if any(offer.is_spot for offer in fitting):
+        return "on-demand (no spot offer of this GPU type and region fits; type and region come before spot)"
+    return "on-demand (no spot offer fits)"
 
 
 def nearest_offers(offers: Iterable[GpuOffer], wish: OfferWish, limit: int = NEAREST_LIMIT) -> list[str]:

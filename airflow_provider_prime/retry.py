@@ -7,6 +7,9 @@ Airflow 3.3+ lets a task decide, from the exception that failed it, whether and 
 ===================================================  ==============================================
 the task failed with                                 then
 ===================================================  ==============================================
+``PrimeCapacityTimeoutError``: the wait for          fail at once: the task already waited as long
+capacity (``wait_for_capacity``) reached its         as the user said; a retry would wait it all
+deadline                                             again
 ``PrimeNoOfferError``, ``PrimeSoldOutError``         no capacity: retry after
                                                      :data:`NO_CAPACITY_RETRY_DELAY` (15 minutes;
                                                      :func:`prime_retry_policy` builds one with
@@ -44,6 +47,7 @@ from airflow_provider_prime._compat import RETRY_POLICY
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeBillingError,
+    PrimeCapacityTimeoutError,
     PrimeConfigError,
     PrimeNoOfferError,
     PrimeRequestError,
@@ -61,6 +65,10 @@ __all__ = ["NO_CAPACITY_RETRY_DELAY", "PRIME_RETRY_POLICY", "prime_retry_policy"
 #: for the same "sold out". Fifteen minutes is four tries an hour.
 NO_CAPACITY_RETRY_DELAY = timedelta(minutes=15)
 
+#: The errors that mean "waited for capacity as long as the user said, and none came": a retry would
+#: only wait the whole ``wait_for_capacity`` again (each retry one more whole wait). Matched before
+#: :data:`NO_CAPACITY`, whose ``PrimeNoOfferError`` it is a subclass of.
+WAITED_ENOUGH = (PrimeCapacityTimeoutError,)
 #: The errors that mean "no capacity now": nothing was created, trying again later may succeed.
 NO_CAPACITY = (PrimeNoOfferError, PrimeSoldOutError)
 #: The errors no retry can fix: the key, the account, the request or the arguments must change.
@@ -85,6 +93,15 @@ def prime_retry_policy(no_capacity_delay: timedelta = NO_CAPACITY_RETRY_DELAY) -
 
     return ExceptionRetryPolicy(
         rules=[
+            RetryRule(
+                exception=list(WAITED_ENOUGH),
+                action=RetryAction.FAIL,
+                reason=(
+                    "The wait for GPU capacity reached its deadline (wait_for_capacity): a retry would "
+                    "wait all over again; lengthen wait_for_capacity or loosen the wish, then clear the "
+                    "task (PRIME_RETRY_POLICY)"
+                ),
+            ),
             RetryRule(
                 exception=list(NO_CAPACITY),
                 action=RetryAction.RETRY,

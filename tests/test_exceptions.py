@@ -68,3 +68,16 @@ def test_a_failed_pod_fails_the_task_without_airflow_retries() -> None:
 def test_api_errors_carry_status_and_details() -> None:
     error = PrimeRequestError("refused", http_status=422, details=["pod.name: required"])
     assert (str(error), error.http_status, error.details) == ("refused", 422, ["pod.name: required"])
+
+
+def test_a_capacity_wait_at_its_deadline_is_still_a_no_offer_error_and_survives_a_trigger_event() -> None:
+    """Code catching PrimeNoOfferError still catches it; a trigger's failure event keeps its class
+    (the retry policy fails this one where it retries a plain PrimeNoOfferError)."""
+    from airflow_provider_prime import events
+    from airflow_provider_prime.exceptions import PrimeCapacityTimeoutError, PrimeNoOfferError
+
+    assert issubclass(PrimeCapacityTimeoutError, PrimeNoOfferError)
+    event = events.build_failed(PrimeCapacityTimeoutError("waited 2h"))
+    error = events.event_error(events.parse_event(event))
+    assert type(error) is PrimeCapacityTimeoutError
+    assert "waited 2h" in str(error)

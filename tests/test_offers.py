@@ -344,7 +344,18 @@ class TestSpot:
     def test_prefer_ranks_after_gpu_type_and_region(self):
         wish = OfferWish(gpu_type=("H100_80GB", "A100_80GB"), spot="prefer")
         offers = [priced("a100-spot", 1.0, gpuType="A100_80GB", isSpot=True), priced("h100", 4.0)]
-        assert choose_offer(offers, wish).offer.cloud_id == "h100"
+        choice = choose_offer(offers, wish)
+        assert choice.offer.cloud_id == "h100"
+        # A spot offer does fit (of the later type): the reason must not say none does (issue 22 F4).
+        assert "no spot offer fits" not in choice.why
+        assert "no spot offer of this GPU type and region fits" in choice.why
+
+    def test_prefer_says_the_truth_about_spot_of_a_later_region(self):
+        wish = OfferWish(gpu_type="H100_80GB", regions=("US", "CA"), spot="prefer")
+        offers = [priced("ca-spot", 1.0, country="CA", isSpot=True), priced("us", 4.0, country="US")]
+        choice = choose_offer(offers, wish)
+        assert choice.offer.cloud_id == "us"
+        assert "on-demand (no spot offer of this GPU type and region fits" in choice.why
 
     def test_only_refuses_on_demand(self):
         wish = OfferWish(gpu_type="H100_80GB", spot="only")

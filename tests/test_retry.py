@@ -19,6 +19,7 @@ from airflow_provider_prime._compat import RETRY_POLICY
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
     PrimeBillingError,
+    PrimeCapacityTimeoutError,
     PrimeConfigError,
     PrimeConnectionError,
     PrimeError,
@@ -34,6 +35,7 @@ from airflow_provider_prime.retry import NO_CAPACITY_RETRY_DELAY, PRIME_RETRY_PO
 needs_retry_policy = pytest.mark.skipif(not RETRY_POLICY, reason="Airflow < 3.3 has no retry_policy")
 
 CASES = [
+    (PrimeCapacityTimeoutError("waited 2:00:00 for capacity"), "fail", None),
     (PrimeNoOfferError("no offer matches"), "retry", NO_CAPACITY_RETRY_DELAY),
     (PrimeSoldOutError("sold out"), "retry", NO_CAPACITY_RETRY_DELAY),
     (PrimeAuthError("401"), "fail", None),
@@ -118,6 +120,16 @@ def test_airflow_retries_a_sold_out_create_after_the_long_delay() -> None:
     assert state is TaskInstanceState.UP_FOR_RETRY
     assert message.retry_delay_seconds == NO_CAPACITY_RETRY_DELAY.total_seconds()
     assert "No GPU capacity" in message.retry_reason
+
+
+@needs_retry_policy
+def test_airflow_fails_a_capacity_wait_that_reached_its_deadline_without_another_wait() -> None:
+    """The user said how long to wait for capacity: a retry would wait that long all over again."""
+    from airflow.sdk.api.datamodels._generated import TaskInstanceState
+
+    message, state = _failed_task_outcome(PrimeCapacityTimeoutError("no offer came within 2:00:00"))
+    assert state is TaskInstanceState.FAILED
+    assert message.state is TaskInstanceState.FAILED
 
 
 @needs_retry_policy

@@ -36,18 +36,65 @@ TRANSIENT_STATUSES = frozenset({408, 429})
 _PLAIN_HTTP_MARKERS = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long")
 #: Phrases (lower case) of a refused create's text that mean "no capacity for this offer now". The API
 #: has no code for it (FACTS.md: "the text varies"): the simulator says "Offer <id> is out of stock";
-#: the others are the wordings GPU clouds use for the same thing. Matched case-insensitively, with
-#: runs of spaces, ``_`` and ``-`` read as one space ("OUT_OF_STOCK", "sold-out").
+#: the others are the wordings GPU clouds use for the same thing. Matched as whole words, in any case,
+#: with ``_``, ``-`` and camel case read as spaces ("OUT_OF_STOCK", "sold-out", "OutOfStock").
 SOLD_OUT_PHRASES: tuple[str, ...] = (
     "out of stock",
     "sold out",
+    "no stock",
+    "insufficient stock",
+    "not in stock",
     "no capacity",
     "insufficient capacity",
     "not enough capacity",
+    "out of capacity",
+)
+#: "Not available" says nothing by itself: an image, a disk size or a template is "not available"
+#: too, and calling that sold out would wait on (and retry) a create that can never succeed. It
+#: means sold out only when what is unavailable is one of these: the nearest of
+#: :data:`_OTHER_SUBJECTS` or these words before it (within :data:`_SUBJECT_WINDOW` words, quoted
+#: names left out) must be one of them ("The requested GPUs are not available", "Offer x is no
+#: longer available"; not "Image 'gpu-x' is not available").
+UNAVAILABLE_PHRASES: tuple[str, ...] = (
     "not available",
     "no longer available",
     "unavailable",
+    "isn t available",
+    "aren t available",
 )
+CAPACITY_SUBJECTS = frozenset(
+    {"offer", "offers", "gpu", "gpus", "capacity", "stock", "instance", "instances", "provider", "providers"}
+)
+_OTHER_SUBJECTS = frozenset(
+    {
+        "image",
+        "images",
+        "template",
+        "templates",
+        "disk",
+        "disks",
+        "volume",
+        "volumes",
+        "field",
+        "team",
+        "key",
+        "file",
+        "script",
+        "version",
+        "feature",
+        "option",
+        "parameter",
+        "network",
+        "port",
+        "user",
+        "account",
+    }
+)
+_SUBJECT_WINDOW = 6
+#: Camel case: "OutOfStock", "GPUSoldOut" (not "GPUs": an acronym's plural stays one word).
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
+#: A quoted name ('ghcr.io/acme/gpu-train:v9', "tpl-1"): its words are not the sentence's words.
+_QUOTED = re.compile(r"""(?<!\w)(['"`])[^'"`]*?\1(?!\w)""")
 
 
 @dataclass(frozen=True)
@@ -124,11 +171,39 @@ def status_error(request: ApiRequest, status: int, body: bytes, secret: str | Se
 
 
 def says_sold_out(texts: Sequence[str]) -> bool:
-    """Whether any of ``texts`` (what a refused create said) holds one of :data:`SOLD_OUT_PHRASES`."""
+    """Whether any of ``texts`` (what a refused create said) says the offer has no capacity now.
+
+    True for one of :data:`SOLD_OUT_PHRASES`, or one of :data:`UNAVAILABLE_PHRASES` said of an
+    offer, GPU, capacity, stock, instance or provider (:data:`CAPACITY_SUBJECTS`).
+    """
     for text in texts:
-        flat = " ".join(re.sub(r"[\s_-]+", " ", text.lower()).split())
-        if any(phrase in flat for phrase in SOLD_OUT_PHRASES):
+        words = _words(text)
+        flat = f" {' '.join(words)} "
+        if any(f" {phrase} " in flat for phrase in SOLD_OUT_PHRASES):
             return True
+        if _says_capacity_unavailable(_words(_QUOTED.sub(" ", text))):
+            return True
+    return False
+
+
+def _words(text: str) -> list[str]:
+    """The lower-case words of ``text``: camel case, ``_``, ``-`` and punctuation split words."""
+    return re.findall(r"[a-z0-9]+", _CAMEL.sub(" ", text).lower())
+
+
+def _says_capacity_unavailable(words: list[str]) -> bool:
+    for phrase in UNAVAILABLE_PHRASES:
+        size = len(phrase.split())
+        for end in range(size, len(words) + 1):
+            if " ".join(words[end - size : end]) != phrase:
+                continue
+            before = words[max(0, end - size - _SUBJECT_WINDOW) : end - size]
+            subject = next(
+                (word for word in reversed(before) if word in CAPACITY_SUBJECTS or word in _OTHER_SUBJECTS),
+                None,
+            )
+            if subject in CAPACITY_SUBJECTS:
+                return True
     return False
 
 

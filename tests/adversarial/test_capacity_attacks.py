@@ -131,11 +131,6 @@ NOT_SOLD_OUT = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1: SOLD_OUT_PHRASES' 'not available'/'unavailable' match any 4xx text: a bad image or disk "
-    "size becomes PrimeSoldOutError (waited on, retried by PRIME_RETRY_POLICY) instead of failing at once",
-)
 @pytest.mark.parametrize("said", NOT_SOLD_OUT, ids=["image", "disk", "template"])
 def test_a_bad_request_whose_text_says_not_available_is_not_sold_out(lifecycle_sim, said):
     sim = lifecycle_sim()
@@ -145,11 +140,6 @@ def test_a_bad_request_whose_text_says_not_available_is_not_sold_out(lifecycle_s
     assert not isinstance(caught.value, PrimeSoldOutError), str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1 (consequence): a 422 for an unavailable image makes wait_for_capacity re-POST the same "
-    "doomed create every poll until the deadline (61 creates in 10 minutes) instead of failing at once",
-)
 def test_a_bad_image_is_not_waited_on_as_if_sold_out(lifecycle_sim):
     sim = lifecycle_sim()
     sim.inject(
@@ -176,11 +166,6 @@ SOLD_OUT_MISSED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F2: says_sold_out misses camel-case codes (OutOfStock, SoldOut) and 'stock' wordings: a "
-    "sold-out create fails at once as a plain PrimeRequestError and wait_for_capacity never waits",
-)
 @pytest.mark.parametrize(
     "said", SOLD_OUT_MISSED, ids=["OutOfStock", "SoldOut", "insufficient-stock", "not-in-stock"]
 )
@@ -386,11 +371,6 @@ def offer(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F4: Choice.why says 'on-demand (no spot offer fits)' while a spot offer of a later GPU type "
-    "fits: the XCom's reason is false (type outranks spot; the text must say 'of this type/region')",
-)
 def test_why_does_not_claim_no_spot_offer_fits_when_one_of_a_later_type_does():
     offers = [offer("h100-od", "H100_80GB", 3.0), offer("a100-spot", "A100_80GB", 0.5, spot=True)]
     choice = choose_offer(offers, OfferWish(gpu_type=("H100_80GB", "A100_80GB"), spot="prefer"))

@@ -38,6 +38,17 @@ def refused(status: int, body: object, request=CREATE) -> Exception:
         {"detail": "Offer is no longer available"},
         {"detail": "Provider unavailable for this configuration"},
         "Sold Out",  # a text body: its excerpt is what was said
+        {"detail": "OutOfStock"},  # camel-case codes
+        {"detail": "SoldOut: H100_80GB"},
+        {"detail": "GPUOutOfStock"},
+        {"detail": "Insufficient stock for this offer"},
+        {"detail": "GPU not in stock"},
+        {"detail": "No stock left for H100_80GB"},
+        {"detail": "Provider is out of capacity"},
+        {"detail": "Offer h100-sxm5-8 is not available"},  # "not available" said of the offer
+        {"detail": "GPU H100_80GB x8 is currently unavailable"},
+        {"detail": "OFFER_NOT_AVAILABLE"},
+        {"detail": "The GPU's offer isn't available"},
     ],
 )
 def test_a_refused_create_that_says_no_capacity_is_sold_out(body):
@@ -61,6 +72,14 @@ def test_any_4xx_status_counts(status):
         {"detail": "image 'x' is not offered by sim-h100"},
         {"message": "stock market"},
         {},
+        # "not available" said of something else than capacity: a create that can never succeed
+        {"detail": "Image 'ghcr.io/acme/train:v9' is not available"},
+        {"detail": "Image 'ghcr.io/acme/gpu-train:v9' is not available"},  # a quoted name is no subject
+        {"detail": "Field 'disk_size': 5000 GB is not available for this offer"},
+        {"detail": "Custom template tpl-123 is unavailable to your team"},
+        {"detail": "GPU image foo is not available"},
+        {"detail": "This feature is unavailable"},
+        {"detail": "not available"},
     ],
 )
 def test_other_refusals_stay_request_errors(body):
@@ -76,6 +95,14 @@ def test_the_phrases_are_matched_across_case_spaces_underscores_and_dashes():
     assert all(says_sold_out([phrase.upper().replace(" ", "_")]) for phrase in SOLD_OUT_PHRASES)
     assert says_sold_out(["", "Sold -  out"])
     assert not says_sold_out(["in stock", "capacity 8"])
+    assert not says_sold_out(["stockout_sold_outside"])  # whole words only
+
+
+def test_unavailable_counts_only_when_said_of_capacity():
+    """F1 of issue 22: a bare "not available" is no sold out (an image or a disk is unavailable too)."""
+    assert says_sold_out(["The requested GPUs are not available", "ok"])
+    assert says_sold_out(["Capacity unavailable in US-CA-2"])
+    assert not says_sold_out(["Volume vol-1 is not available", "Unavailable"])
 
 
 def test_the_simulators_sold_out_offer_is_refused_as_sold_out_and_nothing_is_created(
