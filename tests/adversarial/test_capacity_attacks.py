@@ -791,12 +791,6 @@ async def test_held_garbled_offers_while_capacity_stays_do_not_fire_again(event_
         assert len(run.events) == 1  # an unreadable answer is not "capacity gone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F10: a 200 availability answer of the wrong shape ({} or an envelope without items) parses "
-    "as an empty offer list (OfferPage.items defaults to []): the event trigger takes it for 'capacity "
-    "gone', and the next good answer fires a second DAG run for capacity that never left",
-)
 @pytest.mark.parametrize(
     "body",
     [{}, {"data": {"podId": "pod-1"}, "status": "ok"}, {"error": "upstream"}],
