@@ -13,8 +13,9 @@ The wish is today's :class:`~airflow_provider_prime.offers.OfferWish` fields (``
 ``gpu_count``, ``regions``, ``max_price``, ``socket``, ``security``, ``cloud_id``,
 ``multi_node``...), kept as a plain dict and handed to ``OfferWish`` as is, so a field
 ``OfferWish`` learns later (``spot``) flows through without a change here. ``gpu_type`` may be a
-list in order of preference: one availability query per type, and the first type with a fitting
-offer wins (then the cheapest, :func:`~airflow_provider_prime.offers.choose_offer`'s rule).
+list in order of preference, or the text of one (a templated ``'["H100_80GB", "A100_80GB"]'``):
+one availability query per type, and the first type with a fitting offer wins (then the cheapest,
+:func:`~airflow_provider_prime.offers.choose_offer`'s rule).
 Offers come from the shared availability poller (:mod:`.availability`): every trigger and
 deferred capacity wait asking the same query in one triggerer shares one request per interval.
 Regions are judged here (region, country or data center, as ``OfferWish`` does), not sent to the
@@ -65,7 +66,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from airflow_provider_prime._compat import ASSET_STATE_STORE
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeNoOfferError
 from airflow_provider_prime.models import GpuOffer
-from airflow_provider_prime.offers import OfferWish, choose_offer, describe_offer
+from airflow_provider_prime.offers import OfferWish, choose_offer, describe_offer, names_in_order
 from airflow_provider_prime.triggers.availability import AvailabilityQuery, OffersSnapshot, watch_offers
 from airflow_provider_prime.triggers.polling import connection_settings
 from airflow_provider_prime.triggers.task_state import SupervisorComms, supervisor_comms
@@ -83,7 +84,7 @@ MEMORY_TIMEOUT = 10.0
 class PrimeCapacityEventTrigger(BaseEventTrigger):
     """Fire once each time an offer fitting the wish appears (absent -> present); see the module doc.
 
-    :param gpu_type: a GPU type, or a list of them in order of preference.
+    :param gpu_type: a GPU type, or a list of them in order of preference (or the text of such a list).
     :param prime_conn_id: the Prime connection.
     :param poll_interval: seconds between two availability answers (shared with every wait on the
         same query in the triggerer: the fastest one sets the pace).
@@ -348,17 +349,26 @@ class _VariableMemory:
 
 
 def _wishes(gpu_type: object, wish: Mapping[str, Any]) -> list[OfferWish]:
-    """One OfferWish per wished GPU type, in order of preference (one wish when no type is given)."""
-    if isinstance(gpu_type, (list, tuple)):
-        if not gpu_type or not all(isinstance(t, str) and t.strip() for t in gpu_type):
-            raise PrimeConfigError(
-                f"gpu_type must be a GPU type or a non-empty list of them, got {gpu_type!r}"
-            )
-        types: list[Any] = list(gpu_type)
-    else:
-        types = [gpu_type]
+    """One OfferWish per wished GPU type, in order of preference (one wish when no type is given).
+
+    ``gpu_type`` is read as :func:`~airflow_provider_prime.offers.names_in_order` reads it, so the
+    text of a list (a templated ``'["H100_80GB", "A100_80GB"]'``) is that list: one wish, and one
+    availability query, per type, never one query filtered on the first type only.
+    """
     try:
-        return [OfferWish(gpu_type=each, **wish) for each in types]
+        types = names_in_order(gpu_type, "gpu_type")
+    except PrimeConfigError as exc:
+        raise PrimeConfigError(
+            f"PrimeCapacityEventTrigger: gpu_type must be a GPU type or a non-empty list of them ({exc})"
+        ) from None
+    blank = gpu_type is None or (isinstance(gpu_type, str) and not gpu_type.strip())
+    if not types and not blank:  # [] or "[]": a list that names nothing
+        raise PrimeConfigError(
+            "PrimeCapacityEventTrigger: gpu_type must be a GPU type or a non-empty list of them, "
+            f"got {gpu_type!r}"
+        )
+    try:
+        return [OfferWish(gpu_type=each, **wish) for each in types or (None,)]
     except TypeError as exc:  # a field OfferWish does not know
         raise PrimeConfigError(
             f"PrimeCapacityEventTrigger: {exc} (the wish takes OfferWish's fields)"

@@ -840,12 +840,6 @@ async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim
             assert len(second.events) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='F11: gpu_type given as the text of a list (\'["H100_80GB", "A100_80GB"]\', which OfferWish reads '
-    "as two types) makes one wish whose availability query filters on the first type only: the A100 "
-    "offers are never fetched, so their appearance never fires",
-)
 async def test_a_gpu_type_list_given_as_text_watches_every_type(event_sim):
     from tests.triggers.test_capacity_event_http import A100_8X, running
 

@@ -312,10 +312,23 @@ def test_kwargs_round_trip_as_plain_json():
 
 
 @pytest.mark.parametrize(
+    "gpu_type",
+    [["H100_80GB", "A100_80GB"], '["H100_80GB", "A100_80GB"]', "['H100_80GB', 'A100_80GB']"],
+    ids=["list", "json-text", "python-text"],
+)
+def test_a_gpu_type_list_or_its_text_makes_one_query_per_type(gpu_type):
+    trigger = PrimeCapacityEventTrigger(gpu_type=gpu_type, gpu_count=8)
+    assert [query.gpu_type for query in trigger.queries()] == ["H100_80GB", "A100_80GB"]
+    assert trigger.describe().count(" or else ") == 1
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"gpu_type": []}, "non-empty list"),
         ({"gpu_type": ["H100_80GB", ""]}, "non-empty list"),
+        ({"gpu_type": "[]"}, "non-empty list"),
+        ({"gpu_type": "[H100_80GB, A100_80GB"}, "looks like a list"),
         ({"gpu_type": "H100_80GB", "colour": "red"}, "colour"),
         ({"gpu_type": "H100_80GB", "poll_interval": 0}, "poll_interval"),
         ({"gpu_type": "H100_80GB", "gpu_count": 0}, "gpu_count"),
