@@ -36,8 +36,16 @@ capacity as new and fire again. So the trigger writes "present, these offers, si
   (the store is per asset).
 * Outside a triggerer (a unit test, ``airflow dags test``): no memory.
 
-``<digest>`` is a hash of the connection id and the wish, so the same wish on the same connection
-shares one memory wherever it is watched, and a changed wish starts fresh.
+``<digest>`` is a hash of the trigger's class path and all its serialized kwargs (the wish, the
+connection, ``poll_interval``): Airflow's own identity of an event trigger, under which watchers
+with equal kwargs are one trigger serving every asset they watch. So each running trigger has its
+own memory, and a second watcher of the same wish that differs in anything (another
+``poll_interval``) never reads the first one's "present" and fires on its first start. The
+consequences: changing any kwarg starts a fresh memory (the next start fires once for capacity
+already there), and an asset given a watcher with exactly the kwargs of an existing one joins that
+running trigger (Airflow's sharing), so it gets the next appearance, not the current one. The
+asset is not part of the digest: 3.1/3.2 do not tell a trigger its assets, and on 3.3 the state
+store is already per asset.
 
 Limits, said plainly: the memory is written before the event is handed to Airflow, so a crash in
 between loses that appearance (at most once, never twice: creating GPU pods twice costs money,
@@ -130,12 +138,17 @@ class PrimeCapacityEventTrigger(BaseEventTrigger):
 
     @property
     def memory_digest(self) -> str:
-        """What identifies this wish's memory: the connection and the wish, not the interval."""
-        material = json.dumps(
-            {"conn": self.prime_conn_id, "gpu_type": _plain(self.gpu_type), "wish": self.wish},
-            sort_keys=True,
-            default=str,
-        )
+        """What identifies this watcher's memory: its class path and every serialized kwarg.
+
+        That is Airflow's own identity of an event trigger (``BaseEventTrigger.hash``: two watchers
+        with the same class path and kwargs are one trigger, whatever assets they watch), so one
+        running trigger is one memory. A watcher differing in anything, ``poll_interval`` or the
+        connection included, has its own memory: it never reads another's "present" and stays silent
+        for capacity it never reported. Changing any kwarg therefore starts a fresh memory (the
+        first start fires for capacity already there).
+        """
+        classpath, kwargs = self.serialize()
+        material = json.dumps({"classpath": classpath, "kwargs": kwargs}, sort_keys=True, default=str)
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def describe(self) -> str:

@@ -822,12 +822,6 @@ async def test_held_gone_for_one_poll_then_back_is_a_second_appearance_and_no_mo
         assert len(run.events) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F9: the memory's digest leaves out everything but the connection and the wish, so on Airflow "
-    "3.1/3.2 a second watcher of the same wish (another asset, another poll_interval) reads the first's "
-    "'present' at its very first start and never fires for capacity it never reported",
-)
 async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim, variables):
     from tests.triggers.test_capacity_event_http import running
 

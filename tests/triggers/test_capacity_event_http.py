@@ -308,7 +308,19 @@ def test_kwargs_round_trip_as_plain_json():
     again = PrimeCapacityEventTrigger(**kwargs)
     assert again.serialize() == (path, kwargs)
     assert again.memory_digest == trigger.memory_digest
-    assert PrimeCapacityEventTrigger(**{**kwargs, "poll_interval": 5}).memory_digest == trigger.memory_digest
+    assert PrimeCapacityEventTrigger(**dict(reversed(kwargs.items()))).memory_digest == trigger.memory_digest
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"poll_interval": 5}, {"prime_conn_id": "prime_other"}, {"max_price": 3}, {"gpu_type": "H100_80GB"}],
+    ids=["poll_interval", "connection", "wish", "gpu_type"],
+)
+def test_any_other_kwarg_is_another_memory(change):
+    """The memory is the trigger's identity (every kwarg), as Airflow identifies event triggers."""
+    kwargs: dict[str, Any] = {"gpu_type": ["H100_80GB", "A100_80GB"], "gpu_count": 8, "max_price": 2.5}
+    trigger = PrimeCapacityEventTrigger(**kwargs)
+    assert PrimeCapacityEventTrigger(**{**kwargs, **change}).memory_digest != trigger.memory_digest
 
 
 @pytest.mark.parametrize(
