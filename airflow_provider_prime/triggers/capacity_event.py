@@ -33,7 +33,9 @@ capacity as new and fire again. So the trigger writes "present, these offers, si
 * **Airflow 3.1 and 3.2** have no store for event triggers; their triggerer does answer Variable
   reads and writes (``GetVariable``/``PutVariable``), so the memory is the Variable
   ``prime_capacity_seen_<digest>`` (JSON). Also used on 3.3 when a trigger watches several assets
-  (the store is per asset).
+  (the store is per asset). Which one is chosen depends on the configuration only, never on
+  whether a read succeeded: a store read that fails or times out leaves the store the memory, as
+  switching to the Variable would make the next start read the store, find nothing and fire again.
 * Outside a triggerer (a unit test, ``airflow dags test``): no memory.
 
 ``<digest>`` is a hash of the trigger's class path and all its serialized kwargs (the wish, the
@@ -85,8 +87,9 @@ __all__ = ["DEFAULT_CAPACITY_POLL_INTERVAL", "PrimeCapacityEventTrigger", "appea
 DEFAULT_CAPACITY_POLL_INTERVAL = 60.0
 #: Fitting offers listed in an event's payload (the chosen one first).
 PAYLOAD_OFFERS = 5
-#: Seconds a read or write of the memory may take before the trigger goes on without it.
-MEMORY_TIMEOUT = 10.0
+#: Seconds a read or write of the memory may take before the trigger goes on without it (a busy
+#: triggerer's supervisor can take over 10 s to answer while it starts).
+MEMORY_TIMEOUT = 30.0
 
 
 class PrimeCapacityEventTrigger(BaseEventTrigger):
@@ -236,7 +239,13 @@ class PrimeCapacityEventTrigger(BaseEventTrigger):
             except ValueError:  # several watched assets: the store needs one named; the Variable serves
                 pass
             except Exception as exc:
-                self.log.warning("The asset state store cannot be read (%s); using a Variable", exc)
+                # A slow or failing read does not move the memory: a Variable now and the store at
+                # the next start would be two memories, and that start would fire again.
+                self.log.warning(
+                    "The asset state store could not be read (%s); it stays this trigger's memory",
+                    str(exc) or type(exc).__name__,
+                )
+                return _AssetStoreMemory(store, key, self)
             else:
                 return _AssetStoreMemory(store, key, self)
         if comms is not None:

@@ -352,7 +352,9 @@ def test_a_bad_wish_fails_when_the_dag_is_parsed(kwargs, message):
         PrimeCapacityEventTrigger(**kwargs)
 
 
-async def test_an_unreadable_asset_store_falls_back_to_a_variable(sim, comms, monkeypatch):
+async def test_an_unreadable_asset_store_stays_the_memory(sim, comms, monkeypatch):
+    """A failing store read does not move the memory to a Variable (two memories: a double fire)."""
+
     class Unreadable(FakeStore):
         async def aget(self, key: str, default: Any = None) -> Any:
             raise RuntimeError("asset store unavailable")
@@ -360,10 +362,43 @@ async def test_an_unreadable_asset_store_falls_back_to_a_variable(sim, comms, mo
     monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
     sim.set_stock(EU_8X, "High")
     trigger = h100s()
-    trigger.asset_state_store = Unreadable()  # type: ignore[attr-defined]
+    store = Unreadable()
+    trigger.asset_state_store = store  # type: ignore[attr-defined]
     async with running(trigger) as (run,):
         await until(lambda: len(run.events) == 1)
-    assert list(comms.variables) == [f"prime_capacity_seen_{trigger.memory_digest}"]
+    assert comms.variables == {}
+    assert store.values[f"prime_capacity:{trigger.memory_digest}"]["present"] is True
+
+
+async def test_a_store_read_timing_out_at_the_first_start_does_not_fire_again_at_the_next(
+    sim, comms, monkeypatch
+):
+    """Seen on a busy triggerer: the first start's read timed out, the memory went to a Variable,
+    the restart read the store, found nothing and started a second DAG run for the same capacity."""
+
+    class SlowAtFirst(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.slow = True
+
+        async def aget(self, key: str, default: Any = None) -> Any:
+            if self.slow:
+                raise asyncio.TimeoutError
+            return await super().aget(key, default)
+
+    monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
+    store = SlowAtFirst()
+    sim.set_stock(EU_8X, "High")
+    first = h100s()
+    first.asset_state_store = store  # type: ignore[attr-defined]
+    async with running(first) as (run,):
+        await until(lambda: len(run.events) == 1)
+    store.slow = False  # the triggerer restarted and its supervisor answers in time
+    again = h100s()
+    again.asset_state_store = store  # type: ignore[attr-defined]
+    async with running(again) as (restarted,):
+        await polls_pass(sim, 4)
+        assert restarted.events == []
 
 
 @pytest.mark.parametrize("stored", ["not json", '["a list"]'])
