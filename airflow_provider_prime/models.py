@@ -342,9 +342,15 @@ class GpuOffer(_Tolerant):
 
 
 class OfferPage(_Tolerant):
-    """One page of the availability list: ``{items, totalCount}`` (``total_count`` accepted too)."""
+    """One page of the availability list: ``{items, totalCount}`` (``total_count`` accepted too).
 
-    items: ListOrNull[GpuOffer] = Field(default_factory=list)
+    ``items`` is required (``null`` is an empty page): a 200 of another shape (``{}``, an
+    ``{"error": ...}`` or ``{"data": ...}`` envelope) is not "no offers". Read as an empty list, it
+    would make a capacity event trigger see capacity gone and fire a second DAG run when the next
+    good answer shows the same offers, and a create report "no offer" for a garbled answer.
+    """
+
+    items: ListOrNull[GpuOffer]
     total_count: int | None = _total_count("totalCount")
 
 

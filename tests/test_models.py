@@ -243,6 +243,11 @@ class TestPages:
     def test_offer_page_null_items_is_empty(self):
         assert OfferPage.model_validate({"items": None, "totalCount": 0}).items == []
 
+    @pytest.mark.parametrize("body", [{}, {"data": [], "status": "ok"}, {"error": "up", "totalCount": 0}])
+    def test_offer_page_without_items_is_invalid_not_empty(self, body):
+        with pytest.raises(ValidationError, match="items"):
+            OfferPage.model_validate(body)
+
 
 class TestGpuOffer:
     def test_parses_the_documented_shape(self):

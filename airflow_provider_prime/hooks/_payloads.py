@@ -65,6 +65,15 @@ def parse_pod_page(payload: Any) -> tuple[list[Pod], int | None, int | None]:
 
 
 def parse_offer_page(payload: Any) -> tuple[list[GpuOffer], int | None]:
+    """(offers, announced total) of an availability page; a body without ``items`` is a PayloadError.
+
+    Never "no offers" for an answer of another shape: that would read as capacity gone.
+    """
+    if isinstance(payload, dict) and "items" not in payload:
+        raise PayloadError(
+            "the availability answer has no 'items' (the documented page is {items, totalCount}); "
+            "it is not read as 'no offers'"
+        )
     page: OfferPage = validated(OfferPage, payload)
     return list(page.items), page.total_count
 

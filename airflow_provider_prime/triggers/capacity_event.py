@@ -13,8 +13,9 @@ The wish is today's :class:`~airflow_provider_prime.offers.OfferWish` fields (``
 ``gpu_count``, ``regions``, ``max_price``, ``socket``, ``security``, ``cloud_id``,
 ``multi_node``...), kept as a plain dict and handed to ``OfferWish`` as is, so a field
 ``OfferWish`` learns later (``spot``) flows through without a change here. ``gpu_type`` may be a
-list in order of preference: one availability query per type, and the first type with a fitting
-offer wins (then the cheapest, :func:`~airflow_provider_prime.offers.choose_offer`'s rule).
+list in order of preference, or the text of one (a templated ``'["H100_80GB", "A100_80GB"]'``):
+one availability query per type, and the first type with a fitting offer wins (then the cheapest,
+:func:`~airflow_provider_prime.offers.choose_offer`'s rule).
 Offers come from the shared availability poller (:mod:`.availability`): every trigger and
 deferred capacity wait asking the same query in one triggerer shares one request per interval.
 Regions are judged here (region, country or data center, as ``OfferWish`` does), not sent to the
@@ -32,11 +33,21 @@ capacity as new and fire again. So the trigger writes "present, these offers, si
 * **Airflow 3.1 and 3.2** have no store for event triggers; their triggerer does answer Variable
   reads and writes (``GetVariable``/``PutVariable``), so the memory is the Variable
   ``prime_capacity_seen_<digest>`` (JSON). Also used on 3.3 when a trigger watches several assets
-  (the store is per asset).
+  (the store is per asset). Which one is chosen depends on the configuration only, never on
+  whether a read succeeded: a store read that fails or times out leaves the store the memory, as
+  switching to the Variable would make the next start read the store, find nothing and fire again.
 * Outside a triggerer (a unit test, ``airflow dags test``): no memory.
 
-``<digest>`` is a hash of the connection id and the wish, so the same wish on the same connection
-shares one memory wherever it is watched, and a changed wish starts fresh.
+``<digest>`` is a hash of the trigger's class path and all its serialized kwargs (the wish, the
+connection, ``poll_interval``): Airflow's own identity of an event trigger, under which watchers
+with equal kwargs are one trigger serving every asset they watch. So each running trigger has its
+own memory, and a second watcher of the same wish that differs in anything (another
+``poll_interval``) never reads the first one's "present" and fires on its first start. The
+consequences: changing any kwarg starts a fresh memory (the next start fires once for capacity
+already there), and an asset given a watcher with exactly the kwargs of an existing one joins that
+running trigger (Airflow's sharing), so it gets the next appearance, not the current one. The
+asset is not part of the digest: 3.1/3.2 do not tell a trigger its assets, and on 3.3 the state
+store is already per asset.
 
 Limits, said plainly: the memory is written before the event is handed to Airflow, so a crash in
 between loses that appearance (at most once, never twice: creating GPU pods twice costs money,
@@ -65,7 +76,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from airflow_provider_prime._compat import ASSET_STATE_STORE
 from airflow_provider_prime.exceptions import PrimeConfigError, PrimeNoOfferError
 from airflow_provider_prime.models import GpuOffer
-from airflow_provider_prime.offers import OfferWish, choose_offer, describe_offer
+from airflow_provider_prime.offers import OfferWish, choose_offer, describe_offer, names_in_order
 from airflow_provider_prime.triggers.availability import AvailabilityQuery, OffersSnapshot, watch_offers
 from airflow_provider_prime.triggers.polling import connection_settings
 from airflow_provider_prime.triggers.task_state import SupervisorComms, supervisor_comms
@@ -76,14 +87,15 @@ __all__ = ["DEFAULT_CAPACITY_POLL_INTERVAL", "PrimeCapacityEventTrigger", "appea
 DEFAULT_CAPACITY_POLL_INTERVAL = 60.0
 #: Fitting offers listed in an event's payload (the chosen one first).
 PAYLOAD_OFFERS = 5
-#: Seconds a read or write of the memory may take before the trigger goes on without it.
-MEMORY_TIMEOUT = 10.0
+#: Seconds a read or write of the memory may take before the trigger goes on without it (a busy
+#: triggerer's supervisor can take over 10 s to answer while it starts).
+MEMORY_TIMEOUT = 30.0
 
 
 class PrimeCapacityEventTrigger(BaseEventTrigger):
     """Fire once each time an offer fitting the wish appears (absent -> present); see the module doc.
 
-    :param gpu_type: a GPU type, or a list of them in order of preference.
+    :param gpu_type: a GPU type, or a list of them in order of preference (or the text of such a list).
     :param prime_conn_id: the Prime connection.
     :param poll_interval: seconds between two availability answers (shared with every wait on the
         same query in the triggerer: the fastest one sets the pace).
@@ -129,12 +141,17 @@ class PrimeCapacityEventTrigger(BaseEventTrigger):
 
     @property
     def memory_digest(self) -> str:
-        """What identifies this wish's memory: the connection and the wish, not the interval."""
-        material = json.dumps(
-            {"conn": self.prime_conn_id, "gpu_type": _plain(self.gpu_type), "wish": self.wish},
-            sort_keys=True,
-            default=str,
-        )
+        """What identifies this watcher's memory: its class path and every serialized kwarg.
+
+        That is Airflow's own identity of an event trigger (``BaseEventTrigger.hash``: two watchers
+        with the same class path and kwargs are one trigger, whatever assets they watch), so one
+        running trigger is one memory. A watcher differing in anything, ``poll_interval`` or the
+        connection included, has its own memory: it never reads another's "present" and stays silent
+        for capacity it never reported. Changing any kwarg therefore starts a fresh memory (the
+        first start fires for capacity already there).
+        """
+        classpath, kwargs = self.serialize()
+        material = json.dumps({"classpath": classpath, "kwargs": kwargs}, sort_keys=True, default=str)
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -222,7 +239,13 @@ class PrimeCapacityEventTrigger(BaseEventTrigger):
             except ValueError:  # several watched assets: the store needs one named; the Variable serves
                 pass
             except Exception as exc:
-                self.log.warning("The asset state store cannot be read (%s); using a Variable", exc)
+                # A slow or failing read does not move the memory: a Variable now and the store at
+                # the next start would be two memories, and that start would fire again.
+                self.log.warning(
+                    "The asset state store could not be read (%s); it stays this trigger's memory",
+                    str(exc) or type(exc).__name__,
+                )
+                return _AssetStoreMemory(store, key, self)
             else:
                 return _AssetStoreMemory(store, key, self)
         if comms is not None:
@@ -348,17 +371,26 @@ class _VariableMemory:
 
 
 def _wishes(gpu_type: object, wish: Mapping[str, Any]) -> list[OfferWish]:
-    """One OfferWish per wished GPU type, in order of preference (one wish when no type is given)."""
-    if isinstance(gpu_type, (list, tuple)):
-        if not gpu_type or not all(isinstance(t, str) and t.strip() for t in gpu_type):
-            raise PrimeConfigError(
-                f"gpu_type must be a GPU type or a non-empty list of them, got {gpu_type!r}"
-            )
-        types: list[Any] = list(gpu_type)
-    else:
-        types = [gpu_type]
+    """One OfferWish per wished GPU type, in order of preference (one wish when no type is given).
+
+    ``gpu_type`` is read as :func:`~airflow_provider_prime.offers.names_in_order` reads it, so the
+    text of a list (a templated ``'["H100_80GB", "A100_80GB"]'``) is that list: one wish, and one
+    availability query, per type, never one query filtered on the first type only.
+    """
     try:
-        return [OfferWish(gpu_type=each, **wish) for each in types]
+        types = names_in_order(gpu_type, "gpu_type")
+    except PrimeConfigError as exc:
+        raise PrimeConfigError(
+            f"PrimeCapacityEventTrigger: gpu_type must be a GPU type or a non-empty list of them ({exc})"
+        ) from None
+    blank = gpu_type is None or (isinstance(gpu_type, str) and not gpu_type.strip())
+    if not types and not blank:  # [] or "[]": a list that names nothing
+        raise PrimeConfigError(
+            "PrimeCapacityEventTrigger: gpu_type must be a GPU type or a non-empty list of them, "
+            f"got {gpu_type!r}"
+        )
+    try:
+        return [OfferWish(gpu_type=each, **wish) for each in types or (None,)]
     except TypeError as exc:  # a field OfferWish does not know
         raise PrimeConfigError(
             f"PrimeCapacityEventTrigger: {exc} (the wish takes OfferWish's fields)"

@@ -771,12 +771,6 @@ async def test_held_garbled_offers_while_capacity_stays_do_not_fire_again(event_
         assert len(run.events) == 1  # an unreadable answer is not "capacity gone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F10: a 200 availability answer of the wrong shape ({} or an envelope without items) parses "
-    "as an empty offer list (OfferPage.items defaults to []): the event trigger takes it for 'capacity "
-    "gone', and the next good answer fires a second DAG run for capacity that never left",
-)
 @pytest.mark.parametrize(
     "body",
     [{}, {"data": {"podId": "pod-1"}, "status": "ok"}, {"error": "upstream"}],
@@ -808,12 +802,6 @@ async def test_held_gone_for_one_poll_then_back_is_a_second_appearance_and_no_mo
         assert len(run.events) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F9: the memory's digest leaves out everything but the connection and the wish, so on Airflow "
-    "3.1/3.2 a second watcher of the same wish (another asset, another poll_interval) reads the first's "
-    "'present' at its very first start and never fires for capacity it never reported",
-)
 async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim, variables):
     from tests.triggers.test_capacity_event_http import running
 
@@ -826,12 +814,6 @@ async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim
             assert len(second.events) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='F11: gpu_type given as the text of a list (\'["H100_80GB", "A100_80GB"]\', which OfferWish reads '
-    "as two types) makes one wish whose availability query filters on the first type only: the A100 "
-    "offers are never fetched, so their appearance never fires",
-)
 async def test_a_gpu_type_list_given_as_text_watches_every_type(event_sim):
     from tests.triggers.test_capacity_event_http import A100_8X, running
 

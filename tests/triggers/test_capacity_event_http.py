@@ -308,7 +308,30 @@ def test_kwargs_round_trip_as_plain_json():
     again = PrimeCapacityEventTrigger(**kwargs)
     assert again.serialize() == (path, kwargs)
     assert again.memory_digest == trigger.memory_digest
-    assert PrimeCapacityEventTrigger(**{**kwargs, "poll_interval": 5}).memory_digest == trigger.memory_digest
+    assert PrimeCapacityEventTrigger(**dict(reversed(kwargs.items()))).memory_digest == trigger.memory_digest
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"poll_interval": 5}, {"prime_conn_id": "prime_other"}, {"max_price": 3}, {"gpu_type": "H100_80GB"}],
+    ids=["poll_interval", "connection", "wish", "gpu_type"],
+)
+def test_any_other_kwarg_is_another_memory(change):
+    """The memory is the trigger's identity (every kwarg), as Airflow identifies event triggers."""
+    kwargs: dict[str, Any] = {"gpu_type": ["H100_80GB", "A100_80GB"], "gpu_count": 8, "max_price": 2.5}
+    trigger = PrimeCapacityEventTrigger(**kwargs)
+    assert PrimeCapacityEventTrigger(**{**kwargs, **change}).memory_digest != trigger.memory_digest
+
+
+@pytest.mark.parametrize(
+    "gpu_type",
+    [["H100_80GB", "A100_80GB"], '["H100_80GB", "A100_80GB"]', "['H100_80GB', 'A100_80GB']"],
+    ids=["list", "json-text", "python-text"],
+)
+def test_a_gpu_type_list_or_its_text_makes_one_query_per_type(gpu_type):
+    trigger = PrimeCapacityEventTrigger(gpu_type=gpu_type, gpu_count=8)
+    assert [query.gpu_type for query in trigger.queries()] == ["H100_80GB", "A100_80GB"]
+    assert trigger.describe().count(" or else ") == 1
 
 
 @pytest.mark.parametrize(
@@ -316,6 +339,8 @@ def test_kwargs_round_trip_as_plain_json():
     [
         ({"gpu_type": []}, "non-empty list"),
         ({"gpu_type": ["H100_80GB", ""]}, "non-empty list"),
+        ({"gpu_type": "[]"}, "non-empty list"),
+        ({"gpu_type": "[H100_80GB, A100_80GB"}, "looks like a list"),
         ({"gpu_type": "H100_80GB", "colour": "red"}, "colour"),
         ({"gpu_type": "H100_80GB", "poll_interval": 0}, "poll_interval"),
         ({"gpu_type": "H100_80GB", "gpu_count": 0}, "gpu_count"),
@@ -327,7 +352,9 @@ def test_a_bad_wish_fails_when_the_dag_is_parsed(kwargs, message):
         PrimeCapacityEventTrigger(**kwargs)
 
 
-async def test_an_unreadable_asset_store_falls_back_to_a_variable(sim, comms, monkeypatch):
+async def test_an_unreadable_asset_store_stays_the_memory(sim, comms, monkeypatch):
+    """A failing store read does not move the memory to a Variable (two memories: a double fire)."""
+
     class Unreadable(FakeStore):
         async def aget(self, key: str, default: Any = None) -> Any:
             raise RuntimeError("asset store unavailable")
@@ -335,10 +362,43 @@ async def test_an_unreadable_asset_store_falls_back_to_a_variable(sim, comms, mo
     monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
     sim.set_stock(EU_8X, "High")
     trigger = h100s()
-    trigger.asset_state_store = Unreadable()  # type: ignore[attr-defined]
+    store = Unreadable()
+    trigger.asset_state_store = store  # type: ignore[attr-defined]
     async with running(trigger) as (run,):
         await until(lambda: len(run.events) == 1)
-    assert list(comms.variables) == [f"prime_capacity_seen_{trigger.memory_digest}"]
+    assert comms.variables == {}
+    assert store.values[f"prime_capacity:{trigger.memory_digest}"]["present"] is True
+
+
+async def test_a_store_read_timing_out_at_the_first_start_does_not_fire_again_at_the_next(
+    sim, comms, monkeypatch
+):
+    """Seen on a busy triggerer: the first start's read timed out, the memory went to a Variable,
+    the restart read the store, found nothing and started a second DAG run for the same capacity."""
+
+    class SlowAtFirst(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.slow = True
+
+        async def aget(self, key: str, default: Any = None) -> Any:
+            if self.slow:
+                raise asyncio.TimeoutError
+            return await super().aget(key, default)
+
+    monkeypatch.setattr(capacity_event, "ASSET_STATE_STORE", True)
+    store = SlowAtFirst()
+    sim.set_stock(EU_8X, "High")
+    first = h100s()
+    first.asset_state_store = store  # type: ignore[attr-defined]
+    async with running(first) as (run,):
+        await until(lambda: len(run.events) == 1)
+    store.slow = False  # the triggerer restarted and its supervisor answers in time
+    again = h100s()
+    again.asset_state_store = store  # type: ignore[attr-defined]
+    async with running(again) as (restarted,):
+        await polls_pass(sim, 4)
+        assert restarted.events == []
 
 
 @pytest.mark.parametrize("stored", ["not json", '["a list"]'])
