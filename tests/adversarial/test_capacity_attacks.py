@@ -725,7 +725,7 @@ EU_8X = "sim-h100-8x-eu"
 
 @pytest.fixture
 def event_sim(prime_simulator_factory: Any, prime_connect: Any) -> PrimeSimulator:
-    from tests.triggers.test_capacity_event_http import capacity_scenario
+    from tests.triggers.capacity_events import capacity_scenario
 
     simulator: PrimeSimulator = prime_simulator_factory(capacity_scenario())
     prime_connect(simulator)
@@ -736,7 +736,7 @@ def event_sim(prime_simulator_factory: Any, prime_connect: Any) -> PrimeSimulato
 def variables(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Airflow 3.1/3.2's memory: Variables through the triggerer's supervisor channel."""
     from airflow_provider_prime.triggers import capacity_event
-    from tests.triggers.test_capacity_event_http import FakeComms
+    from tests.triggers.capacity_events import FakeComms
 
     fake = FakeComms()
     monkeypatch.setattr(capacity_event, "supervisor_comms", lambda: fake)
@@ -760,7 +760,7 @@ async def polls_pass(sim: PrimeSimulator, n: int = 3) -> None:
 
 
 async def test_held_garbled_offers_while_capacity_stays_do_not_fire_again(event_sim):
-    from tests.triggers.test_capacity_event_http import running
+    from tests.triggers.capacity_events import running
 
     event_sim.set_stock(EU_8X, "High")
     async with running(eu_h100s()) as (run,):
@@ -777,7 +777,7 @@ async def test_held_garbled_offers_while_capacity_stays_do_not_fire_again(event_
     ids=["empty", "envelope", "error"],
 )
 async def test_a_wrong_shaped_offers_answer_is_not_capacity_gone(event_sim, body):
-    from tests.triggers.test_capacity_event_http import running
+    from tests.triggers.capacity_events import running
 
     event_sim.set_stock(EU_8X, "High")
     async with running(eu_h100s()) as (run,):
@@ -789,7 +789,7 @@ async def test_a_wrong_shaped_offers_answer_is_not_capacity_gone(event_sim, body
 
 
 async def test_held_gone_for_one_poll_then_back_is_a_second_appearance_and_no_more(event_sim):
-    from tests.triggers.test_capacity_event_http import running
+    from tests.triggers.capacity_events import running
 
     event_sim.set_stock(EU_8X, "High")
     async with running(eu_h100s()) as (run,):
@@ -803,7 +803,7 @@ async def test_held_gone_for_one_poll_then_back_is_a_second_appearance_and_no_mo
 
 
 async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim, variables):
-    from tests.triggers.test_capacity_event_http import running
+    from tests.triggers.capacity_events import running
 
     event_sim.set_stock(EU_8X, "High")
     async with running(eu_h100s()) as (first,):
@@ -815,7 +815,7 @@ async def test_a_new_watcher_of_the_same_wish_fires_on_its_first_start(event_sim
 
 
 async def test_a_gpu_type_list_given_as_text_watches_every_type(event_sim):
-    from tests.triggers.test_capacity_event_http import A100_8X, running
+    from tests.triggers.capacity_events import A100_8X, running
 
     trigger = eu_h100s(gpu_type='["H100_80GB", "A100_80GB"]', max_price=None)
     event_sim.set_stock(A100_8X, "High")
