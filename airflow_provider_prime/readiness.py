@@ -46,6 +46,7 @@ from airflow_provider_prime.log_throttles import ApiTrouble, ProgressThrottle
 from airflow_provider_prime.models import (
     FAILED_INSTALLATION_STATES,
     FAILED_POD_STATES,
+    GONE_STATES,
     InstallationState,
     PodState,
     PodStatus,
@@ -476,32 +477,42 @@ AsyncLogReader = Callable[[str], Awaitable[list[str]]]
 class LogSource(Protocol):
     """What reads a pod's log: :class:`~airflow_provider_prime.hooks.prime.PrimeHook`."""
 
-    def get_pod_log(self, pod_id: str, tail: int = ..., *, deadline: float | None = None) -> list[str]: ...
+    def get_pod_log(
+        self, pod_id: str, tail: int = ..., *, deadline: float | None = None, secrets: Sequence[str] = ...
+    ) -> list[str]: ...
 
     async def aget_pod_log(
-        self, pod_id: str, tail: int = ..., *, deadline: float | None = None
+        self, pod_id: str, tail: int = ..., *, deadline: float | None = None, secrets: Sequence[str] = ...
     ) -> list[str]: ...
 
 
-def log_reader(hook: LogSource, tail: int = DEFAULT_POD_LOG_TAIL) -> LogReader | None:
+def log_reader(
+    hook: LogSource, tail: int = DEFAULT_POD_LOG_TAIL, secrets: Iterable[str] = ()
+) -> LogReader | None:
     """A reader of ``tail`` lines through ``hook``, each read bounded by :data:`POD_LOG_READ_TIME`;
-    None for ``tail=0`` (no log wanted)."""
+    None for ``tail=0`` (no log wanted). ``secrets`` (the create's env values: a pod may print them,
+    ``set -x`` or a traceback) are scrubbed from every line like the API key."""
     if tail <= 0:
         return None
+    hidden = tuple(secrets)
 
     def read(pod_id: str) -> list[str]:
-        return hook.get_pod_log(pod_id, tail, deadline=time.time() + POD_LOG_READ_TIME)
+        return hook.get_pod_log(pod_id, tail, deadline=time.time() + POD_LOG_READ_TIME, secrets=hidden)
 
     return read
 
 
-def alog_reader(hook: LogSource, tail: int = DEFAULT_POD_LOG_TAIL) -> AsyncLogReader | None:
+def alog_reader(
+    hook: LogSource, tail: int = DEFAULT_POD_LOG_TAIL, secrets: Iterable[str] = ()
+) -> AsyncLogReader | None:
     """Async :func:`log_reader` (a trigger's)."""
     if tail <= 0:
         return None
+    hidden = tuple(secrets)
 
     async def read(pod_id: str) -> list[str]:
-        return await hook.aget_pod_log(pod_id, tail, deadline=time.time() + POD_LOG_READ_TIME)
+        deadline = time.time() + POD_LOG_READ_TIME
+        return await hook.aget_pod_log(pod_id, tail, deadline=deadline, secrets=hidden)
 
     return read
 
@@ -549,6 +560,36 @@ def log_section(pod_id: str, lines: list[str] | BaseException) -> str:
     noun = "line" if len(kept) == 1 else f"{len(kept)} lines"
     body = "\n".join(f"  | {line}" for line in kept)
     return f"The last {noun} of pod {pod_id}'s log{cut}:\n{body}"
+
+
+def pods_worth_a_log_of_event(error: BaseException, pods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """:func:`pods_worth_a_log` for a failed wait known only by its event (error and handover):
+    the pods of a :class:`PrimePodFailedError` that the last answer showed and that are not gone,
+    going or stopped (so ``ERROR``, or their installation failed: the only other ways to fail)."""
+    if not isinstance(error, PrimePodFailedError):
+        return []
+    no_story = GONE_STATES | {PodState.STOPPED.value}
+    return [pid for pid, entry in pods.items() if entry.get("status") not in no_story]
+
+
+def error_with_pod_logs(error: Exception, pod_ids: list[str], read: LogReader | None) -> Exception:
+    """``error`` (same class) ending with the log sections of ``pod_ids`` (the first
+    :data:`POD_LOGS_QUOTED`); unchanged when ``read`` is None or no pod is named. Never raises for a
+    log. For a wait whose failure was decided elsewhere (the create's deferred wait: the log is read
+    in the worker, where the env values to scrub are known, never in the triggerer)."""
+    quoted = pod_ids[:POD_LOGS_QUOTED] if read is not None else []
+    if not quoted or read is None:
+        return error
+    sections = []
+    for pod_id in quoted:
+        try:
+            got: list[str] | BaseException = read(pod_id)
+        except Exception as exc:
+            got = exc
+        sections.append(log_section(pod_id, got))
+    if len(pod_ids) > len(quoted):
+        sections.append(f"({len(pod_ids) - len(quoted)} more failed pods: their logs are not quoted here.)")
+    return type(error)("\n".join([str(error), *sections]))
 
 
 def with_log_sections(step: Step, pod_ids: list[str], logs: Sequence[list[str] | BaseException]) -> Step:

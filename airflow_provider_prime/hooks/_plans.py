@@ -100,14 +100,19 @@ def get_pod(settings: PrimeApiSettings, pod_id: str, deadline: float | None = No
 
 
 def get_pod_log(
-    settings: PrimeApiSettings, pod_id: str, tail: int, deadline: float | None = None
+    settings: PrimeApiSettings,
+    pod_id: str,
+    tail: int,
+    deadline: float | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> Plan[list[str]]:
     """The last ``tail`` lines of the pod's log, tidied (:func:`~._payloads.tidy_log_lines`): the
-    key scrubbed from every line, long lines cut. An empty answer is an empty log."""
+    key and ``secrets`` (the pod's env values) scrubbed from every line, long lines cut. An empty
+    answer is an empty log."""
     lines: list[str] = yield Exchange(
         settings, pod_log_request(settings, pod_id, tail), parse_pod_log, deadline, parse_empty=list
     )
-    return tidy_log_lines(lines, tail, settings.api_key)
+    return tidy_log_lines(lines, tail, (settings.api_key, *secrets))
 
 
 def list_pods(settings: PrimeApiSettings) -> Plan[list[Pod]]:

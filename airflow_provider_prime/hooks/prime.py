@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from airflow.sdk import BaseHook
@@ -46,7 +46,7 @@ from airflow_provider_prime.hooks._settings import (
     settings_from_environment,
     unparsable_connection_error,
 )
-from airflow_provider_prime.models import GpuOffer, Pod, PodRequest, PodStatus
+from airflow_provider_prime.models import MIN_SECRET_LENGTH, GpuOffer, Pod, PodRequest, PodStatus
 from airflow_provider_prime.pod_ids import validate_pod_ids
 
 __all__ = ["PrimeHook"]
@@ -150,27 +150,39 @@ class PrimeHook(BaseHook):
         return await self._arun(_plans.get_pod, _one_pod_id(pod_id))
 
     def get_pod_log(
-        self, pod_id: str, tail: int = DEFAULT_LOG_TAIL, *, deadline: float | None = None
+        self,
+        pod_id: str,
+        tail: int = DEFAULT_LOG_TAIL,
+        *,
+        deadline: float | None = None,
+        secrets: Sequence[str] = (),
     ) -> list[str]:
         """The last ``tail`` lines of the pod's own log (``GET /pods/{id}/log?tail=N``), oldest first.
 
         The answer's shape is not documented: plain text, a JSON string, a list of lines or an
         object holding one (``data``, ``logs``...) are all read (docs/lifecycle.md, "The pod's
-        log"). The API key is scrubbed from every line; a line is cut at 500 characters and at
-        most :data:`MAX_LOG_TAIL` lines are asked for. ``tail=0`` asks nothing and returns ``[]``.
+        log"). The API key and ``secrets`` (the pod's env values: a pod may print them) are scrubbed
+        from every line before it is cut at 500 characters; at most :data:`MAX_LOG_TAIL` lines are
+        asked for. ``tail=0`` asks nothing and returns ``[]``.
         ``deadline`` (epoch seconds) as for :meth:`get_pods_status`. Errors: ``PrimeNotFoundError``
         naming the pod, ``PrimeConfigError`` (a bad id or tail, before any request), and the API
         errors of docs/hook.md.
         """
         pod_id, tail = _one_pod_id(pod_id), _log_tail(tail)
-        return self._run(_plans.get_pod_log, pod_id, tail, deadline) if tail else []
+        return self._run(_plans.get_pod_log, pod_id, tail, deadline, _log_secrets(secrets)) if tail else []
 
     async def aget_pod_log(
-        self, pod_id: str, tail: int = DEFAULT_LOG_TAIL, *, deadline: float | None = None
+        self,
+        pod_id: str,
+        tail: int = DEFAULT_LOG_TAIL,
+        *,
+        deadline: float | None = None,
+        secrets: Sequence[str] = (),
     ) -> list[str]:
         """Async :meth:`get_pod_log`."""
         pod_id, tail = _one_pod_id(pod_id), _log_tail(tail)
-        return await self._arun(_plans.get_pod_log, pod_id, tail, deadline) if tail else []
+        secret = _log_secrets(secrets)
+        return await self._arun(_plans.get_pod_log, pod_id, tail, deadline, secret) if tail else []
 
     def list_pods(self) -> list[Pod]:
         """Every pod of the key (all pages of ``GET /pods/``, 100 a page); terminated pods are not listed."""
@@ -333,6 +345,12 @@ def _one_pod_id(value: object) -> str:
     if not isinstance(value, str):
         raise PrimeConfigError(f"pod_id must be one pod id (a string), not {type(value).__name__}")
     return validate_pod_ids(value)[0]
+
+
+def _log_secrets(secrets: Sequence[str]) -> tuple[str, ...]:
+    """The values a pod log is scrubbed of besides the key: from :data:`MIN_SECRET_LENGTH` on, as a
+    request's own secrets (``1`` or ``true`` would garble every line)."""
+    return tuple(s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH)
 
 
 def _log_tail(value: object) -> int:

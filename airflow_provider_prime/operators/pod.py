@@ -42,11 +42,13 @@ from airflow_provider_prime import events
 from airflow_provider_prime._compat import AirflowException, AirflowSensorTimeout
 from airflow_provider_prime.deployment import deployment_id, deployment_source
 from airflow_provider_prime.exceptions import (
+    PrimeCapacityTimeoutError,
     PrimeConfigError,
     PrimeError,
     PrimeNoOfferError,
     PrimeNotFoundError,
     PrimeRejectedError,
+    PrimeResponseError,
     PrimeSoldOutError,
     is_transient,
 )
@@ -90,6 +92,7 @@ from airflow_provider_prime.operators.pod_names import derived_pod_name, parse_d
 from airflow_provider_prime.pod_ids import pod_ids_from
 from airflow_provider_prime.readiness import (
     DEFAULT_MISSING_GRACE,
+    DEFAULT_POD_LOG_TAIL,
     READY_LINE,
     Outcome,
     PodWait,
@@ -98,11 +101,19 @@ from airflow_provider_prime.readiness import (
     add_pod_logs,
     by_id,
     describe_api,
+    error_with_pod_logs,
     handover_entry,
     log_reader,
+    pods_worth_a_log_of_event,
+    trouble_grace,
 )
 from airflow_provider_prime.termination import GONE, TerminationWait, ask
-from airflow_provider_prime.triggers.capacity import PrimeCapacityTrigger, awaited_line
+from airflow_provider_prime.triggers.capacity import (
+    PrimeCapacityTrigger,
+    awaited_line,
+    refusal_memory,
+    without_refused,
+)
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger, PodTerminationTrigger, with_price
 from airflow_provider_prime.triggers.task_end import ends_in_triggerer
 from airflow_provider_prime.waiting import (
@@ -231,7 +242,21 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
     :param timeout: seconds the wait may take (default 45 minutes), counted from when this try created
         or adopted the pod (per try, like a sensor's ``timeout`` in poke mode).
     :param wait_for_capacity: how long to wait for an offer (a timedelta or seconds; None: fail at once).
+        At its deadline: :class:`~airflow_provider_prime.exceptions.PrimeCapacityTimeoutError` (a
+        ``PrimeNoOfferError`` that ``PRIME_RETRY_POLICY`` does not retry into another full wait).
     :param poll_interval: seconds between two status checks (default 15).
+    :param pod_log_tail: lines of the pod's own log (``ERROR``, or its installation failed) the
+        failure message quotes (default 50; 0: none). The API key and every ``env_vars`` value are
+        scrubbed from them; deferred, the log is read when the task resumes in a worker (never in
+        the triggerer, whose event Airflow stores), before the pod is deleted.
+
+    **A create refused as sold out** while the list still shows the offer: that offer (its
+    ``cloud_id``) is passed over for :func:`~airflow_provider_prime.triggers.capacity.refusal_memory`
+    (5 minutes, or 3 poll intervals if longer) and the next choice is taken at once (a refusal made
+    nothing, so the name rules hold); with ``wait_for_capacity`` the wait, in the worker or the
+    triggerer, does not fire for it again until then. Without another choice and without
+    ``wait_for_capacity`` the refusal (:class:`~airflow_provider_prime.exceptions.PrimeSoldOutError`)
+    fails the task.
     """
 
     template_fields: Sequence[str] = (
@@ -290,9 +315,15 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
+        pod_log_tail: int = DEFAULT_POD_LOG_TAIL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(pod_log_tail, bool) or not isinstance(pod_log_tail, int) or pod_log_tail < 0:
+            raise PrimeConfigError(
+                f"pod_log_tail must be a whole number of lines, 0 or more, not {pod_log_tail!r}"
+            )
+        self.pod_log_tail = pod_log_tail
         if if_exists not in ("adopt", "fail"):
             raise PrimeConfigError(f"if_exists must be 'adopt' or 'fail', not {if_exists!r}")
         self.gpu_type, self.gpu_count, self.cloud_id = gpu_type, gpu_count, cloud_id
@@ -335,6 +366,8 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         self._records_left: set[str] = set()  # pods deleted in on_kill whose record is still to delete
         self._choice: Choice | None = None  # the offer this try chose, and why
         self._offers_seen: list[GpuOffer] = []  # what the last choice looked at
+        self._refused: dict[str, float] = {}  # cloud_id -> epoch second until which it is passed over
+        self._refusal: PrimeSoldOutError | None = None  # this try's last sold-out refusal
 
     @cached_property
     def hook(self) -> PrimeHook:
@@ -357,19 +390,29 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         return self._run(context, capacity_deadline=None)
 
     def execute_after_capacity(
-        self, context: Context, event: dict[str, Any] | None = None, capacity_deadline: float | None = None
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        capacity_deadline: float | None = None,
+        refused_cloud_ids: Mapping[str, float] | None = None,
     ) -> Any:
-        """The capacity trigger's event: create now (the same path as a first try), or give up."""
+        """The capacity trigger's event: create now (the same path as a first try), or give up.
+
+        ``refused_cloud_ids``: the offers this try's creates were refused as sold out, each with the
+        epoch second until which it is passed over (the trigger passed over them too)."""
         parsed = events.parse_event(event)
         if parsed["status"] == "timeout":
-            raise PrimeNoOfferError(parsed["message"])
+            raise PrimeCapacityTimeoutError(parsed["message"])
         if parsed["status"] != "success":
             raise events.event_error(parsed)
         self.log.info("%s; creating the pod now", parsed["message"])
-        return self._run(context, capacity_deadline=capacity_deadline)
+        return self._run(context, capacity_deadline=capacity_deadline, refused=refused_cloud_ids)
 
-    def _run(self, context: Context, capacity_deadline: float | None) -> Any:
+    def _run(
+        self, context: Context, capacity_deadline: float | None, refused: Mapping[str, float] | None = None
+    ) -> Any:
         self._started_at = self.clock.time()
+        self._refused = {str(k): float(v) for k, v in (refused or {}).items()}
         self.mask_secrets()  # also when a caller runs execute without Airflow's rendering
         self._know_task_instance(context)
         self._retry = int(getattr(context["ti"], "try_number", 1) or 1) > 1
@@ -418,6 +461,9 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 end_from_trigger=ends_in_triggerer(self),
                 price_hr=pod.price_hr,
                 offer=self._offer_summary(),
+                # Never in the triggerer: its event is stored by Airflow, and the env values to
+                # scrub are not in the trigger's kwargs. execute_complete reads it (F5).
+                pod_log_tail=0,
                 **self.requirements.to_kwargs(),
             )
         self._defer(trigger, pod, deadline)
@@ -451,9 +497,17 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
             self._pod_name(context)
             parsed = events.parse_event(event)
             if parsed["status"] != "success":
-                raise events.event_error(parsed)
+                raise self._with_log(events.event_error(parsed), parsed["pods"])  # read before the delete
             self.log.info(READY_LINE, parsed["message"])
             return with_offer(with_price(parsed["pods"], pod_id, price_hr), pod_id, offer)
+
+    def _with_log(self, error: Exception, pods: Mapping[str, Mapping[str, Any]]) -> Exception:
+        """A deferred wait's failure with the failed pod's log tail, read here in the worker and
+        scrubbed of the key and the env values (:meth:`secrets`); unchanged when ``pod_log_tail=0``,
+        the failure is not the pod's, or the message quotes a log already (a trigger of an older
+        release read it)."""
+        pod_ids = [p for p in pods_worth_a_log_of_event(error, pods) if f"of pod {p}" not in str(error)]
+        return error_with_pod_logs(error, pod_ids, log_reader(self.hook, self.pod_log_tail, self.secrets()))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also delete the pod when Airflow fails the deferred task itself (deferral timeout, trigger crash).
@@ -901,7 +955,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         wish = self._wish()
         disk_size = whole_number(self.disk_size, "disk_size")
         vcpus, memory = whole_number(self.vcpus, "vcpus"), whole_number(self.memory, "memory")
-        self._offers_seen = self._list_offers(wish)
+        self._offers_seen = self._without_refused(self._list_offers(wish))
         choice = choose_offer(self._offers_seen, wish)
         self.log.info("Chose offer %s: %s", describe_offer(choice.offer), choice.why)
         self._choice = choice
@@ -929,46 +983,86 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
     # -- waiting for capacity ----------------------------------------------------------------
 
     def _create_when_capacity(self, name: str, capacity_deadline: float | None) -> tuple[Pod, str]:
-        """Create the pod; with ``wait_for_capacity``, wait for an offer when none fits or it sold out.
+        """Create the pod; on a sold-out refusal choose again; with ``wait_for_capacity``, wait for an
+        offer when none fits.
 
-        Deferrable: defer to :class:`PrimeCapacityTrigger` (the task resumes in
-        :meth:`execute_after_capacity`, which starts over: name lookup, then create). In the worker:
-        poll until an offer fits, then look the name up and create, as a resumed task would.
+        A refusal made nothing: its offer is passed over (:meth:`_remember_refusal`) and the next
+        choice is created at once, under the same name rules. Deferrable: defer to
+        :class:`PrimeCapacityTrigger` (the task resumes in :meth:`execute_after_capacity`, which
+        starts over: name lookup, then create). In the worker: poll until an offer fits, then look
+        the name up and create, as a resumed task would.
         """
         deadline = capacity_deadline
         while True:
             try:
                 return self._create(name), "created"
-            except (PrimeNoOfferError, PrimeSoldOutError) as exc:
+            except PrimeSoldOutError as exc:
+                if self._remember_refusal(name, exc):
+                    continue  # choose again at once without it
                 if self.wait_for_capacity is None:
                     raise
-                refused = isinstance(exc, PrimeSoldOutError)
+                failure = str(exc)
+            except PrimeNoOfferError as exc:
+                if self.wait_for_capacity is None and self._refusal is not None:
+                    raise self._refusal from exc  # every choice was refused: the refusal says most
+                if self.wait_for_capacity is None:
+                    raise
                 failure = str(exc)
             wish = self._wish()
             now = self.clock.time()
             if deadline is None:
                 deadline = now + self.wait_for_capacity
             if now >= deadline:
-                raise PrimeNoOfferError(failure + GAVE_UP)
-            if refused:
-                self.log.warning("The create of %s was refused as sold out: %s", name, failure)
+                raise PrimeCapacityTimeoutError(failure + GAVE_UP)
             if self.deferrable:
-                self._defer_for_capacity(wish, deadline, refused)
+                self._defer_for_capacity(wish, deadline, self._refusal is not None)
             self._await_capacity_here(name, wish, deadline, failure)
             self._raise_if_killed(name)
             pod = self._adopt(name)
             if pod is not None:
                 return pod, "adopted"
 
+    def _remember_refusal(self, name: str, exc: PrimeSoldOutError) -> bool:
+        """Pass the refused offer over for :func:`refusal_memory`; whether another choice may fit.
+
+        The availability list may go on showing an offer the create was refused for: without this
+        the next choice (or the capacity wait) would pick it again and never fall back.
+        """
+        self._refusal = exc
+        choice = self._choice
+        if choice is None or not choice.offer.cloud_id:  # a full request: nothing to choose again
+            self.log.warning("The create of %s was refused as sold out: %s", name, exc)
+            return False
+        until = self.clock.time() + refusal_memory(self.poll_interval)
+        self._refused[choice.offer.cloud_id] = until
+        self.log.warning(
+            "The create of %s was refused as sold out: %s. Offer %s is passed over until %s; choosing "
+            "again without it.",
+            name,
+            exc,
+            choice.offer.cloud_id,
+            datetime.fromtimestamp(until, tz=timezone.utc).isoformat(timespec="seconds"),
+        )
+        return True
+
+    def _without_refused(self, offers: list[GpuOffer]) -> list[GpuOffer]:
+        """``offers`` with those refused as sold out (and still remembered) shown out of stock."""
+        now = self.clock.time()
+        self._refused = {cloud_id: until for cloud_id, until in self._refused.items() if until > now}
+        return without_refused(offers, self._refused, now)
+
     def _defer_for_capacity(self, wish: OfferWish, deadline: float, refused: bool) -> NoReturn:
         """Defer to :class:`PrimeCapacityTrigger`; the nearest offers go to this (the worker's) log.
 
         The trigger logs them again when they change, but Airflow writes one trigger log file per
         triggerer and try, and the ready-wait's trigger that follows in the same try replaces it.
+        The offers refused as sold out go with it (the trigger passes them over, and so does the
+        resumed task).
         """
         now = self.clock.time()
         awaited = awaited_line(wish, deadline, now, nearest_offers(self._offers_seen, wish))
         self.log.info("Deferring the wait for capacity to the triggerer. %s", awaited)
+        passed_over = dict(self._refused)
         self.defer(
             trigger=PrimeCapacityTrigger(
                 wish=wish.to_dict(),
@@ -976,9 +1070,13 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                 poll_interval=self.poll_interval,
                 prime_conn_id=self.prime_conn_id,
                 not_before=now + self.poll_interval if refused else None,
+                refused_cloud_ids=passed_over or None,
             ),
             method_name="execute_after_capacity",
-            kwargs={"capacity_deadline": deadline},
+            kwargs={
+                "capacity_deadline": deadline,
+                **({"refused_cloud_ids": passed_over} if passed_over else {}),
+            },
             timeout=timedelta(seconds=max(deadline - now, 0.0) + DEFERRAL_MARGIN),
         )
 
@@ -986,22 +1084,40 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         """Poll the offers in this worker until one fits ``wish`` (return) or the deadline passes.
 
         The create has just looked (its offers are logged now), so the next look is one poll interval
-        on (after a sold-out refusal the list may still show the offer, too). Stops when the task is
-        killed (nothing is created after a kill).
+        on (after a sold-out refusal the list may still show the offer, too). Offers refused as sold
+        out are passed over while remembered. Transient errors are waited out; a garbled answer
+        (:class:`PrimeResponseError`, a proxy's page served as 200) for :func:`trouble_grace` with no
+        good answer in between, as the status waits do. Stops when the task is killed (nothing is
+        created after a kill).
         """
         shown = nearest_offers(self._offers_seen, wish)
         self.log.info(awaited_line(wish, deadline, self.clock.time(), shown))
         not_before = self.clock.time() + self.poll_interval
+        garbled_since: float | None = None
         while True:
             self._raise_if_killed(name)
             if self.clock.time() >= not_before:
                 try:
-                    offers = self._list_offers(wish)
+                    offers = self._without_refused(self._list_offers(wish))
                 except PrimeError as exc:
-                    if not is_transient(exc):
+                    if isinstance(exc, PrimeResponseError):
+                        now = self.clock.time()
+                        if garbled_since is None:
+                            garbled_since = now
+                            self.log.warning(
+                                "The offers could not be read (the wait goes on for up to %.0f s of such "
+                                "answers): %s",
+                                trouble_grace(self.poll_interval),
+                                exc,
+                            )
+                        elif now - garbled_since >= trouble_grace(self.poll_interval):
+                            raise
+                    elif not is_transient(exc):
                         raise
-                    self.log.warning("Could not list the offers (the wait goes on): %s", exc)
+                    else:
+                        self.log.warning("Could not list the offers (the wait goes on): %s", exc)
                 else:
+                    garbled_since = None
                     lines = nearest_offers(offers, wish)
                     if lines != shown:
                         self.log.info(awaited_line(wish, deadline, self.clock.time(), lines))
@@ -1017,7 +1133,7 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
                         return
             now = self.clock.time()
             if now >= deadline:
-                raise PrimeNoOfferError(failure + GAVE_UP)
+                raise PrimeCapacityTimeoutError(failure + GAVE_UP)
             self.clock.sleep(
                 min(self.poll_interval, deadline - now, max(not_before - now, 0.0) or self.poll_interval)
             )
@@ -1052,7 +1168,8 @@ class PrimeCreatePodOperator(MasksRenderedSecrets):
         if step is not None and step.outcome is Outcome.READY:
             return self._handover(step.handover, pod.id, pod.price_hr)
         if step is not None and step.error is not None:
-            raise add_pod_logs(step, log_reader(self.hook)).error or step.error  # the pod's log tail
+            read = log_reader(self.hook, self.pod_log_tail, self.secrets())
+            raise add_pod_logs(step, read).error or step.error  # the pod's log tail, env values scrubbed
         raise AirflowSensorTimeout(f"Pod {pod.id}: {wait.timeout_message()}")
 
     # -- clean-up ----------------------------------------------------------------------------

@@ -246,11 +246,6 @@ def test_held_a_sold_out_refusal_then_capacity_flapping_creates_exactly_one_pod(
 GARBLED = "<html><body>502 upstream hiccup (served as 200 by a proxy)</body></html>"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3: one garbled availability answer (PrimeResponseError) fires 'failed' and ends a deferred "
-    "capacity wait of hours; the status waits allow garbled answers a grace (readiness.MIN_TROUBLE_GRACE)",
-)
 def test_one_garbled_offers_answer_does_not_end_a_deferred_capacity_wait(lifecycle_sim):
     sim = lifecycle_sim()
     set_stock(sim, H100, "Unavailable")
@@ -272,10 +267,6 @@ def test_one_garbled_offers_answer_does_not_end_a_deferred_capacity_wait(lifecyc
     assert requests(sim, CREATES) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3: the worker's capacity wait raises on one garbled availability answer (not transient)",
-)
 def test_one_garbled_offers_answer_does_not_end_a_worker_capacity_wait(lifecycle_sim):
     sim = lifecycle_sim()
     set_stock(sim, H100, "Unavailable")
@@ -450,11 +441,6 @@ def failure_of(**kwargs: Any) -> str:
     return str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F5: the pod log tail is scrubbed of the API key only: an env_vars secret the pod printed "
-    "(set -x, a traceback) lands in the failure message (and, deferred, in the trigger event in the DB)",
-)
 def test_an_env_secret_printed_in_the_pod_log_is_not_in_the_failure(lifecycle_sim):
     sim = failed_install(lifecycle_sim)
     log_says(sim, f"+ export HF_TOKEN={SECRET}\n+ pip install flash-attn\nERROR: {FAILURE}")
@@ -562,12 +548,6 @@ def test_held_a_deferred_waits_refusal_keeps_its_class_through_the_event():
 
 
 @needs_policy
-@pytest.mark.xfail(
-    strict=True,
-    reason="F6: a capacity wait that reached its deadline raises a plain PrimeNoOfferError, which "
-    "PRIME_RETRY_POLICY retries; each retry waits the whole wait_for_capacity afresh, so "
-    "wait_for_capacity=2h with retries=3 waits 8h45m (docs say the wait 'gives up at its deadline')",
-)
 def test_a_capacity_wait_that_reached_its_deadline_is_not_retried_into_another_full_wait(lifecycle_sim):
     sim = lifecycle_sim()
     set_stock(sim, H100, "Unavailable")
@@ -662,12 +642,6 @@ def test_held_airflows_deferral_timeout_of_a_capacity_wait_deletes_nothing(lifec
     assert [r for r in sim.stats.log if r.method in ("POST", "DELETE")] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F7: a create refused as sold out does not fall back: with gpu_type=[H100, A100] and the A100 "
-    "in stock, the H100 refusal fails the task (or, with wait_for_capacity, waits and re-POSTs H100 while "
-    "the list still shows it) instead of choosing again without the refused offer",
-)
 def test_a_sold_out_first_choice_falls_back_to_the_next_gpu_type(lifecycle_sim):
     sim = lifecycle_sim()
     refuse_create(sim, 400, f"Offer {H100} is out of stock")  # the list still shows it in stock
@@ -682,11 +656,6 @@ def test_a_sold_out_first_choice_falls_back_to_the_next_gpu_type(lifecycle_sim):
     assert billing_after_deletes(sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F8: PrimeCreatePodOperator has no pod_log_tail (the sensor has): the create's failed wait always "
-    "reads 50 lines; a user cannot turn the log off (the only guard against F5) nor ask for more",
-)
 def test_the_create_operator_takes_pod_log_tail_zero_and_reads_no_log(lifecycle_sim):
     sim = failed_install(lifecycle_sim)
     message = failure_of(pod_log_tail=0)
@@ -695,11 +664,6 @@ def test_the_create_operator_takes_pod_log_tail_zero_and_reads_no_log(lifecycle_
     assert billing_after_deletes(sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F5 (deferred): the triggerer reads the log tail and puts the env secret into the event, "
-    "which Airflow stores in its database (next_kwargs) and the task raises as its error",
-)
 def test_an_env_secret_printed_in_the_pod_log_is_not_in_the_deferred_waits_event(lifecycle_sim):
     sim = failed_install(lifecycle_sim)
     log_says(sim, f"+ export HF_TOKEN={SECRET}\nERROR: {FAILURE}")
@@ -711,11 +675,18 @@ def test_an_env_secret_printed_in_the_pod_log_is_not_in_the_deferred_waits_event
     event = run_trigger(caught.value.trigger)  # type: ignore[arg-type]
     try:
         assert event["status"] == "failed"
-        assert "ERROR: " + FAILURE in event["message"]  # the log is quoted (held)
         assert SECRET not in json.dumps(event)
-    finally:
+    except AssertionError:
         create().hook.delete_pod(ti.xcom["pod_id"])
-        assert billing_after_deletes(sim) == []
+        raise
+    # The log is read when the task resumes in the worker (fixb: never in the triggerer), scrubbed of
+    # the env values, before the pod is deleted; the failure quotes it.
+    resumed = create(gpu_count=1, deferrable=True, env_vars={"HF_TOKEN": SECRET})
+    with pytest.raises(PrimePodFailedError) as failed:
+        resumed.execute_complete(make_context(ti), event, **caught.value.kwargs)
+    assert "ERROR: " + FAILURE in str(failed.value)
+    assert SECRET not in str(failed.value)
+    assert billing_after_deletes(sim) == []
 
 
 # -- the event trigger (AssetWatcher): once per appearance ------------------------------------------------

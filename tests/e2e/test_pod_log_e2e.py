@@ -1,9 +1,10 @@
 """The pod's log on real Airflow processes: a failed install's failure and task log quote its tail.
 
 The lifecycle example's create waits deferred; the simulator then fails the pod's installation.
-The trigger reads the tail of the pod's log (``GET /pods/{id}/log``) and the failure the task
-raises, as the task log records it, carries it; the API key is in neither. The pod is deleted by
-the create itself, so nothing bills.
+The trigger fails the wait; the task resumes in a worker, which reads the tail of the pod's log
+(``GET /pods/{id}/log``; never the triggerer, whose event Airflow stores) before deleting the pod,
+and the failure the task raises, as the task log records it, carries it; the API key is in
+neither. The pod is deleted by the create itself, so nothing bills.
 """
 
 from __future__ import annotations
@@ -46,6 +47,6 @@ def test_a_failed_install_quotes_the_pods_log_tail_in_the_failure_and_the_task_l
     assert f"of pod {pod_id}'s log:\n" in failure, failure
     assert f"  | [+    0.0s] ERROR: {INSTALLATION_FAILURE}" in failure, failure
     log = run_log(airflow_stack, watcher, CREATE)
-    assert f"of pod {pod_id}'s log:" in log  # the trigger's part of the task log has it too
+    assert f"of pod {pod_id}'s log:" in log  # the task log has it too
     assert e2e_simulator.api_key not in log
     assert_none_billing(e2e_simulator, [pod_id])

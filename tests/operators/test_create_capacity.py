@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -17,14 +18,17 @@ from airflow_provider_prime._compat import AirflowException
 from airflow_provider_prime.deployment import deployment_id
 from airflow_provider_prime.exceptions import (
     PrimeAuthError,
+    PrimeCapacityTimeoutError,
     PrimeConfigError,
     PrimeNoOfferError,
+    PrimeResponseError,
     PrimeSoldOutError,
 )
 from airflow_provider_prime.operators.pod import GAVE_UP, PrimeCreatePodOperator
 from airflow_provider_prime.operators.pod_names import derived_pod_name
+from airflow_provider_prime.readiness import trouble_grace
 from airflow_provider_prime.testing import GPUS_PATH, PODS_PATH, Fault, PrimeSimulator
-from airflow_provider_prime.triggers.capacity import PrimeCapacityTrigger
+from airflow_provider_prime.triggers.capacity import PrimeCapacityTrigger, refusal_memory
 from airflow_provider_prime.triggers.pod_lifecycle import OwnedPodTrigger
 from tests.clocks import FakeClock
 from tests.operators.conftest import (
@@ -133,7 +137,7 @@ def test_waits_in_the_worker_until_capacity_is_back_then_creates_exactly_one_pod
     assert billing_after_deletes(sim) == [pod_id]  # the training's pod now
 
 
-def test_a_sold_out_create_waits_a_poll_then_creates_once(lifecycle_sim, logs):
+def test_a_sold_out_create_passes_the_offer_over_for_a_while_then_creates_once(lifecycle_sim, logs):
     sim = lifecycle_sim()
     sold_out_once(sim)
     clock = FakeClock()
@@ -142,15 +146,91 @@ def test_a_sold_out_create_waits_a_poll_then_creates_once(lifecycle_sim, logs):
     assert len(handover) == 1
     assert requests(sim, CREATES) == 2  # the refused one (nothing made) and the one that made the pod
     assert account(sim)["created"] == {NAME: 1}
-    assert clock.pauses[0] == 10  # the list still showed the offer: no create again before a poll
+    assert clock.pauses[0] == 10  # one look per poll interval
+    # The list still showed the offer: it was passed over for refusal_memory, then created.
+    assert sum(clock.pauses) == pytest.approx(refusal_memory(10))
     assert [e for e in logs if "was refused as sold out: The offer sold out" in str(e["event"])]
+    assert lines(logs, "Waiting for capacity")[0].count("out of stock (Sold out)") == 1
+
+
+def test_a_sold_out_first_choice_in_the_worker_wait_falls_back_at_once(lifecycle_sim, logs):
+    sim = lifecycle_sim()
+    sold_out_once(sim)
+    clock = FakeClock()
+    ti = TaskInstance()
+    handover = waiting(clock, gpu_type=["H100_80GB", "A100_80GB"]).execute(make_context(ti))
+    (pod_id,) = handover
+    assert clock.pauses == []  # no wait: the next choice fit
+    assert ti.xcom["offer"]["cloud_id"] == A100
+    assert requests(sim, CREATES) == 2
+    assert [e for e in logs if f"Offer {H100} is passed over until" in str(e["event"])]
+    assert billing_after_deletes(sim) == [pod_id]
+
+
+def test_every_choice_refused_without_wait_for_capacity_is_the_refusal(lifecycle_sim):
+    sim = lifecycle_sim()
+    sold_out_once(sim)
+    sim.inject(
+        Fault.http_error(
+            400,
+            body_shape="detail",
+            message=f"Offer {A100} is sold out",
+            method="POST",
+            path=PODS_PATH,
+            times=1,
+        )
+    )
+    with pytest.raises(PrimeSoldOutError, match="sold out"):
+        create(gpu_type=["H100_80GB", "A100_80GB"], gpu_count=1).execute(make_context())
+    assert requests(sim, CREATES) == 2
+    assert account(sim)["created"] == {}
+
+
+def test_a_deferred_refusal_carries_the_refused_offer_to_the_trigger_and_the_resumed_task(lifecycle_sim):
+    sim = lifecycle_sim()
+    sold_out_once(sim)
+    set_stock(sim, A100, "Unavailable")
+    kwargs: dict[str, Any] = {"gpu_type": ["H100_80GB", "A100_80GB"], "gpu_count": 1, "deferrable": True}
+    deferred = deferral(
+        lambda: create(wait_for_capacity=600, poll_interval=15, **kwargs).execute(make_context())
+    )
+    refused = deferred.kwargs["refused_cloud_ids"]
+    assert list(refused) == [H100]
+    assert refused[H100] == pytest.approx(time.time() + refusal_memory(15), abs=5)
+    assert deferred.trigger.serialize()[1]["refused_cloud_ids"] == refused
+    # Resumed (say the trigger saw the A100 back): the H100 is still passed over, the A100 is created.
+    set_stock(sim, A100, "High")
+    ti = TaskInstance()
+    event = {"status": "success", "message": "Capacity found", "pods": {}}
+    resumed = create(wait_for_capacity=600, wait_for_ready=False, **kwargs)
+    handover = resumed.execute_after_capacity(make_context(ti), event, **deferred.kwargs)
+    (pod_id,) = handover
+    assert ti.xcom["offer"]["cloud_id"] == A100
+    assert requests(sim, CREATES) == 2
+    assert billing_after_deletes(sim) == [pod_id]
+
+
+def test_garbled_offer_answers_past_the_grace_end_the_worker_wait(lifecycle_sim):
+    sim = lifecycle_sim()
+    set_stock(sim, H100, "Unavailable")
+
+    def pause(_: float) -> None:
+        if len(clock.pauses) == 1:
+            sim.inject(Fault.raw("<html>proxy</html>", content_type="text/html", path=GPUS_PATH, times=None))
+
+    clock = FakeClock(on_pause=pause)
+    with pytest.raises(PrimeResponseError):
+        waiting(clock).execute(make_context())
+    # The first garbled answer at 10 s (the first look), the grace (60 s: 3 polls of 10 s are less) on.
+    assert clock.elapsed == pytest.approx(10 + trouble_grace(10))
+    assert account(sim)["created"] == {}
 
 
 def test_gives_up_at_the_deadline_with_the_no_offer_explanation(lifecycle_sim):
     sim = lifecycle_sim()
     set_stock(sim, H100, "Unavailable")
     clock = FakeClock()
-    with pytest.raises(PrimeNoOfferError) as caught:
+    with pytest.raises(PrimeCapacityTimeoutError) as caught:  # a PrimeNoOfferError the policy fails
         waiting(clock).execute(make_context())
     text = str(caught.value)
     assert text.startswith("No GPU offer matches H100_80GB x1")
@@ -357,7 +437,7 @@ def test_the_deadline_in_the_triggerer_is_a_no_offer_error_in_the_task(lifecycle
     kwargs["deadline"] = asyncio.run(_soon(0.3))  # the same wait, its deadline brought near
     event = run_trigger(PrimeCapacityTrigger(**kwargs))
     assert event["status"] == "timeout"
-    with pytest.raises(PrimeNoOfferError) as caught:
+    with pytest.raises(PrimeCapacityTimeoutError) as caught:
         operator.execute_after_capacity(make_context(), event, **deferred.kwargs)
     assert f"cloud_id={H100}: out of stock (Unavailable)" in str(caught.value)
     assert str(caught.value).endswith(GAVE_UP)

@@ -111,3 +111,57 @@ def test_serializes_to_plain_kwargs_that_rebuild_it():
     assert classpath == "airflow_provider_prime.triggers.capacity.PrimeCapacityTrigger"
     assert PrimeCapacityTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert kwargs["wish"]["gpu_type"] == ["H100_80GB", "A100_80GB"]
+
+
+# -- garbled answers and refused offers (issue 22 F3, F7) -----------------------------------------------
+
+GARBLED = "<html><body>502 from a proxy, served as 200</body></html>"
+
+
+async def test_garbled_answers_past_the_grace_fire_failed(prime_simulator, prime_connect, monkeypatch):
+    """One garbled answer is waited out (tests/adversarial); garbled answers that go on for the
+    grace (brought to 0.3 s here) with no good one between end the wait as failed."""
+    from airflow_provider_prime.triggers import capacity as capacity_module
+
+    monkeypatch.setattr(capacity_module, "trouble_grace", lambda _: 0.3)
+    prime_connect(prime_simulator)
+    set_stock(prime_simulator, H100, "Unavailable")
+    prime_simulator.inject(Fault.raw(GARBLED, content_type="text/html", path=GPUS_PATH, times=None))
+    start = time.time()
+    event = await first_event(trigger())
+    assert event["status"] == "failed"
+    assert event["error_type"] == "PrimeResponseError"
+    assert time.time() - start >= 0.3
+
+
+async def test_a_refused_offer_is_passed_over_until_its_memory_ends(prime_simulator, prime_connect):
+    prime_connect(prime_simulator)
+    before = lists(prime_simulator)
+    start = time.time()
+    event = await first_event(trigger(refused_cloud_ids={H100: start + 0.3}))
+    assert event["status"] == "success"  # the H100 is listed in stock all along: fired once forgotten
+    assert time.time() >= start + 0.3
+    assert lists(prime_simulator) - before >= 2
+
+
+async def test_a_refused_first_choice_fires_for_the_next_one(prime_simulator, prime_connect):
+    prime_connect(prime_simulator)
+    wish = {**WISH, "gpu_type": ["H100_80GB", "A100_80GB"]}
+    event = await first_event(trigger(wish=wish, refused_cloud_ids={H100: time.time() + 600}))
+    assert event["status"] == "success"
+    assert "A100_80GB" in event["message"]
+
+
+def test_refused_cloud_ids_serialize_only_when_given():
+    assert "refused_cloud_ids" not in trigger().serialize()[1]  # as an older release's trigger
+    capacity = trigger(refused_cloud_ids={H100: 5.0})
+    classpath, kwargs = capacity.serialize()
+    assert kwargs["refused_cloud_ids"] == {H100: 5.0}
+    assert PrimeCapacityTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_refusal_memory_is_five_minutes_or_three_polls():
+    from airflow_provider_prime.triggers.capacity import refusal_memory
+
+    assert refusal_memory(15) == 300
+    assert refusal_memory(600) == 1800
