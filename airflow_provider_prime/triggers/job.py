@@ -52,6 +52,12 @@ DEFAULT_JOB_POLL_INTERVAL = 10.0
 #: race, see ``waiting.SETTLE_AFTER_DEFERRAL``). CI saw the scheduler process that exit 5.5 s after
 #: the deferral on a loaded machine; a job runs for minutes, so it waits longer than a pod wait does.
 JOB_SETTLE_AFTER_DEFERRAL = 15.0
+#: Seconds between the trigger's last log line and its event. Airflow's triggerer carries a
+#: trigger's log lines and its end over two channels, and closes the task's trigger log file when
+#: it learns of the end: lines still in flight then go to the triggerer's own log, not the task's.
+#: A job's last poll logs up to ``max_lines`` per node just before the end (CI lost the line after
+#: them once); this pause lets them reach the file first. A job runs for minutes: it costs nothing.
+LOG_DRAIN_SECONDS = 1.0
 
 
 class PollerPods:
@@ -186,8 +192,10 @@ class PrimeJobTrigger(BaseTrigger):
             ended = await end_task(self, event["job"])
             if ended is not None:
                 self.log.info("%s", event["message"])  # the line execute_complete logs
+                await self.clock.asleep(LOG_DRAIN_SECONDS)
                 yield ended
                 return
+        await self.clock.asleep(LOG_DRAIN_SECONDS)
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _follow(self) -> events.Event:
@@ -277,6 +285,7 @@ class PrimeJobTrigger(BaseTrigger):
 __all__ = [
     "DEFAULT_JOB_POLL_INTERVAL",
     "JOB_SETTLE_AFTER_DEFERRAL",
+    "LOG_DRAIN_SECONDS",
     "PollerPods",
     "PrimeJobTrigger",
     "log_step",

@@ -1,7 +1,8 @@
 """Attacks on issue 22: sold-out detection, capacity waits, fallbacks, the pod log tail, the retry policy.
 
-Each finding is a test marked ``xfail(strict=True, reason="F<n>: ...")`` that fails on the code as
-it is; the attacks that held are plain passing tests asserting what holds. Everything talks HTTP to
+The adversary wrote each finding (F1-F11) as a strict xfail that failed on the code of then; all
+eleven are fixed, and those tests now pass as regressions (their docstrings and names say which
+finding). The attacks that held are plain tests asserting what holds. Everything talks HTTP to
 the simulator (the operator fixtures of ``tests/operators``); worker waits run on a
 :class:`~tests.clocks.FakeClock`, so nothing sleeps on the real clock to prove an order.
 """
