@@ -86,7 +86,9 @@ def api(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(
             pod_status.PrimeHook,
             "get_pod_log",
-            lambda self, pod_id, tail=50, *, deadline=None: list(fake.pod_logs.get(pod_id, []))[-tail:],
+            lambda self, pod_id, tail=50, *, deadline=None, secrets=(): list(fake.pod_logs.get(pod_id, []))[
+                -tail:
+            ],
         )
         return fake
 
