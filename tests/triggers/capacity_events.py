@@ -64,7 +64,12 @@ class Running:
             self.events.append(event.payload)
 
     async def stop(self) -> None:
-        self.task.cancel()
+        # Cancel until it ends: on Python 3.10 ``asyncio.wait_for`` swallows a cancellation that
+        # arrives as its inner call completes (fixed in 3.12), and a trigger that never ends on its
+        # own would then run on and this stop wait forever (seen in CI on 3.10).
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait([self.task], timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
 
