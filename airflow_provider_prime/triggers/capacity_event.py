@@ -67,9 +67,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
@@ -235,7 +235,7 @@ class PrimeCapacityEventTrigger(BaseEventTrigger):
         if ASSET_STATE_STORE and store is not None and comms is not None:
             key = f"prime_capacity:{self.memory_digest}"
             try:
-                await asyncio.wait_for(store.aget(key), MEMORY_TIMEOUT)
+                await _bounded(store.aget(key), MEMORY_TIMEOUT)
             except ValueError:  # several watched assets: the store needs one named; the Variable serves
                 pass
             except Exception as exc:
@@ -315,7 +315,7 @@ class _AssetStoreMemory:
 
     async def recall(self) -> dict[str, Any] | None:
         try:
-            value = await asyncio.wait_for(self._store.aget(self._key), MEMORY_TIMEOUT)
+            value = await _bounded(self._store.aget(self._key), MEMORY_TIMEOUT)
         except Exception as exc:
             self._owner.log.warning("Could not read %s (%s); starting without memory", self.where, exc)
             return None
@@ -323,7 +323,7 @@ class _AssetStoreMemory:
 
     async def remember(self, value: dict[str, Any]) -> None:
         try:
-            await asyncio.wait_for(self._store.aset(self._key, value), MEMORY_TIMEOUT)
+            await _bounded(self._store.aset(self._key, value), MEMORY_TIMEOUT)
         except Exception as exc:
             self._owner.log.warning("Could not write %s (%s); a restart may fire again", self.where, exc)
 
@@ -339,7 +339,7 @@ class _VariableMemory:
         from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable
 
         try:
-            answer = await asyncio.wait_for(self._comms.asend(GetVariable(key=self._key)), MEMORY_TIMEOUT)
+            answer = await _bounded(self._comms.asend(GetVariable(key=self._key)), MEMORY_TIMEOUT)
         except Exception as exc:
             self._owner.log.warning("Could not read %s (%s); starting without memory", self.where, exc)
             return None
@@ -362,12 +362,34 @@ class _VariableMemory:
             "start fire for capacity already there)",
         )
         try:
-            await asyncio.wait_for(self._comms.asend(message), MEMORY_TIMEOUT)
+            await _bounded(self._comms.asend(message), MEMORY_TIMEOUT)
         except Exception as exc:
             self._owner.log.warning("Could not write %s (%s); a restart may fire again", self.where, exc)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+async def _bounded(call: Awaitable[T], timeout: float) -> T:
+    """``call``'s result within ``timeout`` seconds (``asyncio.TimeoutError`` past it).
+
+    Not ``asyncio.wait_for``: on Python 3.10 and 3.11 it can swallow a cancellation that arrives as
+    the inner call completes, and this trigger never ends on its own, so a triggerer that cancels it
+    once (a shutdown, a move) would leave it running. ``asyncio.wait`` passes the cancellation on.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise asyncio.TimeoutError(f"no answer within {timeout:g} s")
+    return task.result()
 
 
 def _wishes(gpu_type: object, wish: Mapping[str, Any]) -> list[OfferWish]:
